@@ -1,0 +1,16 @@
+"""Modules: callable pytrees."""
+
+from ._abstract import AbstractClassVar, AbstractVar
+from ._field import field, static_field
+from ._module import BoundMethod, Module, Partial, module_update_wrapper
+
+__all__ = [
+    "AbstractClassVar",
+    "AbstractVar",
+    "BoundMethod",
+    "Module",
+    "Partial",
+    "field",
+    "module_update_wrapper",
+    "static_field",
+]

@@ -1,0 +1,90 @@
+"""Helpers shared by the layer families: dtypes, PyTorch-style initialisation, argument checks."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def default_floating_dtype() -> Any:
+    """float64 when x64 mode is on, else float32 (what `jnp.zeros(())` would give)."""
+    return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32  # type: ignore[attr-defined]
+
+
+def resolve_dtype(dtype: Any, name: str = "dtype") -> Any:
+    """``dtype`` or the default floating dtype; rejects non-floating dtypes clearly."""
+    if dtype is None:
+        return default_floating_dtype()
+    try:
+        resolved = jnp.dtype(dtype)
+    except TypeError as e:
+        raise TypeError(f"{name} must be a JAX dtype such as jnp.float32; got {dtype!r}.") from e
+    if not jnp.issubdtype(resolved, jnp.inexact):
+        raise TypeError(f"{name} must be a floating-point or complex dtype; got {resolved}.")
+    return resolved
+
+
+def uniform_init(key: Any, shape: Sequence[int], dtype: Any, bound: float) -> jax.Array:
+    """Samples from U(-bound, bound): PyTorch's default for weights and biases
+    (``bound = 1/sqrt(fan_in)``)."""
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        real_dtype = jnp.finfo(dtype).dtype
+        rkey, ikey = jax.random.split(key)
+        real = jax.random.uniform(rkey, shape, real_dtype, -bound, bound)
+        imag = jax.random.uniform(ikey, shape, real_dtype, -bound, bound)
+        return (real + 1j * imag).astype(dtype)
+    return jax.random.uniform(key, shape, dtype, minval=-bound, maxval=bound)
+
+
+def fan_in_bound(fan_in: int) -> float:
+    """``1/sqrt(fan_in)``, or 0 for an empty fan-in (as PyTorch does)."""
+    return 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+
+
+def check_key(key: Any, layer: str) -> None:
+    """Raise a clear error when a layer that needs randomness is given no PRNG key."""
+    if key is None:
+        raise TypeError(
+            f"{layer} needs a PRNG key to initialise its parameters: pass key=jax.random.key(0)."
+        )
+    if not (isinstance(key, (jax.Array, np.ndarray))):
+        raise TypeError(f"{layer}: key must be a JAX PRNG key; got {type(key).__name__}.")
+
+
+def as_tuple(value: Any, n: int, name: str, *, minimum: int = 1) -> tuple[int, ...]:
+    """Turn an int or a length-``n`` sequence of ints into an ``n``-tuple, with checks."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        values = (int(value),) * n
+    elif isinstance(value, Sequence) and all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value
+    ):
+        values = tuple(int(v) for v in value)
+        if len(values) != n:
+            raise ValueError(f"{name} must be an int or a sequence of {n} ints; got {value!r}.")
+    else:
+        raise TypeError(f"{name} must be an int or a sequence of {n} ints; got {value!r}.")
+    if any(v < minimum for v in values):
+        raise ValueError(f"{name} must be >= {minimum}; got {value!r}.")
+    return values
+
+
+def check_rank(x: Any, expected_rank: int, layer: str, description: str) -> None:
+    """Raise a clear error for an input of the wrong rank, mentioning vmap for batches."""
+    shape = getattr(x, "shape", None)
+    if shape is None:
+        raise TypeError(f"{layer} expects an array input; got {type(x).__name__}.")
+    if len(shape) != expected_rank:
+        hint = (
+            " Layers act on one unbatched example: batch with jax.vmap or ecliptic.filter_vmap."
+            if len(shape) == expected_rank + 1
+            else ""
+        )
+        raise ValueError(
+            f"{layer} expects an input of rank {expected_rank} ({description}); "
+            f"got shape {tuple(shape)}.{hint}"
+        )
