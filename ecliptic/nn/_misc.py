@@ -88,3 +88,13 @@ def check_rank(x: Any, expected_rank: int, layer: str, description: str) -> None
             f"{layer} expects an input of rank {expected_rank} ({description}); "
             f"got shape {tuple(shape)}.{hint}"
         )
+
+
+def compute_dtype(dtype: Any) -> Any:
+    """The dtype to do numerically delicate maths in (norms, softmax, trigonometry):
+    float32 for float16/bfloat16, whose few mantissa bits lose too much in sums of
+    squares and exponentials; otherwise ``dtype`` unchanged."""
+    dtype = jnp.dtype(dtype)
+    if dtype in (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16)):
+        return jnp.dtype(jnp.float32)
+    return dtype
