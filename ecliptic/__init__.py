@@ -15,6 +15,7 @@ from ._filters import (
     is_inexact_array_like,
     partition,
 )
+from . import nn as nn
 from ._module import (
     AbstractClassVar,
     AbstractVar,
@@ -25,4 +26,47 @@ from ._module import (
     module_update_wrapper,
     static_field,
 )
+from ._caches import clear_caches
+from ._enum import Enumeration, EnumerationItem
+from ._jit import filter_jit
+from ._seed_api import gradf, jitf, value_and_grad_f
 from ._version import __version__
+from ._vmap_pmap import filter_vmap, if_array
+
+__all__ = [
+    # Modules
+    "AbstractClassVar",
+    "AbstractVar",
+    "BoundMethod",
+    "Enumeration",
+    "EnumerationItem",
+    "Module",
+    "Partial",
+    "field",
+    "module_update_wrapper",
+    "static_field",
+    # Filters
+    "combine",
+    "filter",
+    "is_array",
+    "is_array_like",
+    "is_inexact_array",
+    "is_inexact_array_like",
+    "partition",
+    # Filtered transformations
+    "clear_caches",
+    "filter_jit",
+    "filter_vmap",
+    "if_array",
+    "gradf",
+    "jitf",
+    "value_and_grad_f",
+    # Errors
+    "EclipticRuntimeError",
+    "EclipticTracetimeError",
+    "EquinoxRuntimeError",
+    "EquinoxTracetimeError",
+    # Submodules
+    "nn",
+    "__version__",
+]

@@ -2,7 +2,7 @@
 
 from ._abstract import AbstractClassVar, AbstractVar
 from ._field import field, static_field
-from ._module import BoundMethod, Module, Partial, module_update_wrapper
+from ._module import BoundMethod, Module, Partial, bind_partial, module_update_wrapper
 
 __all__ = [
     "AbstractClassVar",

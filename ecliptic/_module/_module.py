@@ -358,7 +358,7 @@ def module_update_wrapper(wrapper: _T, wrapped: Any = None) -> _T:
             pass
     leaves, treedef = jtu.tree_flatten(wrapper)
     copy = jtu.tree_unflatten(treedef, leaves)
-    copy.__dict__[_WRAPPER_META] = _WrapperMeta(attributes)
+    copy.__dict__[_WRAPPER_META] = _WrapperMeta((), attributes)
     copy.__dict__.update(attributes)
     return copy
 
@@ -390,3 +390,11 @@ class Partial(Module):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*self.args, *args, **self.keywords, **kwargs)
+
+
+def bind_partial(func: Callable[..., Any], *args: Any) -> Partial:
+    """`Partial(func, *args)` without the checks of `__init__`: for internal hot paths
+    such as binding a transformed method to its instance."""
+    bound = object.__new__(Partial)
+    bound.__dict__.update(func=func, args=args, keywords={})
+    return bound

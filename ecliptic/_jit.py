@@ -1,0 +1,239 @@
+"""``filter_jit``: `jax.jit` where array leaves are traced and everything else is static.
+
+Call path (kept this short on purpose, it runs on every call):
+flatten ``(fun, args, kwargs)`` once in C++ -> split leaves into arrays / static via a
+per-type cached check -> one `StaticKey` (treedef + static leaves, hashed once) -> one
+`jax.jit`-compiled function of a module-level body, whose C++ dispatch does the cache
+lookup -> outputs unflattened with the treedef captured at trace time.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+import jax
+import jax.tree_util as jtu
+
+try:
+    from ._exceptions import reraise_runtime_error
+except ImportError:  # TEMPORARY until the errors module lands
+    def reraise_runtime_error(exc: BaseException) -> None:
+        return None
+from ._filters import is_array
+from ._module import Module, bind_partial, field
+from ._plumbing import DYNAMIC, StaticKey, StaticOutput, split, split_output
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_DONATE_MODES = ("none", "all", "all-except-first", "warn", "warn-except-first")
+_FORBIDDEN_JIT_KWARGS = ("static_argnums", "static_argnames", "donate_argnums", "donate_argnames")
+_flatten = jtu.tree_flatten
+
+
+def _body(dynamic: list[Any], key: StaticKey) -> tuple[list[Any], StaticOutput]:
+    fun, args, kwargs = key.unflatten(dynamic)
+    return split_output(fun(*args, **kwargs))
+
+
+def _body_donating(
+    kept: list[Any], donated: list[Any], key: StaticKey
+) -> tuple[list[Any], StaticOutput]:
+    return _body(_interleave(kept, donated, key), key)
+
+
+def _interleave(kept: list[Any], donated: list[Any], key: _DonationKey) -> list[Any]:
+    n = key.num_kept_leaves
+    dynamic = []
+    kept_iter, donated_iter = iter(kept), iter(donated)
+    for i, s in enumerate(key.static):
+        if s is DYNAMIC:
+            dynamic.append(next(kept_iter) if i < n else next(donated_iter))
+    return dynamic
+
+
+class _DonationKey(StaticKey):
+    """A `StaticKey` that also records how many leading leaves are not donated."""
+
+    __slots__ = ("num_kept_leaves",)
+
+    def __init__(self, treedef: Any, static: tuple[Any, ...], num_kept_leaves: int):
+        super().__init__(treedef, (static, num_kept_leaves))
+        self.static = static
+        self.num_kept_leaves = num_kept_leaves
+
+    def __eq__(self, other: Any) -> bool:
+        return self is other or (
+            type(other) is _DonationKey
+            and self._hash == other._hash
+            and self.num_kept_leaves == other.num_kept_leaves
+            and self.treedef == other.treedef
+            and self.static == other.static
+        )
+
+    __hash__ = StaticKey.__hash__
+
+
+class _JitWrapper(Module):
+    """The callable that `filter_jit` returns. A pytree: ``fun`` is its child."""
+
+    __ecliptic_no_method_wrapping__ = True
+    fun: Callable[..., Any]
+    donate: str = field(static=True)
+    jitted: Any = field(static=True)
+
+    @property
+    def __wrapped__(self) -> Callable[..., Any]:
+        return self.fun
+
+    def _prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        """The positional arguments for ``self.jitted`` (the static key last)."""
+        leaves, treedef = _flatten((self.fun, args, kwargs))
+        dynamic, static = split(leaves)
+        if self.donate == "none":
+            return dynamic, StaticKey(treedef, static, "filter_jit")
+        num_kept = len(jtu.tree_leaves(self.fun))
+        if self.donate.endswith("except-first") and args:
+            num_kept += len(jtu.tree_leaves(args[0]))
+        kept = [x for i, x in enumerate(leaves) if i < num_kept and static[i] is DYNAMIC]
+        donated = [x for i, x in enumerate(leaves) if i >= num_kept and static[i] is DYNAMIC]
+        return kept, donated, _DonationKey(treedef, static, num_kept)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.donate == "none":
+            leaves, treedef = _flatten((self.fun, args, kwargs))
+            dynamic, static = split(leaves)
+            try:
+                out, out_static = self.jitted(dynamic, StaticKey(treedef, static, "filter_jit"))
+            except Exception as e:
+                reraise_runtime_error(e)
+                raise
+            return out_static.unflatten(out)
+        call_args = self._prepare(args, kwargs)
+        with warnings.catch_warnings():
+            if self.donate.startswith("all"):
+                warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
+            try:
+                out, out_static = self.jitted(*call_args)
+            except Exception as e:
+                reraise_runtime_error(e)
+                raise
+        return out_static.unflatten(out)
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        if instance is None:
+            return self
+        # A pytree, so that a transformed method passed on to other transformations
+        # keeps its instance's arrays visible.
+        return bind_partial(self, instance)
+
+    def lower(self, *args: Any, **kwargs: Any) -> _Lowered:
+        """Lower for these arguments ahead of time (`jax.jit(...).lower` for filter_jit).
+
+        **Returns:** an object with `.compile()`, `.as_text()` and the rest of
+        `jax.stages.Lowered`; the compiled object is called with the same arguments
+        (static ones included) as the wrapper itself.
+        """
+        call_args = self._prepare(args, kwargs)
+        return _Lowered(self.jitted.lower(*call_args), self)
+
+    def trace(self, *args: Any, **kwargs: Any) -> Any:
+        """`jax.jit(...).trace` for the filtered call."""
+        return self.jitted.trace(*self._prepare(args, kwargs))
+
+
+class _Lowered:
+    def __init__(self, lowered: Any, wrapper: _JitWrapper):
+        self._lowered = lowered
+        self._wrapper = wrapper
+
+    def compile(self, *args: Any, **kwargs: Any) -> _Compiled:
+        return _Compiled(self._lowered.compile(*args, **kwargs), self._wrapper)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._lowered, name)
+
+
+class _Compiled:
+    def __init__(self, compiled: Any, wrapper: _JitWrapper):
+        self._compiled = compiled
+        self._wrapper = wrapper
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        call_args = self._wrapper._prepare(args, kwargs)[:-1]
+        try:
+            out, out_static = self._compiled(*call_args)
+        except Exception as e:
+            reraise_runtime_error(e)
+            raise
+        return out_static.unflatten(out)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._compiled, name)
+
+
+@overload
+def filter_jit(*, donate: str = "none", **jitkwargs: Any) -> Callable[[_F], _F]: ...
+
+
+@overload
+def filter_jit(fun: _F, *, donate: str = "none", **jitkwargs: Any) -> _F: ...
+
+
+def filter_jit(fun: Any = None, *, donate: str = "none", **jitkwargs: Any) -> Any:
+    """Compile a function with `jax.jit`, tracing only its array leaves.
+
+    Every argument (positional or keyword, and `fun` itself if it is a pytree such as a
+    bound method) is flattened: JAX/NumPy arrays are traced; every other leaf (Python
+    numbers, functions, strings, flags, ...) is static, i.e. hashed into the compilation
+    cache. Outputs may contain non-arrays; they are returned as they were produced.
+
+    **Arguments:**
+
+    - `fun`: the function to compile. Omit it to get a decorator.
+    - `donate`: which input buffers XLA may reuse for outputs: `"none"` (default),
+        `"all"` (all array arguments), `"all-except-first"` (all but those of the first
+        argument); `"warn"` / `"warn-except-first"` are the same but keep JAX's warning
+        when a donation could not be used.
+    - `**jitkwargs`: passed to `jax.jit` (e.g. `device`, `backend`, `compiler_options`).
+        `static_argnums`/`donate_argnums` & co. are not accepted: filtering replaces them.
+
+    **Returns:** the compiled callable. It also works as a method decorator and offers
+    `.lower(*args, **kwargs)` for ahead-of-time compilation.
+
+    ```python
+    @ecliptic.filter_jit
+    def loss(model, x, y):
+        return jnp.mean((jax.vmap(model)(x) - y) ** 2)
+    ```
+    """
+    if donate not in _DONATE_MODES:
+        raise ValueError(f"filter_jit(donate=...) must be one of {_DONATE_MODES}; got {donate!r}.")
+    for name in _FORBIDDEN_JIT_KWARGS:
+        if name in jitkwargs:
+            raise TypeError(
+                f"filter_jit does not take {name}: non-array arguments are static "
+                "automatically and donation is chosen with donate=...; to make an array "
+                "static, wrap it (e.g. in a tuple of Python numbers) or close over it."
+            )
+    if fun is None:
+        return functools.partial(filter_jit, donate=donate, **jitkwargs)
+    if not callable(fun):
+        raise TypeError(f"filter_jit(fun): fun must be callable; got {fun!r}.")
+    if donate == "none":
+        jitted = jax.jit(_body, static_argnums=1, **jitkwargs)
+    else:
+        jitted = jax.jit(_body_donating, static_argnums=2, donate_argnums=1, **jitkwargs)
+    wrapper = _JitWrapper(fun=fun, donate=donate, jitted=jitted)
+    for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
+        try:
+            wrapper.__dict__[attr] = getattr(fun, attr)
+        except AttributeError:
+            pass
+    return wrapper
+
+
+def is_filter_jitted(fun: Any) -> bool:
+    """Whether ``fun`` was produced by `filter_jit` (used by the debugging tools)."""
+    return isinstance(fun, _JitWrapper)

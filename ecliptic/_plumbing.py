@@ -1,0 +1,196 @@
+"""Shared plumbing of the filtered transformations.
+
+Every filtered transformation does the same three things: flatten the call's inputs once,
+split the leaves into *dynamic* ones (handed to the JAX transformation) and *static* ones
+(kept on the Python side, hashed into cache keys), then merge them back inside and
+outside the transformation. The helpers here do exactly that, with as little Python work
+per leaf as possible because they sit on every call's hot path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax.tree_util as jtu
+
+from ._filters import is_array
+from ._misc import type_name
+
+
+class _DynamicMarker:
+    """Stands in the static tuple where a dynamic leaf was taken out."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<dynamic>"
+
+    def __reduce__(self) -> str:
+        return "DYNAMIC"
+
+
+DYNAMIC = _DynamicMarker()
+
+
+def split(
+    leaves: Sequence[Any], is_dynamic: Callable[[Any], bool] = is_array
+) -> tuple[list[Any], tuple[Any, ...]]:
+    """Split flat leaves into ``(dynamic, static)``.
+
+    ``static`` has one entry per leaf: the leaf itself, or `DYNAMIC` where the leaf was
+    moved to ``dynamic``. `merge` inverts this.
+    """
+    static = tuple([DYNAMIC if is_dynamic(leaf) else leaf for leaf in leaves])
+    dynamic = [leaf for leaf, s in zip(leaves, static) if s is DYNAMIC]
+    return dynamic, static
+
+
+def split_by_mask(
+    leaves: Sequence[Any], mask: Sequence[bool]
+) -> tuple[list[Any], tuple[Any, ...]]:
+    """As `split`, with a precomputed bool per leaf."""
+    static = tuple([DYNAMIC if m else leaf for leaf, m in zip(leaves, mask)])
+    dynamic = [leaf for leaf, m in zip(leaves, mask) if m]
+    return dynamic, static
+
+
+def merge(dynamic: Sequence[Any], static: tuple[Any, ...]) -> list[Any]:
+    """Inverse of `split`: the full list of leaves."""
+    values = iter(dynamic)
+    return [next(values) if s is DYNAMIC else s for s in static]
+
+
+class StaticKey:
+    """The static half of a call: treedef plus static leaves, hashed once.
+
+    Used as a static argument of `jax.jit` (and as our own cache keys), so its hash is
+    computed once at construction and equality short-circuits on identity.
+    """
+
+    __slots__ = ("treedef", "static", "_hash")
+
+    def __init__(self, treedef: Any, static: tuple[Any, ...], context: Any = None):
+        self.treedef = treedef
+        self.static = static
+        try:
+            self._hash = hash((treedef, static))
+        except TypeError:
+            raise unhashable_error(treedef, static, context) from None
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: Any) -> bool:
+        return self is other or (
+            type(other) is StaticKey
+            and self._hash == other._hash
+            and self.treedef == other.treedef
+            and self.static == other.static
+        )
+
+    def unflatten(self, dynamic: Sequence[Any]) -> Any:
+        return self.treedef.unflatten(merge(dynamic, self.static))
+
+
+class StaticOutput:
+    """Carries non-array outputs of a traced function out through the JAX transformation.
+
+    Registered as a pytree node with no children, so JAX stores it in the output treedef
+    and hands the very same object back after the call, at no cost.
+    """
+
+    __slots__ = ("treedef", "static", "all_dynamic")
+
+    def __init__(self, treedef: Any, static: tuple[Any, ...]):
+        self.treedef = treedef
+        self.static = static
+        self.all_dynamic = all(s is DYNAMIC for s in static)
+
+    def unflatten(self, dynamic: Sequence[Any]) -> Any:
+        if self.all_dynamic:
+            return self.treedef.unflatten(dynamic)
+        return self.treedef.unflatten(merge(dynamic, self.static))
+
+
+jtu.register_pytree_node(StaticOutput, lambda s: ((), s), lambda aux, _: aux)
+
+
+def split_output(out: Any, is_dynamic: Callable[[Any], bool] = is_array) -> tuple[list[Any], StaticOutput]:
+    """Flatten a traced function's output into arrays and a `StaticOutput`."""
+    leaves, treedef = jtu.tree_flatten(out)
+    dynamic, static = split(leaves, is_dynamic)
+    return dynamic, StaticOutput(treedef, static)
+
+
+# -- error reporting (slow path only) ------------------------------------------------------
+
+
+def _describe_path(path: tuple[Any, ...], root: str) -> str:
+    return root + jtu.keystr(path)
+
+
+def unhashable_error(treedef: Any, static: tuple[Any, ...], context: Any) -> TypeError:
+    """A clear error naming the path and type of the first unhashable static value."""
+    where = context or "filter_jit"
+    tree = treedef.unflatten(list(static))
+    for path, leaf in jtu.tree_flatten_with_path(tree)[0]:
+        if leaf is DYNAMIC:
+            continue
+        try:
+            hash(leaf)
+        except TypeError:
+            return TypeError(
+                f"{where}: the non-array leaf at {_describe_path(path, 'inputs')} is of "
+                f"unhashable type {type_name(leaf)}. Non-array leaves are static (part of "
+                "the compilation cache key) and must be hashable: convert it to an array, "
+                "a tuple, or make it hashable."
+            )
+    found = _find_unhashable_static_field(tree, "inputs")
+    if found is not None:
+        path, value = found
+        return TypeError(
+            f"{where}: the static field at {path} holds a value of unhashable type "
+            f"{type_name(value)}. Static fields (field(static=True)) must be hashable: use "
+            "a tuple instead of a list, or make the field non-static if it holds arrays."
+        )
+    return TypeError(f"{where}: the static part of the inputs is unhashable.")
+
+
+def _find_unhashable_static_field(tree: Any, path: str) -> tuple[str, Any] | None:
+    if dataclasses.is_dataclass(tree) and not isinstance(tree, type):
+        for f in dataclasses.fields(tree):
+            value = tree.__dict__.get(f.name)
+            sub = f"{path}.{f.name}"
+            if f.metadata.get("static", False):
+                try:
+                    hash(value)
+                except TypeError:
+                    return sub, value
+            else:
+                found = _find_unhashable_static_field(value, sub)
+                if found is not None:
+                    return found
+        return None
+    children, treedef = _flatten_one_level(tree)
+    if jtu.treedef_is_leaf(treedef):
+        return None
+    for i, child in enumerate(children):
+        found = _find_unhashable_static_field(child, f"{path}[{i}]")
+        if found is not None:
+            return found
+    return None
+
+
+def _flatten_one_level(tree: Any) -> tuple[list[Any], Any]:
+    seen = False
+
+    def is_leaf(node: Any) -> bool:
+        nonlocal seen
+        if seen:
+            return True
+        seen = True
+        return False
+
+    return jtu.tree_flatten(tree, is_leaf=is_leaf)

@@ -1,0 +1,315 @@
+"""``filter_vmap`` (and the axis-spec resolution that ``filter_pmap`` shares).
+
+Axis specs are pytree prefixes of the inputs (or outputs) whose leaves are an int, `None`
+or a callable ``leaf -> int | None`` such as `if_array(0)`. Array leaves with an int axis
+are batched; everything else is broadcast (arrays) or passed through statically.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+
+from ._filters import is_array
+from ._module import Module, bind_partial, field
+from ._plumbing import DYNAMIC, merge
+
+
+class if_array(Module):
+    """An axis spec: `axis` for array leaves, `None` (broadcast) for everything else.
+
+    **Arguments:**
+
+    - `axis`: the axis to batch array leaves along.
+
+    ```python
+    ecliptic.filter_vmap(fn, in_axes=(ecliptic.if_array(0), None))
+    ```
+    """
+
+    axis: int = field(static=True)
+
+    def __call__(self, x: Any) -> int | None:
+        return self.axis if is_array(x) else None
+
+
+def _is_axis_spec_leaf(spec: Any) -> bool:
+    return spec is None or isinstance(spec, (int, if_array)) or (
+        callable(spec) and jtu.treedef_is_leaf(jtu.tree_structure(spec))
+    )
+
+
+def resolve_axes(spec: Any, tree: Any, what: str) -> tuple[list[Any], Any, list[Any]]:
+    """Flatten ``tree`` and give each leaf its axis (int or None) from the prefix ``spec``.
+
+    Returns ``(leaves, treedef, axes)``.
+    """
+    axes: list[Any] = []
+
+    def per_subtree(subspec: Any, subtree: Any) -> None:
+        for path, leaf in jtu.tree_flatten_with_path(subtree)[0]:
+            if subspec is None:
+                axes.append(None)
+            elif isinstance(subspec, int) and not isinstance(subspec, bool):
+                axes.append(subspec)
+            elif callable(subspec):
+                axis = subspec(leaf)
+                if axis is not None and not isinstance(axis, int):
+                    raise TypeError(
+                        f"{what}: the axis spec {subspec!r} returned {axis!r} for a leaf; "
+                        "expected an int or None."
+                    )
+                axes.append(axis)
+            else:
+                raise TypeError(
+                    f"{what} leaves must be an int, None or a callable leaf -> int | None; "
+                    f"got {subspec!r}."
+                )
+
+    try:
+        jtu.tree_map(per_subtree, spec, tree, is_leaf=_is_axis_spec_leaf)
+    except ValueError as e:
+        spec_structure = jtu.tree_structure(spec, is_leaf=_is_axis_spec_leaf)
+        raise ValueError(
+            f"{what} must be a pytree prefix of the values it describes; got {what} with "
+            f"structure {spec_structure} for values with structure "
+            f"{jtu.tree_structure(tree)}."
+        ) from e
+    leaves, treedef = jtu.tree_flatten(tree)
+    return leaves, treedef, axes
+
+
+def _named_in_axes(fun: Callable[..., Any], in_axes: Any, num_args: int) -> Any:
+    """Turn ``in_axes={"param": spec}`` into a tuple, defaulting to ``if_array(0)``."""
+    if not isinstance(in_axes, dict):
+        return in_axes
+    remaining = dict(in_axes)
+    params = list(inspect.signature(fun).parameters)[:num_args]
+    resolved = tuple(remaining.pop(name, if_array(0)) for name in params)
+    if remaining:
+        raise ValueError(
+            f"in_axes names {sorted(remaining)} that are not among the positional "
+            f"arguments passed ({params})."
+        )
+    return resolved
+
+
+def batch_size(
+    leaves: Sequence[Any], axes: Sequence[Any], treedef: Any, axis_size: int | None, what: str
+) -> int:
+    """Check that every batched leaf has the same size along its axis; return it."""
+    sizes = {}
+    for index, (leaf, axis) in enumerate(zip(leaves, axes)):
+        if axis is None:
+            continue
+        if not is_array(leaf):
+            raise ValueError(
+                f"{what}: the non-array input leaf {_leaf_path(treedef, index)} "
+                f"({type(leaf).__name__}) was given batch axis {axis}; only arrays can be "
+                "batched. Use in_axes=None or ecliptic.if_array(...) for it."
+            )
+        ndim = jnp.ndim(leaf)
+        if not -ndim <= axis < ndim:
+            raise ValueError(
+                f"{what}: cannot batch the input {_leaf_path(treedef, index)} of shape "
+                f"{jnp.shape(leaf)} along axis {axis}."
+            )
+        sizes[index] = jnp.shape(leaf)[axis]
+    distinct = set(sizes.values())
+    if axis_size is not None:
+        distinct.add(axis_size)
+    if len(distinct) > 1:
+        detail = ", ".join(f"{_leaf_path(treedef, i)}: {n}" for i, n in sizes.items())
+        extra = f" and axis_size={axis_size}" if axis_size is not None else ""
+        raise ValueError(
+            f"{what}: inconsistent sizes along the batch axes ({detail}{extra}); every "
+            "batched input must have the same size."
+        )
+    if not distinct:
+        raise ValueError(
+            f"{what}: no input is batched (every in_axes resolved to None); pass "
+            "axis_size=... to say how many times to run the function."
+        )
+    return distinct.pop()
+
+
+def _leaf_path(treedef: Any, index: int) -> str:
+    placeholder = list(range(treedef.num_leaves))
+    for path, leaf in jtu.tree_flatten_with_path(treedef.unflatten(placeholder))[0]:
+        if leaf == index:
+            return "args" + jtu.keystr(path)
+    return f"leaf #{index}"
+
+
+class _OutputSplit:
+    """Non-batched parts of a vmapped function's output; no children, see StaticOutput."""
+
+    __slots__ = ("treedef", "static", "axes")
+
+    def __init__(self, treedef: Any, static: tuple[Any, ...], axes: tuple[Any, ...]):
+        self.treedef = treedef
+        self.static = static
+        self.axes = axes
+
+
+jtu.register_pytree_node(_OutputSplit, lambda s: ((), s), lambda aux, _: aux)
+
+_UNBATCHED = object()
+
+
+def split_batched_output(out: Any, out_axes: Any) -> tuple[list[Any], list[Any], _OutputSplit]:
+    """Inside the transform: outputs to batch, outputs to leave unbatched, the rest."""
+    leaves, treedef, axes = resolve_axes(out_axes, out, "out_axes")
+    batched, unbatched, static, kept_axes = [], [], [], []
+    for leaf, axis in zip(leaves, axes):
+        if not is_array(leaf):
+            static.append(leaf)
+        elif axis is None:
+            unbatched.append(leaf)
+            static.append(_UNBATCHED)
+        else:
+            batched.append(leaf)
+            kept_axes.append(axis)
+            static.append(DYNAMIC)
+    return batched, unbatched, _OutputSplit(treedef, tuple(static), tuple(kept_axes))
+
+
+def merge_batched_output(batched: list[Any], unbatched: list[Any], info: _OutputSplit) -> Any:
+    """Outside the transform: move batch axes into place and rebuild the output."""
+    moved = [
+        x if axis == 0 else jnp.moveaxis(x, 0, axis) for x, axis in zip(batched, info.axes)
+    ]
+    batched_iter, unbatched_iter = iter(moved), iter(unbatched)
+    leaves = [
+        next(batched_iter) if s is DYNAMIC else next(unbatched_iter) if s is _UNBATCHED else s
+        for s in info.static
+    ]
+    return info.treedef.unflatten(leaves)
+
+
+class _VmapWrapper(Module):
+    __ecliptic_no_method_wrapping__ = True
+    fun: Callable[..., Any]
+    in_axes: Any = field(static=True)
+    out_axes: Any = field(static=True)
+    axis_name: Hashable | None = field(static=True)
+    axis_size: int | None = field(static=True)
+    vmap_kwargs: dict[str, Any] = field(static=True)
+
+    @property
+    def __wrapped__(self) -> Callable[..., Any]:
+        return self.fun
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs:
+            raise TypeError(
+                "a function wrapped with filter_vmap takes positional arguments only (got "
+                f"keywords {sorted(kwargs)}): bind them first with functools.partial, or "
+                "pass them positionally and describe them in in_axes."
+            )
+        in_axes = _named_in_axes(self.fun, self.in_axes, len(args))
+        leaves, treedef, axes = resolve_axes(in_axes, args, "filter_vmap(in_axes=...)")
+        size = batch_size(leaves, axes, treedef, self.axis_size, "filter_vmap")
+        dynamic_mask = [a is not None for a in axes]
+        static = tuple(DYNAMIC if m else leaf for leaf, m in zip(leaves, dynamic_mask))
+        dynamic = [leaf for leaf, m in zip(leaves, dynamic_mask) if m]
+        dynamic_axes = [a for a in axes if a is not None]
+        fun, out_axes = self.fun, self.out_axes
+
+        def batched_fun(dynamic: list[Any]) -> Any:
+            args = treedef.unflatten(merge(dynamic, static))
+            return split_batched_output(fun(*args), out_axes)
+
+        vmapped = jax.vmap(
+            batched_fun,
+            in_axes=(dynamic_axes,),
+            out_axes=(0, None, None),
+            axis_name=self.axis_name,
+            axis_size=size,
+            **self.vmap_kwargs,
+        )
+        try:
+            batched, unbatched, info = vmapped(dynamic)
+        except ValueError as e:
+            if "got axis spec None but output was batched" not in str(e):
+                raise
+            raise ValueError(
+                "filter_vmap: an output that out_axes marks as unbatched (None) depends on "
+                "the batched inputs, so it differs across the batch. Give it an int out axis."
+            ) from None
+        return merge_batched_output(batched, unbatched, info)
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        if instance is None:
+            return self
+        # A pytree, so that a transformed method passed on to other transformations
+        # keeps its instance's arrays visible.
+        return bind_partial(self, instance)
+
+
+def filter_vmap(
+    fun: Any = None,
+    *,
+    in_axes: Any = if_array(0),
+    out_axes: Any = if_array(0),
+    axis_name: Hashable | None = None,
+    axis_size: int | None = None,
+    **vmap_kwargs: Any,
+) -> Any:
+    """Vectorise a function over the array leaves of its inputs, like `jax.vmap`.
+
+    **Arguments:**
+
+    - `fun`: the function (or a Module, or a model factory). Omit it to get a decorator.
+        Arrays inside `fun` itself are not batched.
+    - `in_axes`: a pytree prefix of the positional arguments (or a dict from parameter
+        name to spec) whose leaves are an int, `None`, or a callable `leaf -> int | None`.
+        Default `if_array(0)`: arrays batched along axis 0, everything else broadcast.
+    - `out_axes`: likewise for the output. Non-array outputs are returned as they are.
+    - `axis_name`: a name for the batch axis, for collectives such as `jax.lax.psum`.
+    - `axis_size`: the batch size, required only when no input is batched.
+
+    **Returns:** the vectorised function.
+
+    ```python
+    ensemble = ecliptic.filter_vmap(lambda k: nn.MLP(2, 2, 8, 2, key=k))(keys)
+    outputs = ecliptic.filter_vmap(lambda m, x: m(x), in_axes=(0, None))(ensemble, x)
+    ```
+    """
+    if fun is None:
+        return functools.partial(
+            filter_vmap,
+            in_axes=in_axes,
+            out_axes=out_axes,
+            axis_name=axis_name,
+            axis_size=axis_size,
+            **vmap_kwargs,
+        )
+    if not callable(fun):
+        raise TypeError(f"filter_vmap(fun): fun must be callable; got {fun!r}.")
+    if axis_size is not None and (not isinstance(axis_size, int) or axis_size < 1):
+        raise ValueError(f"filter_vmap(axis_size=...) must be a positive int; got {axis_size!r}.")
+    return _VmapWrapper(
+        fun=fun,
+        in_axes=_hashable_spec(in_axes),
+        out_axes=_hashable_spec(out_axes),
+        axis_name=axis_name,
+        axis_size=axis_size,
+        vmap_kwargs=_FrozenDict(vmap_kwargs),
+    )
+
+
+class _FrozenDict(dict):  # type: ignore[type-arg]
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(sorted(self.items(), key=lambda kv: kv[0])))
+
+
+def _hashable_spec(spec: Any) -> Any:
+    # Specs are static fields (hashed into treedefs); dict specs name parameters.
+    return _FrozenDict(spec) if isinstance(spec, dict) else spec
