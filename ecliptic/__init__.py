@@ -30,6 +30,9 @@ from ._caches import clear_caches
 from ._enum import Enumeration, EnumerationItem
 from ._jit import filter_jit
 from ._seed_api import gradf, jitf, value_and_grad_f
+from ._pretty_print import tree_pformat, tree_pprint
+from ._tree import tree_at, tree_check, tree_equal, tree_flatten_one_level
+from ._update import apply_updates
 from ._version import __version__
 from ._vmap_pmap import filter_vmap, if_array
 
@@ -61,6 +64,14 @@ __all__ = [
     "gradf",
     "jitf",
     "value_and_grad_f",
+    # Tree utilities
+    "apply_updates",
+    "tree_at",
+    "tree_check",
+    "tree_equal",
+    "tree_flatten_one_level",
+    "tree_pformat",
+    "tree_pprint",
     # Errors
     "EclipticRuntimeError",
     "EclipticTracetimeError",

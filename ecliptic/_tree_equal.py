@@ -1,0 +1,111 @@
+"""`tree_equal`: structural and value equality of pytrees, usable inside `jax.jit`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+
+from ._filters import is_array
+from ._misc import short_repr
+
+
+def _is_traced(x: Any) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+def _is_numpy(x: Any) -> bool:
+    return isinstance(x, (np.ndarray, np.generic))
+
+
+def _array_equal(a: Any, b: Any, rtol: float, atol: float) -> Any:
+    """True/False for concrete arrays, a traced bool for tracers. Shapes/dtypes match."""
+    if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+        a, b = jax.random.key_data(a), jax.random.key_data(b)
+    exact = (rtol == 0 and atol == 0) or not np.issubdtype(a.dtype, np.number)
+    if _is_traced(a) or _is_traced(b):
+        if exact:
+            return jnp.all(a == b)
+        return jnp.all(jnp.abs(a - b) <= atol + rtol * jnp.abs(b))
+    # Concrete values are compared on the host: no compilation per shape.
+    a, b = np.asarray(a), np.asarray(b)
+    if exact:
+        return bool(np.array_equal(a, b))
+    return bool(np.allclose(a, b, rtol=rtol, atol=atol, equal_nan=False))
+
+
+def _leaf_equal(a: Any, b: Any, typematch: bool, rtol: float, atol: float) -> Any:
+    a_is_array, b_is_array = is_array(a), is_array(b)
+    if a_is_array or b_is_array:
+        if not (a_is_array and b_is_array):
+            return False
+        # "Type" for arrays means NumPy vs JAX: a tracer and a concrete jax.Array match.
+        if typematch and _is_numpy(a) != _is_numpy(b):
+            return False
+        if a.shape != b.shape or a.dtype != b.dtype:
+            return False
+        return _array_equal(a, b, rtol, atol)
+    if typematch and type(a) is not type(b):
+        return False
+    result = a == b
+    if isinstance(result, bool):
+        return result
+    if is_array(result):
+        return jnp.all(result) if _is_traced(result) else bool(np.all(result))
+    return bool(result)
+
+
+def tree_equal(
+    *pytrees: Any, typematch: bool = False, rtol: float = 0.0, atol: float = 0.0
+) -> bool | jax.Array:
+    """Whether pytrees are equal: same structure, and equal leaves.
+
+    Array leaves are equal when they have the same shape, dtype and values (NumPy and
+    JAX arrays may be compared with each other; NaN is unequal to everything, as with
+    `==`). Other leaves are compared with `==`. Static Module fields are part of the
+    structure.
+
+    **Arguments:**
+
+    - `*pytrees`: the pytrees to compare (at least one).
+    - `typematch`: if `True`, leaves must also have the same type (for arrays: both NumPy
+        or both JAX), so `1 != 1.0` and `np.ones(2) != jnp.ones(2)`.
+    - `rtol`, `atol`: tolerances for comparing numeric array values,
+        `|a - b| <= atol + rtol * |b|`. Exact comparison by default.
+
+    **Returns:** a Python `bool`; or, when some compared arrays are tracers (inside
+    `jax.jit` & co), a traced boolean scalar array.
+
+    ```python
+    tree_equal([jnp.ones(2), "a"], [jnp.ones(2), "a"])  # True
+    tree_equal(jnp.ones(2), jnp.ones(3))                # False
+    ```
+    """
+    if not pytrees:
+        raise TypeError("tree_equal() needs at least one pytree; got none.")
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ValueError(
+                f"tree_equal({name}=...) must be a non-negative number; got {short_repr(value)}."
+            )
+    first_leaves, first_treedef = jtu.tree_flatten(pytrees[0])
+    traced: Any = None
+    for other in pytrees[1:]:
+        leaves, treedef = jtu.tree_flatten(other)
+        try:
+            same_structure = treedef == first_treedef
+        except Exception:  # static fields whose == is not a bool (e.g. arrays)
+            same_structure = False
+        if not same_structure:
+            return False
+        for a, b in zip(first_leaves, leaves):
+            result = _leaf_equal(a, b, typematch, rtol, atol)
+            if result is True:
+                continue
+            if result is False:
+                return False
+            traced = result if traced is None else jnp.logical_and(traced, result)
+    return True if traced is None else traced
