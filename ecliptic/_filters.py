@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
@@ -65,7 +66,9 @@ def is_array_like(element: Any) -> bool:
 
 
 def _has_inexact_dtype(element: Any) -> bool:
-    return np.issubdtype(element.dtype, np.inexact)
+    # jnp's issubdtype knows the ml_dtypes (bfloat16, float8_*: NumPy calls them not
+    # inexact) and the extended PRNG-key dtypes (on which NumPy's raises).
+    return jnp.issubdtype(element.dtype, jnp.inexact)
 
 
 def is_inexact_array(element: Any) -> bool:
@@ -123,14 +126,18 @@ def _resolve_mask(pytree: Any, filter_spec: Any, is_leaf: Callable[[Any], bool] 
         callable(filter_spec) and not _is_pytree_node(filter_spec)
     ):
         return apply_spec(filter_spec, pytree)
+    spec_leaves, spec_def = jtu.tree_flatten(filter_spec, is_leaf=_is_spec_leaf)
+    # Match the structures first, so that an error raised by a predicate itself is not
+    # reported as a structure mismatch.
     try:
-        return jtu.tree_map(apply_spec, filter_spec, pytree, is_leaf=_is_spec_leaf)
+        subtrees = spec_def.flatten_up_to(pytree)
     except ValueError as e:
         raise ValueError(
             "filter_spec must be a pytree prefix of the pytree being filtered. "
             f"filter_spec has structure {jtu.tree_structure(filter_spec, is_leaf=_is_spec_leaf)}"
             f", pytree has structure {jtu.tree_structure(pytree, is_leaf=is_leaf)}."
         ) from e
+    return spec_def.unflatten([apply_spec(spec, sub) for spec, sub in zip(spec_leaves, subtrees)])
 
 
 def _is_spec_leaf(x: Any) -> bool:
@@ -219,10 +226,7 @@ def combine(*pytrees: Any, is_leaf: Callable[[Any], bool] | None = None) -> Any:
     """
     if not pytrees:
         raise TypeError("combine() needs at least one pytree; got none.")
-    if is_leaf is None:
-        leaf_test = _is_none
-    else:
-        leaf_test = lambda x: x is None or is_leaf(x)  # noqa: E731
+    leaf_test = _is_none if is_leaf is None else lambda x: x is None or is_leaf(x)
     try:
         return jtu.tree_map(_first_not_none, *pytrees, is_leaf=leaf_test)
     except ValueError as e:
