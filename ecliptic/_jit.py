@@ -24,7 +24,7 @@ except ImportError:  # TEMPORARY until the errors module lands
         return None
 from ._filters import is_array
 from ._module import Module, bind_partial, field
-from ._plumbing import DYNAMIC, StaticKey, StaticOutput, split, split_output
+from ._plumbing import DYNAMIC, StaticKey, StaticOutput, split, split_output, unhashable_error
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _DONATE_MODES = ("none", "all", "all-except-first", "warn", "warn-except-first")
@@ -107,7 +107,7 @@ class _JitWrapper(Module):
             try:
                 out, out_static = self.jitted(dynamic, StaticKey(treedef, static, "filter_jit"))
             except Exception as e:
-                reraise_runtime_error(e)
+                _reraise_clearly(e, treedef, static)
                 raise
             return out_static.unflatten(out)
         call_args = self._prepare(args, kwargs)
@@ -117,7 +117,8 @@ class _JitWrapper(Module):
             try:
                 out, out_static = self.jitted(*call_args)
             except Exception as e:
-                reraise_runtime_error(e)
+                key = call_args[-1]
+                _reraise_clearly(e, key.treedef, key.static)
                 raise
         return out_static.unflatten(out)
 
@@ -141,6 +142,13 @@ class _JitWrapper(Module):
     def trace(self, *args: Any, **kwargs: Any) -> Any:
         """`jax.jit(...).trace` for the filtered call."""
         return self.jitted.trace(*self._prepare(args, kwargs))
+
+
+def _reraise_clearly(error: Exception, treedef: Any, static: tuple[Any, ...]) -> None:
+    """Turn errors from inside the compiled call into ecliptic's own, clear ones."""
+    reraise_runtime_error(error)
+    if isinstance(error, ValueError) and "static arguments should be comparable" in str(error):
+        raise unhashable_error(treedef, static, "filter_jit") from None
 
 
 class _Lowered:

@@ -83,12 +83,14 @@ class StaticKey:
         return self._hash
 
     def __eq__(self, other: Any) -> bool:
-        return self is other or (
-            type(other) is StaticKey
-            and self._hash == other._hash
-            and self.treedef == other.treedef
-            and self.static == other.static
-        )
+        if self is other:
+            return True
+        if type(other) is not StaticKey or self._hash != other._hash:
+            return False
+        try:
+            return self.treedef == other.treedef and self.static == other.static
+        except ValueError:  # e.g. an array in a static field: no boolean equality
+            raise unhashable_error(self.treedef, self.static, None) from None
 
     def unflatten(self, dynamic: Sequence[Any]) -> Any:
         return self.treedef.unflatten(merge(dynamic, self.static))
@@ -127,8 +129,14 @@ def split_output(out: Any, is_dynamic: Callable[[Any], bool] = is_array) -> tupl
 # -- error reporting (slow path only) ------------------------------------------------------
 
 
-def _describe_path(path: tuple[Any, ...], root: str) -> str:
-    return root + jtu.keystr(path)
+_CALL_ROOTS = ("fun", "args", "kwargs")
+
+
+def _describe_path(path: tuple[Any, ...]) -> str:
+    """Name a path into the ``(fun, args, kwargs)`` tuple the way the user wrote it."""
+    if path and isinstance(path[0], jtu.SequenceKey) and path[0].idx < 3:
+        return _CALL_ROOTS[path[0].idx] + jtu.keystr(tuple(path[1:]))
+    return "inputs" + jtu.keystr(tuple(path))
 
 
 def unhashable_error(treedef: Any, static: tuple[Any, ...], context: Any) -> TypeError:
@@ -142,19 +150,21 @@ def unhashable_error(treedef: Any, static: tuple[Any, ...], context: Any) -> Typ
             hash(leaf)
         except TypeError:
             return TypeError(
-                f"{where}: the non-array leaf at {_describe_path(path, 'inputs')} is of "
+                f"{where}: the non-array leaf at {_describe_path(path)} is of "
                 f"unhashable type {type_name(leaf)}. Non-array leaves are static (part of "
                 "the compilation cache key) and must be hashable: convert it to an array, "
                 "a tuple, or make it hashable."
             )
-    found = _find_unhashable_static_field(tree, "inputs")
-    if found is not None:
-        path, value = found
-        return TypeError(
-            f"{where}: the static field at {path} holds a value of unhashable type "
-            f"{type_name(value)}. Static fields (field(static=True)) must be hashable: use "
-            "a tuple instead of a list, or make the field non-static if it holds arrays."
-        )
+    for root, subtree in zip(_CALL_ROOTS, tree if isinstance(tree, tuple) else ()):
+        found = _find_unhashable_static_field(subtree, root)
+        if found is not None:
+            path, value = found
+            return TypeError(
+                f"{where}: the static field at {path} holds a value of type "
+                f"{type_name(value)}, which is unhashable or has no boolean equality "
+                "(arrays). Static fields (field(static=True)) must be hashable: use a tuple "
+                "instead of a list, or make the field non-static if it holds arrays."
+            )
     return TypeError(f"{where}: the static part of the inputs is unhashable.")
 
 
