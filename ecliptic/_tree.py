@@ -123,6 +123,8 @@ class _TreeIndex:
         self.children: list[list[int] | None] = []
         self.treedefs: list[Any] = []
         self.by_id: dict[int, int] = {}
+        # `by_id` is keyed by id(): every registered object must outlive the lookups.
+        self.alive: list[Any] = []
         self.mirror = self._build(pytree, -1, (), set())
 
     def _build(self, node: Any, parent: int, path: tuple[Any, ...], on_path: set[int]) -> Any:
@@ -160,35 +162,26 @@ class _TreeIndex:
         # custom node) cannot be told apart from its twins, so it is not registered.
         if mirror is not node and id(mirror) not in self.by_id:
             self.by_id[id(mirror)] = index
-        self._keep_alive(mirror)
+        self.alive.append(mirror)
         return mirror
 
     def _leaf(self, index: int, node: Any, path: tuple[Any, ...]) -> _LeafStandIn:
         stand_in = _LeafStandIn(index, node, path)
         self.by_id[id(stand_in)] = index
-        self._keep_alive(stand_in)
+        self.alive.append(stand_in)
         return stand_in
-
-    def _keep_alive(self, obj: Any) -> None:
-        # `by_id` is keyed by id(): the objects must outlive the lookups.
-        self.__dict__.setdefault("_alive", []).append(obj)
 
     def locate(self, obj: Any) -> int | None:
         return self.by_id.get(id(obj))
 
-    def is_within(self, index: int, ancestor: int) -> bool:
-        parent = self.parents[index]
-        while parent != -1:
-            if parent == ancestor:
-                return True
-            parent = self.parents[parent]
-        return False
 
 
 def _call_where(where: Callable[[Any], Any], index: _TreeIndex) -> Any:
     try:
         return where(index.mirror)
-    except Exception as e:
+    except TypeError as e:
+        # What computing with a placeholder raises; other errors (a typo'd attribute, an
+        # index out of range) are the user's own and pass through unchanged.
         raise TypeError(
             f"tree_at: calling `where` failed with {type(e).__name__}: {e}. `where` is called "
             "on a stand-in copy of `pytree` whose leaves are placeholders: it must only pick "
@@ -333,19 +326,17 @@ def tree_at(
                     "than once, with different replacement values."
                 )
         chosen[i] = new
-    for i in chosen:
-        for j in chosen:
-            if index.is_within(j, i):
-                raise ValueError(
-                    f"tree_at: `where` selects both the node at {_path_str(index.paths[i])} "
-                    f"and the node at {_path_str(index.paths[j])} inside it; replace one or "
-                    "the other."
-                )
-
+    # The strict ancestors of the chosen nodes: the only nodes that must be rebuilt.
     on_route: set[int] = set()
-    for i in chosen:
-        parent = index.parents[i]
-        while parent != -1 and parent not in on_route:
+    for j in chosen:
+        parent = index.parents[j]
+        while parent != -1:
+            if parent in chosen:
+                raise ValueError(
+                    "tree_at: `where` selects both the node at "
+                    f"{_path_str(index.paths[parent])} and the node at "
+                    f"{_path_str(index.paths[j])} inside it; replace one or the other."
+                )
             on_route.add(parent)
             parent = index.parents[parent]
 
