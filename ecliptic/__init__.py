@@ -28,7 +28,22 @@ from ._module import (
 )
 from ._caches import clear_caches
 from ._enum import Enumeration, EnumerationItem
+from ._ad import (
+    filter_grad,
+    filter_hessian,
+    filter_jacfwd,
+    filter_jacrev,
+    filter_jvp,
+    filter_value_and_grad,
+    filter_vjp,
+)
+from ._callback import filter_pure_callback
+from ._checkpoint import filter_checkpoint
+from ._closure_convert import filter_closure_convert
+from ._custom_ad import filter_custom_jvp, filter_custom_vjp
+from ._eval_shape import filter_eval_shape
 from ._jit import filter_jit
+from ._make_jaxpr import filter_make_jaxpr
 from ._seed_api import gradf, jitf, value_and_grad_f
 from ._pretty_print import tree_pformat, tree_pprint
 from ._tree import tree_at, tree_check, tree_equal, tree_flatten_one_level
@@ -60,6 +75,20 @@ __all__ = [
     "clear_caches",
     "filter_jit",
     "filter_vmap",
+    "filter_checkpoint",
+    "filter_closure_convert",
+    "filter_custom_jvp",
+    "filter_custom_vjp",
+    "filter_eval_shape",
+    "filter_grad",
+    "filter_hessian",
+    "filter_jacfwd",
+    "filter_jacrev",
+    "filter_jvp",
+    "filter_make_jaxpr",
+    "filter_pure_callback",
+    "filter_value_and_grad",
+    "filter_vjp",
     "if_array",
     "gradf",
     "jitf",

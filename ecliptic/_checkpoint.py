@@ -1,0 +1,93 @@
+"""``filter_checkpoint``: `jax.checkpoint` (rematerialisation) with filtered inputs.
+
+Array leaves of ``(fun, args, kwargs)`` are the checkpointed function's inputs; every other
+leaf is static. When the static part is hashable (the usual case) it is a static argument
+of one `jax.checkpoint`-wrapped module-level body, so JAX's trace cache is reused across
+calls; otherwise it is closed over.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.tree_util as jtu
+
+from ._ad_utils import MethodWrapper, copy_metadata
+from ._misc import short_repr
+from ._module import field
+from ._plumbing import StaticKey, StaticOutput, merge, split, split_output
+
+_flatten = jtu.tree_flatten
+
+
+def _body(dynamic: list[Any], key: StaticKey) -> tuple[list[Any], StaticOutput]:
+    fun, args, kwargs = key.unflatten(dynamic)
+    return split_output(fun(*args, **kwargs))
+
+
+class _Checkpointed(MethodWrapper):
+    """The callable returned by `filter_checkpoint`; a pytree whose child is ``fun``."""
+
+    __ecliptic_no_method_wrapping__ = True
+    fun: Callable[..., Any]
+    prevent_cse: bool = field(static=True)
+    policy: Any = field(static=True)
+    remat: Any = field(static=True)
+
+    @property
+    def __wrapped__(self) -> Callable[..., Any]:
+        return self.fun
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        leaves, treedef = _flatten((self.fun, args, kwargs))
+        dynamic, static = split(leaves)
+        try:
+            key = StaticKey(treedef, static, "filter_checkpoint")
+        except TypeError:  # unhashable static leaves: close over them instead
+
+            def closed(dyn: list[Any]) -> tuple[list[Any], StaticOutput]:
+                fun, a, k = treedef.unflatten(merge(dyn, static))
+                return split_output(fun(*a, **k))
+
+            remat = jax.checkpoint(closed, prevent_cse=self.prevent_cse, policy=self.policy)
+            out, out_static = remat(dynamic)
+        else:
+            out, out_static = self.remat(dynamic, key)
+        return out_static.unflatten(out)
+
+
+def filter_checkpoint(
+    fun: Callable[..., Any] | None = None,
+    *,
+    prevent_cse: bool = True,
+    policy: Callable[..., bool] | None = None,
+) -> Any:
+    """Checkpoint a function (`jax.checkpoint`): under differentiation, recompute its
+    intermediate values in the backward pass instead of storing them.
+
+    Array leaves of the arguments (and of `fun`, if it is a pytree such as a Module) are
+    the checkpointed inputs; all other leaves are static.
+
+    **Arguments:**
+
+    - `fun`: the function. Omit it to get a decorator.
+    - `prevent_cse`: as `jax.checkpoint`: stop XLA from merging the recomputation with the
+        forward pass (can be `False` inside `jax.lax.scan`).
+    - `policy`: as `jax.checkpoint`, e.g. `jax.checkpoint_policies.dots_saveable`.
+
+    **Returns:** a function with `fun`'s signature and results (non-array outputs too).
+
+    ```python
+    block = ecliptic.filter_checkpoint(block)
+    grads = ecliptic.filter_grad(lambda m, x: jnp.sum(m(x)))(block, x)
+    ```
+    """
+    if fun is None:
+        return functools.partial(filter_checkpoint, prevent_cse=prevent_cse, policy=policy)
+    if not callable(fun):
+        raise TypeError(f"filter_checkpoint(fun): fun must be callable; got {short_repr(fun)}.")
+    remat = jax.checkpoint(_body, prevent_cse=prevent_cse, policy=policy, static_argnums=(1,))
+    return copy_metadata(_Checkpointed(fun, prevent_cse, policy, remat), fun)

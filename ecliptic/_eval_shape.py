@@ -1,0 +1,66 @@
+"""``filter_eval_shape``: `jax.eval_shape` for functions of arbitrary pytrees.
+
+Array and `jax.ShapeDtypeStruct` leaves of ``(fun, args, kwargs)`` are abstract inputs;
+everything else is static. With a hashable static part the trace goes through one
+module-level `jax.jit`, so repeated calls with the same structure hit JAX's cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.tree_util as jtu
+
+from ._filters import is_array
+from ._misc import short_repr
+from ._plumbing import StaticKey, StaticOutput, merge, split, split_output
+
+
+def _is_struct(x: Any) -> bool:
+    return is_array(x) or isinstance(x, jax.ShapeDtypeStruct)
+
+
+def _body(dynamic: list[Any], key: StaticKey) -> tuple[list[Any], StaticOutput]:
+    fun, args, kwargs = key.unflatten(dynamic)
+    return split_output(fun(*args, **kwargs))
+
+
+_traced_body = jax.jit(_body, static_argnums=1)
+
+
+def filter_eval_shape(fun: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Compute the output shapes and dtypes of `fun(*args, **kwargs)` without running it.
+
+    **Arguments:**
+
+    - `fun`: the function (it may be a pytree such as a Module).
+    - `*args`, `**kwargs`: its arguments. Array leaves and `jax.ShapeDtypeStruct` leaves
+        are abstract (only shape and dtype matter); other leaves are passed as they are.
+
+    **Returns:** `fun`'s output with every array replaced by a `jax.ShapeDtypeStruct`;
+    non-array outputs are returned as produced.
+
+    ```python
+    abstract_model = ecliptic.filter_eval_shape(MyModel, key=jax.random.key(0))
+    ```
+    """
+    if not callable(fun):
+        raise TypeError(
+            f"filter_eval_shape(fun, ...): fun must be callable; got {short_repr(fun)}."
+        )
+    leaves, treedef = jtu.tree_flatten((fun, args, kwargs))
+    dynamic, static = split(leaves, _is_struct)
+    try:
+        key = StaticKey(treedef, static, "filter_eval_shape")
+    except TypeError:  # unhashable static leaves: trace without caching
+
+        def closed(dyn: list[Any]) -> tuple[list[Any], StaticOutput]:
+            f, a, k = treedef.unflatten(merge(dyn, static))
+            return split_output(f(*a, **k))
+
+        out, out_static = jax.eval_shape(closed, dynamic)
+    else:
+        out, out_static = _traced_body.eval_shape(dynamic, key)
+    return out_static.unflatten(out)
