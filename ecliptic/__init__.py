@@ -28,6 +28,8 @@ from ._module import (
 )
 from ._caches import clear_caches
 from ._enum import Enumeration, EnumerationItem
+from ._errors import branched_error_if, error_if
+from . import debug as debug
 from ._ad import (
     filter_grad,
     filter_hessian,
@@ -102,11 +104,14 @@ __all__ = [
     "tree_pformat",
     "tree_pprint",
     # Errors
+    "branched_error_if",
+    "error_if",
     "EclipticRuntimeError",
     "EclipticTracetimeError",
     "EquinoxRuntimeError",
     "EquinoxTracetimeError",
     # Submodules
+    "debug",
     "nn",
     "__version__",
 ]

@@ -1,0 +1,115 @@
+"""`backward_nan`: find where NaNs enter the backward pass."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Hashable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+from jax import lax
+
+from .._errors import array_text, batch_positions_text, unvmap_any
+from .._exceptions import EclipticRuntimeError, mark_message, reraise_runtime_error
+from .._filters import is_inexact_array
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    name: Hashable | None
+    terminate: bool
+    shapes: tuple[tuple[int, ...], ...]  # per-example shapes of the cotangents
+
+
+def _report_on_host(spec: _Spec, has_nan: np.ndarray, *cts: np.ndarray) -> list[np.ndarray]:
+    has_nan = np.asarray(has_nan)
+    batch = has_nan.shape  # has_nan is a scalar per example: its shape is the batch shape
+    parts = []
+    for i, ct in enumerate(cts):
+        ct = np.asarray(ct)
+        count = int(np.isnan(ct).sum())
+        if count:
+            parts.append(f"leaf {i} ({array_text(ct.dtype, spec.shapes[i])}): {count} NaN")
+    label = "" if spec.name is None else f" {spec.name!r}"
+    text = f"backward_nan{label}: the cotangent contains NaN ({'; '.join(parts)})"
+    if batch:
+        text = f"{text}\n{batch_positions_text(np.broadcast_to(has_nan, batch))}"
+    if spec.terminate:
+        raise EclipticRuntimeError(mark_message(text)) from None
+    print(text)
+    return [np.broadcast_to(np.asarray(ct), batch + shape) for ct, shape in zip(cts, spec.shapes)]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _watch(spec: _Spec, arrays: list[Any]) -> list[Any]:
+    return arrays
+
+
+def _watch_fwd(spec: _Spec, arrays: list[Any]) -> tuple[list[Any], None]:
+    return arrays, None
+
+
+def _watch_bwd(spec: _Spec, residual: None, cts: list[Any]) -> tuple[list[Any]]:
+    del residual
+    has_nan = jnp.any(jnp.stack([jnp.isnan(ct).any() for ct in cts]))
+    spec = dataclasses.replace(spec, shapes=tuple(tuple(ct.shape) for ct in cts))
+
+    def report(cts: list[Any], has_nan: Any) -> list[Any]:
+        structs = [jax.ShapeDtypeStruct(ct.shape, ct.dtype) for ct in cts]
+        return jax.pure_callback(
+            functools.partial(_report_on_host, spec),
+            structs,
+            has_nan,
+            *cts,
+            vmap_method="expand_dims",
+        )
+
+    try:
+        out = lax.cond(unvmap_any(has_nan), report, lambda cts, _: list(cts), cts, has_nan)
+    except Exception as e:  # an eager backward pass raises right here
+        reraise_runtime_error(e)
+        raise
+    return (out,)
+
+
+_watch.defvjp(_watch_fwd, _watch_bwd)
+
+
+def backward_nan(x: Any, name: Hashable | None = None, terminate: bool = True) -> Any:
+    """Identity in the forward pass; in the backward pass, report NaNs in the cotangent.
+
+    Place it on intermediate values to find the first point (going backwards) at which
+    a gradient becomes NaN. Costs nothing in the forward pass, and one reduction plus a
+    conditional in the backward pass; the host is only involved when a NaN is found.
+    Reverse mode only (`grad`, `vjp`); `jvp` through it is not supported.
+
+    **Arguments:**
+
+    - `x`: any pytree; its floating-point array leaves are watched.
+    - `name`: optional label included in the report.
+    - `terminate`: if True (default), raise an `EclipticRuntimeError` with the report
+        (under plain `jax.jit`: a `JaxRuntimeError` containing it); if False, print the
+        report and continue.
+
+    **Returns:** `x`, unchanged.
+
+    ```python
+    def loss(x):
+        h = ecliptic.debug.backward_nan(jnp.sqrt(x), name="sqrt")
+        return jnp.sum(h)
+    jax.grad(loss)(jnp.array([0.0, 1.0]))  # fine: sqrt'(0) is inf, not NaN
+    ```
+    """
+    leaves, treedef = jtu.tree_flatten(x)
+    positions = [i for i, leaf in enumerate(leaves) if is_inexact_array(leaf)]
+    if not positions:
+        return x
+    spec = _Spec(name, bool(terminate), ())
+    out = _watch(spec, [leaves[i] for i in positions])
+    for i, leaf in zip(positions, out):
+        leaves[i] = leaf
+    return jtu.tree_unflatten(treedef, leaves)
