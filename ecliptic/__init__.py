@@ -50,6 +50,7 @@ from ._seed_api import gradf, jitf, value_and_grad_f
 from ._pretty_print import tree_pformat, tree_pprint
 from ._tree import tree_at, tree_check, tree_equal, tree_flatten_one_level
 from ._update import apply_updates
+from .nn._inference import tree_inference
 from ._version import __version__
 from ._vmap_pmap import filter_vmap, if_array
 
@@ -101,6 +102,7 @@ __all__ = [
     "tree_check",
     "tree_equal",
     "tree_flatten_one_level",
+    "tree_inference",
     "tree_pformat",
     "tree_pprint",
     # Errors
