@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench docs clean
+.PHONY: demo examples test lint typecheck bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,20 +15,35 @@ $(VENV)/.stamp-%: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[$*]"
 	touch $@
 
+# The demo: a small CNN on scikit-learn's digits (summary, training, checkpoint, plots).
 demo: $(VENV)/.stamp-examples
+	$(BIN)/python examples/demo_digits.py
+
+# The other example scripts, each a short end-to-end run.
+examples: $(VENV)/.stamp-examples
 	$(BIN)/python examples/train_mlp.py
 	$(BIN)/python examples/frozen_layer.py
 	$(BIN)/python examples/build_model.py
 	$(BIN)/python examples/train_rnn.py
+	$(BIN)/python examples/stateful.py
+	$(BIN)/python examples/parallelism.py
+
+# The documentation site, built in strict mode (broken links and references fail).
+docs: $(VENV)/.stamp-docs
+	$(BIN)/mkdocs build --strict
 
 lint: $(VENV)/.stamp-test
 	$(BIN)/ruff check ecliptic tests examples benchmarks
 
-test: $(VENV)/.stamp-test $(VENV)/.stamp-examples lint
+# pyright (basic mode, settings in pyrightconfig.json) over the package.
+typecheck: $(VENV)/.stamp-test
+	$(BIN)/pyright
+
+test: $(VENV)/.stamp-test $(VENV)/.stamp-examples $(VENV)/.stamp-docs lint
 	$(BIN)/python -m pytest -n 2 -q tests
 
 bench: $(VENV)/.stamp-bench
 	$(BIN)/python benchmarks/dispatch.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist site demo-out *.egg-info .pytest_cache .ruff_cache
