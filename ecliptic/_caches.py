@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 
 from ._filters import _array_type_cache
+from ._plumbing import clear_plan_caches
 
 
 def clear_caches() -> None:
@@ -15,4 +16,5 @@ def clear_caches() -> None:
     **Returns:** `None`.
     """
     _array_type_cache.clear()
+    clear_plan_caches()
     jax.clear_caches()

@@ -56,6 +56,9 @@ class EnumerationItem(Module):
             return f"{self._enumeration.__name__}.<traced>"
 
 
+_DESCRIPTORS = (classmethod, staticmethod, property)
+
+
 def _compatible(a: type, b: type) -> bool:
     return issubclass(a, b) or issubclass(b, a)
 
@@ -68,7 +71,7 @@ class _EnumerationMeta(type):
             names.extend(getattr(base, "_names", ()))
             messages.extend(getattr(base, "_messages", ()))
         for key, value in list(namespace.items()):
-            if key.startswith("_") or callable(value) or isinstance(value, (classmethod, staticmethod, property)):
+            if key.startswith("_") or callable(value) or isinstance(value, _DESCRIPTORS):
                 continue
             if not isinstance(value, str):
                 raise TypeError(
@@ -138,7 +141,10 @@ class Enumeration(metaclass=_EnumerationMeta):
         """
         for arg_name, item in (("a", a), ("b", b)):
             if not isinstance(item, EnumerationItem) or not _compatible(item._enumeration, cls):
-                raise TypeError(f"{cls.__name__}.where: {arg_name} must be a member of {cls.__name__}; got {item!r}.")
+                raise TypeError(
+                    f"{cls.__name__}.where: {arg_name} must be a member of {cls.__name__}; "
+                    f"got {item!r}."
+                )
         return EnumerationItem(jnp.where(pred, a._value, b._value), cls)
 
     @classmethod
@@ -152,5 +158,7 @@ class Enumeration(metaclass=_EnumerationMeta):
         **Returns:** the same member, typed as this enumeration.
         """
         if not isinstance(item, EnumerationItem) or not issubclass(cls, item._enumeration):
-            raise TypeError(f"{cls.__name__}.promote needs a member of a parent enumeration; got {item!r}.")
+            raise TypeError(
+                f"{cls.__name__}.promote needs a member of a parent enumeration; got {item!r}."
+            )
         return EnumerationItem(item._value, cls)

@@ -1,9 +1,10 @@
 """``filter_jit``: `jax.jit` where array leaves are traced and everything else is static.
 
 Call path (kept this short on purpose, it runs on every call):
-flatten ``(fun, args, kwargs)`` once in C++ -> split leaves into arrays / static via a
-per-type cached check -> one `StaticKey` (treedef + static leaves, hashed once) -> one
-`jax.jit`-compiled function of a module-level body, whose C++ dispatch does the cache
+same immutable model object as last call? reuse everything (see `_call_memo`); else
+flatten ``(fun, args, kwargs)`` once in C++ -> split leaves into arrays / static with an
+interned per-type-signature `SplitPlan` -> one `CallKey` (treedef + static leaves,
+hashed once) -> one `jax.jit` of a module-level body, whose C++ dispatch does the cache
 lookup -> outputs unflattened with the treedef captured at trace time.
 """
 
@@ -17,14 +18,19 @@ from typing import Any, TypeVar, overload
 import jax
 import jax.tree_util as jtu
 
-try:
-    from ._exceptions import reraise_runtime_error
-except ImportError:  # TEMPORARY until the errors module lands
-    def reraise_runtime_error(exc: BaseException) -> None:
-        return None
-from ._filters import is_array
+from ._call_memo import CallMemo
+from ._exceptions import reraise_runtime_error
 from ._module import Module, bind_partial, field
-from ._plumbing import DYNAMIC, StaticKey, StaticOutput, split, split_output, unhashable_error
+from ._plumbing import (
+    DYNAMIC,
+    CallKey,
+    StaticKey,
+    StaticOutput,
+    plan_for,
+    split,
+    split_output,
+    unhashable_error,
+)
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _DONATE_MODES = ("none", "all", "all-except-first", "warn", "warn-except-first")
@@ -32,7 +38,7 @@ _FORBIDDEN_JIT_KWARGS = ("static_argnums", "static_argnames", "donate_argnums", 
 _flatten = jtu.tree_flatten
 
 
-def _body(dynamic: list[Any], key: StaticKey) -> tuple[list[Any], StaticOutput]:
+def _body(dynamic: list[Any], key: CallKey | StaticKey) -> tuple[list[Any], StaticOutput]:
     fun, args, kwargs = key.unflatten(dynamic)
     return split_output(fun(*args, **kwargs))
 
@@ -82,6 +88,7 @@ class _JitWrapper(Module):
     fun: Callable[..., Any]
     donate: str = field(static=True)
     jitted: Any = field(static=True)
+    memo: CallMemo = field(static=True)
 
     @property
     def __wrapped__(self) -> Callable[..., Any]:
@@ -90,9 +97,10 @@ class _JitWrapper(Module):
     def _prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
         """The positional arguments for ``self.jitted`` (the static key last)."""
         leaves, treedef = _flatten((self.fun, args, kwargs))
-        dynamic, static = split(leaves)
         if self.donate == "none":
-            return dynamic, StaticKey(treedef, static, "filter_jit")
+            plan = plan_for(leaves)
+            return plan.take_dynamic(leaves), CallKey(treedef, plan, plan.take_static(leaves))
+        _, static = split(leaves)
         num_kept = len(jtu.tree_leaves(self.fun))
         if self.donate.endswith("except-first") and args:
             num_kept += len(jtu.tree_leaves(args[0]))
@@ -102,12 +110,19 @@ class _JitWrapper(Module):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.donate == "none":
-            leaves, treedef = _flatten((self.fun, args, kwargs))
-            dynamic, static = split(leaves)
+            hit = self.memo.lookup(args, kwargs)
+            if hit is None:
+                leaves, treedef = _flatten((self.fun, args, kwargs))
+                plan = plan_for(leaves)
+                dynamic = plan.take_dynamic(leaves)
+                key = CallKey(treedef, plan, plan.take_static(leaves))
+                self.memo.record(self.fun, args, kwargs, dynamic, key)
+            else:
+                dynamic, key = hit
             try:
-                out, out_static = self.jitted(dynamic, StaticKey(treedef, static, "filter_jit"))
+                out, out_static = self.jitted(dynamic, key)
             except Exception as e:
-                _reraise_clearly(e, treedef, static)
+                _reraise_clearly(e, key.treedef, key._marked_static())
                 raise
             return out_static.unflatten(out)
         call_args = self._prepare(args, kwargs)
@@ -233,7 +248,7 @@ def filter_jit(fun: Any = None, *, donate: str = "none", **jitkwargs: Any) -> An
         jitted = jax.jit(_body, static_argnums=1, **jitkwargs)
     else:
         jitted = jax.jit(_body_donating, static_argnums=2, donate_argnums=1, **jitkwargs)
-    wrapper = _JitWrapper(fun=fun, donate=donate, jitted=jitted)
+    wrapper = _JitWrapper(fun=fun, donate=donate, jitted=jitted, memo=CallMemo())
     for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
         try:
             wrapper.__dict__[attr] = getattr(fun, attr)

@@ -10,6 +10,7 @@ per leaf as possible because they sit on every call's hot path.
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -96,6 +97,94 @@ class StaticKey:
         return self.treedef.unflatten(merge(dynamic, self.static))
 
 
+def _index_getter(indices: tuple[int, ...]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """A C-level ``lambda seq: tuple(seq[i] for i in indices)``."""
+    if not indices:
+        return lambda seq: ()
+    if len(indices) == 1:
+        (index,) = indices
+        return lambda seq: (seq[index],)
+    return operator.itemgetter(*indices)
+
+
+class SplitPlan:
+    """Where the arrays are among a call's leaves; one interned object per mask.
+
+    Computed once per tuple of leaf types, so that a cache-hit call splits its leaves
+    with two C-level ``itemgetter`` calls and no per-leaf Python work.
+    """
+
+    __slots__ = ("mask", "take_dynamic", "take_static", "__weakref__")
+
+    def __init__(self, mask: tuple[bool, ...]):
+        self.mask = mask
+        self.take_dynamic = _index_getter(tuple(i for i, m in enumerate(mask) if m))
+        self.take_static = _index_getter(tuple(i for i, m in enumerate(mask) if not m))
+
+    def merge(self, dynamic: Sequence[Any], static: Sequence[Any]) -> list[Any]:
+        dynamic_iter, static_iter = iter(dynamic), iter(static)
+        return [next(dynamic_iter) if m else next(static_iter) for m in self.mask]
+
+
+_plans_by_types: dict[tuple[type, ...], SplitPlan] = {}
+_plans_by_mask: dict[tuple[bool, ...], SplitPlan] = {}
+
+
+def plan_for(leaves: Sequence[Any]) -> SplitPlan:
+    """The interned `SplitPlan` for these leaves (arrays are dynamic)."""
+    types = tuple(map(type, leaves))
+    try:
+        return _plans_by_types[types]
+    except KeyError:
+        mask = tuple(is_array(leaf) for leaf in leaves)
+        plan = _plans_by_mask.setdefault(mask, SplitPlan(mask))
+        _plans_by_types[types] = plan
+        return plan
+
+
+def clear_plan_caches() -> None:
+    _plans_by_types.clear()
+    _plans_by_mask.clear()
+
+
+class CallKey:
+    """The static half of a `filter_jit` call: treedef, split plan and static leaves.
+
+    A static argument of `jax.jit`: hashed once here, and compared cheapest-first
+    (plan identity, then static leaves, then the treedef) on a cache hit.
+    """
+
+    __slots__ = ("treedef", "plan", "static", "_hash")
+
+    def __init__(self, treedef: Any, plan: SplitPlan, static: tuple[Any, ...]):
+        self.treedef = treedef
+        self.plan = plan
+        self.static = static
+        try:
+            self._hash = hash((treedef, static, id(plan)))
+        except TypeError:
+            raise unhashable_error(treedef, self._marked_static(), None) from None
+
+    def _marked_static(self) -> tuple[Any, ...]:
+        return tuple(self.plan.merge([DYNAMIC] * sum(self.plan.mask), self.static))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: Any) -> bool:
+        if self is other:
+            return True
+        if type(other) is not CallKey or self._hash != other._hash or self.plan is not other.plan:
+            return False
+        try:
+            return self.static == other.static and self.treedef == other.treedef
+        except ValueError:  # e.g. an array in a static field: no boolean equality
+            raise unhashable_error(self.treedef, self._marked_static(), None) from None
+
+    def unflatten(self, dynamic: Sequence[Any]) -> Any:
+        return self.treedef.unflatten(self.plan.merge(dynamic, self.static))
+
+
 class StaticOutput:
     """Carries non-array outputs of a traced function out through the JAX transformation.
 
@@ -119,7 +208,9 @@ class StaticOutput:
 jtu.register_pytree_node(StaticOutput, lambda s: ((), s), lambda aux, _: aux)
 
 
-def split_output(out: Any, is_dynamic: Callable[[Any], bool] = is_array) -> tuple[list[Any], StaticOutput]:
+def split_output(
+    out: Any, is_dynamic: Callable[[Any], bool] = is_array
+) -> tuple[list[Any], StaticOutput]:
     """Flatten a traced function's output into arrays and a `StaticOutput`."""
     leaves, treedef = jtu.tree_flatten(out)
     dynamic, static = split(leaves, is_dynamic)

@@ -53,7 +53,7 @@ def resolve_axes(spec: Any, tree: Any, what: str) -> tuple[list[Any], Any, list[
     axes: list[Any] = []
 
     def per_subtree(subspec: Any, subtree: Any) -> None:
-        for path, leaf in jtu.tree_flatten_with_path(subtree)[0]:
+        for leaf in jtu.tree_leaves(subtree):
             if subspec is None:
                 axes.append(None)
             elif isinstance(subspec, int) and not isinstance(subspec, bool):

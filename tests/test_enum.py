@@ -36,7 +36,7 @@ def test_inheritance_and_promote():
 
 def test_errors():
     with pytest.raises(AttributeError, match="members"):
-        Status.missing
+        _ = Status.missing
     with pytest.raises(TypeError, match="string"):
 
         class Bad(ec.Enumeration):
@@ -49,4 +49,4 @@ def test_errors():
         x = "x"
 
     with pytest.raises(ValueError, match="compare"):
-        Status.ok == Other.x
+        _ = Status.ok == Other.x

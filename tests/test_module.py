@@ -298,7 +298,7 @@ def test_static_field_deprecated_alias():
 def test_equality_and_hash():
     a, b = make_affine(), make_affine()
     assert a == b
-    assert not (a == Affine(jnp.zeros((2, 3)), jnp.zeros(2)))
+    assert a != Affine(jnp.zeros((2, 3)), jnp.zeros(2))
 
     class Config(ec.Module):
         n: int

@@ -8,6 +8,7 @@ __all__ = [
     "AbstractClassVar",
     "AbstractVar",
     "BoundMethod",
+    "bind_partial",
     "Module",
     "Partial",
     "field",

@@ -62,9 +62,10 @@ def collect_abstract_attributes(
         if kind is None:
             continue
         if name in namespace:
+            marker = "AbstractVar" if kind == "var" else "AbstractClassVar"
             raise TypeError(
-                f"{cls_name}.{name} is annotated as {kind == 'var' and 'AbstractVar' or 'AbstractClassVar'}"
-                " and so must not have a value in the same class."
+                f"{cls_name}.{name} is annotated as {marker} and so must not have a value in "
+                "the same class."
             )
         del annotations[name]
         (declared_vars if kind == "var" else declared_classvars).add(name)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import functools
+import operator
 import types
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -73,20 +74,30 @@ def _should_wrap(name: str, value: Any) -> bool:
     return not (name.startswith("__") and name.endswith("__"))
 
 
+def _tuple_getter(names: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """A C-level getter returning ``tuple(d[n] for n in names)`` (flatten's hot path)."""
+    if not names:
+        return lambda d: ()
+    if len(names) == 1:
+        (name,) = names
+        return lambda d: (d[name],)
+    return operator.itemgetter(*names)
+
+
 def _make_flatteners(cls: type) -> None:
     fields = dataclasses.fields(cls)
     dynamic = tuple(f.name for f in fields if not f.metadata.get(STATIC, False))
     static = tuple(f.name for f in fields if f.metadata.get(STATIC, False))
+    names = dynamic + static
     keys = tuple(jtu.GetAttrKey(name) for name in dynamic)
+    get_dynamic, get_static = _tuple_getter(dynamic), _tuple_getter(static)
     new = object.__new__
 
     def flatten(obj: Any) -> tuple[tuple[Any, ...], Any]:
         d = obj.__dict__
-        aux = tuple([d[name] for name in static])
-        meta = d.get(_WRAPPER_META)
-        if meta is not None:
-            aux = _WrapperMeta(aux, meta.attributes)
-        return tuple([d[name] for name in dynamic]), aux
+        if _WRAPPER_META in d:  # rare: a copy made by module_update_wrapper
+            return get_dynamic(d), _WrapperMeta(get_static(d), d[_WRAPPER_META].attributes)
+        return get_dynamic(d), get_static(d)
 
     def flatten_with_keys(obj: Any) -> tuple[tuple[Any, ...], Any]:
         children, aux = flatten(obj)
@@ -99,8 +110,7 @@ def _make_flatteners(cls: type) -> None:
             d[_WRAPPER_META] = aux
             d.update(aux.attributes)
             aux = aux.static_values
-        d.update(zip(dynamic, children))
-        d.update(zip(static, aux))
+        d.update(zip(names, (*children, *aux)))
         return obj
 
     jtu.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
