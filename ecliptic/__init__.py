@@ -53,6 +53,16 @@ from ._update import apply_updates
 from .nn._inference import tree_inference
 from ._version import __version__
 from ._vmap_pmap import filter_vmap, if_array
+from ._pmap import filter_pmap
+from ._sharding import (
+    filter_shard,
+    opt_state_shardings,
+    param_shardings,
+    shard_batch,
+    shard_opt_state,
+    shard_params,
+)
+from . import sharding as sharding
 
 __all__ = [
     # Modules
@@ -78,6 +88,15 @@ __all__ = [
     "clear_caches",
     "filter_jit",
     "filter_vmap",
+    "filter_pmap",
+    "filter_shard",
+    # Sharding (data / model parallel training)
+    "sharding",
+    "opt_state_shardings",
+    "param_shardings",
+    "shard_batch",
+    "shard_opt_state",
+    "shard_params",
     "filter_checkpoint",
     "filter_closure_convert",
     "filter_custom_jvp",

@@ -1,0 +1,309 @@
+"""``filter_pmap``: `jax.pmap` with filtered inputs, on the axis specs of `filter_vmap`.
+
+Call path: flatten ``(fun, args)`` -> give each argument leaf its axis from ``in_axes``
+(`resolve_axes`) -> arrays become dynamic inputs of `jax.pmap` (mapped along their axis,
+or broadcast to every device when the axis is `None`; arrays inside ``fun`` itself are
+always broadcast); every other leaf goes into a `StaticKey`, a static (hashed) argument
+of the pmapped body, so one static key compiles once -> outputs split by ``out_axes``
+inside (`split_batched_output`) and rebuilt outside (`merge_batched_output`).
+
+`jax.pmap` fixes its ``in_axes`` when it is created, so each wrapper keeps one pmapped
+body per distinct tuple of per-leaf axes (usually exactly one).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import jax
+import jax.tree_util as jtu
+import numpy as np
+
+from ._filters import is_array
+from ._jit import _DONATE_MODES, _DonationKey, _interleave
+from ._module import Module, bind_partial, field
+from ._plumbing import DYNAMIC, merge, unhashable_error
+from ._vmap_pmap import (
+    _FrozenDict,
+    _hashable_spec,
+    _named_in_axes,
+    batch_size,
+    if_array,
+    merge_batched_output,
+    resolve_axes,
+    split_batched_output,
+)
+
+_FORBIDDEN_PMAP_KWARGS = ("static_broadcasted_argnums", "donate_argnums")
+_WHAT = "filter_pmap"
+_MAP_LEADING_AXIS = if_array(0)
+
+
+class _PmappedCache:
+    """Per-wrapper cache ``(kept axes, donated axes, placeholder?) -> pmapped body``.
+
+    Hashed and compared by identity, so that a wrapper stays a valid (static) pytree.
+    """
+
+    __slots__ = ("entries",)
+
+    def __init__(self) -> None:
+        self.entries: dict[Any, Any] = {}
+
+
+class _PmapWrapper(Module):
+    """The callable that `filter_pmap` returns. A pytree: ``fun`` is its child."""
+
+    __ecliptic_no_method_wrapping__ = True
+    fun: Callable[..., Any]
+    in_axes: Any = field(static=True)
+    out_axes: Any = field(static=True)
+    axis_name: Hashable | None = field(static=True)
+    axis_size: int | None = field(static=True)
+    donate: str = field(static=True)
+    pmap_kwargs: dict[str, Any] = field(static=True)
+    cache: _PmappedCache = field(static=True)
+
+    @property
+    def __wrapped__(self) -> Callable[..., Any]:
+        return self.fun
+
+    def _prepare(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Any, tuple[Any, ...]]:
+        """``(pmapped body, its positional arguments)`` for this call (static key last)."""
+        if kwargs:
+            raise TypeError(
+                "a function wrapped with filter_pmap takes positional arguments only (got "
+                f"keywords {sorted(kwargs)}): bind them first with functools.partial, or "
+                "pass them positionally and describe them in in_axes."
+            )
+        in_axes = _named_in_axes(self.fun, self.in_axes, len(args))
+        arg_leaves, arg_treedef, arg_axes = resolve_axes(
+            in_axes, args, "filter_pmap(in_axes=...)"
+        )
+        size = batch_size(arg_leaves, arg_axes, arg_treedef, self.axis_size, _WHAT)
+        self._check_devices(size)
+        fun_leaves, fun_treedef = jtu.tree_flatten(self.fun)
+        leaves = fun_leaves + arg_leaves
+        axes = [None] * len(fun_leaves) + arg_axes
+        treedef = jtu.treedef_tuple([fun_treedef, arg_treedef])
+
+        # Arrays are dynamic (mapped or broadcast); everything else is static.
+        mask = [is_array(leaf) for leaf in leaves]
+        static = tuple(DYNAMIC if m else leaf for leaf, m in zip(leaves, mask))
+        dynamic_index = [i for i, m in enumerate(mask) if m]
+        dynamic = [leaves[i] for i in dynamic_index]
+        # jax.pmap wants non-negative in_axes.
+        dynamic_axes = [
+            axes[i] if axes[i] is None or axes[i] >= 0 else axes[i] + leaves[i].ndim
+            for i in dynamic_index
+        ]
+
+        num_kept = len(leaves)  # leaves before this index are not donated
+        if self.donate != "none":
+            num_kept = len(fun_leaves)
+            if self.donate.endswith("except-first") and args:
+                num_kept += len(jtu.tree_leaves(args[0]))
+        kept = [i for i, leaf_index in enumerate(dynamic_index) if leaf_index < num_kept]
+        donated = [i for i, leaf_index in enumerate(dynamic_index) if leaf_index >= num_kept]
+        kept_leaves = [dynamic[i] for i in kept]
+        kept_axes = [dynamic_axes[i] for i in kept]
+        # jax.pmap needs one mapped input to know the axis size: when no input is mapped
+        # (axis_size=...), pass an empty placeholder of shape (size, 0).
+        placeholder = all(axis is None for axis in dynamic_axes)
+        if placeholder:
+            kept_leaves.insert(0, np.zeros((size, 0), np.bool_))
+            kept_axes.insert(0, 0)
+        try:
+            hash(static)
+        except TypeError:
+            raise unhashable_error(treedef, static, _WHAT) from None
+        key = _DonationKey(treedef, static, num_kept)
+        call_args = (kept_leaves, [dynamic[i] for i in donated], key)
+        cache_key = (tuple(kept_axes), tuple(dynamic_axes[i] for i in donated), placeholder)
+        pmapped = self.cache.entries.get(cache_key)
+        if pmapped is None:
+            pmapped = self._build(*cache_key)
+            self.cache.entries[cache_key] = pmapped
+        return pmapped, call_args
+
+    def _check_devices(self, size: int) -> None:
+        devices = self.pmap_kwargs.get("devices")
+        available = (
+            len(devices)
+            if devices is not None
+            else jax.local_device_count(self.pmap_kwargs.get("backend"))
+        )
+        if size > available:
+            raise ValueError(
+                f"filter_pmap: the mapped axis has size {size}, but only {available} "
+                "device(s) are available; each slice runs on its own device. Reshape the "
+                "inputs to (devices, per_device, ...) or use filter_vmap inside."
+            )
+
+    def _build(
+        self, kept_axes: tuple[Any, ...], donated_axes: tuple[Any, ...], placeholder: bool
+    ) -> Any:
+        out_axes = self.out_axes
+
+        def body(kept: list[Any], donated: list[Any], key: _DonationKey) -> Any:
+            if placeholder:
+                kept = kept[1:]
+            fun, args = key.treedef.unflatten(merge(_interleave(kept, donated, key), key.static))
+            return split_batched_output(fun(*args), out_axes)
+
+        return jax.pmap(
+            body,
+            axis_name=self.axis_name,
+            in_axes=(list(kept_axes), list(donated_axes)),
+            out_axes=(0, None, None),
+            static_broadcasted_argnums=2,
+            donate_argnums=() if self.donate == "none" else 1,
+            **self.pmap_kwargs,
+        )
+
+    def _finish(self, out: tuple[Any, Any, Any]) -> Any:
+        batched, unbatched, info = out
+        return merge_batched_output(batched, unbatched, info)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        pmapped, call_args = self._prepare(args, kwargs)
+        with warnings.catch_warnings():
+            if self.donate.startswith("all"):
+                warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
+            return self._finish(pmapped(*call_args))
+
+    def lower(self, *args: Any, **kwargs: Any) -> _PmapLowered:
+        """Lower for these arguments ahead of time (`jax.pmap(...).lower` for filter_pmap).
+
+        **Arguments:** the same as a call of the wrapper.
+
+        **Returns:** an object with `.compile()`, `.as_text()` and the rest of
+        `jax.stages.Lowered`; the compiled object is called with the same arguments
+        (static ones included) as the wrapper itself.
+
+        ```python
+        compiled = ecliptic.filter_pmap(f).lower(x).compile()
+        compiled(x)
+        ```
+        """
+        pmapped, call_args = self._prepare(args, kwargs)
+        return _PmapLowered(pmapped.lower(*call_args), self)
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        if instance is None:
+            return self
+        # A pytree, so that a transformed method keeps its instance's arrays visible.
+        return bind_partial(self, instance)
+
+
+class _PmapLowered:
+    def __init__(self, lowered: Any, wrapper: _PmapWrapper):
+        self._lowered = lowered
+        self._wrapper = wrapper
+
+    def compile(self, *args: Any, **kwargs: Any) -> _PmapCompiled:
+        return _PmapCompiled(self._lowered.compile(*args, **kwargs), self._wrapper)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._lowered, name)
+
+
+class _PmapCompiled:
+    def __init__(self, compiled: Any, wrapper: _PmapWrapper):
+        self._compiled = compiled
+        self._wrapper = wrapper
+
+    def __call__(self, *args: Any) -> Any:
+        _, call_args = self._wrapper._prepare(args, {})
+        return self._wrapper._finish(self._compiled(*call_args[:-1]))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._compiled, name)
+
+
+def filter_pmap(
+    fun: Any = None,
+    *,
+    in_axes: Any = _MAP_LEADING_AXIS,
+    out_axes: Any = _MAP_LEADING_AXIS,
+    axis_name: Hashable | None = None,
+    axis_size: int | None = None,
+    donate: str = "none",
+    **pmapkwargs: Any,
+) -> Any:
+    """Run a function in parallel over devices, mapping over the array leaves of its inputs.
+
+    As `filter_vmap`, but each slice runs on its own device, as in `jax.pmap`. Array
+    leaves are traced; every other leaf (numbers, strings, functions, ...) is static and
+    hashed, as in `filter_jit`: the function compiles once per distinct static part.
+
+    **Arguments:**
+
+    - `fun`: the function (or a Module). Omit it to get a decorator. Arrays inside `fun`
+        itself are broadcast to every device.
+    - `in_axes`: a pytree prefix of the positional arguments (or a dict from parameter
+        name to spec) whose leaves are an int, `None`, or a callable `leaf -> int | None`.
+        Default `if_array(0)`: arrays mapped along axis 0, everything else broadcast.
+    - `out_axes`: likewise for the output; where the device axis goes in each output
+        array. An output with `None` must be the same on every device (e.g. the result of
+        `jax.lax.psum`); the value from the first device is returned.
+    - `axis_name`: a name for the device axis, for collectives such as `jax.lax.pmean`.
+    - `axis_size`: the number of devices to use, required only when no input is mapped.
+    - `donate`: as for `filter_jit`: `"none"` (default), `"all"`, `"all-except-first"`,
+        `"warn"` or `"warn-except-first"`.
+    - `**pmapkwargs`: passed to `jax.pmap` (e.g. `devices`, `backend`).
+
+    **Returns:** the parallelised function; it offers `.lower(*args)` for ahead-of-time
+    compilation.
+
+    ```python
+    @ecliptic.filter_pmap(axis_name="devices")
+    def mean_loss(model, x):
+        return jax.lax.pmean(jnp.mean(model(x)), "devices")
+    ```
+    """
+    if fun is None:
+        return functools.partial(
+            filter_pmap,
+            in_axes=in_axes,
+            out_axes=out_axes,
+            axis_name=axis_name,
+            axis_size=axis_size,
+            donate=donate,
+            **pmapkwargs,
+        )
+    if not callable(fun):
+        raise TypeError(f"filter_pmap(fun): fun must be callable; got {fun!r}.")
+    if donate not in _DONATE_MODES:
+        raise ValueError(f"filter_pmap(donate=...) must be one of {_DONATE_MODES}; got {donate!r}.")
+    for name in _FORBIDDEN_PMAP_KWARGS:
+        if name in pmapkwargs:
+            raise TypeError(
+                f"filter_pmap does not take {name} as a jax.pmap keyword: non-arrays are "
+                "static automatically, and donation is chosen with donate=..."
+            )
+    if axis_size is not None and (not isinstance(axis_size, int) or axis_size < 1):
+        raise ValueError(f"filter_pmap(axis_size=...) must be a positive int; got {axis_size!r}.")
+    if "devices" in pmapkwargs and pmapkwargs["devices"] is not None:
+        pmapkwargs["devices"] = tuple(pmapkwargs["devices"])
+    wrapper = _PmapWrapper(
+        fun=fun,
+        in_axes=_hashable_spec(in_axes),
+        out_axes=_hashable_spec(out_axes),
+        axis_name=axis_name,
+        axis_size=axis_size,
+        donate=donate,
+        pmap_kwargs=_FrozenDict(pmapkwargs),
+        cache=_PmappedCache(),
+    )
+    for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
+        try:
+            wrapper.__dict__[attr] = getattr(fun, attr)
+        except AttributeError:
+            pass
+    return wrapper

@@ -1,0 +1,161 @@
+"""filter_pmap, on 8 virtual CPU devices (see conftest.py)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ecliptic as eqx
+
+N = 8
+
+
+class Affine(eqx.Module):
+    weight: jax.Array
+    bias: jax.Array
+    activation: object = jax.nn.tanh
+    name: str = eqx.field(static=True, default="affine")
+
+    def __call__(self, x):
+        return self.activation(self.weight @ x + self.bias)
+
+
+@pytest.fixture(scope="module")
+def model():
+    kw, kb = jax.random.split(jax.random.key(0))
+    return Affine(jax.random.normal(kw, (3, 4)), jax.random.normal(kb, (3,)))
+
+
+@pytest.fixture(scope="module")
+def xs():
+    return jax.random.normal(jax.random.key(1), (N, 4))
+
+
+def test_matches_jax_pmap_on_the_partitioned_tree(model, xs):
+    out = eqx.filter_pmap(lambda m, x: m(x), in_axes=(None, 0))(model, xs)
+    params, static = eqx.partition(model, eqx.is_array)
+    expected = jax.pmap(lambda p, x: eqx.combine(p, static)(x), in_axes=(None, 0))(params, xs)
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    np.testing.assert_allclose(out, jax.vmap(model)(xs), rtol=1e-5, atol=1e-6)
+
+
+def test_one_model_per_device_by_default(model, xs):
+    keys = jax.random.split(jax.random.key(2), N)
+    weights = jax.vmap(lambda k: jax.random.normal(k, (3, 4)))(keys)
+    models = Affine(weights, jnp.broadcast_to(model.bias, (N, 3)))
+    out = eqx.filter_pmap(lambda m, x: m(x))(models, xs)  # every array mapped on axis 0
+    params, static = eqx.partition(models, eqx.is_array)
+    expected = jax.pmap(lambda p, x: eqx.combine(p, static)(x))(params, xs)
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+
+
+def test_module_as_the_function_is_broadcast(model, xs):
+    np.testing.assert_allclose(eqx.filter_pmap(model)(xs), jax.vmap(model)(xs), rtol=1e-5)
+
+
+def test_static_arguments_compile_once_per_value(xs):
+    traces = []
+
+    @eqx.filter_pmap
+    def f(x, scale, mode):
+        traces.append(mode)
+        return x * scale if mode == "mul" else x + scale
+
+    np.testing.assert_allclose(f(xs, 2.0, "mul"), xs * 2)
+    np.testing.assert_allclose(f(xs + 1, 2.0, "mul"), (xs + 1) * 2)
+    assert len(traces) == 1
+    np.testing.assert_allclose(f(xs, 2.0, "add"), xs + 2)
+    np.testing.assert_allclose(f(xs, 3.0, "mul"), xs * 3)
+    assert len(traces) == 3
+    f(xs, 2.0, "mul")
+    assert len(traces) == 3
+
+
+def test_axis_name_collectives_and_unmapped_outputs(xs):
+    @eqx.filter_pmap(axis_name="devices", out_axes=(0, None, None))
+    def f(x):
+        total = jax.lax.psum(x, "devices")
+        return x - jax.lax.pmean(x, "devices"), total, "label"
+
+    centred, total, label = f(xs)
+    np.testing.assert_allclose(centred, xs - xs.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(total, xs.sum(0), rtol=1e-5)
+    assert total.shape == (4,) and label == "label"
+
+
+def test_in_axes_and_out_axes_prefixes():
+    x = jnp.arange(3.0 * N).reshape(3, N)
+    y = jnp.arange(3.0)
+    f = eqx.filter_pmap(lambda x, y: x + y, in_axes=(1, None), out_axes=1)
+    np.testing.assert_allclose(f(x, y), x + y[:, None])
+    g = eqx.filter_pmap(lambda t: t["a"] * t["b"], in_axes=({"a": 0, "b": None},))
+    np.testing.assert_allclose(g({"a": x.T, "b": y}), x.T * y)
+    h = eqx.filter_pmap(lambda x: 2 * x, in_axes=-1, out_axes=-1)
+    np.testing.assert_allclose(h(x), 2 * x)
+    named = eqx.filter_pmap(lambda x, y: x * y, in_axes={"y": None})
+    np.testing.assert_allclose(named(x.T, y), x.T * y)
+    callable_spec = eqx.filter_pmap(
+        lambda x, y: x * y, in_axes=lambda leaf: 0 if leaf.ndim == 2 else None
+    )
+    np.testing.assert_allclose(callable_spec(x.T, y), x.T * y)
+
+
+def test_axis_size_without_mapped_inputs():
+    out = eqx.filter_pmap(lambda c: jnp.full(2, c), in_axes=None, axis_size=4)(jnp.float32(3))
+    np.testing.assert_allclose(out, jnp.full((4, 2), 3.0))
+
+
+def test_method_decorator(xs):
+    class Scaler(eqx.Module):
+        scale: jax.Array
+
+        @eqx.filter_pmap(in_axes=(None, 0))
+        def apply(self, x):
+            return self.scale * x
+
+    np.testing.assert_allclose(Scaler(jnp.float32(3)).apply(xs), 3 * xs)
+
+
+@pytest.mark.filterwarnings("ignore:Some donated buffers")
+@pytest.mark.parametrize("donate", ["none", "all", "all-except-first", "warn"])
+def test_donation(donate, xs):
+    f = eqx.filter_pmap(lambda a, b: (a * b + 1, b), donate=donate)
+    a, b = f(xs, jnp.full_like(xs, 2.0))  # outputs already laid out over the devices
+    np.testing.assert_allclose(a, xs * 2 + 1)
+    out, _ = f(a, b)
+    np.testing.assert_allclose(out, (xs * 2 + 1) * 2 + 1)
+    assert a.is_deleted() == (donate in ("all", "warn"))
+    assert b.is_deleted() == (donate != "none")
+
+
+def test_lower_and_compile(xs):
+    f = eqx.filter_pmap(lambda x, k: x * k, axis_name="i")
+    lowered = f.lower(xs, 3)
+    assert "stablehlo" in lowered.as_text() or "func" in lowered.as_text()
+    compiled = lowered.compile()
+    np.testing.assert_allclose(compiled(xs, 3), xs * 3)
+
+
+def test_errors(xs):
+    with pytest.raises(ValueError, match="size 16, but only 8 device"):
+        eqx.filter_pmap(lambda x: x)(jnp.ones((16, 2)))
+    with pytest.raises(ValueError, match="inconsistent sizes"):
+        eqx.filter_pmap(lambda x, y: x + y)(jnp.ones(8), jnp.ones(4))
+    with pytest.raises(ValueError, match="only arrays can be batched"):
+        eqx.filter_pmap(lambda x, y: x, in_axes=(0, 0))(xs, 3)
+    with pytest.raises(TypeError, match="positional arguments only"):
+        eqx.filter_pmap(lambda x: x)(x=xs)
+    with pytest.raises(ValueError, match="donate"):
+        eqx.filter_pmap(lambda x: x, donate="some")
+    with pytest.raises(TypeError, match="static_broadcasted_argnums"):
+        eqx.filter_pmap(lambda x: x, static_broadcasted_argnums=1)
+    with pytest.raises(TypeError, match="callable"):
+        eqx.filter_pmap(3)
+
+
+def test_unhashable_static_argument_is_named(xs):
+    class Options:
+        __hash__ = None
+
+    with pytest.raises(TypeError, match=r"filter_pmap: the non-array leaf .* unhashable type"):
+        eqx.filter_pmap(lambda x, options: x)(xs, Options())
