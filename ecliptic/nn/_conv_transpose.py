@@ -1,0 +1,333 @@
+"""Transposed convolutions: `ConvTranspose` and `ConvTranspose1d/2d/3d`.
+
+A transposed convolution is computed as ONE ordinary convolution of the input dilated
+by ``stride`` (``lhs_dilation``), padded by ``dilation * (kernel - 1) - padding`` on
+each side (plus ``output_padding`` at the end). That convolution uses the weight as
+stored, so the stored weight is the spatially flipped, per-group in/out-swapped version
+of PyTorch's ``ConvTranspose`` weight; `weight_from_torch` / `weight_to_torch` convert.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from .._module import Module, field
+from ._conv import (
+    PADDING_STRINGS,
+    IntOrSeq,
+    PaddingSpec,
+    check_channels,
+    check_input,
+    check_num_spatial_dims,
+    check_padding_mode,
+    common_dtype,
+    effective_kernel,
+    init_params,
+)
+from ._misc import as_padding, as_tuple, check_key, resolve_dtype
+
+
+def _flip_spatial(w: Any) -> Any:
+    # Indexing rather than jnp.flip keeps NumPy inputs NumPy.
+    return w[(slice(None), slice(None)) + (slice(None, None, -1),) * (w.ndim - 2)]
+
+
+def weight_from_torch(weight: Any, groups: int = 1) -> Any:
+    """PyTorch ``ConvTranspose`` weight ``(in, out // groups, *k)`` -> ecliptic's
+    ``(out, in // groups, *k)``: within each group swap the two channel axes, then flip
+    every spatial axis. Works on NumPy and JAX arrays."""
+    cin, out_g, *k = weight.shape
+    in_g = cin // groups
+    w = weight.reshape(groups, in_g, out_g, *k).swapaxes(1, 2)
+    return _flip_spatial(w.reshape(groups * out_g, in_g, *k))
+
+
+def weight_to_torch(weight: Any, groups: int = 1) -> Any:
+    """The inverse of `weight_from_torch`: ecliptic ``(out, in // groups, *k)`` ->
+    PyTorch ``(in, out // groups, *k)``."""
+    cout, in_g, *k = weight.shape
+    out_g = cout // groups
+    w = weight.reshape(groups, out_g, in_g, *k).swapaxes(1, 2)
+    return _flip_spatial(w.reshape(groups * in_g, out_g, *k))
+
+
+def _fold_circular(y: jax.Array, axis: int, size: int, offset: int) -> jax.Array:
+    """Sum ``y`` along ``axis`` onto ``size`` positions, position j going to
+    ``(j - offset) mod size``: the adjoint of circular padding by ``offset`` at the start.
+    Done with one pad and a reshape-sum, not a loop over positions."""
+    shift = (-offset) % size
+    total = shift + y.shape[axis]
+    reps = -(-total // size)
+    pad = [(0, 0)] * y.ndim
+    pad[axis] = (shift, reps * size - total)
+    y = jnp.pad(y, pad)
+    y = y.reshape(y.shape[:axis] + (reps, size) + y.shape[axis + 1:])
+    return y.sum(axis=axis)
+
+
+class ConvTranspose(Module):
+    """An N-dimensional transposed convolution, as PyTorch's ``nn.ConvTransposeNd``.
+
+    It is the adjoint (gradient) of a `Conv` with the same kernel size, stride, padding
+    and dilation, mapping `in_channels` back to `out_channels`.
+
+    **Arguments:**
+
+    - `num_spatial_dims`: N. `in_channels`, `out_channels`: channel counts.
+    - `kernel_size`, `stride`, `dilation`: an int or N ints, each >= 1.
+    - `output_padding`: extra size added at the end of each output dimension (to pick
+      among the sizes a strided convolution maps to the same size); an int or N ints,
+      each smaller than the stride or the dilation (as PyTorch requires).
+    - `padding`: the padding of the corresponding forward convolution, which removes
+      that much from each output side: an int, N ints, N `(low, high)` pairs, `"VALID"`
+      (none), or `"SAME"`/`"SAME_LOWER"`: output size `stride * size`, whatever the
+      `output_padding` (an odd total trims the extra element from the end for "SAME",
+      from the start for "SAME_LOWER").
+    - `groups`: must divide both channel counts. `use_bias`: whether to add a bias.
+    - `padding_mode`: `"ZEROS"`, or `"CIRCULAR"` (the adjoint of a circularly padded
+      convolution: what falls off one side wraps onto the other). PyTorch only has
+      `"ZEROS"`; `"REFLECT"`/`"REPLICATE"` raise `NotImplementedError`.
+    - `dtype`: parameter dtype (float32 by default). `key`: a PRNG key (keyword only).
+
+    **Parameters:** `weight` of shape `(out_channels, in_channels // groups,
+    *kernel_size)`, `bias` of shape `(out_channels, 1, ..., 1)` (or `None`), both from
+    U(+-1/sqrt(fan_in)) with PyTorch's `fan_in = out_channels // groups *
+    prod(kernel_size)`. The weight is in the flipped convention of a transposed
+    convolution written as an input-dilated convolution. From PyTorch's weight `wt` of
+    shape `(in, out // groups, *k)`: `weight = weight_from_torch(wt, groups)`, i.e.
+    `wt.reshape(g, in // g, out // g, *k).swapaxes(1, 2).reshape(out, in // g, *k)`
+    flipped along every spatial axis; `weight_to_torch` is the inverse. The bias is
+    PyTorch's reshaped to `(out, 1, ..., 1)`.
+
+    **Input:** `(in_channels, *spatial)`; **output:** `(out_channels, *new_spatial)` with
+    `new = (size - 1) * stride - low - high + dilation * (kernel - 1) + 1 +
+    output_padding`.
+
+    ```python
+    up = ecliptic.nn.ConvTranspose(2, 8, 3, kernel_size=2, stride=2, key=jax.random.key(0))
+    y = up(jnp.ones((8, 5, 5)))  # shape (3, 10, 10)
+    ```
+    """
+
+    num_spatial_dims: int = field(static=True)
+    weight: jax.Array
+    bias: jax.Array | None
+    in_channels: int = field(static=True)
+    out_channels: int = field(static=True)
+    kernel_size: tuple[int, ...] = field(static=True)
+    stride: tuple[int, ...] = field(static=True)
+    padding: str | tuple[tuple[int, int], ...] = field(static=True)
+    output_padding: tuple[int, ...] = field(static=True)
+    dilation: tuple[int, ...] = field(static=True)
+    groups: int = field(static=True)
+    use_bias: bool = field(static=True)
+    padding_mode: str = field(static=True)
+
+    def __init__(
+        self,
+        num_spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntOrSeq,
+        stride: IntOrSeq = 1,
+        output_padding: IntOrSeq = 0,
+        padding: PaddingSpec = 0,
+        dilation: IntOrSeq = 1,
+        groups: int = 1,
+        use_bias: bool = True,
+        padding_mode: str = "ZEROS",
+        dtype: Any = None,
+        *,
+        key: jax.Array,
+    ):
+        name = type(self).__name__
+        n = check_num_spatial_dims(num_spatial_dims, name)
+        check_channels(in_channels, out_channels, groups, name)
+        self.num_spatial_dims = n
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = as_tuple(kernel_size, n, f"{name}: kernel_size")
+        self.stride = as_tuple(stride, n, f"{name}: stride")
+        self.output_padding = as_tuple(
+            output_padding, n, f"{name}: output_padding", minimum=0
+        )
+        self.padding = as_padding(padding, n, f"{name}: padding", PADDING_STRINGS)
+        self.dilation = as_tuple(dilation, n, f"{name}: dilation")
+        for a, s, d in zip(self.output_padding, self.stride, self.dilation):
+            if a >= max(s, d):
+                raise ValueError(
+                    f"{name}: output_padding {self.output_padding} must be smaller than "
+                    f"the stride {self.stride} or the dilation {self.dilation} "
+                    "(elementwise)."
+                )
+        self.groups = groups
+        self.use_bias = bool(use_bias)
+        mode = check_padding_mode(padding_mode, name)
+        if mode in ("REFLECT", "REPLICATE"):
+            raise NotImplementedError(
+                f"{name}: padding_mode={padding_mode!r} has no transposed counterpart; "
+                "use 'ZEROS' or 'CIRCULAR'."
+            )
+        self.padding_mode = mode
+        check_key(key, name)
+        fan_in = out_channels // groups * math.prod(self.kernel_size)
+        self.weight, self.bias = init_params(
+            key, (out_channels, in_channels // groups) + self.kernel_size, fan_in,
+            out_channels, n, use_bias, resolve_dtype(dtype),
+        )
+
+    def _forward_pads(self) -> tuple[tuple[int, int], ...]:
+        """The padding (low, high) of the forward convolution this is the transpose of;
+        for "SAME" chosen so that the output size is exactly ``stride * size``."""
+        if self.padding == "VALID":
+            return ((0, 0),) * self.num_spatial_dims
+        if not isinstance(self.padding, str):
+            return self.padding
+        pads = []
+        spans = effective_kernel(self.kernel_size, self.dilation)
+        for span, s, a in zip(spans, self.stride, self.output_padding):
+            total = span - s + a
+            if total < 0:  # kernel shorter than the stride: pad the output's end instead
+                pads.append((0, total))
+                continue
+            lo = (total + 1) // 2 if self.padding == "SAME_LOWER" else total // 2
+            pads.append((lo, total - lo))
+        return tuple(pads)
+
+    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+        """**Arguments:** `x` of shape `(in_channels, *spatial)`; `key` is ignored.
+        **Returns:** shape `(out_channels, *new_spatial)`."""
+        del key
+        name = type(self).__name__
+        x = jnp.asarray(x)
+        n = self.num_spatial_dims
+        check_input(x, n, self.in_channels, name)
+        spans = effective_kernel(self.kernel_size, self.dilation)
+        fwd = self._forward_pads()
+        sizes = tuple(
+            (size - 1) * s - lo - hi + span + a
+            for size, s, (lo, hi), span, a in zip(
+                x.shape[1:], self.stride, fwd, spans, self.output_padding
+            )
+        )
+        if any(size < 1 for size in sizes):
+            raise ValueError(
+                f"{name}: padding {fwd} leaves an empty output (spatial shape {sizes}) "
+                f"for input shape {tuple(x.shape)}."
+            )
+        circular = self.padding_mode == "CIRCULAR"
+        # Circular: compute the unpadded (full) transposed convolution, then wrap the
+        # parts that correspond to the forward convolution's padding around.
+        conv_fwd: Sequence[tuple[int, int]] = ((0, 0),) * n if circular else fwd
+        pads = tuple(
+            (span - 1 - lo, span - 1 - hi + a)
+            for span, (lo, hi), a in zip(spans, conv_fwd, self.output_padding)
+        )
+        dtype = common_dtype(x, self.weight)
+        y = lax.conv_general_dilated(
+            x[None].astype(dtype),
+            self.weight.astype(dtype),
+            window_strides=(1,) * n,
+            padding=pads,
+            lhs_dilation=self.stride,
+            rhs_dilation=self.dilation,
+            feature_group_count=self.groups,
+        )[0]
+        if circular:
+            for axis, (size, (lo, _)) in enumerate(zip(sizes, fwd), start=1):
+                y = _fold_circular(y, axis, size, lo)
+        if self.bias is not None:
+            y = y + self.bias.astype(dtype)
+        return y
+
+
+def _fixed_dims(n: int, cls_name: str) -> str:
+    return f"""A {n}-dimensional `ConvTranspose` (`num_spatial_dims={n}`); see
+    `ConvTranspose` for the arguments and the weight layout (convert PyTorch weights with
+    `weight_from_torch`).
+
+    **Parameters:** `weight` of shape `(out_channels, in_channels // groups, *kernel)` with
+    {n} kernel dims, `bias` of shape `(out_channels{", 1" * n})`.
+
+    **Input:** `(in_channels{", L" * n})`; **output:** `(out_channels{", L'" * n})`.
+
+    ```python
+    up = ecliptic.nn.{cls_name}(4, 2, kernel_size=2, stride=2, key=jax.random.key(0))
+    y = up(jnp.ones((4{", 5" * n})))  # shape (2{", 10" * n})
+    ```
+    """
+
+
+class ConvTranspose1d(ConvTranspose):
+    __doc__ = _fixed_dims(1, "ConvTranspose1d")
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntOrSeq,
+        stride: IntOrSeq = 1,
+        output_padding: IntOrSeq = 0,
+        padding: PaddingSpec = 0,
+        dilation: IntOrSeq = 1,
+        groups: int = 1,
+        use_bias: bool = True,
+        padding_mode: str = "ZEROS",
+        dtype: Any = None,
+        *,
+        key: jax.Array,
+    ):
+        super().__init__(1, in_channels, out_channels, kernel_size, stride, output_padding,
+                         padding, dilation, groups, use_bias, padding_mode, dtype, key=key)
+
+
+class ConvTranspose2d(ConvTranspose):
+    __doc__ = _fixed_dims(2, "ConvTranspose2d")
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntOrSeq,
+        stride: IntOrSeq = 1,
+        output_padding: IntOrSeq = 0,
+        padding: PaddingSpec = 0,
+        dilation: IntOrSeq = 1,
+        groups: int = 1,
+        use_bias: bool = True,
+        padding_mode: str = "ZEROS",
+        dtype: Any = None,
+        *,
+        key: jax.Array,
+    ):
+        super().__init__(2, in_channels, out_channels, kernel_size, stride, output_padding,
+                         padding, dilation, groups, use_bias, padding_mode, dtype, key=key)
+
+
+class ConvTranspose3d(ConvTranspose):
+    __doc__ = _fixed_dims(3, "ConvTranspose3d")
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntOrSeq,
+        stride: IntOrSeq = 1,
+        output_padding: IntOrSeq = 0,
+        padding: PaddingSpec = 0,
+        dilation: IntOrSeq = 1,
+        groups: int = 1,
+        use_bias: bool = True,
+        padding_mode: str = "ZEROS",
+        dtype: Any = None,
+        *,
+        key: jax.Array,
+    ):
+        super().__init__(3, in_channels, out_channels, kernel_size, stride, output_padding,
+                         padding, dilation, groups, use_bias, padding_mode, dtype, key=key)

@@ -1,0 +1,119 @@
+"""Affine maps: `Linear` and the no-op `Identity`."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+import jax
+import jax.numpy as jnp
+
+from .._module import Module, field
+from ._misc import check_key, check_rank, fan_in_bound, resolve_dtype, uniform_init
+
+Size = Union[int, Literal["scalar"]]
+
+
+def _check_size(value: Any, name: str, layer: str) -> int:
+    """The number of features ``value`` stands for (1 for "scalar"); rejects bad values."""
+    if value == "scalar" and isinstance(value, str):
+        return 1
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{layer}: {name} must be a positive int or 'scalar'; got {value!r}.")
+    if value < 1:
+        raise ValueError(f"{layer}: {name} must be >= 1 (or 'scalar'); got {value}.")
+    return value
+
+
+class Linear(Module):
+    """An affine map ``y = weight @ x + bias``, as PyTorch's ``nn.Linear``.
+
+    **Arguments:**
+
+    - `in_features`: input size, or `"scalar"` for an input of shape `()`.
+    - `out_features`: output size, or `"scalar"` for an output of shape `()`.
+    - `use_bias`: whether to add a bias.
+    - `dtype`: parameter dtype; float32 by default (float64 in x64 mode).
+    - `key`: a PRNG key for initialisation (keyword only).
+
+    **Parameters:** `weight` of shape `(out_features, in_features)` and `bias` of shape
+    `(out_features,)` (or `None`), a `"scalar"` size counting as 1. Both are initialised
+    from U(-1/sqrt(in_features), 1/sqrt(in_features)), as PyTorch does.
+
+    **Input:** shape `(in_features,)` (or `()`); **output:** shape `(out_features,)`
+    (or `()`). One example at a time: batch with `jax.vmap`.
+
+    ```python
+    layer = ecliptic.nn.Linear(3, 2, key=jax.random.key(0))
+    y = layer(jnp.ones(3))  # shape (2,)
+    ```
+    """
+
+    weight: jax.Array
+    bias: jax.Array | None
+    in_features: Size = field(static=True)
+    out_features: Size = field(static=True)
+    use_bias: bool = field(static=True)
+
+    def __init__(
+        self,
+        in_features: Size,
+        out_features: Size,
+        use_bias: bool = True,
+        dtype: Any = None,
+        *,
+        key: jax.Array,
+    ):
+        n_in = _check_size(in_features, "in_features", "Linear")
+        n_out = _check_size(out_features, "out_features", "Linear")
+        check_key(key, "Linear")
+        dtype = resolve_dtype(dtype)
+        wkey, bkey = jax.random.split(key)
+        bound = fan_in_bound(n_in)
+        self.weight = uniform_init(wkey, (n_out, n_in), dtype, bound)
+        self.bias = uniform_init(bkey, (n_out,), dtype, bound) if use_bias else None
+        self.in_features = in_features
+        self.out_features = out_features
+        self.use_bias = bool(use_bias)
+
+    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+        """**Arguments:** `x` of shape `(in_features,)` (or `()` for "scalar"); `key` is
+        ignored. **Returns:** shape `(out_features,)` (or `()` for "scalar")."""
+        del key
+        x = jnp.asarray(x)
+        if self.in_features == "scalar":
+            check_rank(x, 0, "Linear", "a scalar, as in_features='scalar'")
+            x = x.reshape(1)
+        else:
+            check_rank(x, 1, "Linear", f"(in_features,) = ({self.in_features},)")
+            if x.shape[0] != self.in_features:
+                raise ValueError(
+                    f"Linear expects an input of shape ({self.in_features},); got shape "
+                    f"{x.shape}. Layers act on one unbatched example: batch with jax.vmap."
+                )
+        y = jnp.matmul(self.weight, x)
+        if self.bias is not None:
+            y = y + self.bias
+        if self.out_features == "scalar":
+            y = y.reshape(())
+        return y
+
+
+class Identity(Module):
+    """The identity map: returns its input unchanged.
+
+    Accepts and ignores any constructor arguments (so it can stand in for another layer
+    with the same call), and ignores `key` when called. No parameters; any input shape.
+
+    ```python
+    layer = ecliptic.nn.Identity(3, 4, key=jax.random.key(0))
+    layer(jnp.ones(3))  # the same array
+    ```
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        del args, kwargs
+
+    def __call__(self, x: Any, *, key: jax.Array | None = None) -> Any:
+        """**Arguments:** `x`, anything; `key` is ignored. **Returns:** `x`."""
+        del key
+        return x

@@ -1,0 +1,150 @@
+"""`MLP`: a stack of `Linear` layers with activations in between."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+
+from .._filters import combine, is_array, partition
+from .._module import Module, field
+from ._linear import Linear, Size, _check_size
+from ._misc import check_key
+
+
+def _identity(x: jax.Array) -> jax.Array:
+    return x
+
+
+def _has_arrays(tree: Any) -> bool:
+    return any(is_array(leaf) for leaf in jtu.tree_leaves(tree))
+
+
+def _per_neuron(activation: Any, shape: tuple[int, ...]) -> Any:
+    """A learnable activation with every array leaf repeated along new leading axes
+    ``shape``, so that each neuron learns its own copy (Equinox's parameter layout).
+    Activations without arrays are returned unchanged."""
+    if not _has_arrays(activation):
+        return activation
+    return jtu.tree_map(
+        lambda leaf: jnp.broadcast_to(leaf, shape + leaf.shape) if is_array(leaf) else leaf,
+        activation,
+    )
+
+
+def _apply(activation: Any, x: jax.Array) -> jax.Array:
+    """Apply an activation to the vector ``x``. With per-neuron parameters (array leaves
+    carrying a leading axis of size ``len(x)``) each neuron uses its own copy."""
+    if not _has_arrays(activation):
+        return activation(x)
+    params, rest = partition(activation, is_array)
+    return jax.vmap(lambda p, xi: combine(p, rest)(xi))(params, x)
+
+
+class MLP(Module):
+    """A multi-layer perceptron: `depth` hidden layers of `width_size` units.
+
+    **Arguments:**
+
+    - `in_size`, `out_size`: input/output sizes, or `"scalar"` for shape `()`.
+    - `width_size`: units per hidden layer. `depth`: number of hidden layers (0 gives a
+      single `Linear(in_size, out_size)`).
+    - `activation`: applied after each hidden layer (default `jax.nn.relu`).
+    - `final_activation`: applied after the output layer (default the identity).
+    - `use_bias`, `use_final_bias`: biases of the hidden / output layers.
+    - `dtype`: parameter dtype (float32 by default, float64 in x64 mode).
+    - `key`: a PRNG key (keyword only).
+
+    Activations act on the whole vector of a layer's outputs (so `final_activation=
+    jax.nn.softmax` is a real softmax). An activation holding arrays (a learnable one,
+    such as `PReLU`) is copied once per neuron, as in Equinox: its array leaves gain
+    leading axes `(depth, width_size)` in `activation` and `(out_size,)` in
+    `final_activation` (none when `out_size="scalar"`), and each neuron uses its copy.
+
+    **Parameters:** `layers`, a tuple of `depth + 1` `Linear` layers (see `Linear`), plus
+    those of learnable activations.
+
+    **Input:** shape `(in_size,)` (or `()`); **output:** shape `(out_size,)` (or `()`).
+
+    ```python
+    mlp = ecliptic.nn.MLP(2, 1, width_size=8, depth=2, key=jax.random.key(0))
+    y = mlp(jnp.ones(2))  # shape (1,)
+    ```
+    """
+
+    layers: tuple[Linear, ...]
+    activation: Callable[..., Any]
+    final_activation: Callable[..., Any]
+    use_bias: bool = field(static=True)
+    use_final_bias: bool = field(static=True)
+    in_size: Size = field(static=True)
+    out_size: Size = field(static=True)
+    width_size: int = field(static=True)
+    depth: int = field(static=True)
+
+    def __init__(
+        self,
+        in_size: Size,
+        out_size: Size,
+        width_size: int,
+        depth: int,
+        activation: Callable[..., Any] = jax.nn.relu,
+        final_activation: Callable[..., Any] = _identity,
+        use_bias: bool = True,
+        use_final_bias: bool = True,
+        dtype: Any = None,
+        *,
+        key: jax.Array,
+    ):
+        _check_size(in_size, "in_size", "MLP")
+        n_out = _check_size(out_size, "out_size", "MLP")
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
+            raise ValueError(f"MLP: depth must be an int >= 0; got {depth!r}.")
+        if depth > 0:
+            _check_size(width_size, "width_size", "MLP")
+            if width_size == "scalar":
+                raise ValueError("MLP: width_size must be a positive int, not 'scalar'.")
+        if not callable(activation) or not callable(final_activation):
+            raise TypeError("MLP: activation and final_activation must be callable.")
+        check_key(key, "MLP")
+        keys = jax.random.split(key, depth + 1)
+        sizes = [in_size] + [width_size] * depth + [out_size]
+        biases = [use_bias] * depth + [use_final_bias]
+        self.layers = tuple(
+            Linear(sizes[i], sizes[i + 1], biases[i], dtype, key=keys[i])
+            for i in range(depth + 1)
+        )
+        self.activation = _per_neuron(
+            activation, (depth, width_size if isinstance(width_size, int) else 0)
+        )
+        self.final_activation = (
+            final_activation if out_size == "scalar" else _per_neuron(final_activation, (n_out,))
+        )
+        self.use_bias = bool(use_bias)
+        self.use_final_bias = bool(use_final_bias)
+        self.in_size = in_size
+        self.out_size = out_size
+        self.width_size = width_size
+        self.depth = depth
+
+    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+        """**Arguments:** `x` of shape `(in_size,)` (or `()`); `key` is ignored.
+        **Returns:** shape `(out_size,)` (or `()`)."""
+        del key
+        learnable = _has_arrays(self.activation)
+        for i, layer in enumerate(self.layers[:-1]):
+            x = layer(x)
+            if learnable:
+                act = jtu.tree_map(
+                    lambda leaf, i=i: leaf[i] if is_array(leaf) else leaf, self.activation
+                )
+            else:
+                act = self.activation
+            x = _apply(act, x)
+        x = self.layers[-1](x)
+        if self.out_size == "scalar":
+            return self.final_activation(x)
+        return _apply(self.final_activation, x)
