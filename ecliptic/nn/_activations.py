@@ -1,0 +1,87 @@
+"""Activation layers with learnable parameters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._module import Module
+from ._misc import filled, resolve_dtype
+
+
+class PReLU(Module):
+    """Parametric ReLU, as `torch.nn.PReLU`: `y = x` where `x > 0`, else
+    `negative_slope * x`.
+
+    **Arguments:**
+
+    - `init_alpha`: initial negative slope: a float (one slope shared by every element),
+        or an array of per-channel slopes `(C,)`.
+    - `dtype`: parameter dtype (default float32, float64 with x64 on).
+    - `num_parameters`: PyTorch's per-channel option: with a float `init_alpha`, build
+        `num_parameters` slopes (all `init_alpha`). Default 1.
+
+    **Parameters:** `negative_slope` of shape `(1,)` (or `(C,)` per channel; PyTorch's
+    `PReLU.weight`).
+
+    **Shapes:** input any shape, channels first: `(C, *spatial)` when the slope is per
+    channel (as PyTorch's channel dimension for an unbatched example); output the same.
+
+    ```python
+    act = ecliptic.nn.PReLU()
+    y = act(x)
+    ```
+    """
+
+    negative_slope: jax.Array
+
+    def __init__(
+        self, init_alpha: Any = 0.25, dtype: Any = None, *, num_parameters: int = 1
+    ):
+        if isinstance(num_parameters, bool) or not isinstance(num_parameters, (int, np.integer)):
+            raise TypeError(f"PReLU: num_parameters must be an int; got {num_parameters!r}.")
+        if num_parameters < 1:
+            raise ValueError(f"PReLU: num_parameters must be >= 1; got {num_parameters}.")
+        if isinstance(init_alpha, (jax.Array, np.ndarray)):
+            alpha = jnp.asarray(init_alpha, resolve_dtype(dtype) if dtype is not None else None)
+            if not jnp.issubdtype(alpha.dtype, jnp.floating):
+                alpha = alpha.astype(resolve_dtype(None))
+            if alpha.ndim == 0:
+                alpha = jnp.broadcast_to(alpha, (num_parameters,))
+            elif alpha.ndim != 1:
+                raise ValueError(
+                    "PReLU: an array init_alpha must be a scalar or a vector of per-channel "
+                    f"slopes (C,); got shape {tuple(alpha.shape)}."
+                )
+            self.negative_slope = alpha
+        else:
+            self.negative_slope = filled((int(num_parameters),), init_alpha, resolve_dtype(dtype))
+
+    def __call__(self, x: Any, *, key: Any = None) -> jax.Array:
+        """**Arguments:**
+
+        - `x`: an array; channels first `(C, *spatial)` if the slope is per channel.
+        - `key`: ignored.
+
+        **Returns:** an array of the same shape.
+        """
+        x = jnp.asarray(x)
+        slope = self.negative_slope
+        if slope.size > 1:
+            c = slope.shape[0]
+            if x.ndim < 1 or x.shape[0] != c:
+                raise ValueError(
+                    f"PReLU has {c} per-channel slopes and expects an input of shape "
+                    f"({c}, *spatial); got shape {tuple(x.shape)}."
+                )
+            slope = slope.reshape((c,) + (1,) * (x.ndim - 1))
+        else:
+            slope = slope.reshape(())
+        if jnp.issubdtype(x.dtype, jnp.inexact):
+            # An activation keeps its input's dtype (bf16 in, bf16 out).
+            slope = slope.astype(x.dtype)
+        # `x > 0` (not >=) so that the gradient at 0 is the slope's, as in PyTorch.
+        return jnp.where(x > 0, x, slope * x)

@@ -1,0 +1,242 @@
+"""Recurrent cells: GRUCell and LSTMCell, one time step each (scan over time yourself,
+e.g. with `jax.lax.scan`)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._module import Module, field
+from ._misc import check_key, fan_in_bound, resolve_dtype, uniform_init
+
+
+def _size(value: Any, name: str, layer: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{layer}: {name} must be an int; got {value!r}.")
+    if value < 1:
+        raise ValueError(f"{layer}: {name} must be >= 1; got {value}.")
+    return int(value)
+
+
+def _check_vector(x: Any, size: int, layer: str, what: str) -> jax.Array:
+    x = jnp.asarray(x)
+    if x.shape != (size,):
+        hint = (
+            " Layers act on one unbatched example: batch with jax.vmap or ecliptic.filter_vmap."
+            if x.ndim == 2 and x.shape[-1] == size
+            else ""
+        )
+        raise ValueError(
+            f"{layer} expects {what} of shape ({size},); got shape {tuple(x.shape)}.{hint}"
+        )
+    return x
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5))
+def _init_params(
+    key: Any, gates: int, n_in: int, h: int, dtype: Any, use_bias: bool
+) -> tuple[jax.Array, ...]:
+    """PyTorch's RNN-cell init, U(+-1/sqrt(hidden)) for the weights and both biases, in
+    one compiled program (eagerly, every draw and slice would compile on its own).
+
+    Returns `(weight_ih, weight_hh)`, plus for an LSTM (4 gates) `bias_ih + bias_hh`, and
+    for a GRU (3 gates) `bias_ih + [bias_hh_r, bias_hh_z, 0]` and `bias_hh_n`."""
+    bound = fan_in_bound(h)
+    k_ih, k_hh, k_bih, k_bhh = jax.random.split(key, 4)
+    weight_ih = uniform_init(k_ih, (gates * h, n_in), dtype, bound)
+    weight_hh = uniform_init(k_hh, (gates * h, h), dtype, bound)
+    if not use_bias:
+        return weight_ih, weight_hh
+    bias_ih = uniform_init(k_bih, (gates * h,), dtype, bound)
+    bias_hh = uniform_init(k_bhh, (gates * h,), dtype, bound)
+    if gates == 4:
+        return weight_ih, weight_hh, bias_ih + bias_hh
+    bias = bias_ih.at[: 2 * h].add(bias_hh[: 2 * h])
+    return weight_ih, weight_hh, bias, bias_hh[2 * h :]
+
+
+class GRUCell(Module):
+    """One step of a gated recurrent unit, as `torch.nn.GRUCell` (gate order r, z, n):
+
+        r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
+        z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+        n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+        h' = (1 - z) * n + z * h
+
+    **Arguments:**
+
+    - `input_size`, `hidden_size`: sizes of the input and hidden vectors.
+    - `use_bias`: whether to have biases.
+    - `dtype`: parameter dtype (default float32, float64 with x64 on).
+    - `key`: PRNG key for the initialisation.
+
+    **Parameters:** `weight_ih` `(3*hidden, input)`, `weight_hh` `(3*hidden, hidden)`,
+    `bias` `(3*hidden,)` and `bias_n` `(hidden,)` (`None` without bias). PyTorch keeps two
+    biases, `bias_ih` and `bias_hh`; only the hidden bias of the n gate cannot be merged
+    (it sits inside `r * (...)`), so `bias = bias_ih + concat(bias_hh[:2h], 0)` and
+    `bias_n = bias_hh[2h:]`. Back to PyTorch: `bias_ih = bias`,
+    `bias_hh = concat(zeros(2h), bias_n)`. The weights are the same in both.
+
+    **Initialisation:** as PyTorch, every weight and both of PyTorch's biases from
+    U(-1/sqrt(hidden), 1/sqrt(hidden)); so `bias[:2h]` is distributed as a sum of two such
+    uniforms, and `bias[2h:]` and `bias_n` as one.
+
+    **Shapes:** `input` `(input_size,)`, `hidden` `(hidden_size,)`; returns the new hidden
+    state `(hidden_size,)`.
+
+    ```python
+    cell = ecliptic.nn.GRUCell(8, 16, key=jax.random.key(0))
+    h = cell(x, jnp.zeros(16))
+    ```
+    """
+
+    weight_ih: jax.Array
+    weight_hh: jax.Array
+    bias: jax.Array | None
+    bias_n: jax.Array | None
+    input_size: int = field(static=True)
+    hidden_size: int = field(static=True)
+    use_bias: bool = field(static=True)
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        use_bias: bool = True,
+        dtype: Any = None,
+        *,
+        key: Any = None,
+    ):
+        check_key(key, "GRUCell")
+        dtype = resolve_dtype(dtype)
+        n_in = _size(input_size, "input_size", "GRUCell")
+        h = _size(hidden_size, "hidden_size", "GRUCell")
+        params = _init_params(key, 3, n_in, h, dtype, bool(use_bias))
+        self.weight_ih, self.weight_hh = params[0], params[1]
+        if use_bias:
+            # Fold what PyTorch's two biases make of r and z into one; keep b_hn apart.
+            self.bias = params[2]
+            self.bias_n = params[3]
+        else:
+            self.bias = None
+            self.bias_n = None
+        self.input_size = n_in
+        self.hidden_size = h
+        self.use_bias = bool(use_bias)
+
+    def __call__(self, input: Any, hidden: Any, *, key: Any = None) -> jax.Array:
+        """**Arguments:**
+
+        - `input`: `(input_size,)`.
+        - `hidden`: the previous hidden state, `(hidden_size,)`.
+        - `key`: ignored.
+
+        **Returns:** the new hidden state, `(hidden_size,)`.
+        """
+        h = self.hidden_size
+        x = _check_vector(input, self.input_size, "GRUCell", "an input")
+        hidden = _check_vector(hidden, h, "GRUCell", "a hidden state")
+        # Two matrix-vector products for all three gates at once.
+        gi = self.weight_ih @ x
+        gh = self.weight_hh @ hidden
+        if self.use_bias:
+            gi = gi + self.bias
+            gh = gh.at[2 * h :].add(self.bias_n)
+        rz = jax.nn.sigmoid(gi[: 2 * h] + gh[: 2 * h])
+        r, z = rz[:h], rz[h:]
+        n = jnp.tanh(gi[2 * h :] + r * gh[2 * h :])
+        return (1 - z) * n + z * hidden
+
+
+class LSTMCell(Module):
+    """One step of a long short-term memory cell, as `torch.nn.LSTMCell` (gate order
+    i, f, g, o):
+
+        i, f, g, o = split(W_ih x + W_hh h + bias, 4)
+        c' = sigmoid(f) * c + sigmoid(i) * tanh(g)
+        h' = sigmoid(o) * tanh(c')
+
+    **Arguments:**
+
+    - `input_size`, `hidden_size`: sizes of the input and hidden vectors.
+    - `use_bias`: whether to have a bias.
+    - `dtype`: parameter dtype (default float32, float64 with x64 on).
+    - `key`: PRNG key for the initialisation.
+
+    **Parameters:** `weight_ih` `(4*hidden, input)`, `weight_hh` `(4*hidden, hidden)`,
+    `bias` `(4*hidden,)` (`None` without bias). PyTorch's two biases only ever appear
+    summed: `bias = bias_ih + bias_hh`; back to PyTorch: `bias_ih = bias`,
+    `bias_hh = 0`. The weights are the same in both.
+
+    **Initialisation:** as PyTorch, the weights and both of PyTorch's biases from
+    U(-1/sqrt(hidden), 1/sqrt(hidden)); `bias` is their sum.
+
+    **Shapes:** `input` `(input_size,)`, hidden state `(h, c)` each `(hidden_size,)`;
+    returns the new `(h, c)`.
+
+    ```python
+    cell = ecliptic.nn.LSTMCell(8, 16, key=jax.random.key(0))
+    h, c = cell(x, (jnp.zeros(16), jnp.zeros(16)))
+    ```
+    """
+
+    weight_ih: jax.Array
+    weight_hh: jax.Array
+    bias: jax.Array | None
+    input_size: int = field(static=True)
+    hidden_size: int = field(static=True)
+    use_bias: bool = field(static=True)
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        use_bias: bool = True,
+        dtype: Any = None,
+        *,
+        key: Any = None,
+    ):
+        check_key(key, "LSTMCell")
+        dtype = resolve_dtype(dtype)
+        n_in = _size(input_size, "input_size", "LSTMCell")
+        h = _size(hidden_size, "hidden_size", "LSTMCell")
+        params = _init_params(key, 4, n_in, h, dtype, bool(use_bias))
+        self.weight_ih, self.weight_hh = params[0], params[1]
+        self.bias = params[2] if use_bias else None
+        self.input_size = n_in
+        self.hidden_size = h
+        self.use_bias = bool(use_bias)
+
+    def __call__(
+        self, input: Any, hidden: tuple[Any, Any], *, key: Any = None
+    ) -> tuple[jax.Array, jax.Array]:
+        """**Arguments:**
+
+        - `input`: `(input_size,)`.
+        - `hidden`: the previous `(h, c)`, each `(hidden_size,)`.
+        - `key`: ignored.
+
+        **Returns:** the new `(h, c)`.
+        """
+        if not (isinstance(hidden, (tuple, list)) and len(hidden) == 2):
+            raise TypeError(
+                "LSTMCell expects the hidden state as a pair (h, c); "
+                f"got {type(hidden).__name__}."
+            )
+        n = self.hidden_size
+        x = _check_vector(input, self.input_size, "LSTMCell", "an input")
+        h = _check_vector(hidden[0], n, "LSTMCell", "h")
+        c = _check_vector(hidden[1], n, "LSTMCell", "c")
+        gates = self.weight_ih @ x + self.weight_hh @ h
+        if self.use_bias:
+            gates = gates + self.bias
+        i, f, g, o = jnp.split(gates, 4)
+        i, f, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jax.nn.sigmoid(o)
+        g = jnp.tanh(g)
+        c_new = f * c + i * g
+        h_new = o * jnp.tanh(c_new)
+        return h_new, c_new
