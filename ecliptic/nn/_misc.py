@@ -100,6 +100,45 @@ def compute_dtype(dtype: Any) -> Any:
     return dtype
 
 
+def as_padding(
+    value: Any, n: int, name: str = "padding", strings: Sequence[str] = ()
+) -> str | tuple[tuple[int, int], ...]:
+    """Normalise a padding spec to one of ``strings`` (upper-cased) or ``n`` (lo, hi) pairs.
+
+    Accepts an int (same on both sides of every dimension), ``n`` ints (same on both
+    sides), or ``n`` (lo, hi) pairs; every amount must be >= 0."""
+    if isinstance(value, str):
+        upper = value.upper()
+        if upper in strings:
+            return upper
+        allowed = ", ".join(repr(s) for s in strings) or "no strings"
+        raise ValueError(f"{name} string must be one of {allowed}; got {value!r}.")
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    if is_int(value):
+        pairs = ((int(value), int(value)),) * n
+    elif isinstance(value, Sequence) and len(value) == n and all(is_int(v) for v in value):
+        pairs = tuple((int(v), int(v)) for v in value)
+    elif (
+        isinstance(value, Sequence)
+        and len(value) == n
+        and all(isinstance(p, Sequence) and len(p) == 2 and all(map(is_int, p)) for p in value)
+    ):
+        pairs = tuple((int(lo), int(hi)) for lo, hi in value)
+    else:
+        raise ValueError(
+            f"{name} must be an int, {n} ints, or {n} (low, high) pairs of ints"
+            + (f", or one of {list(strings)}" if strings else "")
+            + f"; got {value!r}."
+        )
+    if any(p < 0 for pair in pairs for p in pair):
+        raise ValueError(f"{name} must be >= 0; got {value!r}.")
+    return pairs
+
+
+
 def filled(shape: Sequence[int], value: float, dtype: Any) -> jax.Array:
     """An array of ``shape`` filled with ``value`` (ones/zeros parameter init), built on
     the host and transferred: unlike ``jnp.full`` this compiles no XLA program for each
