@@ -138,7 +138,6 @@ def as_padding(
     return pairs
 
 
-
 def filled(shape: Sequence[int], value: float, dtype: Any) -> jax.Array:
     """An array of ``shape`` filled with ``value`` (ones/zeros parameter init), built on
     the host and transferred: unlike ``jnp.full`` this compiles no XLA program for each
