@@ -64,6 +64,10 @@ def tree_inference(pytree: _T, value: bool) -> _T:
     **Arguments:** as `inference_mode` (`value` is required here, as it was).
 
     **Returns:** as `inference_mode`.
+
+    ```python
+    eval_model = ecliptic.tree_inference(model, value=True)  # DeprecationWarning
+    ```
     """
     warnings.warn(
         "ecliptic.tree_inference is deprecated; use ecliptic.nn.inference_mode instead.",

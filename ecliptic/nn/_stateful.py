@@ -248,6 +248,11 @@ class State:
         (typically made by `substate` and then updated).
 
         **Returns:** the merged `State`.
+
+        ```python
+        y, sub = model.encoder(x, state.substate(model.encoder))
+        state = state.update(sub)
+        ```
         """
         if not isinstance(substate, State):
             raise TypeError(
