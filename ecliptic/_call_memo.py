@@ -53,10 +53,11 @@ class _Entry:
 class CallMemo:
     """One-entry identity memo of a `filter_jit` wrapper (mutable, held in a static field)."""
 
-    __slots__ = ("entry", "previous")
+    __slots__ = ("entry", "previous", "__weakref__")
 
     def __init__(self) -> None:
         self.entry: _Entry | None = None
+        # The last call's pattern, and whether a memo was already tried for it.
         self.previous: tuple[Any, ...] | None = None
 
     def lookup(
@@ -96,11 +97,13 @@ class CallMemo:
         """After an ordinary call: remember it, and build the memo if it repeats."""
         values = args + tuple(kwargs.values()) if kwargs else args
         identities = tuple(None if is_array(v) else id(v) for v in values)
-        shape = (len(args), tuple(kwargs), identities)
-        if shape != self.previous:
-            self.previous = shape
-            return
-        self.entry = _build_entry(self, fun, args, kwargs, values, dynamic, key)
+        pattern = (len(args), tuple(kwargs), identities)
+        previous = self.previous
+        if previous is None or previous[0] != pattern:
+            self.previous = (pattern, False)
+        elif not previous[1]:  # repeated: try once (a failed try is not repeated)
+            self.previous = (pattern, True)
+            self.entry = _build_entry(self, fun, args, kwargs, values, dynamic, key)
 
     def forget(self, _ref: Any = None) -> None:
         """Drop the entry (called when a memoised argument is garbage-collected)."""

@@ -65,9 +65,9 @@ class _DonationKey(StaticKey):
     __slots__ = ("num_kept_leaves",)
 
     def __init__(self, treedef: Any, static: tuple[Any, ...], num_kept_leaves: int):
-        super().__init__(treedef, (static, num_kept_leaves))
-        self.static = static
+        super().__init__(treedef, static, "filter_jit")
         self.num_kept_leaves = num_kept_leaves
+        self._hash = hash((self._hash, num_kept_leaves))
 
     def __eq__(self, other: Any) -> bool:
         return self is other or (

@@ -189,20 +189,32 @@ class StaticOutput:
     """Carries non-array outputs of a traced function out through the JAX transformation.
 
     Registered as a pytree node with no children, so JAX stores it in the output treedef
-    and hands the very same object back after the call, at no cost.
+    and hands the very same object back after the call, at no cost. Rebuilding the
+    output is one C-level permutation of ``(*arrays, *static_values)``.
     """
 
-    __slots__ = ("treedef", "static", "all_dynamic")
+    __slots__ = ("treedef", "static", "all_dynamic", "_static_values", "_order")
 
     def __init__(self, treedef: Any, static: tuple[Any, ...]):
         self.treedef = treedef
         self.static = static
         self.all_dynamic = all(s is DYNAMIC for s in static)
+        self._static_values = tuple(s for s in static if s is not DYNAMIC)
+        num_dynamic = len(static) - len(self._static_values)
+        order, next_dynamic, next_static = [], 0, num_dynamic
+        for s in static:
+            if s is DYNAMIC:
+                order.append(next_dynamic)
+                next_dynamic += 1
+            else:
+                order.append(next_static)
+                next_static += 1
+        self._order = _index_getter(tuple(order))
 
     def unflatten(self, dynamic: Sequence[Any]) -> Any:
         if self.all_dynamic:
             return self.treedef.unflatten(dynamic)
-        return self.treedef.unflatten(merge(dynamic, self.static))
+        return self.treedef.unflatten(self._order((*dynamic, *self._static_values)))
 
 
 jtu.register_pytree_node(StaticOutput, lambda s: ((), s), lambda aux, _: aux)

@@ -103,3 +103,11 @@ def test_memo_inside_outer_trace():
     outer = jax.jit(lambda x: f(model, x) + f(model, x) + f(model, x))
     assert outer(jnp.array(1.0)) == 6.0
     assert jax.grad(lambda x: f(model, x))(jnp.array(1.0)) == 2.0
+
+
+def test_unmemoisable_repeated_pattern_is_tried_once():
+    f = ec.filter_jit(lambda pair, x: pair[0] * x)
+    pair = (jnp.array(2.0), jnp.array(3.0))  # a tuple: not weak-referenceable
+    for _ in range(3):
+        assert f(pair, jnp.array(1.0)) == 2.0
+    assert f.memo.entry is None and f.memo.previous[1] is True

@@ -186,3 +186,9 @@ def test_clear_caches_runs():
     f(jnp.ones(1))
     ec.clear_caches()
     assert f(jnp.ones(1))[0] == 2.0
+
+
+def test_unhashable_static_leaf_with_donation_is_reported_clearly():
+    f = ec.filter_jit(lambda x, config: x, donate="all")
+    with pytest.raises(TypeError, match=r"args\[1\].*unhashable type set"):
+        f(jnp.ones(2), {1, 2})
