@@ -245,3 +245,50 @@ def test_state_through_filter_vmap_ensemble() -> None:
     assert ys.shape == (4, 2)
     np.testing.assert_allclose(ys[:, 0], models.scale)
     np.testing.assert_array_equal(states.get(models.index), np.full(4, 2.0))
+
+
+# ----------------------------------------------------------------------------------
+# Sequential threads the state
+# ----------------------------------------------------------------------------------
+
+
+def test_sequential_threads_state() -> None:
+    k1, k2 = jax.random.split(jax.random.key(0))
+    make = nn.make_with_state(nn.Sequential)
+    model, state = make(
+        [
+            nn.Linear(3, 4, key=k1),
+            nn.BatchNorm(4, "batch", momentum=0.5),
+            jax.nn.relu,
+            nn.Sequential([Counter(4), nn.Dropout(0.5, inference=True)]),
+            nn.Linear(4, 2, key=k2),
+        ]
+    )
+    assert model.is_stateful() and model[3].is_stateful()
+    assert not nn.Sequential([nn.Linear(2, 2, key=k1), jax.nn.relu]).is_stateful()
+    assert len(state) == 3  # BatchNorm's counter and statistics, Counter's count
+
+    run = ecliptic.filter_jit(
+        ecliptic.filter_vmap(
+            lambda m, x, s: m(x, s), in_axes=(None, 0, None), out_axes=(0, None),
+            axis_name="batch",
+        )
+    )
+    x = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    y, state = run(model, x, state)
+    y2, state = run(model, x, state)
+    assert y.shape == (5, 2)
+    # the counter adds 1 on the second call: output moves by head.weight @ ones
+    np.testing.assert_allclose(y2 - y, np.broadcast_to(model[4].weight.sum(1), (5, 2)), atol=1e-5)
+    assert float(state.get(model[3][0].index)) == 2.0
+    assert int(state.get(model[1].batch_counter)) == 2
+
+
+def test_sequential_without_state() -> None:
+    model, state = nn.make_with_state(nn.Sequential)([Counter(), jnp.tanh])
+    with pytest.raises(TypeError, match=r"layers\[0\] \(Counter\) is stateful"):
+        model(jnp.ones(3))
+    plain = nn.Sequential([jnp.tanh, nn.Lambda(jnp.negative)])
+    np.testing.assert_allclose(plain(jnp.ones(2)), -np.tanh(np.ones(2)), rtol=1e-6)
+    y, same = plain(jnp.ones(2), state)  # a state passed to plain layers comes back
+    assert same is state and y.shape == (2,)

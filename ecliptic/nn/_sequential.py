@@ -8,6 +8,7 @@ from typing import Any, overload
 import jax
 
 from .._module import Module
+from ._stateful import MISSING_STATE, State, StatefulLayer
 
 
 def split_key(key: jax.Array | None, n: int) -> Sequence[jax.Array | None]:
@@ -18,15 +19,18 @@ def split_key(key: jax.Array | None, n: int) -> Sequence[jax.Array | None]:
     return tuple(jax.random.split(key, n))
 
 
-class Sequential(Module):
-    """Applies layers one after another, threading a PRNG key through them.
+class Sequential(StatefulLayer):
+    """Applies layers one after another, threading a PRNG key (and a `State`) through them.
 
     **Arguments:**
 
     - `layers`: a sequence of callables. Modules are called as `layer(x, key=k)`, each
       with its own key split from the one given to the call (or `key=None` if none was
       given). Plain functions (not Modules), such as `jax.nn.relu`, are called as
-      `fn(x)`; wrap a function in `Lambda` to make it a layer explicitly.
+      `fn(x)`; wrap a function in `Lambda` to make it a layer explicitly. Stateful
+      layers (a `StatefulLayer` whose `is_stateful()` is true, such as `BatchNorm`) are
+      called as `x, state = layer(x, state, key=k)`: call the `Sequential` as
+      `y, state = model(x, state)` then. `is_stateful()` is true iff a layer is.
 
     **Parameters:** `layers`, a tuple; those of each layer live inside it.
 
@@ -53,20 +57,42 @@ class Sequential(Module):
                 raise TypeError(f"Sequential: layers[{i}] is not callable: {layer!r}.")
         self.layers = tuple(layers)
 
-    # One layer application, kept apart from the loop so that state threading (for
-    # stateful layers) can be added here without touching the iteration.
+    # One layer application, kept apart from the loop.
     @staticmethod
-    def _apply(layer: Callable[..., Any], x: Any, key: jax.Array | None) -> Any:
+    def _apply(
+        layer: Callable[..., Any], x: Any, state: Any, key: jax.Array | None, i: int
+    ) -> tuple[Any, Any]:
+        if isinstance(layer, StatefulLayer) and layer.is_stateful():
+            if state is MISSING_STATE:
+                raise TypeError(
+                    f"Sequential: layers[{i}] ({type(layer).__name__}) is stateful, so the "
+                    "Sequential needs a state: call it as `y, state = model(x, state)`, "
+                    "with the State from `ecliptic.nn.make_with_state`."
+                )
+            return layer(x, state, key=key)
         if isinstance(layer, Module):
-            return layer(x, key=key)
-        return layer(x)
+            return layer(x, key=key), state
+        return layer(x), state
 
-    def __call__(self, x: Any, *, key: jax.Array | None = None) -> Any:
-        """**Arguments:** `x`, the input of the first layer; `key`, an optional PRNG key
-        split into one key per layer. **Returns:** the output of the last layer."""
-        for layer, layer_key in zip(self.layers, split_key(key, len(self.layers))):
-            x = self._apply(layer, x, layer_key)
-        return x
+    def __call__(
+        self, x: Any, state: State = MISSING_STATE, *, key: jax.Array | None = None
+    ) -> Any:
+        """**Arguments:** `x`, the input of the first layer; `state`, the model's `State`
+        (needed when a layer is stateful); `key`, an optional PRNG key split into one
+        key per layer. **Returns:** the output of the last layer, or `(output, state)`
+        when a state was passed."""
+        given = state
+        for i, (layer, layer_key) in enumerate(
+            zip(self.layers, split_key(key, len(self.layers)))
+        ):
+            x, state = self._apply(layer, x, state, layer_key, i)
+        return x if given is MISSING_STATE else (x, state)
+
+    def is_stateful(self) -> bool:
+        """Whether any layer takes and returns a `State`. **Returns:** a bool."""
+        return any(
+            isinstance(layer, StatefulLayer) and layer.is_stateful() for layer in self.layers
+        )
 
     @overload
     def __getitem__(self, index: int) -> Callable[..., Any]: ...
