@@ -224,8 +224,9 @@ class filter_custom_vjp:
     """`jax.custom_vjp` for functions of arbitrary pytrees, differentiating the first argument.
 
     The function is `fn(vjp_arg, *args, **kwargs)`. Only the floating-point arrays of
-    `vjp_arg` get cotangents; array leaves of `args`/`kwargs` may be tracers and get zero
-    cotangent. Define the rules with `.def_fwd` and `.def_bwd`:
+    `vjp_arg` get cotangents; array leaves of `args`/`kwargs` may be tracers, but
+    differentiating with respect to them raises a `TypeError` (rather than silently
+    giving a zero gradient). Define the rules with `.def_fwd` and `.def_bwd`:
 
     - `fn_fwd(perturbed, vjp_arg, *args, **kwargs) -> (out, residuals)`, where
         `perturbed` is a pytree like `vjp_arg` of bools: which leaves are being
@@ -314,6 +315,13 @@ class filter_custom_vjp:
         def fwd(diff: list[Any], nondiff: list[Any]) -> tuple[list[Any], Any]:
             diff_values = [p.value for p in diff]
             nondiff_values = [p.value for p in nondiff]
+            if any(p.perturbed for p in nondiff):
+                # A zero cotangent would be a silently wrong gradient: refuse instead.
+                raise TypeError(
+                    f"{name}: an array in *args/**kwargs is being differentiated, but only "
+                    "the first argument (vjp_arg) of a filter_custom_vjp function can be. "
+                    "Move that array into vjp_arg, or wrap it in jax.lax.stop_gradient."
+                )
             perturbed = inputs.like_diff_tree([p.perturbed for p in diff], False)
             v, (a, k) = inputs.rebuild(diff_values, nondiff_values)
             out, residuals = _check_pair(fn_fwd(perturbed, v, *a, **k), name, "fn_fwd")

@@ -149,13 +149,23 @@ def test_custom_vjp_matches_true_gradient_and_passes_flags():
     assert log["note"] == "res"
 
 
-def test_custom_vjp_perturbed_false_when_not_differentiated_and_args_get_zero():
+def test_custom_vjp_refuses_to_differentiate_args():
+    scaled, _ = make_scaled()
+    # differentiating w.r.t. a non-vjp argument would silently give zero: it is an error
+    with pytest.raises(TypeError, match=r"\*args/\*\*kwargs.*vjp_arg"):
+        jax.grad(lambda f: jnp.sum(scaled(VJP_ARG, f, label="L")["out"]))(jnp.array(3.0))
+
+
+def test_custom_vjp_args_may_be_tracers_when_not_differentiated():
     scaled, log = make_scaled()
-    # differentiate w.r.t. the non-vjp argument only: a tracer in args, zero cotangent
-    g = jax.grad(lambda f: jnp.sum(scaled(VJP_ARG, f, label="L")["out"]))(jnp.array(3.0))
-    np.testing.assert_allclose(g, 0.0)
-    assert log["perturbed"] == {"w": False, "b": False, "i": False, "s": False}
-    assert log["grad_obj"]["out"] is not None
+
+    def loss(v, f):
+        return jnp.sum(scaled(v, f, label="L")["out"])
+
+    # `f` is traced by vmap (not differentiated): allowed
+    g = jax.vmap(lambda f: ec.filter_grad(loss)(VJP_ARG, f)["w"])(jnp.array([1.0, 2.0]))
+    np.testing.assert_allclose(g, [[1.0, 1.0], [2.0, 2.0]])
+    assert log["perturbed"]["w"] is True
 
 
 def test_custom_vjp_under_jit_and_vmap():
