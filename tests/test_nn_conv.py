@@ -185,20 +185,34 @@ def test_conv_low_precision(dtype):
 
 
 def test_conv_jit_vmap_grad():
-    conv = materialise(lambda: enn.Conv2d(2, 3, 3, stride=2, padding=1, padding_mode="REFLECT",
-                                          key=KEY))
-    xs = jnp.asarray(np.random.default_rng(1).standard_normal((4, 2, 6, 5)), jnp.float32)
+    layers = [
+        materialise(lambda: enn.Conv2d(2, 3, 3, stride=2, padding=1, padding_mode="REFLECT",
+                                       key=KEY)),
+        materialise(lambda: enn.Conv1d(2, 4, 2, padding="SAME", groups=2, key=KEY)),
+        materialise(lambda: enn.Conv3d(2, 2, 2, use_bias=False, key=KEY)),
+        materialise(lambda: enn.ConvTranspose1d(2, 3, 3, 2, 1, key=KEY)),
+        materialise(lambda: enn.ConvTranspose3d(2, 2, 2, padding_mode="CIRCULAR",
+                                                padding="SAME", key=KEY)),
+    ]
+    rng = np.random.default_rng(1)
+    inputs = [jnp.asarray(rng.standard_normal((4, 2) + (6, 5, 4)[:layer.num_spatial_dims]),
+                          jnp.float32) for layer in layers]
 
     @jax.jit
-    def run(conv, xs):
-        loss = lambda c: jnp.sum(jax.vmap(c)(xs) ** 2)
-        return jax.vmap(conv)(xs), jax.grad(loss)(conv)
+    def run(layers, inputs):
+        out = []
+        for layer, xs in zip(layers, inputs):
+            loss = lambda c, xs=xs: jnp.sum(jax.vmap(c)(xs) ** 2)
+            out.append((jax.vmap(layer)(xs), layer(xs[1]), jax.grad(loss)(layer)))
+        return out
 
-    batched, grads = run(conv, xs)
-    assert batched.shape == (4, 3, 3, 3)
-    np.testing.assert_allclose(batched[1], jax.jit(lambda c, x: c(x))(conv, xs[1]),
-                               rtol=1e-5, atol=1e-6)
-    assert grads.weight.shape == conv.weight.shape and grads.bias.shape == conv.bias.shape
+    results = run(layers, inputs)
+    shapes = [(4, 3, 3, 3), (4, 4, 6), (4, 2, 5, 4, 3), (4, 3, 14), (4, 2, 6, 5, 4)]
+    for layer, (batched, single, grads), shape in zip(layers, results, shapes):
+        assert batched.shape == shape
+        np.testing.assert_allclose(batched[1], single, rtol=1e-5, atol=1e-6)
+        assert grads.weight.shape == layer.weight.shape
+        assert (grads.bias is None) == (layer.bias is None)
 
 
 FD_CASES = [

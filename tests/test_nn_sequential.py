@@ -169,3 +169,25 @@ def test_mlp_errors():
         enn.MLP(2, 2, 3, 1, activation="relu", key=KEY)
     with pytest.raises(ValueError, match=r"shape \(2,\); got shape \(3,\)"):
         enn.MLP(2, 2, 3, 1, key=KEY)(jnp.ones(3))
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_composition_dtypes_jit_vmap_grad(dtype):
+    model = materialise(lambda: enn.Sequential([
+        enn.Linear(3, 4, dtype=dtype, key=KEY),
+        enn.Lambda(jax.nn.gelu),
+        enn.MLP(4, "scalar", 5, 2, dtype=dtype, key=KEY),
+        enn.Identity(),
+    ]))
+    xs = jnp.asarray(np.random.default_rng(3).standard_normal((6, 3)), dtype)
+
+    @ecl.filter_jit
+    def run(model, xs):
+        loss = lambda m: jnp.sum(jax.vmap(m)(xs).astype(jnp.float32) ** 2)
+        return jax.vmap(model)(xs), model(xs[2]), ecl.filter_grad(loss)(model)
+
+    ys, y2, grads = run(model, xs)
+    assert ys.shape == (6,) and ys.dtype == dtype
+    np.testing.assert_array_equal(ys[2], y2)
+    assert grads.layers[2].layers[1].weight.dtype == dtype
+    assert grads.layers[0].weight.shape == (4, 3)

@@ -15,7 +15,7 @@ Size = Union[int, Literal["scalar"]]
 
 def _check_size(value: Any, name: str, layer: str) -> int:
     """The number of features ``value`` stands for (1 for "scalar"); rejects bad values."""
-    if value == "scalar" and isinstance(value, str):
+    if isinstance(value, str) and value == "scalar":
         return 1
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{layer}: {name} must be a positive int or 'scalar'; got {value!r}.")
