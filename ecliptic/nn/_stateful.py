@@ -113,8 +113,8 @@ def _indices(pytree: Any) -> Iterator[StateIndex[Any]]:
 
 def _describe(value: Any) -> str:
     def one(leaf: Any) -> str:
-        if is_array(leaf):
-            return f"{jnp.dtype(leaf.dtype).name}{list(np.shape(leaf))}"
+        if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):  # arrays, ShapeDtypeStruct
+            return f"{jnp.dtype(leaf.dtype).name}{list(leaf.shape)}"
         return type(leaf).__name__
 
     leaves, treedef = jtu.tree_flatten(value)
