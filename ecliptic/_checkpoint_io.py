@@ -19,11 +19,11 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, BinaryIO
 
 import jax
-import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
@@ -39,6 +39,7 @@ from ._safetensors_format import (
     Entry,
     corrupt,
     header_digest,
+    label,
     read_header,
 )
 from ._serialisation import (
@@ -223,7 +224,7 @@ def save(path: Any, pytree: Any, *, metadata: dict[str, str] | None = None) -> N
 def load_metadata(path: Any) -> dict[str, str]:
     """Read the user metadata of a checkpoint written by `save`.
 
-    **Arguments:** `path`, a safetensors file.
+    **Arguments:** `path`, a safetensors file (a path or a seekable binary file object).
 
     **Returns:** the `metadata` dict given to `save` (ecliptic's own entries removed).
     Raises `CheckpointError` if the file is not valid safetensors.
@@ -237,11 +238,22 @@ def load_metadata(path: Any) -> dict[str, str]:
     return {k: v for k, v in metadata.items() if not k.startswith(PREFIX)}
 
 
-def _open(path: Any) -> BinaryIO:
+@contextmanager
+def _open(source: Any) -> Iterator[BinaryIO]:
+    if not isinstance(source, (str, os.PathLike)):
+        if not (hasattr(source, "read") and hasattr(source, "seek")):
+            raise TypeError(
+                "path must be a str/os.PathLike path or a binary file object open for "
+                f"reading; got {type(source).__name__}."
+            )
+        yield source
+        return
     try:
-        return open(os.fspath(path), "rb")
+        f = open(os.fspath(source), "rb")  # noqa: SIM115 (closed below)
     except OSError as e:
-        raise CheckpointError(f"cannot read {os.fspath(path)!r}: {e.strerror or e}") from e
+        raise CheckpointError(f"cannot read {label(source)}: {e.strerror or e}") from e
+    with f:
+        yield f
 
 
 def _ecliptic_meta(path: Any, metadata: dict[str, str]) -> dict[str, Any] | None:
@@ -252,7 +264,7 @@ def _ecliptic_meta(path: Any, metadata: dict[str, str]) -> dict[str, Any] | None
         raise corrupt(path, f"ecliptic's metadata lacks {missing} (damaged)")
     if metadata[PREFIX + "version"] != VERSION:
         raise CheckpointError(
-            f"{os.fspath(path)!r} was written by a newer ecliptic checkpoint format "
+            f"{label(path)} was written by a newer ecliptic checkpoint format "
             f"(version {metadata[PREFIX + 'version']!r}; this one reads {VERSION!r})"
         )
     try:
@@ -330,7 +342,7 @@ def _finish(array: np.ndarray, like: Any) -> Any:
     sharding = getattr(like, "sharding", None)
     if sharding is not None and not isinstance(like, jax.core.Tracer):
         return jax.device_put(array, sharding)
-    return jnp.asarray(array)
+    return jax.device_put(array)  # a plain transfer: no op to compile
 
 
 def load(path: Any, like: Any, *, check_static: bool = True, verify: bool = True) -> Any:
@@ -338,7 +350,8 @@ def load(path: Any, like: Any, *, check_static: bool = True, verify: bool = True
 
     **Arguments:**
 
-    - `path`: the safetensors file.
+    - `path`: the safetensors file: a path, or a seekable binary file object positioned
+      at the start of the checkpoint (e.g. `io.BytesIO`).
     - `like`: a pytree of the expected structure: a freshly built model, or the output of
       `filter_eval_shape` (`jax.ShapeDtypeStruct` leaves). Array leaves say which tensor
       to read (by dotted path) and its shape and dtype; the other leaves are taken from
@@ -400,7 +413,7 @@ def load(path: Any, like: Any, *, check_static: bool = True, verify: bool = True
             problems.append("the recorded checksums do not match the tensor table (damaged)")
         if problems:
             raise CheckpointError(
-                f"cannot load {os.fspath(path)!r} into `like` ({len(problems)} problem"
+                f"cannot load {label(path)} into `like` ({len(problems)} problem"
                 f"{'s' if len(problems) > 1 else ''}):\n  " + "\n  ".join(problems)
             )
         leaves = [leaf for _, leaf in pairs]
@@ -414,7 +427,7 @@ def load(path: Any, like: Any, *, check_static: bool = True, verify: bool = True
                 digest = hashlib.sha256(view).hexdigest()
                 if digest != meta["sha256"][entry.name]:
                     raise CheckpointError(
-                        f"{display(entry.name)}: the data in {os.fspath(path)!r} does not match "
+                        f"{display(entry.name)}: the data in {label(path)} does not match "
                         "its recorded checksum: the file is corrupted"
                     )
             leaves[i] = _finish(array.astype(entry.dtype, copy=False), leaves[i])

@@ -65,7 +65,15 @@ class Entry:
 
 
 def corrupt(path: Any, why: str) -> CheckpointError:
-    return CheckpointError(f"{os.fspath(path)!r} is not a valid safetensors file: {why}")
+    return CheckpointError(f"{label(path)} is not a valid safetensors file: {why}")
+
+
+def label(source: Any) -> str:
+    """How messages name a path or a file object."""
+    if isinstance(source, (str, os.PathLike)):
+        return repr(os.fspath(source))
+    name = getattr(source, "name", None)
+    return repr(name) if isinstance(name, str) else f"<{type(source).__name__}>"
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -105,8 +113,14 @@ def _parse_entry(path: Any, name: str, info: Any) -> Entry:
 
 
 def read_header(f: BinaryIO, path: Any) -> tuple[dict[str, Entry], dict[str, str], int]:
-    """Parse and validate the container: ``(entries, metadata, data_start)``."""
-    size = os.fstat(f.fileno()).st_size
+    """Parse and validate the container that starts at ``f``'s position:
+    ``(entries, metadata, data_start)``, the last as an absolute position in ``f``."""
+    try:
+        base = f.tell()
+        size = f.seek(0, os.SEEK_END) - base
+        f.seek(base)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{label(path)} cannot be read: it must be seekable ({e})") from e
     prefix = f.read(8)
     if len(prefix) < 8:
         raise corrupt(path, f"it has only {size} bytes")
@@ -148,4 +162,4 @@ def read_header(f: BinaryIO, path: Any) -> tuple[dict[str, Entry], dict[str, str
             path, f"the tensors need {position} bytes of data, the file holds {size - 8 - n}"
             " (truncated or padded?)"
         )
-    return entries, metadata, 8 + n
+    return entries, metadata, base + 8 + n

@@ -1,0 +1,424 @@
+"""Named parameters and state dicts, in ecliptic's own naming or PyTorch's.
+
+Names are dotted paths, as PyTorch's: attribute names, sequence indices and dict keys
+joined with dots (``layers.0.weight``). Two formats:
+
+- ``"native"``: the pytree's own paths and layouts, every array leaf.
+- ``"torch"``: the names and layouts of the equivalent PyTorch modules (see
+  `ecliptic._torch_layouts`): a PyTorch model built from the same layers has the same
+  ``state_dict`` keys and shapes, so weights move both ways.
+
+State (`ecliptic.nn.State`) is passed beside the model: its entries are named by the
+path of the `StateIndex` that points to them (``bn.batch_state_index.0``), and in the
+torch format BatchNorm statistics become ``running_mean``/``running_var``/
+``num_batches_tracked``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._paths import children_with_names, display, join, named_leaves
+from ._serialisation import CheckpointError, describe, is_key_dtype, key_impl
+from ._torch_layouts import converter_for
+from .nn import Sequential, State, StateIndex
+
+__all__ = [
+    "StateDictError",
+    "StateDictReport",
+    "check_state_dict",
+    "load_state_dict",
+    "named_parameters",
+    "state_dict",
+]
+
+_FORMATS = ("native", "torch")
+_ARRAYS = (jax.Array, np.ndarray, np.generic)
+
+
+class StateDictError(CheckpointError):
+    """Raised by `load_state_dict(..., strict=True)` when the state dict does not fit the
+    model. The message lists every missing, unexpected and mismatched key; the details
+    are in `.report`, a `StateDictReport`."""
+
+    def __init__(self, report: StateDictReport):
+        super().__init__(f"the state dict does not fit the model:\n{report}")
+        self.report = report
+
+
+@dataclass(frozen=True)
+class StateDictReport:
+    """How a state dict fits a model: `missing` (the model's keys the state dict lacks),
+    `unexpected` (keys the model does not have) and `mismatched` (``"key: problem"``
+    lines: wrong shape, incompatible dtype, ...). `ok` is true when all are empty."""
+
+    missing: tuple[str, ...]
+    unexpected: tuple[str, ...]
+    mismatched: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def __str__(self) -> str:
+        if self.ok:
+            return "all keys match"
+        lines = []
+        for title, items in (
+            ("missing keys", self.missing),
+            ("unexpected keys", self.unexpected),
+            ("mismatched keys", self.mismatched),
+        ):
+            if items:
+                lines.append(f"  {title} ({len(items)}):")
+                lines += [f"    {item}" for item in items]
+        if any(k.rsplit(".", 1)[-1] in ("running_mean", "running_var") for k in self.unexpected):
+            lines.append("  (to load BatchNorm statistics pass the model's State: state=...)")
+        return "\n".join(lines)
+
+
+def _check_format(format: str) -> bool:
+    if format not in _FORMATS:
+        raise ValueError(f"format must be one of {_FORMATS}; got {format!r}.")
+    return format == "torch"
+
+
+def to_numpy(value: Any, name: str) -> np.ndarray:
+    """A JAX/NumPy array or anything with ``__array__`` (a PyTorch tensor, also bfloat16
+    or on a GPU, without importing torch) as a NumPy array."""
+    if isinstance(value, jax.Array) and is_key_dtype(value.dtype):
+        return np.asarray(jax.random.key_data(value))
+    if hasattr(value, "detach") and hasattr(value, "cpu") and not isinstance(value, _ARRAYS):
+        value = value.detach().cpu()
+        torch = sys.modules.get("torch")
+        if torch is not None and getattr(value, "dtype", None) == torch.bfloat16:
+            return np.asarray(value.view(torch.int16)).view(jnp.bfloat16)
+    try:
+        array = np.asarray(value)
+    except Exception as e:
+        raise CheckpointError(
+            f"{display(name)}: cannot read a {type(value).__name__} as an array ({e})"
+        ) from e
+    if array.dtype.hasobject or array.dtype.names is not None:
+        raise CheckpointError(
+            f"{display(name)}: a {type(value).__name__} is not a numeric array"
+        )
+    return array
+
+
+def _as_leaf(value: np.ndarray, old: Any) -> Any:
+    """A NumPy value as the same kind of array as ``old`` (JAX, NumPy, key, scalar)."""
+    if isinstance(old, np.generic):
+        return value[()]
+    if isinstance(old, np.ndarray):
+        return value
+    if is_key_dtype(old.dtype):
+        return jax.random.wrap_key_data(value, impl=key_impl(old))
+    return jax.device_put(value)  # a plain transfer: no op to compile
+
+
+# ---------------------------------------------------------------------------- export
+
+
+def _walk_export(node: Any, name: str, torch: bool, state: Any, emit: Any) -> None:
+    if isinstance(node, _ARRAYS):
+        emit(name, node)
+        return
+    if isinstance(node, StateIndex) and (state is not None or torch):
+        # With a state: its value; in PyTorch's format without one: nothing (the initial
+        # value is no parameter).
+        for sub, leaf in named_leaves(state.get(node) if state is not None else ()):
+            emit(join(name, sub), leaf)
+        return
+    if torch:
+        pair = converter_for(node)
+        if pair is not None:
+            try:
+                entries = pair[0](node, state)
+            except CheckpointError as e:
+                raise CheckpointError(f"{display(name)}: {e}") from e
+            for sub, value in entries.items():
+                emit(join(name, sub), value)
+            return
+        if isinstance(node, Sequential):
+            for i, layer in enumerate(node.layers):
+                _walk_export(layer, join(name, str(i)), torch, state, emit)
+            return
+    children, treedef = children_with_names(node)
+    if treedef.num_nodes == 1 and treedef.num_leaves == 1:
+        return  # a non-array leaf: not part of a state dict
+    for sub, child in children:
+        _walk_export(child, join(name, sub), torch, state, emit)
+
+
+def _export(pytree: Any, torch: bool, state: Any) -> Iterator[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    seen: set[str] = set()
+
+    def emit(name: str, value: Any) -> None:
+        if name in seen:
+            raise CheckpointError(
+                f"two entries are both named {display(name)!r}: rename a dict key so that "
+                "every path is distinct"
+            )
+        seen.add(name)
+        out.append((name, value))
+
+    _check_state(state)
+    _walk_export(pytree, "", torch, state, emit)
+    return iter(out)
+
+
+def _check_state(state: Any) -> None:
+    if state is not None and not isinstance(state, State):
+        raise TypeError(f"state must be an ecliptic.nn.State or None; got {type(state).__name__}.")
+
+
+def named_parameters(
+    pytree: Any, *, state: Any = None, format: str = "native", remove_duplicate: bool = True
+) -> Iterator[tuple[str, Any]]:
+    """Iterate over the arrays of a pytree with their dotted names.
+
+    **Arguments:**
+
+    - `pytree`: a model or any pytree.
+    - `state`: optional `ecliptic.nn.State`; its entries are named by the path of their
+      `StateIndex` in `pytree`.
+    - `format`: `"native"` (this pytree's paths and arrays, as they are) or `"torch"`
+      (PyTorch's names and layouts, as NumPy arrays).
+    - `remove_duplicate`: yield an array that appears twice (the same object) only once,
+      under its first name, as PyTorch does.
+
+    **Returns:** an iterator of `(name, array)` in flattening order.
+
+    ```python
+    for name, p in ecliptic.named_parameters(mlp):
+        print(name, p.shape)  # layers.0.weight (32, 2) ...
+    ```
+    """
+    torch = _check_format(format)
+    seen: set[int] = set()
+    for name, value in _export(pytree, torch, state):
+        if remove_duplicate:
+            if id(value) in seen:
+                continue
+            seen.add(id(value))
+        yield name, (to_numpy(value, name) if torch else value)
+
+
+def state_dict(pytree: Any, *, state: Any = None, format: str = "native") -> dict[str, np.ndarray]:
+    """Every array of a pytree, as NumPy, by dotted name (PyTorch's `state_dict`).
+
+    **Arguments:**
+
+    - `pytree`: a model or any pytree.
+    - `state`: optional `ecliptic.nn.State` holding the model's state (BatchNorm
+      statistics, ...); needed with `format="torch"` when the model has a BatchNorm.
+    - `format`: `"native"` (the pytree's own names and layouts) or `"torch"` (the names
+      and layouts of the equivalent PyTorch modules: load the result with
+      `torch_model.load_state_dict({k: torch.from_numpy(v) ...})`).
+
+    **Returns:** a `dict[str, np.ndarray]` of copies (PRNG keys as their raw data).
+    Shared arrays appear under each of their names, as in PyTorch.
+
+    ```python
+    sd = ecliptic.state_dict(model, format="torch")
+    safetensors.numpy.save_file(sd, "for_torch.safetensors")
+    ```
+    """
+    torch = _check_format(format)
+    return {name: np.array(to_numpy(v, name)) for name, v in _export(pytree, torch, state)}
+
+
+# ---------------------------------------------------------------------------- import
+
+
+class _Reader:
+    """Reads entries of a state dict for one model, recording every problem."""
+
+    def __init__(self, entries: dict[str, Any]):
+        self.entries = entries
+        self.used: set[str] = set()
+        self.missing: list[str] = []
+        self.mismatched: list[str] = []
+
+    def at(self, prefix: str) -> _Scoped:
+        return _Scoped(self, prefix)
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: Any, optional: bool) -> Any:
+        if name not in self.entries:
+            if not optional:
+                self.missing.append(name)
+            return None
+        self.used.add(name)
+        dtype = np.dtype(dtype)
+        try:
+            value = to_numpy(self.entries[name], name)
+        except CheckpointError as e:
+            self.mismatched.append(str(e))
+            return None
+        if tuple(value.shape) != tuple(shape):
+            self.mismatched.append(
+                f"{display(name)}: expected {describe(shape, dtype)}, got "
+                f"{describe(value.shape, value.dtype)}"
+            )
+            return None
+        if value.dtype != dtype and not np.can_cast(value.dtype, dtype, "same_kind"):
+            self.mismatched.append(
+                f"{display(name)}: expected {describe(shape, dtype)}, got "
+                f"{describe(value.shape, value.dtype)} (cannot cast {value.dtype} to {dtype})"
+            )
+            return None
+        return np.array(value, dtype=dtype)
+
+
+class _Scoped:
+    """The `LayerIO` a converter sees: names relative to the layer's path."""
+
+    def __init__(self, reader: _Reader, prefix: str):
+        self.reader, self.prefix = reader, prefix
+
+    def get(
+        self, name: str, shape: tuple[int, ...], dtype: Any, optional: bool = False
+    ) -> Any:
+        return self.reader.get(join(self.prefix, name), shape, dtype, optional)
+
+    def problem(self, name: str, message: str) -> None:
+        self.reader.mismatched.append(f"{display(join(self.prefix, name))}: {message}")
+
+    def replace(self, node: Any, **fields: Any) -> Any:
+        new = object.__new__(type(node))
+        new.__dict__.update(node.__dict__)
+        for field, value in fields.items():
+            old = node.__dict__[field]
+            new.__dict__[field] = _as_leaf(value, old) if isinstance(value, np.ndarray) else value
+        return new
+
+    def set_state(self, state: Any, index: Any, value: Any) -> Any:
+        old = state.get(index)
+        new = jax.tree_util.tree_map(lambda o, v: _as_leaf(np.asarray(v), o), old, value)
+        return state.set(index, new)
+
+
+def _expected(leaf: Any) -> tuple[tuple[int, ...], np.dtype]:
+    if is_key_dtype(leaf.dtype):
+        data = jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct(leaf.shape, leaf.dtype))
+        return tuple(data.shape), np.dtype(data.dtype)
+    return tuple(leaf.shape), np.dtype(leaf.dtype)
+
+
+def _walk_import(node: Any, name: str, torch: bool, state: Any, io: _Reader) -> tuple[Any, Any]:
+    if isinstance(node, (*_ARRAYS, jax.ShapeDtypeStruct)):
+        value = io.get(name, *_expected(node), optional=False)
+        return (node if value is None else _as_leaf(value, node)), state
+    if isinstance(node, StateIndex) and (state is not None or torch):
+        if state is None:
+            return node, state
+        old = state.get(node)
+        pairs, treedef = jax.tree_util.tree_flatten_with_path(old)
+        new = []
+        for sub, leaf in named_leaves(old):
+            value = io.get(join(name, sub), *_expected(leaf), optional=False)
+            new.append(leaf if value is None else _as_leaf(value, leaf))
+        return node, state.set(node, jax.tree_util.tree_unflatten(treedef, new))
+    if torch:
+        pair = converter_for(node)
+        if pair is not None:
+            return pair[1](node, io.at(name), state)
+        if isinstance(node, Sequential):
+            layers = []
+            for i, layer in enumerate(node.layers):
+                layer, state = _walk_import(layer, join(name, str(i)), torch, state, io)
+                layers.append(layer)
+            return io.at(name).replace(node, layers=tuple(layers)), state
+    children, treedef = children_with_names(node)
+    if treedef.num_nodes == 1 and treedef.num_leaves == 1:
+        return node, state  # a non-array leaf: kept as it is
+    new_children = []
+    for sub, child in children:
+        child, state = _walk_import(child, join(name, sub), torch, state, io)
+        new_children.append(child)
+    return treedef.unflatten(new_children), state
+
+
+def _run_import(
+    pytree: Any, entries: Any, state: Any, format: str
+) -> tuple[Any, Any, StateDictReport]:
+    torch = _check_format(format)
+    _check_state(state)
+    if not hasattr(entries, "keys") or not hasattr(entries, "__getitem__"):
+        raise TypeError(
+            f"state_dict must be a mapping name -> array; got {type(entries).__name__}."
+        )
+    entries = dict(entries)
+    bad = [k for k in entries if not isinstance(k, str)]
+    if bad:
+        raise TypeError(f"state_dict keys must be strings; got {bad[:3]!r}.")
+    io = _Reader(entries)
+    pytree, state = _walk_import(pytree, "", torch, state, io)
+    unexpected = tuple(k for k in entries if k not in io.used)
+    report = StateDictReport(tuple(io.missing), unexpected, tuple(io.mismatched))
+    return pytree, state, report
+
+
+def load_state_dict(
+    pytree: Any,
+    state_dict: Any,
+    *,
+    strict: bool = True,
+    state: Any = None,
+    format: str = "native",
+) -> Any:
+    """Load a state dict (name -> array) into a model, out of place.
+
+    **Arguments:**
+
+    - `pytree`: the model (or a `filter_eval_shape` skeleton of it) to load into.
+    - `state_dict`: a mapping from dotted names to arrays: JAX, NumPy, or anything with
+      `__array__` such as PyTorch tensors (torch is never imported here).
+    - `strict`: if `True` (default), raise `StateDictError` listing, all at once, the
+      missing keys, the unexpected keys and the mismatched ones (wrong shape, or a dtype
+      that cannot be cast within its kind). If `False`, load every entry that fits and
+      leave everything else as it is in `pytree` (use `check_state_dict` to see what
+      was skipped).
+    - `state`: optional `ecliptic.nn.State` to load the state entries into (BatchNorm
+      running statistics, ...).
+    - `format`: `"native"` or `"torch"` (PyTorch's names and layouts), as in
+      `state_dict`.
+
+    **Returns:** the loaded pytree; or `(pytree, state)` when `state` is given. Values
+    are cast to the model's dtypes (e.g. a float64 NumPy array into a float32 model).
+
+    ```python
+    model = ecliptic.load_state_dict(model, torch_model.state_dict(), format="torch")
+    ```
+    """
+    pytree, state, report = _run_import(pytree, state_dict, state, format)
+    if strict and not report.ok:
+        raise StateDictError(report)
+    return pytree if state is None else (pytree, state)
+
+
+def check_state_dict(
+    pytree: Any, state_dict: Any, *, state: Any = None, format: str = "native"
+) -> StateDictReport:
+    """Compare a state dict with a model without loading it.
+
+    **Arguments:** as for `load_state_dict`.
+
+    **Returns:** a `StateDictReport` with the `missing`, `unexpected` and `mismatched`
+    keys; `report.ok` is true when `load_state_dict(..., strict=True)` would succeed.
+
+    ```python
+    report = ecliptic.check_state_dict(model, sd, format="torch")
+    print(report.missing)
+    ```
+    """
+    return _run_import(pytree, state_dict, state, format)[2]

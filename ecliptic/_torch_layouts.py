@@ -1,0 +1,320 @@
+"""PyTorch parameter names and layouts for the ecliptic.nn layers that differ.
+
+Each converter maps one layer to the entries PyTorch's equivalent module has in its
+``state_dict`` (names relative to the layer) and back:
+
+- `Conv*`: the bias is ``(out,)`` in PyTorch, ``(out, 1, ..., 1)`` here.
+- `ConvTranspose*`: PyTorch's weight is ``(in, out // groups, *k)``; ours is the
+  per-group in/out-swapped, spatially flipped ``(out, in // groups, *k)``.
+- `GRUCell`: PyTorch's ``bias_ih``/``bias_hh``; here ``bias = bias_ih + [b_hr, b_hz, 0]``
+  and ``bias_n = b_hn``. Exported as ``bias_ih = bias``, ``bias_hh = [0, 0, bias_n]``.
+- `LSTMCell`: ``bias = bias_ih + bias_hh``; exported as ``bias_ih = bias``, ``bias_hh = 0``.
+- `MultiheadAttention`: PyTorch packs ``in_proj_weight`` (when key and value sizes equal
+  the query size; else ``q/k/v_proj_weight``) and ``in_proj_bias``; ``out_proj`` is
+  our ``output_proj``. PyTorch has all biases or none: missing ones export as zeros,
+  and import only if zero.
+- `PReLU`: ``weight`` is our ``negative_slope``.
+- `BatchNorm`: ``running_mean``/``running_var``/``num_batches_tracked`` come from the
+  `State` (in ``"ema"`` mode ``num_batches_tracked`` is 0 before the first batch, else 1).
+- `Sequential`: PyTorch names the layers ``0``, ``1``, ...; ours sit in ``layers``.
+
+Every other layer has PyTorch's names already (``weight``, ``bias``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+
+from ._serialisation import CheckpointError
+from .nn import (
+    BatchNorm,
+    Conv,
+    ConvTranspose,
+    GRUCell,
+    LSTMCell,
+    MultiheadAttention,
+    PReLU,
+)
+from .nn._conv_transpose import weight_from_torch, weight_to_torch
+
+
+class LayerIO(Protocol):
+    """What an import converter gets to read entries (names relative to the layer)."""
+
+    def get(
+        self, name: str, shape: tuple[int, ...], dtype: Any, optional: bool = False
+    ) -> np.ndarray | None:
+        """The entry, checked against the PyTorch-side shape and cast to `dtype`; None
+        if it is absent or wrong (then the problem is recorded, unless `optional` and
+        absent)."""
+
+    def problem(self, name: str, message: str) -> None:
+        """Record a problem with an entry."""
+
+    def replace(self, node: Any, **fields: Any) -> Any:
+        """`node` with the given fields replaced (NumPy values become the old leaf's
+        kind of array)."""
+
+    def set_state(self, state: Any, index: Any, value: Any) -> Any:
+        """`state.set(index, value)`, values converted like the old ones."""
+
+
+def _np(x: Any) -> np.ndarray:
+    return np.asarray(x)
+
+
+def _merge_bias(ih: np.ndarray, hh: np.ndarray) -> np.ndarray:
+    # ih + hh, but exactly ih where hh is zero (so -0.0 survives a round trip).
+    return np.where(hh == 0, ih, ih + hh).astype(ih.dtype)
+
+
+# --------------------------------------------------------------------------------- Conv
+
+
+def _conv_export(layer: Any, state: Any) -> dict[str, Any]:
+    out = {"weight": _np(layer.weight)}
+    if layer.bias is not None:
+        out["bias"] = _np(layer.bias).reshape(-1)
+    return out
+
+
+def _conv_import(layer: Any, io: LayerIO, state: Any) -> tuple[Any, Any]:
+    fields = {}
+    w = io.get("weight", tuple(layer.weight.shape), layer.weight.dtype)
+    if w is not None:
+        fields["weight"] = w
+    if layer.bias is not None:
+        b = io.get("bias", (layer.bias.shape[0],), layer.bias.dtype)
+        if b is not None:
+            fields["bias"] = b.reshape(layer.bias.shape)
+    return io.replace(layer, **fields), state
+
+
+def _conv_t_export(layer: Any, state: Any) -> dict[str, Any]:
+    out = _conv_export(layer, state)
+    out["weight"] = weight_to_torch(out["weight"], layer.groups)
+    return out
+
+
+def _conv_t_import(layer: Any, io: LayerIO, state: Any) -> tuple[Any, Any]:
+    fields = {}
+    shape = (layer.in_channels, layer.out_channels // layer.groups) + tuple(layer.kernel_size)
+    w = io.get("weight", shape, layer.weight.dtype)
+    if w is not None:
+        fields["weight"] = np.ascontiguousarray(weight_from_torch(w, layer.groups))
+    if layer.bias is not None:
+        b = io.get("bias", (layer.bias.shape[0],), layer.bias.dtype)
+        if b is not None:
+            fields["bias"] = b.reshape(layer.bias.shape)
+    return io.replace(layer, **fields), state
+
+
+# ---------------------------------------------------------------------------- recurrent
+
+
+def _gru_export(layer: Any, state: Any) -> dict[str, Any]:
+    out = {"weight_ih": _np(layer.weight_ih), "weight_hh": _np(layer.weight_hh)}
+    if layer.bias is not None:
+        bias_n = _np(layer.bias_n)
+        out["bias_ih"] = _np(layer.bias)
+        out["bias_hh"] = np.concatenate([np.zeros(2 * bias_n.shape[0], bias_n.dtype), bias_n])
+    return out
+
+
+def _gru_import(layer: Any, io: LayerIO, state: Any) -> tuple[Any, Any]:
+    fields = _weights_ih_hh(layer, io)
+    if layer.bias is not None:
+        h = layer.hidden_size
+        ih = io.get("bias_ih", (3 * h,), layer.bias.dtype)
+        hh = io.get("bias_hh", (3 * h,), layer.bias.dtype)
+        if ih is not None and hh is not None:
+            rz = np.concatenate([hh[: 2 * h], np.zeros(h, hh.dtype)])
+            fields["bias"] = _merge_bias(ih, rz)
+            fields["bias_n"] = hh[2 * h :]
+    return io.replace(layer, **fields), state
+
+
+def _weights_ih_hh(layer: Any, io: LayerIO) -> dict[str, Any]:
+    fields = {}
+    for name in ("weight_ih", "weight_hh"):
+        value = io.get(name, tuple(getattr(layer, name).shape), getattr(layer, name).dtype)
+        if value is not None:
+            fields[name] = value
+    return fields
+
+
+def _lstm_export(layer: Any, state: Any) -> dict[str, Any]:
+    out = {"weight_ih": _np(layer.weight_ih), "weight_hh": _np(layer.weight_hh)}
+    if layer.bias is not None:
+        out["bias_ih"] = _np(layer.bias)
+        out["bias_hh"] = np.zeros_like(out["bias_ih"])
+    return out
+
+
+def _lstm_import(layer: Any, io: LayerIO, state: Any) -> tuple[Any, Any]:
+    fields = _weights_ih_hh(layer, io)
+    if layer.bias is not None:
+        shape = tuple(layer.bias.shape)
+        ih = io.get("bias_ih", shape, layer.bias.dtype)
+        hh = io.get("bias_hh", shape, layer.bias.dtype)
+        if ih is not None and hh is not None:
+            fields["bias"] = _merge_bias(ih, hh)
+    return io.replace(layer, **fields), state
+
+
+# ---------------------------------------------------------------------------- attention
+
+
+def _projections(layer: Any) -> list[Any]:
+    return [layer.query_proj, layer.key_proj, layer.value_proj]
+
+
+def _packed(layer: Any) -> bool:
+    shapes = {tuple(p.weight.shape) for p in _projections(layer)}
+    return layer.key_size == layer.query_size == layer.value_size and len(shapes) == 1
+
+
+def _has_bias(layer: Any) -> bool:
+    return any(p.bias is not None for p in _projections(layer) + [layer.output_proj])
+
+
+def _mha_export(layer: Any, state: Any) -> dict[str, Any]:
+    projections = _projections(layer)
+    out: dict[str, Any] = {}
+    if _packed(layer):
+        out["in_proj_weight"] = np.concatenate([_np(p.weight) for p in projections])
+    else:
+        for p, name in zip(projections, "qkv"):
+            out[f"{name}_proj_weight"] = _np(p.weight)
+    out["out_proj.weight"] = _np(layer.output_proj.weight)
+    if _has_bias(layer):
+        def bias(p: Any) -> np.ndarray:
+            dtype = p.weight.dtype
+            return _np(p.bias) if p.bias is not None else np.zeros(p.weight.shape[0], dtype)
+
+        out["in_proj_bias"] = np.concatenate([bias(p) for p in projections])
+        out["out_proj.bias"] = bias(layer.output_proj)
+    return out
+
+
+def _mha_import(layer: Any, io: LayerIO, state: Any) -> tuple[Any, Any]:
+    projections = _projections(layer)
+    rows = [p.weight.shape[0] for p in projections]
+    split_at = np.cumsum(rows)[:-1]
+    dtype = layer.query_proj.weight.dtype
+    weights: list[Any] = [None, None, None]
+    if _packed(layer):
+        packed = io.get("in_proj_weight", (sum(rows), layer.query_size), dtype)
+        if packed is not None:
+            weights = np.split(packed, split_at)
+    else:
+        for i, (p, name) in enumerate(zip(projections, "qkv")):
+            weights[i] = io.get(f"{name}_proj_weight", tuple(p.weight.shape), dtype)
+    # PyTorch has all four biases or none; ours may lack some: those must be zero.
+    optional = not _has_bias(layer)
+    in_bias = io.get("in_proj_bias", (sum(rows),), dtype, optional=optional)
+    biases = [None] * 3 if in_bias is None else np.split(in_bias, split_at)
+    o = layer.output_proj
+    weights.append(io.get("out_proj.weight", tuple(o.weight.shape), dtype))
+    biases.append(io.get("out_proj.bias", (o.weight.shape[0],), dtype, optional=optional))
+    new = []
+    names = ("in_proj_bias", "in_proj_bias", "in_proj_bias", "out_proj.bias")
+    fields_ = ("use_query_bias", "use_key_bias", "use_value_bias", "use_output_bias")
+    for p, w, b, name, flag in zip(projections + [o], weights, biases, names, fields_):
+        fields: dict[str, Any] = {} if w is None else {"weight": w}
+        if b is not None:
+            if p.bias is not None:
+                fields["bias"] = b
+            elif np.any(b != 0):
+                io.problem(name, f"nonzero bias for a projection built with {flag}=False")
+        new.append(io.replace(p, **fields))
+    layer = io.replace(
+        layer, query_proj=new[0], key_proj=new[1], value_proj=new[2], output_proj=new[3]
+    )
+    return layer, state
+
+
+# --------------------------------------------------------------------- PReLU, BatchNorm
+
+
+def _prelu_export(layer: Any, state: Any) -> dict[str, Any]:
+    return {"weight": _np(layer.negative_slope)}
+
+
+def _prelu_import(layer: Any, io: LayerIO, state: Any) -> tuple[Any, Any]:
+    w = io.get("weight", tuple(layer.negative_slope.shape), layer.negative_slope.dtype)
+    return io.replace(layer, **({} if w is None else {"negative_slope": w})), state
+
+
+def _bn_indices(layer: Any) -> tuple[Any, Any]:
+    if layer.mode == "ema":
+        return layer.ema_state_index, layer.ema_first_time_index
+    return layer.batch_state_index, layer.batch_counter
+
+
+def _bn_export(layer: Any, state: Any) -> dict[str, Any]:
+    out = {}
+    if layer.weight is not None:
+        out["weight"] = _np(layer.weight)
+        out["bias"] = _np(layer.bias)
+    if state is None:
+        raise CheckpointError(
+            "a BatchNorm keeps running_mean/running_var in a State: pass the model's "
+            "state, as in state_dict(model, state=state, format='torch')"
+        )
+    stats_index, count_index = _bn_indices(layer)
+    mean, var = state.get(stats_index)
+    out["running_mean"], out["running_var"] = _np(mean), _np(var)
+    count = _np(state.get(count_index))
+    if layer.mode == "ema":  # a first-time flag: True before the first batch
+        count = np.asarray(0 if bool(count) else 1)
+    out["num_batches_tracked"] = count.astype(np.int64)
+    return out
+
+
+def _bn_import(layer: Any, io: LayerIO, state: Any) -> tuple[Any, Any]:
+    fields = {}
+    if layer.weight is not None:
+        for name in ("weight", "bias"):
+            value = io.get(name, tuple(getattr(layer, name).shape), getattr(layer, name).dtype)
+            if value is not None:
+                fields[name] = value
+    layer = io.replace(layer, **fields)
+    if state is None:
+        return layer, state
+    stats_index, count_index = _bn_indices(layer)
+    old_mean, old_var = state.get(stats_index)
+    mean = io.get("running_mean", tuple(old_mean.shape), old_mean.dtype)
+    var = io.get("running_var", tuple(old_var.shape), old_var.dtype)
+    old_count = state.get(count_index)
+    count = io.get("num_batches_tracked", (), np.int64)
+    if mean is not None and var is not None:
+        state = io.set_state(state, stats_index, (mean, var))
+    if count is not None:
+        if layer.mode == "ema":  # the first-time flag
+            count = np.asarray(count == 0)
+        state = io.set_state(state, count_index, count.astype(old_count.dtype))
+    return layer, state
+
+
+CONVERTERS: dict[type, tuple[Callable[..., Any], Callable[..., Any]]] = {
+    ConvTranspose: (_conv_t_export, _conv_t_import),
+    Conv: (_conv_export, _conv_import),
+    GRUCell: (_gru_export, _gru_import),
+    LSTMCell: (_lstm_export, _lstm_import),
+    MultiheadAttention: (_mha_export, _mha_import),
+    PReLU: (_prelu_export, _prelu_import),
+    BatchNorm: (_bn_export, _bn_import),
+}
+
+
+def converter_for(node: Any) -> tuple[Callable[..., Any], Callable[..., Any]] | None:
+    """The (export, import) pair for ``node``'s class or its nearest base class."""
+    for klass in type(node).__mro__:
+        pair = CONVERTERS.get(klass)
+        if pair is not None:
+            return pair
+    return None
