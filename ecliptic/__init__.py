@@ -51,6 +51,23 @@ from ._pretty_print import tree_pformat, tree_pprint
 from ._tree import tree_at, tree_check, tree_equal, tree_flatten_one_level
 from ._update import apply_updates
 from .nn._inference import tree_inference
+from ._serialisation import (
+    CheckpointError,
+    default_deserialise_filter_spec,
+    default_serialise_filter_spec,
+    tree_deserialise_leaves,
+    tree_serialise_leaves,
+)
+from ._checkpoint_io import load, load_metadata, save
+from ._state_dict import (
+    StateDictError,
+    StateDictReport,
+    check_state_dict,
+    load_state_dict,
+    named_parameters,
+    state_dict,
+)
+from ._summary import Summary, SummaryRow, summary
 from ._version import __version__
 from ._vmap_pmap import filter_vmap, if_array
 from ._pmap import filter_pmap
@@ -124,6 +141,24 @@ __all__ = [
     "tree_inference",
     "tree_pformat",
     "tree_pprint",
+    # Saving, loading, PyTorch interop, summaries
+    "CheckpointError",
+    "StateDictError",
+    "StateDictReport",
+    "Summary",
+    "SummaryRow",
+    "check_state_dict",
+    "default_deserialise_filter_spec",
+    "default_serialise_filter_spec",
+    "load",
+    "load_metadata",
+    "load_state_dict",
+    "named_parameters",
+    "save",
+    "state_dict",
+    "summary",
+    "tree_deserialise_leaves",
+    "tree_serialise_leaves",
     # Errors
     "branched_error_if",
     "error_if",
