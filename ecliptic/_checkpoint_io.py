@@ -139,6 +139,11 @@ def _tensor_table(pytree: Any) -> list[tuple[str, np.ndarray]]:
                 "rename a dict key so that every leaf path is distinct"
             )
         seen[name] = name
+        if isinstance(leaf, jax.ShapeDtypeStruct):
+            raise CheckpointError(
+                f"{display(name)}: an abstract leaf ({leaf.dtype}{list(leaf.shape)}) has no values "
+                "to save; save the concrete pytree"
+            )
         if not isinstance(leaf, (jax.Array, np.ndarray, np.generic)):
             continue
         array = as_numpy(leaf)

@@ -372,3 +372,19 @@ def test_header_is_plain_json_with_metadata(saved):
         "layers.0.weight", "layers.0.bias"
     ]
     assert header["layers.0.weight"] == {"dtype": "F32", "shape": [8, 4], "data_offsets": [0, 128]}
+
+
+def test_abstract_leaves_cannot_be_saved(tmp_path):
+    with pytest.raises(CheckpointError, match=r"w: an abstract leaf"):
+        ecliptic.save(tmp_path / "a", {"w": jax.ShapeDtypeStruct((2,), jnp.float32)})
+
+
+def test_file_objects(saved):
+    import io
+
+    path, model = saved
+    buffer = io.BytesIO(b"prefix" + path.read_bytes())
+    buffer.seek(6)  # a checkpoint embedded in a larger stream
+    assert bits_equal(ecliptic.load(buffer, model), model)
+    with pytest.raises(TypeError, match="path must be"):
+        ecliptic.load(123, model)

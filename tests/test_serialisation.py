@@ -9,7 +9,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from persistence_helpers import DTYPES, abstract_zoo, bits_equal, fill, layer_zoo
+from hypothesis import given
+from persistence_helpers import (
+    DTYPES,
+    abstract,
+    abstract_zoo,
+    bits_equal,
+    fill,
+    layer_zoo,
+    random_trees,
+)
 
 import ecliptic
 from ecliptic import CheckpointError
@@ -185,3 +194,9 @@ def test_pathlib_and_str_paths(tmp_path):
     for p in (tmp_path / "x.bin", str(tmp_path / "y.bin")):
         ecliptic.tree_serialise_leaves(p, tree)
         assert bits_equal(ecliptic.tree_deserialise_leaves(pathlib.Path(p), tree), tree)
+
+
+@given(random_trees)
+def test_random_trees_roundtrip(tree):
+    assert bits_equal(roundtrip(tree), tree)
+    assert bits_equal(roundtrip(tree, like=abstract(tree)), tree)

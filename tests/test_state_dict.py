@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import safetensors.numpy
-from persistence_helpers import DTYPES, abstract_zoo, bits_equal, fill, layer_zoo, raw_bytes
+from hypothesis import given
+from persistence_helpers import (
+    DTYPES,
+    abstract,
+    abstract_zoo,
+    bits_equal,
+    fill,
+    layer_zoo,
+    random_trees,
+    raw_bytes,
+)
 
 import ecliptic
 import ecliptic.nn as enn
@@ -273,3 +284,51 @@ def test_goldens_are_small():
         if f.startswith("interop")
     )
     assert total < 1_000_000
+
+
+@given(random_trees)
+def test_random_trees_roundtrip(tree):
+    sd = ecliptic.state_dict(tree)
+    assert bits_equal(ecliptic.load_state_dict(tree, sd), tree)
+    assert bits_equal(ecliptic.load_state_dict(abstract(tree), sd), tree)
+
+
+def test_prng_keys():
+    tree = {"k": jax.random.split(jax.random.key(3), 2)}
+    sd = ecliptic.state_dict(tree)
+    assert sd["k"].dtype == np.uint32 and sd["k"].shape == (2, 2)
+    assert bits_equal(ecliptic.load_state_dict(abstract(tree), sd), tree)
+
+
+def test_torch_bfloat16_tensors_without_torch_installed(monkeypatch):
+    # numpy cannot convert a bfloat16 torch tensor; the loader reinterprets its bits
+    # through torch's int16 view, using the torch module the caller already imported.
+    import types
+
+    fake_torch = types.SimpleNamespace(bfloat16="bf16", int16="i16")
+    bits = np.asarray(jnp.array([1.5, -2.0], jnp.bfloat16)).view(np.int16)
+
+    class Int16Tensor:
+        def __array__(self, dtype=None, copy=None):
+            return bits
+
+    class BF16Tensor:
+        dtype = "bf16"
+
+        def detach(self):
+            return self
+
+        def cpu(self):
+            return self
+
+        def view(self, dtype):
+            assert dtype == "i16"
+            return Int16Tensor()
+
+        def __array__(self, dtype=None, copy=None):
+            raise TypeError("Got unsupported ScalarType BFloat16")
+
+    monkeypatch.setitem(sys.modules, "torch", fake_torch)
+    like = {"w": jax.ShapeDtypeStruct((2,), jnp.bfloat16)}
+    out = ecliptic.load_state_dict(like, {"w": BF16Tensor()})
+    assert out["w"].dtype == jnp.bfloat16 and out["w"].tolist() == [1.5, -2.0]
