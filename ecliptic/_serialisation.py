@@ -134,8 +134,13 @@ def _read_exact(f: BinaryIO, n: int, what: str) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def read_npy_header(f: BinaryIO) -> tuple[np.dtype, tuple[int, ...], bool]:
-    """Parse one ``.npy`` header from ``f`` (safely, as literals): dtype, shape, order."""
+def read_npy_header(
+    f: BinaryIO, expected: np.dtype | None = None
+) -> tuple[np.dtype, tuple[int, ...], bool]:
+    """Parse one ``.npy`` header from ``f`` (safely, as literals): dtype, shape, order.
+
+    NumPy writes some extension dtypes under a name it cannot read back (float8_e5m2 as
+    ``<f1``); such a name is taken as ``expected`` when it is exactly that dtype's name."""
     magic = _read_exact(f, 8, "an .npy header")
     if magic[:6] != _NPY_MAGIC:
         raise CheckpointError(
@@ -167,7 +172,9 @@ def read_npy_header(f: BinaryIO) -> tuple[np.dtype, tuple[int, ...], bool]:
     try:
         dtype = np.dtype(descr)
     except (TypeError, ValueError, SyntaxError) as e:
-        raise CheckpointError(f"unknown dtype {descr!r} in .npy header") from e
+        if expected is None or descr[1:] != expected.str[1:] or descr[:1] not in "<>|=":
+            raise CheckpointError(f"unknown dtype {descr!r} in .npy header") from e
+        dtype = expected
     if dtype.hasobject or dtype.names is not None or dtype.subdtype is not None:
         raise CheckpointError(f"refusing the dtype {descr!r}: only plain numeric arrays load")
     return dtype, shape, fortran
@@ -178,7 +185,7 @@ def read_npy_array(f: BinaryIO, expected_shape: Any, expected_dtype: Any) -> np.
     before reading its data. Returns a writeable array of exactly ``expected_dtype``."""
     expected_dtype = np.dtype(expected_dtype)
     expected_shape = tuple(int(d) for d in expected_shape)
-    dtype, shape, fortran = read_npy_header(f)
+    dtype, shape, fortran = read_npy_header(f, expected_dtype)
     if shape != expected_shape or not same_dtype(dtype, expected_dtype):
         raise CheckpointError(
             f"expected {describe(expected_shape, expected_dtype)}, file has "
