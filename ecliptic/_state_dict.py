@@ -322,7 +322,7 @@ def _walk_import(node: Any, name: str, torch: bool, state: Any, io: _Reader) -> 
         if state is None:
             return node, state
         old = state.get(node)
-        pairs, treedef = jax.tree_util.tree_flatten_with_path(old)
+        treedef = jax.tree_util.tree_structure(old)
         new = []
         for sub, leaf in named_leaves(old):
             value = io.get(join(name, sub), *_expected(leaf), optional=False)

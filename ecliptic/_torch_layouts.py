@@ -15,10 +15,15 @@ Each converter maps one layer to the entries PyTorch's equivalent module has in 
   and import only if zero.
 - `PReLU`: ``weight`` is our ``negative_slope``.
 - `BatchNorm`: ``running_mean``/``running_var``/``num_batches_tracked`` come from the
-  `State` (in ``"ema"`` mode ``num_batches_tracked`` is 0 before the first batch, else 1).
+  `State`. In ``"batch"`` mode (PyTorch's) they are exactly PyTorch's; ``"ema"`` mode keeps
+  a biased running variance and only a first-time flag, so ``num_batches_tracked`` is 0
+  before the first batch and 1 after, and importing sets the flag from it.
 - `Sequential`: PyTorch names the layers ``0``, ``1``, ...; ours sit in ``layers``.
 
-Every other layer has PyTorch's names already (``weight``, ``bias``).
+Every other layer has PyTorch's names already (``weight``, ``bias``): Linear, Embedding,
+LayerNorm, GroupNorm, RMSNorm (no bias in PyTorch). Not converted (their PyTorch
+counterparts are parametrizations with other names): `SpectralNorm`, `WeightNorm`, and
+`MLP` (PyTorch has no MLP; its layers export as ``layers.0``, ...).
 """
 
 from __future__ import annotations
