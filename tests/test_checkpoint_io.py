@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
+import time
 
 import jax
 import jax.numpy as jnp
@@ -63,18 +66,11 @@ def test_every_layer_roundtrips_bit_exactly(tmp_path, dtype):
 
 @given(random_trees)
 def test_random_trees_roundtrip(tree):
-    path = os.path.join(_scratch(), "random.safetensors")
-    ecliptic.save(path, tree)
-    assert bits_equal(ecliptic.load(path, tree), tree)
-    assert bits_equal(ecliptic.load(path, abstract(tree)), tree)
-
-
-def _scratch():
-    import tempfile
-
-    directory = os.path.join(tempfile.gettempdir(), f"ecliptic-tests-{os.getpid()}")
-    os.makedirs(directory, exist_ok=True)
-    return directory
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "random.safetensors")
+        ecliptic.save(path, tree)
+        assert bits_equal(ecliptic.load(path, tree), tree)
+        assert bits_equal(ecliptic.load(path, abstract(tree)), tree)
 
 
 def test_state_keys_and_numpy_leaves_roundtrip(tmp_path):
@@ -349,8 +345,6 @@ def test_sigkill_during_save_loop_always_leaves_a_whole_checkpoint(tmp_path):
     writer = _spawn_writer(path, "loop")
     try:
         assert writer.stdout.readline().strip() == b"looping"
-        import time
-
         time.sleep(0.7)
         writer.send_signal(signal.SIGKILL)
         writer.wait(timeout=30)
@@ -380,8 +374,6 @@ def test_abstract_leaves_cannot_be_saved(tmp_path):
 
 
 def test_file_objects(saved):
-    import io
-
     path, model = saved
     buffer = io.BytesIO(b"prefix" + path.read_bytes())
     buffer.seek(6)  # a checkpoint embedded in a larger stream
