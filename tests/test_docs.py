@@ -65,21 +65,30 @@ def python_blocks(text: str) -> list[tuple[int, str]]:
     return blocks
 
 
+def _run_blocks(path: pathlib.Path, tmp_path, monkeypatch) -> None:
+    label = str(path.relative_to(ROOT))
+    text = path.read_text()
+    monkeypatch.chdir(tmp_path)  # pages that write files write them here
+    # Classes defined in the blocks need a real module (dataclasses look up annotations).
+    name = "docs_" + re.sub(r"\W", "_", label)
+    module = type(sys)(name)
+    monkeypatch.setitem(sys.modules, name, module)
+    for line, source in python_blocks(text):
+        code = compile(source, f"{label}:{line}", "exec")
+        try:
+            exec(code, module.__dict__)
+        except Exception as e:  # pragma: no cover - the message is what matters
+            raise AssertionError(f"the code block at {label}:{line} failed: {e!r}") from e
+
+
 @pytest.mark.parametrize("page", RUNNABLE_PAGES)
 def test_page_code_runs(page, tmp_path, monkeypatch):
-    text = (DOCS / page).read_text()
-    monkeypatch.chdir(tmp_path)  # pages that write files write them here
-    namespace: dict = {"__name__": f"docs_{page.replace('/', '_')[:-3]}"}
-    # Modules defined in the snippets need a real module for dataclass annotations.
-    module = type(sys)(namespace["__name__"])
-    monkeypatch.setitem(sys.modules, namespace["__name__"], module)
-    namespace = module.__dict__
-    for line, source in python_blocks(text):
-        code = compile(source, f"docs/{page}:{line}", "exec")
-        try:
-            exec(code, namespace)
-        except Exception as e:  # pragma: no cover - the message is what matters
-            raise AssertionError(f"the code block at docs/{page}:{line} failed: {e!r}") from e
+    _run_blocks(DOCS / page, tmp_path, monkeypatch)
+
+
+def test_readme_code_runs(tmp_path, monkeypatch):
+    _run_blocks(ROOT / "README.md", tmp_path, monkeypatch)
+    assert (tmp_path / "sine.safetensors").is_file()
 
 
 def _documented_names() -> set[str]:
