@@ -15,9 +15,9 @@ from typing import Any
 import jax
 import jax.tree_util as jtu
 
-from ._ad_utils import MethodWrapper, copy_metadata
+from ._ad_utils import MethodWrapper
 from ._misc import short_repr
-from ._module import field
+from ._module import field, module_update_wrapper
 from ._plumbing import StaticKey, StaticOutput, merge, split, split_output
 
 _flatten = jtu.tree_flatten
@@ -89,5 +89,10 @@ def filter_checkpoint(
         return functools.partial(filter_checkpoint, prevent_cse=prevent_cse, policy=policy)
     if not callable(fun):
         raise TypeError(f"filter_checkpoint(fun): fun must be callable; got {short_repr(fun)}.")
+    if policy is not None and not callable(policy):
+        raise TypeError(
+            "filter_checkpoint(policy=...) must be None or a checkpoint policy (a callable, "
+            f"e.g. jax.checkpoint_policies.dots_saveable); got {short_repr(policy)}."
+        )
     remat = jax.checkpoint(_body, prevent_cse=prevent_cse, policy=policy, static_argnums=(1,))
-    return copy_metadata(_Checkpointed(fun, prevent_cse, policy, remat), fun)
+    return module_update_wrapper(_Checkpointed(fun, prevent_cse, policy, remat), fun)

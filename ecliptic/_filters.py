@@ -109,6 +109,24 @@ def _describe_spec(filter_spec: Any) -> str:
     return f"{type(filter_spec).__name__} {jtu.tree_structure(filter_spec)}"
 
 
+def _as_bool(value: Any, spec: Any, leaf: Any) -> bool:
+    """What a filter_spec callable returned for ``leaf``, as a bool (or a clear error)."""
+    if value is True or value is False:
+        return value
+    try:
+        return bool(value)  # NumPy bools, one-element arrays
+    except Exception:
+        name = getattr(spec, "__qualname__", None) or repr(spec)
+        shape = getattr(value, "shape", None)
+        got = f"a value of type {type(value).__name__}" + (
+            f" with shape {tuple(shape)}" if shape is not None else ""
+        )
+        raise TypeError(
+            f"filter_spec: the callable {name} must return a bool for each leaf; for a "
+            f"leaf of type {type(leaf).__name__} it returned {got}."
+        ) from None
+
+
 def _resolve_mask(pytree: Any, filter_spec: Any, is_leaf: Callable[[Any], bool] | None) -> Any:
     """A tree like ``pytree`` with a bool at each leaf: what the spec says of that leaf."""
 
@@ -116,7 +134,7 @@ def _resolve_mask(pytree: Any, filter_spec: Any, is_leaf: Callable[[Any], bool] 
         if isinstance(spec, bool):
             return jtu.tree_map(lambda _: spec, subtree, is_leaf=is_leaf)
         if callable(spec):
-            return jtu.tree_map(spec, subtree, is_leaf=is_leaf)
+            return jtu.tree_map(lambda x: _as_bool(spec(x), spec, x), subtree, is_leaf=is_leaf)
         raise TypeError(
             "filter_spec leaves must be bools or callables `leaf -> bool`; "
             f"got {type(spec).__name__}: {spec!r}"

@@ -11,6 +11,7 @@ lookup -> outputs unflattened with the treedef captured at trace time.
 from __future__ import annotations
 
 import functools
+import inspect
 import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
@@ -20,7 +21,9 @@ import jax.tree_util as jtu
 
 from ._call_memo import CallMemo
 from ._exceptions import reraise_runtime_error
-from ._module import Module, bind_partial, field
+from ._filters import is_array
+from ._misc import short_repr
+from ._module import Module, bind_partial, field, module_update_wrapper
 from ._plumbing import (
     DYNAMIC,
     CallKey,
@@ -152,7 +155,8 @@ class _JitWrapper(Module):
         (static ones included) as the wrapper itself.
         """
         call_args = self._prepare(args, kwargs)
-        return _Lowered(self.jitted.lower(*call_args), self)
+        lowered = self.jitted.lower(*call_args)
+        return _Lowered(lowered, self, _signature(args, kwargs), call_args[-1])
 
     def trace(self, *args: Any, **kwargs: Any) -> Any:
         """`jax.jit(...).trace` for the filtered call."""
@@ -166,34 +170,99 @@ def _reraise_clearly(error: Exception, treedef: Any, static: tuple[Any, ...]) ->
         raise unhashable_error(treedef, static, "filter_jit") from None
 
 
+def _signature(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(path, description)`` of every leaf of a call, to explain an AOT mismatch."""
+    out = []
+    for path, leaf in jtu.tree_flatten_with_path((args, kwargs))[0]:
+        where = ("args" if path[0].idx == 0 else "kwargs") + jtu.keystr(path[1:])
+        if is_array(leaf):
+            what = f"{leaf.dtype}{list(leaf.shape)} array"
+        else:
+            what = f"static value {short_repr(leaf, 40)}"
+        out.append((where, what))
+    return out
+
+
+def _aot_mismatch(lowered: list[tuple[str, str]], args: Any, kwargs: Any) -> TypeError | None:
+    """A clear error naming the first argument that differs from the lowered ones."""
+    now = _signature(args, kwargs)
+    if len(now) != len(lowered):
+        diff = f"it was lowered for {len(lowered)} leaves, now given {len(now)}"
+    else:
+        pairs = [(a, b) for a, b in zip(lowered, now) if a != b]
+        if not pairs:
+            return None
+        (path, before), (path_now, after) = pairs[0]
+        at = "" if path == path_now else f" at {path}"
+        diff = f"{path_now} is a {after}, but it was lowered for a {before}{at}"
+    return TypeError(
+        f"filter_jit(...).lower(...).compile(): called with different arguments than it "
+        f"was lowered for: {diff}. A compiled function only accepts the shapes, dtypes "
+        "and static values it was lowered with; lower again for new ones."
+    )
+
+
 class _Lowered:
-    def __init__(self, lowered: Any, wrapper: _JitWrapper):
+    def __init__(
+        self, lowered: Any, wrapper: _JitWrapper, signature: list[tuple[str, str]], key: Any
+    ):
         self._lowered = lowered
         self._wrapper = wrapper
+        self._signature = signature
+        self._key = key
 
     def compile(self, *args: Any, **kwargs: Any) -> _Compiled:
-        return _Compiled(self._lowered.compile(*args, **kwargs), self._wrapper)
+        compiled = self._lowered.compile(*args, **kwargs)
+        return _Compiled(compiled, self._wrapper, self._signature, self._key)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._lowered, name)
 
 
 class _Compiled:
-    def __init__(self, compiled: Any, wrapper: _JitWrapper):
+    def __init__(
+        self, compiled: Any, wrapper: _JitWrapper, signature: list[tuple[str, str]], key: Any
+    ):
         self._compiled = compiled
         self._wrapper = wrapper
+        self._signature = signature
+        self._key = key
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        call_args = self._wrapper._prepare(args, kwargs)[:-1]
+        *call_args, key = self._wrapper._prepare(args, kwargs)
+        if key != self._key:  # the static half is baked into the executable
+            raise _aot_mismatch(self._signature, args, kwargs) or TypeError(
+                "filter_jit(...).lower(...).compile(): called with different static "
+                "arguments than it was lowered for; lower again for new ones."
+            )
         try:
             out, out_static = self._compiled(*call_args)
         except Exception as e:
             reraise_runtime_error(e)
+            if isinstance(e, TypeError):
+                clear = _aot_mismatch(self._signature, args, kwargs)
+                if clear is not None:
+                    raise clear from None
             raise
         return out_static.unflatten(out)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._compiled, name)
+
+
+@functools.lru_cache(maxsize=1)
+def _jit_parameters() -> frozenset[str]:
+    return frozenset(inspect.signature(jax.jit).parameters)
+
+
+def _check_jit_kwargs(jitkwargs: dict[str, Any]) -> None:
+    unknown = sorted(set(jitkwargs) - _jit_parameters())
+    if unknown:
+        allowed = sorted(_jit_parameters() - {"fun", *_FORBIDDEN_JIT_KWARGS})
+        raise TypeError(
+            f"filter_jit got unexpected keyword argument(s) {unknown}: the extra keyword "
+            f"arguments are passed to jax.jit, which accepts {allowed}."
+        )
 
 
 @overload
@@ -240,6 +309,8 @@ def filter_jit(fun: Any = None, *, donate: str = "none", **jitkwargs: Any) -> An
                 "automatically and donation is chosen with donate=...; to make an array "
                 "static, wrap it (e.g. in a tuple of Python numbers) or close over it."
             )
+    if jitkwargs:
+        _check_jit_kwargs(jitkwargs)
     if fun is None:
         return functools.partial(filter_jit, donate=donate, **jitkwargs)
     if not callable(fun):
@@ -249,12 +320,7 @@ def filter_jit(fun: Any = None, *, donate: str = "none", **jitkwargs: Any) -> An
     else:
         jitted = jax.jit(_body_donating, static_argnums=2, donate_argnums=1, **jitkwargs)
     wrapper = _JitWrapper(fun=fun, donate=donate, jitted=jitted, memo=CallMemo())
-    for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
-        try:
-            wrapper.__dict__[attr] = getattr(fun, attr)
-        except AttributeError:
-            pass
-    return wrapper
+    return module_update_wrapper(wrapper, fun)
 
 
 def is_filter_jitted(fun: Any) -> bool:

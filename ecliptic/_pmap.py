@@ -24,7 +24,7 @@ import numpy as np
 
 from ._filters import is_array
 from ._jit import _DONATE_MODES, _DonationKey, _interleave
-from ._module import Module, bind_partial, field
+from ._module import Module, bind_partial, field, module_update_wrapper
 from ._plumbing import DYNAMIC, merge, unhashable_error
 from ._vmap_pmap import (
     _FrozenDict,
@@ -154,7 +154,7 @@ class _PmapWrapper(Module):
             if placeholder:
                 kept = kept[1:]
             fun, args = key.treedef.unflatten(merge(_interleave(kept, donated, key), key.static))
-            return split_batched_output(fun(*args), out_axes)
+            return split_batched_output(fun(*args), out_axes, "filter_pmap")
 
         return jax.pmap(
             body,
@@ -301,9 +301,4 @@ def filter_pmap(
         pmap_kwargs=_FrozenDict(pmapkwargs),
         cache=_PmappedCache(),
     )
-    for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
-        try:
-            wrapper.__dict__[attr] = getattr(fun, attr)
-        except AttributeError:
-            pass
-    return wrapper
+    return module_update_wrapper(wrapper, fun)

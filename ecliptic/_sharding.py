@@ -72,6 +72,13 @@ def filter_shard(x: Any, device_or_shardings: Any) -> Any:
     ```
     """
     shardings = jtu.tree_map(_to_sharding, device_or_shardings, is_leaf=_is_sharding_like)
+    for path, leaf in jtu.tree_flatten_with_path(shardings, is_leaf=_is_sharding_like)[0]:
+        if not _is_sharding_like(leaf):
+            where = f" at {jtu.keystr(path)}" if path else ""
+            raise TypeError(
+                "filter_shard(x, device_or_shardings): device_or_shardings must hold "
+                f"jax.Device or jax.sharding.Sharding objects (or None); got {leaf!r}{where}."
+            )
     arrays, rest = partition(x, is_array)
     if not _is_sharding_like(shardings):
         _check_prefix(shardings, arrays)

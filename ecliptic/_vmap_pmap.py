@@ -163,17 +163,27 @@ jtu.register_pytree_node(_OutputSplit, lambda s: ((), s), lambda aux, _: aux)
 _UNBATCHED = object()
 
 
-def split_batched_output(out: Any, out_axes: Any) -> tuple[list[Any], list[Any], _OutputSplit]:
+def split_batched_output(
+    out: Any, out_axes: Any, caller: str = "filter_vmap"
+) -> tuple[list[Any], list[Any], _OutputSplit]:
     """Inside the transform: outputs to batch, outputs to leave unbatched, the rest."""
     leaves, treedef, axes = resolve_axes(out_axes, out, "out_axes")
     batched, unbatched, static, kept_axes = [], [], [], []
-    for leaf, axis in zip(leaves, axes):
+    for i, (leaf, axis) in enumerate(zip(leaves, axes)):
         if not is_array(leaf):
             static.append(leaf)
         elif axis is None:
             unbatched.append(leaf)
             static.append(_UNBATCHED)
         else:
+            rank = leaf.ndim + 1  # with the batch axis
+            if not -rank <= axis < rank:
+                where = "output" + _leaf_path(treedef, i).removeprefix("args")
+                raise ValueError(
+                    f"{caller}(out_axes=...): cannot put the batch axis of {where} at "
+                    f"axis {axis}: batched, it has {rank} dimension(s) (per-example shape "
+                    f"{tuple(leaf.shape)}), so out_axes must be in [{-rank}, {rank - 1}]."
+                )
             batched.append(leaf)
             kept_axes.append(axis)
             static.append(DYNAMIC)

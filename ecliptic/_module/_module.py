@@ -297,7 +297,15 @@ class Module(metaclass=_ModuleMeta):
 
     def __hash__(self) -> int:
         leaves, treedef = jtu.tree_flatten(self)
-        return hash((treedef, tuple(leaves)))
+        try:
+            return hash((treedef, tuple(leaves)))
+        except TypeError as e:
+            raise TypeError(
+                f"{type(self).__qualname__} is not hashable: it holds unhashable leaves "
+                f"({e}). A Module holding JAX arrays cannot be hashed, e.g. as the function "
+                "of jax.jit(model) or a static argument: use ecliptic.filter_jit(model), or "
+                "pass the model as an argument: jax.jit(lambda model, x: model(x))."
+            ) from None
 
 
 class BoundMethod(Module):

@@ -107,7 +107,20 @@ class Embedding(Module):
                 f"Embedding expects integer indices; got an array of dtype {dtype}. "
                 "Cast with x.astype(jnp.int32) if the values are whole numbers."
             )
+        if isinstance(x, (int, np.integer, np.ndarray)):
+            # Host values are checked for free; JAX's indexing would silently clamp them.
+            # (Indices computed on device are not checked: that would need a sync.)
+            _check_range(np.asarray(x), self.num_embeddings)
         return self.weight[jnp.asarray(x)]
+
+
+def _check_range(x: np.ndarray, num_embeddings: int) -> None:
+    if x.size and (x.min() < 0 or x.max() >= num_embeddings):
+        bad = x.min() if x.min() < 0 else x.max()
+        raise IndexError(
+            f"Embedding: index {bad} is out of range for num_embeddings={num_embeddings}; "
+            f"indices must be in [0, {num_embeddings - 1}]."
+        )
 
 
 class RotaryPositionalEmbedding(Module):

@@ -54,6 +54,14 @@ def check_key(key: Any, layer: str) -> None:
         )
     if not (isinstance(key, (jax.Array, np.ndarray))):
         raise TypeError(f"{layer}: key must be a JAX PRNG key; got {type(key).__name__}.")
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return
+    # Raw keys from jax.random.PRNGKey: uint32 arrays of shape (2,) (or (4,) for "rbg").
+    if not (key.dtype == np.uint32 and key.ndim >= 1 and key.shape[-1] in (2, 4)):
+        raise TypeError(
+            f"{layer}: key must be a JAX PRNG key such as jax.random.key(0); got an array of "
+            f"dtype {key.dtype} and shape {tuple(key.shape)}."
+        )
 
 
 def as_tuple(value: Any, n: int, name: str, *, minimum: int = 1) -> tuple[int, ...]:

@@ -35,6 +35,14 @@ def _normalized_shape(shape: Any, layer: str) -> tuple[int, ...]:
     return shape
 
 
+def _check_eps(eps: Any, layer: str) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{layer}: eps must be a float >= 0; got {eps!r}.")
+    if not eps >= 0:  # also catches NaN
+        raise ValueError(f"{layer}: eps must be a float >= 0; got {eps!r}.")
+    return float(eps)
+
+
 def _check_trailing(x: jax.Array, shape: tuple[int, ...], layer: str) -> None:
     n = len(shape)
     if x.ndim < n or tuple(x.shape[x.ndim - n :]) != shape:
@@ -117,7 +125,7 @@ class LayerNorm(Module):
             self.shape = None
         else:
             self.shape = _normalized_shape(shape, "LayerNorm")
-        self.eps = float(eps)
+        self.eps = _check_eps(eps, "LayerNorm")
         self.use_weight = bool(use_weight)
         self.use_bias = bool(use_bias)
         self.weight = filled(self.shape, 1, dtype) if self.use_weight else None
@@ -205,7 +213,7 @@ class GroupNorm(Module):
         dtype = resolve_dtype(dtype)
         self.groups = int(groups)
         self.channels = None if channels is None else int(channels)
-        self.eps = float(eps)
+        self.eps = _check_eps(eps, "GroupNorm")
         self.channelwise_affine = bool(channelwise_affine)
         if self.channelwise_affine:
             self.weight = filled((self.channels,), 1, dtype)
@@ -295,7 +303,7 @@ class RMSNorm(Module):
     ):
         dtype = resolve_dtype(dtype)
         self.shape = _normalized_shape(shape, "RMSNorm")
-        self.eps = float(eps)
+        self.eps = _check_eps(eps, "RMSNorm")
         self.use_weight = bool(use_weight)
         self.use_bias = bool(use_bias)
         self.weight = filled(self.shape, 1, dtype) if self.use_weight else None

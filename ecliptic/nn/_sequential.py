@@ -104,6 +104,11 @@ class Sequential(StatefulLayer):
         if isinstance(index, slice):
             return Sequential(self.layers[index])
         if isinstance(index, int):
+            if not -len(self.layers) <= index < len(self.layers):
+                raise IndexError(
+                    f"Sequential index {index} is out of range for its {len(self.layers)} "
+                    "layer(s)."
+                )
             return self.layers[index]
         raise TypeError(f"Sequential indices must be ints or slices; got {index!r}.")
 

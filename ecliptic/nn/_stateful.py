@@ -161,13 +161,19 @@ class State:
                     "Use the state that make_with_state returned alongside the model."
                 )
             values[index.marker] = jtu.tree_map(jnp.asarray, index.init)
-        self._values = values
+        object.__setattr__(self, "_values", values)
 
     @classmethod
     def _from_dict(cls, values: dict[Any, Any]) -> State:
         new = object.__new__(cls)
-        new._values = values
+        object.__setattr__(new, "_values", values)
         return new
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(
+            f"cannot set State.{name}: a State is immutable. Make an updated copy with "
+            "state = state.set(index, value) (or state.update(substate))."
+        )
 
     def _lookup(self, index: Any, method: str) -> Any:
         if not isinstance(index, StateIndex):
