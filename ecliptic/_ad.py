@@ -23,7 +23,6 @@ from ._ad_utils import (
     MethodWrapper,
     OutputParts,
     check_scalar,
-    copy_metadata,
     describe_leaf_kind,
     leaf_path,
     merge_none,
@@ -34,7 +33,7 @@ from ._ad_utils import (
 )
 from ._filters import is_inexact_array, is_inexact_array_like
 from ._misc import short_repr, type_name
-from ._module import Module, field
+from ._module import Module, field, module_update_wrapper
 from ._plumbing import DYNAMIC, merge, split_by_mask, split_output
 
 _flatten = jtu.tree_flatten
@@ -92,7 +91,7 @@ def _make_grad(fun: Any, has_aux: bool, with_value: bool, gradkwargs: dict[str, 
     if not callable(fun):
         raise TypeError(f"{name}(fun): fun must be callable; got {short_repr(fun)}.")
     kw = tuple(sorted(gradkwargs.items()))
-    return copy_metadata(_GradWrapper(fun, has_aux, with_value, kw), fun)
+    return module_update_wrapper(_GradWrapper(fun, has_aux, with_value, kw), fun)
 
 
 def filter_value_and_grad(
@@ -380,7 +379,7 @@ def filter_jacfwd(fun: Callable[..., Any], has_aux: bool = False) -> Callable[..
     """
     if not callable(fun):
         raise TypeError(f"filter_jacfwd(fun): fun must be callable; got {short_repr(fun)}.")
-    return copy_metadata(_JacWrapper(fun, has_aux, False), fun)
+    return module_update_wrapper(_JacWrapper(fun, has_aux, False), fun)
 
 
 def filter_jacrev(fun: Callable[..., Any], has_aux: bool = False) -> Callable[..., Any]:
@@ -396,7 +395,7 @@ def filter_jacrev(fun: Callable[..., Any], has_aux: bool = False) -> Callable[..
     """
     if not callable(fun):
         raise TypeError(f"filter_jacrev(fun): fun must be callable; got {short_repr(fun)}.")
-    return copy_metadata(_JacWrapper(fun, has_aux, True), fun)
+    return module_update_wrapper(_JacWrapper(fun, has_aux, True), fun)
 
 
 def filter_hessian(fun: Callable[..., Any], has_aux: bool = False) -> Callable[..., Any]:
@@ -417,6 +416,6 @@ def filter_hessian(fun: Callable[..., Any], has_aux: bool = False) -> Callable[.
     """
     if not callable(fun):
         raise TypeError(f"filter_hessian(fun): fun must be callable; got {short_repr(fun)}.")
-    return copy_metadata(
+    return module_update_wrapper(
         _JacWrapper(_JacWrapper(fun, has_aux, True), has_aux, False), fun
     )

@@ -257,11 +257,3 @@ class MethodWrapper(Module):
             return self
         return Partial(self, instance)
 
-
-def copy_metadata(wrapper: Any, fun: Any) -> Any:
-    for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
-        try:
-            wrapper.__dict__[attr] = getattr(fun, attr)
-        except AttributeError:
-            pass
-    return wrapper
