@@ -2,7 +2,7 @@
 a fresh virtual environment.
 
 Runs offline: the build uses the backend installed in this environment
-(`--no-isolation`; the `test` extra installs setuptools, wheel and build), and the fresh
+(`--no-isolation`; the `test` extra installs setuptools and build), and the fresh
 venv gets only the wheel (`--no-index --no-deps`); its third-party dependencies (JAX,
 NumPy, ...) are borrowed from this environment through a `.pth` file, the way
 `--system-site-packages` would. The sources are copied to a temporary directory first,
@@ -28,7 +28,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.packaging
 
-_NEEDED = ("build", "setuptools", "wheel")
+_NEEDED = ("build", "setuptools")
 
 
 def _version() -> str:
@@ -83,6 +83,8 @@ def test_wheel_contents(dist):
     )
     assert f"Version: {version}" in metadata
     assert "Requires-Dist: jax" in metadata
+    assert "License-Expression: Apache-2.0" in metadata
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     # The README is the long description.
     assert "make demo" in metadata
 
