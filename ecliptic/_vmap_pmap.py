@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 
 from ._filters import is_array
-from ._module import Module, bind_partial, field
+from ._module import Module, bind_partial, field, module_update_wrapper
 from ._plumbing import DYNAMIC, merge
 
 
@@ -305,7 +305,7 @@ def filter_vmap(
         raise TypeError(f"filter_vmap(fun): fun must be callable; got {fun!r}.")
     if axis_size is not None and (not isinstance(axis_size, int) or axis_size < 1):
         raise ValueError(f"filter_vmap(axis_size=...) must be a positive int; got {axis_size!r}.")
-    return _VmapWrapper(
+    wrapper = _VmapWrapper(
         fun=fun,
         in_axes=_hashable_spec(in_axes),
         out_axes=_hashable_spec(out_axes),
@@ -313,6 +313,7 @@ def filter_vmap(
         axis_size=axis_size,
         vmap_kwargs=_FrozenDict(vmap_kwargs),
     )
+    return module_update_wrapper(wrapper, fun)
 
 
 class _FrozenDict(dict):  # type: ignore[type-arg]

@@ -98,3 +98,13 @@ def test_errors():
         ec.filter_vmap(lambda a: a)(a=jnp.ones(3))
     with pytest.raises(ValueError, match="unbatched"):
         ec.filter_vmap(lambda a: a, out_axes=None)(jnp.ones(3))
+
+
+def test_wrapper_keeps_function_metadata():
+    def described(x):
+        """Doubles."""
+        return 2 * x
+
+    wrapped = ec.filter_vmap(described)
+    assert wrapped.__name__ == "described" and wrapped.__doc__ == "Doubles."
+    assert wrapped.__wrapped__ is described
