@@ -47,11 +47,14 @@ def display(name: str) -> str:
     return name if name else ROOT
 
 
-def children_with_names(node: Any) -> tuple[list[tuple[str, Any]], Any]:
-    """Flatten ``node`` by exactly one level: ``([(name, child), ...], treedef)``.
+def flatten_one_level_with_path(node: Any) -> tuple[list[tuple[tuple[Any, ...], Any]], Any]:
+    """Flatten ``node`` by exactly one level: ``([(key_path, child), ...], treedef)``.
 
-    ``treedef.unflatten(children)`` rebuilds the node around any new children.
+    The treedef has a leaf in every child position, so ``treedef.unflatten(children)``
+    rebuilds the node around any children, of any structure.
     """
+    # Only the first is_leaf call is the root; treating every later node as a leaf stops
+    # the descent after one level, even for a node that contains itself.
     seen_root = False
 
     def stop_below_root(_: Any) -> bool:
@@ -61,7 +64,15 @@ def children_with_names(node: Any) -> tuple[list[tuple[str, Any]], Any]:
         seen_root = True
         return False
 
-    pairs, treedef = jtu.tree_flatten_with_path(node, is_leaf=stop_below_root)
+    return jtu.tree_flatten_with_path(node, is_leaf=stop_below_root)
+
+
+def children_with_names(node: Any) -> tuple[list[tuple[str, Any]], Any]:
+    """Flatten ``node`` by exactly one level: ``([(name, child), ...], treedef)``.
+
+    ``treedef.unflatten(children)`` rebuilds the node around any new children.
+    """
+    pairs, treedef = flatten_one_level_with_path(node)
     return [(dotted(path), child) for path, child in pairs], treedef
 
 

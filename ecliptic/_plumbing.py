@@ -18,6 +18,7 @@ import jax.tree_util as jtu
 
 from ._filters import is_array
 from ._misc import type_name
+from ._paths import flatten_one_level_with_path
 
 
 class _DynamicMarker:
@@ -286,24 +287,11 @@ def _find_unhashable_static_field(tree: Any, path: str) -> tuple[str, Any] | Non
                 if found is not None:
                     return found
         return None
-    children, treedef = _flatten_one_level(tree)
+    pairs, treedef = flatten_one_level_with_path(tree)
     if jtu.treedef_is_leaf(treedef):
         return None
-    for i, child in enumerate(children):
-        found = _find_unhashable_static_field(child, f"{path}[{i}]")
+    for child_path, child in pairs:
+        found = _find_unhashable_static_field(child, path + jtu.keystr(child_path))
         if found is not None:
             return found
     return None
-
-
-def _flatten_one_level(tree: Any) -> tuple[list[Any], Any]:
-    seen = False
-
-    def is_leaf(node: Any) -> bool:
-        nonlocal seen
-        if seen:
-            return True
-        seen = True
-        return False
-
-    return jtu.tree_flatten(tree, is_leaf=is_leaf)

@@ -14,27 +14,8 @@ import jax.tree_util as jtu
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, Sharding, SingleDeviceSharding
 
 from ._filters import combine, is_array, partition
+from ._paths import dotted
 from ._sharding_rules import as_rule, axes_size, check_mesh_axes, check_spec
-
-
-def _param_name(path: tuple[Any, ...]) -> str:
-    """A key path as PyTorch-style dotted name: ``layers.0.weight``.
-
-    The same names as `ecliptic.named_parameters` gives (attribute names, sequence
-    indices and dict keys joined by dots); kept private here so that the core does not
-    import the services layer.
-    """
-    parts = []
-    for key in path:
-        if isinstance(key, jtu.GetAttrKey):
-            parts.append(key.name)
-        elif isinstance(key, jtu.SequenceKey):
-            parts.append(str(key.idx))
-        elif isinstance(key, (jtu.DictKey, jtu.FlattenedIndexKey)):
-            parts.append(str(key.key))
-        else:
-            parts.append(str(key))
-    return ".".join(parts)
 
 
 def _is_none(x: Any) -> bool:
@@ -158,7 +139,7 @@ def param_shardings(model: Any, mesh: Mesh, rules: Any = None) -> Any:
     def one(path: tuple[Any, ...], leaf: Any) -> Any:
         if not is_array(leaf):
             return None
-        name = _param_name(path)
+        name = dotted(path)
         spec = rule(name, leaf, mesh)
         check_spec(spec, name, tuple(leaf.shape), mesh, rule)
         return NamedSharding(mesh, spec)

@@ -13,31 +13,12 @@ from typing import Any
 import jax.tree_util as jtu
 
 from ._misc import short_repr, type_name
+from ._paths import flatten_one_level_with_path
 from ._tree_equal import tree_equal
 
 __all__ = ["tree_at", "tree_check", "tree_equal", "tree_flatten_one_level"]
 
 _MISSING: Any = object()
-
-
-def _split(node: Any) -> tuple[list[tuple[tuple[Any, ...], Any]], Any]:
-    """Flatten ``node`` by exactly one level: ``([(key_path, child), ...], treedef)``.
-
-    The treedef has a leaf in every child position, so ``treedef.unflatten(children)``
-    rebuilds the node around any children, of any structure.
-    """
-    # Only the first is_leaf call is the root; treating every later node as a leaf stops
-    # the descent after one level, even for a node that contains itself.
-    seen_root = False
-
-    def stop_below_root(_: Any) -> bool:
-        nonlocal seen_root
-        if seen_root:
-            return True
-        seen_root = True
-        return False
-
-    return jtu.tree_flatten_with_path(node, is_leaf=stop_below_root)
 
 
 def _is_leaf_treedef(treedef: Any) -> bool:
@@ -65,7 +46,7 @@ def tree_flatten_one_level(pytree: Any) -> tuple[list[Any], Any]:
     tree_flatten_one_level([1, [2, 3]])  # ([1, [2, 3]], PyTreeDef([*, *]))
     ```
     """
-    keyed, treedef = _split(pytree)
+    keyed, treedef = flatten_one_level_with_path(pytree)
     children = [child for _, child in keyed]
     if not _is_leaf_treedef(treedef):
         for child in children:
@@ -138,7 +119,7 @@ class _TreeIndex:
             self.is_leaf is not None and self.is_leaf(node)
         ):
             return self._leaf(index, node, path)
-        keyed, treedef = _split(node)
+        keyed, treedef = flatten_one_level_with_path(node)
         if _is_leaf_treedef(treedef):
             return self._leaf(index, node, path)
         if id(node) in on_path:
@@ -381,7 +362,7 @@ def tree_check(pytree: Any) -> None:
     alive: list[Any] = []
 
     def visit(node: Any, path: tuple[Any, ...]) -> None:
-        keyed, treedef = _split(node)
+        keyed, treedef = flatten_one_level_with_path(node)
         if _is_leaf_treedef(treedef) or not keyed:
             return
         key = id(node)
