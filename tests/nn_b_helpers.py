@@ -73,6 +73,14 @@ def jcall(module: Any, *args: Any, **kwargs: Any) -> Any:
     return _jcall(module, args, dynamic, static)
 
 
+def many_inits(make: Any, n: int = 200) -> Any:
+    """``make(key)`` for ``n`` seeds, leaves stacked (as NumPy). A Python loop, not
+    ``jax.vmap``: eager construction reuses the layer's compiled init, whereas a vmapped
+    threefry PRNG over many keys is slow to compile on CPU."""
+    layers = [make(jax.random.key(seed)) for seed in range(n)]
+    return jtu.tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *layers)
+
+
 def init_stat(name: str) -> SimpleNamespace:
     g = _goldens()
     return SimpleNamespace(**{s: float(g[f"init.{name}.{s}"]) for s in ("std", "absmax", "mean")})
@@ -138,8 +146,10 @@ def roundtrip(layer: Any, batched_args: tuple, call: Any = None, atol: float = 1
     def loss(m: Any, args: tuple) -> jax.Array:
         return sum(jnp.sum(leaf.astype(jnp.float32)) for leaf in jtu.tree_leaves(batched(m, args)))
 
+    # Output and gradient in one compiled program (each compilation costs more than a run).
+    out, grads = jax.jit(lambda m, a: (batched(m, a), jax.grad(loss)(m, a)))(layer, batched_args)
     # Results to NumPy at once: indexing/reducing JAX arrays eagerly compiles per shape.
-    out = jtu.tree_map(np.asarray, jax.jit(batched)(layer, batched_args))
+    out = jtu.tree_map(np.asarray, out)
     n = jtu.tree_leaves(batched_args)[0].shape[0]
     single_call = jax.jit(call)
     for i in range(n):
@@ -149,7 +159,6 @@ def roundtrip(layer: Any, batched_args: tuple, call: Any = None, atol: float = 1
             out,
             single,
         )
-    grads = jax.jit(jax.grad(loss))(layer, batched_args)
     assert jtu.tree_structure(grads) == jtu.tree_structure(layer)
     for g in jtu.tree_leaves(grads):
         assert np.all(np.isfinite(np.asarray(g, np.float32)))

@@ -13,6 +13,7 @@ from nn_b_helpers import (
     golden,
     init_stat,
     jcall,
+    many_inits,
     randn,
     replace,
     roundtrip,
@@ -119,11 +120,8 @@ def test_dropout_on_weights(getkey):
 
 
 def test_init_matches_torch(getkey):
-    keys = jax.random.split(jax.random.key(11), 200)
     for name, kwargs in [("mha_packed", {}), ("mha_sep", {"key_size": 5, "value_size": 3})]:
-        layers = jax.jit(jax.vmap(lambda k, kw=kwargs: MultiheadAttention(2, 8, **kw, key=k)))(
-            keys
-        )
+        layers = many_inits(lambda k, kw=kwargs: MultiheadAttention(2, 8, **kw, key=k))
         for short, proj in [("wq", layers.query_proj), ("wk", layers.key_proj),
                             ("wv", layers.value_proj), ("wo", layers.output_proj)]:
             values = np.asarray(proj.weight)

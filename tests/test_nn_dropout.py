@@ -92,3 +92,20 @@ def test_errors():
         Dropout(0.5)(np.ones(3, np.float32))
     with pytest.raises(TypeError, match="floating-point"):
         Dropout(0.5)(np.arange(3), key=jax.random.key(0))
+
+
+def test_inference_mode_and_sequential(getkey):
+    # inference_mode flips the static `inference` field, also nested inside attention.
+    model = (Dropout(0.5), ec.nn.MultiheadAttention(2, 4, dropout_p=0.5, key=getkey()))
+    frozen = ec.nn.inference_mode(model)
+    assert frozen[0].inference is True and frozen[1].dropout.inference is True
+    assert ec.nn.inference_mode(frozen, value=False)[1].dropout.inference is False
+    x = randn(3, 4)
+    np.testing.assert_array_equal(frozen[0](x), x)
+    # In a Sequential, which hands every layer its own key.
+    seq = ec.nn.Sequential([ec.nn.LayerNorm(4), Dropout(0.5), ec.nn.PReLU()])
+    y = np.asarray(jcall(seq, x, key=jax.random.key(0)))
+    assert y.shape == (3, 4) and np.any(y == 0)
+    np.testing.assert_allclose(
+        jcall(ec.nn.inference_mode(seq), x), jcall(ec.nn.PReLU(), jcall(ec.nn.LayerNorm(4), x))
+    )

@@ -13,6 +13,7 @@ from nn_b_helpers import (
     golden,
     init_stat,
     jcall,
+    many_inits,
     randn,
     replace,
     roundtrip,
@@ -75,9 +76,8 @@ def _check_stat(values, name, *, bound=None, tol=0.06):
 
 
 def test_init_distribution_matches_torch():
-    keys = jax.random.split(jax.random.key(123), 200)
     bound = 1 / math.sqrt(8)
-    gru = jax.jit(jax.vmap(lambda k: GRUCell(3, 8, key=k)))(keys)
+    gru = many_inits(lambda k: GRUCell(3, 8, key=k))
     _check_stat(gru.weight_ih, "gru.weight_ih", bound=bound)
     _check_stat(gru.weight_hh, "gru.weight_hh", bound=bound)
     # PyTorch's bias_ih + bias_hh: a sum of two uniforms for r and z, one for n.
@@ -85,7 +85,7 @@ def test_init_distribution_matches_torch():
     _check_stat(gru.bias[:, 16:], "gru.bias_in", bound=bound)
     _check_stat(gru.bias_n, "gru.bias_n", bound=bound)
     assert abs(np.std(gru.bias[:, :16]) - bound * math.sqrt(2 / 3)) < 0.06 * bound
-    lstm = jax.jit(jax.vmap(lambda k: LSTMCell(3, 8, key=k)))(keys)
+    lstm = many_inits(lambda k: LSTMCell(3, 8, key=k))
     _check_stat(lstm.weight_ih, "lstm.weight_ih", bound=bound)
     _check_stat(lstm.weight_hh, "lstm.weight_hh", bound=bound)
     _check_stat(lstm.bias, "lstm.bias", bound=2 * bound)

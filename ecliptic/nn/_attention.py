@@ -15,7 +15,7 @@ import numpy as np
 from .._module import Module, field
 from ._dropout import Dropout, _resolve_inference
 from ._linear import Linear
-from ._misc import check_key, compute_dtype, resolve_dtype, uniform_init
+from ._misc import check_key, compute_dtype, fan_in_bound, resolve_dtype, uniform_init
 
 HeadsFn = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array, jax.Array]]
 
@@ -62,24 +62,30 @@ def _init_projections(
     biases: tuple[bool, bool, bool, bool],
     dtype: Any,
 ) -> tuple[Linear, Linear, Linear, Linear]:
-    """The four projections, initialised as `torch.nn.MultiheadAttention`, in one compiled
-    program: Xavier-uniform query/key/value weights, zero biases, the output weight as a
-    Linear's. PyTorch's standard layout packs the three input weights into one (3E, E)
-    matrix, whose Xavier bound sqrt(6 / (E + 3E)) we reproduce when our sizes are that
-    layout's; otherwise each matrix gets its own."""
+    """The four projections, initialised as `torch.nn.MultiheadAttention`: Xavier-uniform
+    query/key/value weights, zero biases, the output weight U(+-1/sqrt(in)) as a Linear's.
+    PyTorch's standard layout packs the three input weights into one (3E, E) matrix, whose
+    Xavier bound sqrt(6 / (E + 3E)) we reproduce when our sizes are that layout's;
+    otherwise each matrix gets its own sqrt(6 / (in + out)).
+
+    All four weights come from ONE U(-1, 1) draw, sliced and scaled: a single random-bits
+    kernel to compile per configuration (XLA's PRNG is costly to compile on CPU)."""
     query_size, key_size, value_size = in_sizes
     packed = key_size == value_size == query_size == qk_total == vo_total
-    qkey, kkey, vkey, okey = jax.random.split(key, 4)
+    shapes = [(qk_total, query_size), (qk_total, key_size), (vo_total, value_size),
+              (output_size, vo_total)]
+    bounds = [math.sqrt(6.0 / (4 * query_size if packed else fan_in + fan_out))
+              for fan_out, fan_in in shapes[:3]]
+    bounds.append(fan_in_bound(vo_total))
+    sizes = [rows * cols for rows, cols in shapes]
+    flat = uniform_init(key, (sum(sizes),), dtype, 1.0)
+    parts = jnp.split(flat, np.cumsum(sizes)[:-1].tolist())
     projections = []
-    for size, out, bias, k in zip(
-        in_sizes, (qk_total, qk_total, vo_total), biases, (qkey, kkey, vkey)
-    ):
-        proj = Linear(size, out, bias, dtype, key=k)
-        bound = math.sqrt(6.0 / (4 * query_size if packed else size + out))
-        weight = uniform_init(jax.random.fold_in(k, 1), (out, size), dtype, bound)
+    for (fan_out, fan_in), bound, part, bias in zip(shapes, bounds, parts, biases):
+        # The Linear's own random draw is dead code once replaced: XLA removes it.
+        proj = Linear(fan_in, fan_out, bias, dtype, key=key)
+        weight = (part * jnp.asarray(bound, part.dtype)).reshape(fan_out, fan_in)
         projections.append(_replace_leaves(proj, weight=weight, bias=_zeros_like(proj.bias)))
-    output = Linear(vo_total, output_size, biases[3], dtype, key=okey)
-    projections.append(_replace_leaves(output, bias=_zeros_like(output.bias)))
     return tuple(projections)
 
 
@@ -249,7 +255,22 @@ class MultiheadAttention(Module):
         k = jax.vmap(self.key_proj)(key_).reshape(key_.shape[0], h, self.qk_size)
         v = jax.vmap(self.value_proj)(value).reshape(value.shape[0], h, self.vo_size)
         if process_heads is not None:
-            q, k, v = process_heads(q, k, v)
+            if not callable(process_heads):
+                raise TypeError(
+                    "MultiheadAttention: process_heads must be a function (q, k, v) -> "
+                    f"(q, k, v); got {process_heads!r}."
+                )
+            heads = process_heads(q, k, v)
+            if not (
+                isinstance(heads, (tuple, list))
+                and len(heads) == 3
+                and all(hasattr(x, "shape") and hasattr(x, "ndim") for x in heads)
+            ):
+                raise TypeError(
+                    "MultiheadAttention: process_heads must return a tuple of three arrays "
+                    f"(q, k, v); got {type(heads).__name__}."
+                )
+            q, k, v = heads
             if (
                 q.ndim != 3
                 or k.ndim != 3

@@ -36,8 +36,11 @@ class Embedding(Module):
     N(0, 1) as in PyTorch.
 
     **Shapes:** input an integer index: a scalar gives `(embedding_size,)`; an integer array
-    of shape `s` gives `(*s, embedding_size)`. Negative indices count from the end as in
-    NumPy; out-of-range indices are clamped (JAX's gather semantics; PyTorch raises).
+    of shape `s` gives `(*s, embedding_size)`. Indices given from the host (Python ints,
+    NumPy arrays) must lie in `[0, num_embeddings)`, else `IndexError` (as PyTorch).
+    Indices that are JAX arrays (e.g. traced under `jit`) cannot be checked without a
+    device sync: there, negative ones count from the end and too-large ones are clamped
+    (JAX's gather semantics).
 
     ```python
     embed = ecliptic.nn.Embedding(1000, 64, key=jax.random.key(0))

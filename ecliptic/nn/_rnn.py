@@ -40,19 +40,22 @@ def _check_vector(x: Any, size: int, layer: str, what: str) -> jax.Array:
 def _init_params(
     key: Any, gates: int, n_in: int, h: int, dtype: Any, use_bias: bool
 ) -> tuple[jax.Array, ...]:
-    """PyTorch's RNN-cell init, U(+-1/sqrt(hidden)) for the weights and both biases, in
-    one compiled program (eagerly, every draw and slice would compile on its own).
+    """PyTorch's RNN-cell init, U(+-1/sqrt(hidden)) for the weights and both biases.
+
+    Every parameter shares the bound, so all come from ONE uniform draw, sliced: one
+    random-bits kernel to compile per cell configuration instead of one per parameter
+    (XLA's PRNG is costly to compile on CPU, and eager slicing would compile too).
 
     Returns `(weight_ih, weight_hh)`, plus for an LSTM (4 gates) `bias_ih + bias_hh`, and
     for a GRU (3 gates) `bias_ih + [bias_hh_r, bias_hh_z, 0]` and `bias_hh_n`."""
-    bound = fan_in_bound(h)
-    k_ih, k_hh, k_bih, k_bhh = jax.random.split(key, 4)
-    weight_ih = uniform_init(k_ih, (gates * h, n_in), dtype, bound)
-    weight_hh = uniform_init(k_hh, (gates * h, h), dtype, bound)
+    rows = gates * h
+    sizes = [rows * n_in, rows * h] + ([rows, rows] if use_bias else [])
+    flat = uniform_init(key, (sum(sizes),), dtype, fan_in_bound(h))
+    parts = jnp.split(flat, np.cumsum(sizes)[:-1].tolist())
+    weight_ih, weight_hh = parts[0].reshape(rows, n_in), parts[1].reshape(rows, h)
     if not use_bias:
         return weight_ih, weight_hh
-    bias_ih = uniform_init(k_bih, (gates * h,), dtype, bound)
-    bias_hh = uniform_init(k_bhh, (gates * h,), dtype, bound)
+    bias_ih, bias_hh = parts[2], parts[3]
     if gates == 4:
         return weight_ih, weight_hh, bias_ih + bias_hh
     bias = bias_ih.at[: 2 * h].add(bias_hh[: 2 * h])
