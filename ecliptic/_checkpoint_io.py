@@ -350,6 +350,39 @@ def _finish(array: np.ndarray, like: Any) -> Any:
     return jax.device_put(array)  # a plain transfer: no op to compile
 
 
+def _match(entries: dict[str, Entry], like: Any) -> tuple[list[str], list[tuple[int, Entry]]]:
+    """Compare the tensor table with `like`'s leaves: ``(problems, [(leaf index, entry)])``."""
+    problems = []
+    wanted = []
+    seen = set()
+    for i, (name, leaf) in enumerate(named_leaves(like)):
+        if name in seen:
+            problems.append(f"{display(name)}: two leaves of `like` have this name")
+        seen.add(name)
+        expected = _expected(leaf)
+        entry = entries.get(name)
+        if expected is None:
+            if entry is not None:
+                problems.append(
+                    f"{display(name)}: file has {describe(entry.shape, entry.dtype)}, "
+                    f"like has a non-array leaf ({type(leaf).__name__})"
+                )
+            continue
+        kind = describe(*expected)
+        if entry is None:
+            problems.append(f"{display(name)}: expected {kind}, not in the file")
+        elif entry.shape != expected[0] or entry.dtype != expected[1].newbyteorder("="):
+            found = describe(entry.shape, entry.dtype)
+            problems.append(f"{display(name)}: expected {kind}, file has {found}")
+        else:
+            wanted.append((i, entry))
+    for name, entry in entries.items():
+        if name not in seen:
+            found = describe(entry.shape, entry.dtype)
+            problems.append(f"{display(name)}: in the file ({found}) but not in like")
+    return problems, wanted
+
+
 def load(path: Any, like: Any, *, check_static: bool = True, verify: bool = True) -> Any:
     """Load a checkpoint written by `save` (or any safetensors file) into `like`'s shape.
 
@@ -380,38 +413,8 @@ def load(path: Any, like: Any, *, check_static: bool = True, verify: bool = True
     with _open(path) as f:
         entries, metadata, start = read_header(f, path)
         meta = _ecliptic_meta(path, metadata)
-        pairs, treedef = jtu.tree_flatten_with_path(like)
-        named = list(named_leaves(like))
-        problems = []
-        wanted: list[tuple[int, Entry]] = []
-        seen = set()
-        for i, (name, leaf) in enumerate(named):
-            if name in seen:
-                problems.append(f"{display(name)}: two leaves of `like` have this name")
-            seen.add(name)
-            expected = _expected(leaf)
-            entry = entries.get(name)
-            if expected is None:
-                if entry is not None:
-                    problems.append(
-                        f"{display(name)}: file has {describe(entry.shape, entry.dtype)}, "
-                        f"like has a non-array leaf ({type(leaf).__name__})"
-                    )
-                continue
-            kind = describe(*expected)
-            if entry is None:
-                problems.append(f"{display(name)}: expected {kind}, not in the file")
-            elif entry.shape != expected[0] or entry.dtype != expected[1]:
-                problems.append(
-                    f"{display(name)}: expected {kind}, file has "
-                    f"{describe(entry.shape, entry.dtype)}"
-                )
-            else:
-                wanted.append((i, entry))
-        for name, entry in entries.items():
-            if name not in seen:
-                found = describe(entry.shape, entry.dtype)
-                problems.append(f"{display(name)}: in the file ({found}) but not in like")
+        leaves, treedef = jtu.tree_flatten(like)
+        problems, wanted = _match(entries, like)
         if meta is not None and check_static:
             problems += _static_problems(meta, like)
         if meta is not None and verify and set(meta["sha256"]) != set(entries):
@@ -421,7 +424,6 @@ def load(path: Any, like: Any, *, check_static: bool = True, verify: bool = True
                 f"cannot load {label(path)} into `like` ({len(problems)} problem"
                 f"{'s' if len(problems) > 1 else ''}):\n  " + "\n  ".join(problems)
             )
-        leaves = [leaf for _, leaf in pairs]
         for i, entry in wanted:
             array = np.empty(entry.shape, entry.dtype.newbyteorder("<"))
             f.seek(start + entry.begin)
