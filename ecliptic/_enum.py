@@ -145,6 +145,11 @@ class Enumeration(metaclass=_EnumerationMeta):
                     f"{cls.__name__}.where: {arg_name} must be a member of {cls.__name__}; "
                     f"got {item!r}."
                 )
+        if not (isinstance(pred, bool) or jnp.result_type(pred) == jnp.bool_):
+            raise TypeError(
+                f"{cls.__name__}.where: pred must be a bool or a boolean array (e.g. x > 0); "
+                f"got {type(pred).__name__} of dtype {jnp.result_type(pred)}."
+            )
         return EnumerationItem(jnp.where(pred, a._value, b._value), cls)
 
     @classmethod

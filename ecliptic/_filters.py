@@ -127,8 +127,16 @@ def _as_bool(value: Any, spec: Any, leaf: Any) -> bool:
         ) from None
 
 
-def _resolve_mask(pytree: Any, filter_spec: Any, is_leaf: Callable[[Any], bool] | None) -> Any:
+def _check_is_leaf(is_leaf: Any, caller: str) -> None:
+    if is_leaf is not None and not callable(is_leaf):
+        raise TypeError(f"{caller}(is_leaf=...) must be None or a callable; got {is_leaf!r}.")
+
+
+def _resolve_mask(
+    pytree: Any, filter_spec: Any, is_leaf: Callable[[Any], bool] | None, caller: str = "filter"
+) -> Any:
     """A tree like ``pytree`` with a bool at each leaf: what the spec says of that leaf."""
+    _check_is_leaf(is_leaf, caller)
 
     def apply_spec(spec: Any, subtree: Any) -> Any:
         if isinstance(spec, bool):
@@ -217,7 +225,7 @@ def partition(
     model = ecliptic.combine(params, static)
     ```
     """
-    mask = _resolve_mask(pytree, filter_spec, is_leaf)
+    mask = _resolve_mask(pytree, filter_spec, is_leaf, "partition")
     left = jtu.tree_map(lambda m, x: x if m else replace, mask, pytree, is_leaf=is_leaf)
     right = jtu.tree_map(lambda m, x: replace if m else x, mask, pytree, is_leaf=is_leaf)
     return left, right
@@ -242,6 +250,7 @@ def combine(*pytrees: Any, is_leaf: Callable[[Any], bool] | None = None) -> Any:
 
     **Returns:** the combined pytree.
     """
+    _check_is_leaf(is_leaf, "combine")
     if not pytrees:
         raise TypeError("combine() needs at least one pytree; got none.")
     leaf_test = _is_none if is_leaf is None else lambda x: x is None or is_leaf(x)

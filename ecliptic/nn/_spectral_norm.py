@@ -7,7 +7,9 @@ from typing import Any, Generic, TypeVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from .._misc import type_name
 from .._module import Module, field
 from .._tree import tree_at
 from ._misc import check_key, resolve_dtype
@@ -30,11 +32,15 @@ def get_weight(layer: Any, weight_name: str, wrapper: str) -> jax.Array:
             f"{wrapper}: the {type(layer).__name__} has no attribute {weight_name!r} "
             "(weight_name) to normalise."
         ) from None
-    if not isinstance(weight, jax.Array) or weight.ndim < 1:
+    where = f"{wrapper}: {type(layer).__name__}.{weight_name}"
+    if not isinstance(weight, jax.Array):
+        hint = " (convert it with jnp.asarray)" if isinstance(weight, np.ndarray) else ""
         raise TypeError(
-            f"{wrapper}: {type(layer).__name__}.{weight_name} must be an array with at least "
-            f"one dimension; got {weight!r}."
+            f"{where} must be an array (a jax.Array) with at least one dimension; got "
+            f"{type_name(weight)}{hint}."
         )
+    if weight.ndim < 1:
+        raise TypeError(f"{where} must have at least one dimension; got shape {weight.shape}.")
     return weight
 
 
