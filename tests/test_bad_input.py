@@ -1,0 +1,380 @@
+"""The bad-input catalogue, part 1: Modules, filters, tree utilities, runtime errors, debug.
+
+Every row is a user mistake; the test asserts the exception type, that the message names
+the offending argument/path and what was expected, and that the error is raised by
+ecliptic rather than from deep inside JAX/NumPy (see bad_input_helpers.py). The other parts:
+test_bad_input_transforms.py, test_bad_input_nn.py, test_bad_input_state_io.py.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from bad_input_helpers import check_misuse, misuse
+
+import ecliptic as ec
+from ecliptic import nn
+
+KEY = jax.random.key(0)
+
+
+class Point(ec.Module):
+    w: jax.Array
+    tag: Any = ec.field(static=True, default="p")
+
+    def __call__(self, x: Any) -> Any:
+        return self.w * x
+
+
+POINT = Point(jnp.ones(3))
+
+
+# ----------------------------------------------------------------------------- Modules
+
+
+def assign_after_init() -> None:
+    POINT.w = jnp.zeros(3)  # type: ignore[misc]
+
+
+def delete_field() -> None:
+    del POINT.w
+
+
+def unassigned_field() -> None:
+    class Pair(ec.Module):
+        a: int
+        b: int
+
+        def __init__(self) -> None:
+            self.a = 1
+
+    Pair()
+
+
+def undeclared_attribute() -> None:
+    class Box(ec.Module):
+        a: int
+
+        def __init__(self) -> None:
+            self.a = 1
+            self.extra = 2
+
+    Box()
+
+
+def assign_property() -> None:
+    class Box(ec.Module):
+        a: int
+
+        @property
+        def double(self) -> int:
+            return 2 * self.a
+
+        def __init__(self) -> None:
+            self.a = 1
+            self.double = 2
+
+    Box()
+
+
+def jax_array_class_default() -> None:
+    class Box(ec.Module):
+        a: jax.Array = jnp.zeros(3)
+
+
+def numpy_array_class_default() -> None:
+    class Box(ec.Module):
+        a: np.ndarray = dataclasses.field(default=np.zeros(3))
+
+
+def unresolved_abstract_var() -> None:
+    class Base(ec.Module):
+        size: ec.AbstractVar[int]
+
+    Base()
+
+
+def unresolved_abstract_class_var() -> None:
+    class Base(ec.Module):
+        name: ec.AbstractClassVar[str]
+
+    Base()
+
+
+def abstract_var_with_value() -> None:
+    class Base(ec.Module):
+        size: ec.AbstractVar[int] = 3
+
+
+def abstract_method_left() -> None:
+    class Base(ec.Module):
+        @abc.abstractmethod
+        def run(self) -> None: ...
+
+    Base()
+
+
+def parent_field_not_set_by_child_init() -> None:
+    class Parent(ec.Module):
+        a: int
+
+    class Child(Parent):
+        b: int
+
+        def __init__(self, b: int) -> None:
+            self.b = b
+
+    Child(1)
+
+
+def enumeration_instantiated() -> None:
+    class Colour(ec.Enumeration):
+        red = "Red"
+
+    Colour()
+
+
+def enumeration_member_not_str() -> None:
+    class Colour(ec.Enumeration):
+        red = 1
+
+
+class Colour(ec.Enumeration):
+    red = "Red"
+    blue = "Blue"
+
+
+class Shape(ec.Enumeration):
+    square = "Square"
+
+
+MODULE_CASES = [
+    misuse("module/assign-after-init", assign_after_init, dataclasses.FrozenInstanceError,
+           r"cannot assign to Point\.w: Modules are immutable.*tree_at"),
+    misuse("module/delete-field", delete_field, dataclasses.FrozenInstanceError,
+           r"cannot delete Point\.w: Modules are immutable"),
+    misuse("module/unassigned-field", unassigned_field, ValueError,
+           r"Pair\.__init__ did not assign the field\(s\) \['b'\].*must be set"),
+    misuse("module/undeclared-attribute", undeclared_attribute, AttributeError,
+           r"cannot assign .*Box\.extra: it is not a declared field.*declared fields: \['a'\]"),
+    misuse("module/assign-property", assign_property, AttributeError,
+           r"cannot assign to property .*Box\.double"),
+    misuse("module/jax-array-class-default", jax_array_class_default, TypeError,
+           r"Box\.a: a JAX/NumPy array cannot be a class-level default.*default_factory"),
+    misuse("module/numpy-array-field-default", numpy_array_class_default, TypeError,
+           r"Box\.a: a JAX/NumPy array cannot be a class-level default"),
+    misuse("module/abstract-var-unresolved", unresolved_abstract_var, TypeError,
+           r"Can't instantiate .*Base: it leaves AbstractVar\(s\) \['size'\] unresolved"),
+    misuse("module/abstract-class-var-unresolved", unresolved_abstract_class_var, TypeError,
+           r"Can't instantiate .*Base: it leaves AbstractClassVar\(s\) \['name'\] unresolved"),
+    misuse("module/abstract-var-with-value", abstract_var_with_value, TypeError,
+           r"Base\.size is annotated as AbstractVar and so must not have a value"),
+    misuse("module/abstract-method", abstract_method_left, TypeError,
+           r"Can't instantiate abstract class Base.*run"),
+    misuse("module/child-init-skips-parent-field", parent_field_not_set_by_child_init,
+           ValueError, r"Child\.__init__ did not assign the field\(s\) \['a'\]"),
+    misuse("module/missing-argument", lambda: Point(), TypeError,
+           r"__init__\(\) missing 1 required positional argument: 'w'"),
+    misuse("module/unknown-keyword", lambda: Point(jnp.ones(3), colour=1), TypeError,
+           r"unexpected keyword argument 'colour'"),
+    misuse("module/hash-with-arrays", lambda: hash(POINT), TypeError,
+           r"Point is not hashable.*JAX arrays.*filter_jit"),
+    misuse("module/jax-jit-of-a-model", lambda: jax.jit(POINT)(1.0), TypeError,
+           r"Point is not hashable.*jax\.jit\(model\)"),
+    misuse("field/converter-not-callable", lambda: ec.field(converter=3), TypeError,
+           r"field\(converter=\.\.\.\) must be callable; got 3"),
+    misuse("field/static-not-bool", lambda: ec.field(static="yes"), TypeError,
+           r"field\(static=\.\.\.\) must be a bool; got 'yes'"),
+    misuse("partial/func-not-callable", lambda: ec.Partial(3, 1), TypeError,
+           r"Partial\(func, \.\.\.\): func must be callable; got 3"),
+    misuse("module_update_wrapper/not-a-module",
+           lambda: ec.module_update_wrapper(len, len), TypeError,
+           r"module_update_wrapper\(wrapper=\.\.\.\) must be a Module"),
+    misuse("enumeration/instantiated", enumeration_instantiated, TypeError,
+           r"Enumerations are not instantiated: use their members"),
+    misuse("enumeration/member-not-str", enumeration_member_not_str, TypeError,
+           r"Colour\.red: Enumeration members are declared as NAME = 'description'.*got int"),
+    misuse("enumeration/unknown-member", lambda: Colour.green, AttributeError,
+           r"Colour has no member 'green'; members: \['red', 'blue'\]"),
+    misuse("enumeration/compare-other-enumeration", lambda: Colour.red == Shape.square,
+           ValueError, r"cannot compare members of Colour and Shape"),
+    misuse("enumeration/where-foreign-member",
+           lambda: Colour.where(True, Colour.red, Shape.square), TypeError,
+           r"Colour\.where: b must be a member of Colour; got Shape\.square"),
+    misuse("enumeration/where-float-pred",
+           lambda: Colour.where(jnp.ones(2), Colour.red, Colour.blue), TypeError,
+           r"Colour\.where: pred must be a bool or a boolean array.*float32"),
+]
+
+# ----------------------------------------------------------------------------- Filters
+
+FILTER_CASES = [
+    misuse("filter/spec-is-a-string", lambda: ec.filter([1, 2], "yes"), TypeError,
+           r"filter_spec leaves must be bools or callables `leaf -> bool`; got str"),
+    misuse("filter/spec-wrong-length", lambda: ec.filter([1, 2], [True]), ValueError,
+           r"filter_spec must be a pytree prefix of the pytree.*\[\*\].*\[\*, \*\]"),
+    misuse("filter/spec-wrong-keys", lambda: ec.filter({"a": 1}, {"b": True}), ValueError,
+           r"filter_spec must be a pytree prefix.*'b'.*'a'"),
+    misuse("filter/callable-returns-array", lambda: ec.filter([jnp.ones(2)], lambda x: x),
+           TypeError, r"filter_spec: the callable .* must return a bool for each leaf.*"
+           r"shape \(2,\)"),
+    misuse("filter/is_leaf-not-callable", lambda: ec.filter([1], True, is_leaf=3), TypeError,
+           r"filter\(is_leaf=\.\.\.\) must be None or a callable; got 3"),
+    misuse("partition/spec-is-an-int", lambda: ec.partition((1, 2), 3), TypeError,
+           r"filter_spec leaves must be bools or callables.*got int"),
+    misuse("partition/is_leaf-not-callable", lambda: ec.partition([1], True, is_leaf="x"),
+           TypeError, r"partition\(is_leaf=\.\.\.\) must be None or a callable"),
+    misuse("combine/nothing", lambda: ec.combine(), TypeError,
+           r"combine\(\) needs at least one pytree"),
+    misuse("combine/different-lengths", lambda: ec.combine([1, None], [None, 2, 3]),
+           ValueError, r"combine\(\) needs pytrees of the same structure.*\[\*, \*, \*\]"),
+    misuse("combine/dict-and-list", lambda: ec.combine({"a": 1}, [1]), ValueError,
+           r"combine\(\) needs pytrees of the same structure"),
+    misuse("combine/is_leaf-not-callable", lambda: ec.combine([1], is_leaf=3), TypeError,
+           r"combine\(is_leaf=\.\.\.\) must be None or a callable"),
+]
+
+# ----------------------------------------------------------------------------- Trees
+
+TREE = [jnp.ones(3), jnp.zeros(2)]
+
+TREE_CASES = [
+    misuse("tree_at/where-returns-new-array", lambda: ec.tree_at(lambda t: jnp.ones(3), TREE, 1),
+           ValueError, r"tree_at: `where` must return a node of `pytree`.*not in the tree"),
+    misuse("tree_at/where-computes", lambda: ec.tree_at(lambda m: m.w + 1, POINT, 3),
+           TypeError, r"tree_at: calling `where` failed.*must only pick nodes out"),
+    misuse("tree_at/where-selects-static-field", lambda: ec.tree_at(lambda m: m.tag, POINT, 3),
+           ValueError, r"tree_at: `where` must return a node.*static field"),
+    misuse("tree_at/replace-and-replace_fn",
+           lambda: ec.tree_at(lambda t: t[0], TREE, replace=1, replace_fn=abs), TypeError,
+           r"tree_at: pass exactly one of `replace` and `replace_fn`; got both"),
+    misuse("tree_at/neither-replace", lambda: ec.tree_at(lambda t: t[0], TREE), TypeError,
+           r"tree_at: pass exactly one of `replace` and `replace_fn`; got neither"),
+    misuse("tree_at/wrong-length-replace",
+           lambda: ec.tree_at(lambda t: (t[0], t[1]), TREE, replace=(3,)), ValueError,
+           r"tree_at: `where` selected 2 nodes but `replace` has 1 values"),
+    misuse("tree_at/replace-not-a-sequence",
+           lambda: ec.tree_at(lambda t: (t[0], t[1]), TREE, replace=3), ValueError,
+           r"`where` selected 2 nodes.*`replace` must be a tuple/list of as many values"),
+    misuse("tree_at/where-not-callable", lambda: ec.tree_at(0, TREE, 3), TypeError,
+           r"tree_at\(where=\.\.\.\) must be a function `pytree -> node\(s\)`; got 0"),
+    misuse("tree_at/replace_fn-not-callable",
+           lambda: ec.tree_at(lambda t: t[0], TREE, replace_fn=3), TypeError,
+           r"tree_at\(replace_fn=\.\.\.\) must be callable; got 3"),
+    misuse("tree_at/is_leaf-not-callable",
+           lambda: ec.tree_at(lambda t: t[0], TREE, 2, is_leaf=3), TypeError,
+           r"tree_at\(is_leaf=\.\.\.\) must be callable or None; got 3"),
+    misuse("tree_equal/nothing", lambda: ec.tree_equal(), TypeError,
+           r"tree_equal\(\) needs at least one pytree"),
+    misuse("tree_equal/negative-rtol", lambda: ec.tree_equal(TREE, TREE, rtol=-1), ValueError,
+           r"tree_equal\(rtol=\.\.\.\) must be a non-negative number; got -1"),
+    misuse("tree_equal/atol-not-a-number", lambda: ec.tree_equal(TREE, TREE, atol="a"),
+           ValueError, r"tree_equal\(atol=\.\.\.\) must be a non-negative number; got 'a'"),
+    misuse("tree_check/duplicate-node", lambda: ec.tree_check([POINT, POINT]), ValueError,
+           r"tree_check: the same .*Point object appears twice.*at \[0\] and at \[1\]"),
+    misuse("tree_check/cycle", lambda: (lambda a: (a.append(a), ec.tree_check(a)))([]),
+           ValueError, r"tree_check: the pytree has a cycle"),
+    misuse("apply_updates/structure", lambda: ec.apply_updates(TREE, TREE + [jnp.ones(1)]),
+           ValueError, r"apply_updates: `updates` must have the structure of `model`"),
+    misuse("apply_updates/shape", lambda: ec.apply_updates(TREE, [jnp.ones(3), jnp.ones(3)]),
+           TypeError, r"apply_updates: cannot add the update at \[1\].*\(2,\), \(3,\)"),
+    misuse("tree_pformat/width", lambda: ec.tree_pformat(TREE, width=-1), ValueError,
+           r"tree_pformat\(width=\.\.\.\) must be a positive int; got -1"),
+    misuse("tree_pformat/indent", lambda: ec.tree_pformat(TREE, indent=-1), ValueError,
+           r"tree_pformat\(indent=\.\.\.\) must be an int >= 0; got -1"),
+    misuse("inference_mode/value-not-bool",
+           lambda: nn.inference_mode(nn.Dropout(), "yes"), TypeError,
+           r"inference_mode\(pytree, value\): value must be a bool; got 'yes'"),
+]
+
+# ----------------------------------------------------------------------------- Errors, debug
+
+
+def with_env(name: str, value: str, fn: Any) -> Any:
+    def run() -> Any:
+        old = os.environ.get(name)
+        os.environ[name] = value
+        try:
+            return fn()
+        finally:
+            if old is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = old
+
+    return run
+
+
+X, FALSE = jnp.ones(2), jnp.array(False)
+
+ERROR_CASES = [
+    misuse("error_if/bad-on_error", lambda: ec.error_if(X, FALSE, "m", on_error="explode"),
+           ValueError, r"error_if: `on_error` must be one of 'raise', 'breakpoint', 'nan'.*"
+           r"got 'explode'"),
+    misuse("error_if/bad-env-var",
+           with_env("EQX_ON_ERROR", "bogus", lambda: ec.error_if(X, FALSE, "m")), ValueError,
+           r"EQX_ON_ERROR must be one of 'raise', 'breakpoint', 'nan'.*got 'bogus'"),
+    misuse("error_if/msg-not-str", lambda: ec.error_if(X, FALSE, 3), TypeError,
+           r"error_if: `msg` must be a str; got 3"),
+    misuse("error_if/pred-not-bool", lambda: ec.error_if(X, X, "m"), TypeError,
+           r"error_if: `pred` must be a boolean array or a Python bool.*got f32\[2\]"),
+    misuse("error_if/fires-under-jit",
+           lambda: ec.filter_jit(lambda x: ec.error_if(x, x > 0, "x must be <= 0"))(X),
+           ec.EclipticRuntimeError, r"^x must be <= 0$"),
+    misuse("branched_error_if/index-out-of-range",
+           lambda: ec.branched_error_if(X, jnp.array(True), 5, ["a", "b"]), ValueError,
+           r"branched_error_if: `index` must satisfy 0 <= index < len\(msgs\) = 2; got 5"),
+    misuse("branched_error_if/msgs-a-string",
+           lambda: ec.branched_error_if(X, jnp.array(True), 0, "ab"), TypeError,
+           r"branched_error_if: `msgs` must be a non-empty sequence of strings; got 'ab'"),
+    misuse("branched_error_if/float-index",
+           lambda: ec.branched_error_if(X, jnp.array(True), jnp.array(0.5), ["a", "b"]),
+           TypeError, r"branched_error_if: `index` must be a Python int or an integer scalar"),
+    misuse("debug/assert_max_traces-negative",
+           lambda: ec.debug.assert_max_traces(abs, max_traces=-1), ValueError,
+           r"assert_max_traces: `max_traces` must be a non-negative int or None; got -1"),
+    misuse("debug/get_num_traces-undecorated", lambda: ec.debug.get_num_traces(abs),
+           ValueError, r"get_num_traces: `fn` is not .*decorated with .*assert_max_traces"),
+    misuse("debug/breakpoint_if-float-pred", lambda: ec.debug.breakpoint_if(X), TypeError,
+           r"breakpoint_if: `pred` must be a boolean array or a Python bool.*f32\[2\]"),
+    misuse("debug/store_dce-outside-jit", lambda: ec.debug.store_dce(X), RuntimeError,
+           r"store_dce must be used inside a jax\.jit/filter_jit-compiled function"),
+    misuse("debug/announce_transform-announce-not-callable",
+           lambda: ec.debug.announce_transform(X, announce=3), TypeError,
+           r"announce_transform: `announce` must be callable; got 3"),
+]
+
+
+def exceeds_max_traces() -> None:
+    f = ec.filter_jit(ec.debug.assert_max_traces(lambda x: x, max_traces=1))
+    f(jnp.ones(1))
+    f(jnp.ones(2))
+
+
+ERROR_CASES.append(
+    misuse("debug/assert_max_traces-exceeded", exceeds_max_traces, RuntimeError,
+           r"was traced 2 times, but assert_max_traces allows at most 1.*recompilation")
+)
+
+CASES = MODULE_CASES + FILTER_CASES + TREE_CASES + ERROR_CASES
+
+
+@pytest.mark.parametrize("fn, exception, regex", CASES)
+def test_misuse(fn: Any, exception: type[BaseException], regex: str) -> None:
+    check_misuse(fn, exception, regex)
+
+
+def test_valid_edge_inputs_are_still_accepted() -> None:
+    # The checks above must not reject what is legitimate.
+    tree = [jnp.ones(2), 1]
+    assert ec.filter(tree, lambda x: np.bool_(ec.is_array(x)))[1] is None
+    assert ec.filter(tree, lambda x: jnp.asarray(ec.is_array(x)))[1] is None
+    assert Colour.where(np.bool_(True), Colour.red, Colour.blue) == Colour.red
+    assert Colour.where(jnp.array(False), Colour.red, Colour.blue) == Colour.blue
