@@ -380,3 +380,23 @@ def test_file_objects(saved):
     assert bits_equal(ecliptic.load(buffer, model), model)
     with pytest.raises(TypeError, match="path must be"):
         ecliptic.load(123, model)
+
+
+class Versioned(ecliptic.Module):
+    weight: jax.Array
+    tag: str = ecliptic.field(static=True)
+
+
+def test_static_fields_on_one_side_only_are_not_compared(tmp_path):
+    class Versioned2(ecliptic.Module):  # the same class, a version later
+        __qualname__ = "Versioned"
+        weight: jax.Array
+        tag: str = ecliptic.field(static=True)
+        added: int = ecliptic.field(static=True, default=3)
+
+    path = tmp_path / "v.safetensors"
+    ecliptic.save(path, Versioned(jnp.ones(2), "a"))
+    out = ecliptic.load(path, Versioned2(jnp.zeros(2), "a"))
+    assert out.added == 3 and float(out.weight[0]) == 1.0
+    with pytest.raises(CheckpointError, match=r"<root>\.tag: file has 'a', like has 'b'"):
+        ecliptic.load(path, Versioned2(jnp.zeros(2), "b"))

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import pathlib
 import sys
+import zlib
 
 import numpy as np
 
@@ -109,18 +110,20 @@ def ecliptic_step() -> None:
     import ecliptic
 
     model, state = make_ecliptic_net(jax.random.key(0))
-    leaves, treedef = jax.tree_util.tree_flatten((model, state))
-    keys = iter(jax.random.split(jax.random.key(1), len(leaves)))
-    new = []
-    for leaf in leaves:
-        k = next(keys)
+
+    def randomise(path, leaf):
+        # A key per parameter name, so values do not move when the tree's layout does.
         if isinstance(leaf, jax.Array) and jax.numpy.issubdtype(leaf.dtype, jax.numpy.floating):
-            leaf = 0.3 * jax.random.normal(k, leaf.shape, leaf.dtype)
-        new.append(leaf)
-    model, state = jax.tree_util.tree_unflatten(treedef, new)
-    # Running variances must be positive.
-    mean, var = state.get(model.bn.batch_state_index)
-    state = state.set(model.bn.batch_state_index, (mean, 0.5 + var * var))
+            name = jax.tree_util.keystr(path).encode()
+            key = jax.random.fold_in(jax.random.key(1), zlib.crc32(name))
+            return 0.3 * jax.random.normal(key, leaf.shape, leaf.dtype)
+        return leaf
+
+    model = jax.tree_util.tree_map_with_path(randomise, model)
+    k_mean, k_var = jax.random.split(jax.random.key(2))
+    mean = 0.3 * jax.random.normal(k_mean, (C,))
+    var = 0.5 + jax.random.uniform(k_var, (C,))  # running variances are positive
+    state = state.set(model.bn.batch_state_index, (mean, var))
     state = state.set(model.bn.batch_counter, jax.numpy.array(7, jax.numpy.int32))
     ecliptic.save(NATIVE, (model, state))
     ecliptic.save(ECLIPTIC_TORCH, ecliptic.state_dict(model, state=state, format="torch"))
