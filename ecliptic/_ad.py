@@ -151,7 +151,7 @@ def filter_grad(
 
 
 def _is_zero_tangent(t: Any) -> bool:
-    if isinstance(t, jax.core.Tracer):
+    if isinstance(t, jax.core.Tracer):  # pyright: ignore[reportAttributeAccessIssue]
         return True  # cannot be checked while tracing; it is ignored anyway
     if getattr(t, "dtype", None) == _FLOAT0:
         return True

@@ -44,7 +44,7 @@ class _ClosureConverted(Module):
         leaves, treedef = _flatten((args, kwargs))
         dynamic, static = split(leaves)
         self._check(treedef, static, dynamic, args, kwargs)
-        out = jax.core.eval_jaxpr(self.jaxpr, self.consts, *dynamic)
+        out = jax.core.eval_jaxpr(self.jaxpr, self.consts, *dynamic)  # pyright: ignore[reportAttributeAccessIssue]
         return self.out_static.unflatten(out)
 
     def _check(

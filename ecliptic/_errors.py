@@ -169,7 +169,7 @@ def concrete_any(pred: Any) -> bool | None:
     """`any(pred)` if it is known now (not traced), else `None`."""
     if isinstance(pred, (bool, np.bool_)):
         return bool(pred)
-    if isinstance(pred, jax.core.Tracer):
+    if isinstance(pred, jax.core.Tracer):  # pyright: ignore[reportAttributeAccessIssue]
         return None
     return bool(np.any(np.asarray(pred)))
 
@@ -310,7 +310,7 @@ def _checked_jvp(spec: _Spec, primals: tuple, tangents: tuple) -> tuple[tuple, t
 
 def _is_staged(leaf: Any) -> bool:
     """Whether `leaf` is being traced into a jaxpr (jit, vmap, ...) rather than computed."""
-    if not isinstance(leaf, jax.core.Tracer):
+    if not isinstance(leaf, jax.core.Tracer):  # pyright: ignore[reportAttributeAccessIssue]
         return False
     return not _is_concrete(leaf)
 
@@ -328,7 +328,7 @@ def _check_index(index: Any, num_msgs: int, caller: str) -> Any:
             f"{caller}: `index` must be a Python int or an integer scalar array; "
             f"got {describe(index)}."
         )
-    if not isinstance(index, jax.core.Tracer):
+    if not isinstance(index, jax.core.Tracer):  # pyright: ignore[reportAttributeAccessIssue]
         return _check_index(int(index), num_msgs, caller)
     return index
 

@@ -49,7 +49,7 @@ def _body(dynamic: list[Any], key: CallKey | StaticKey) -> tuple[list[Any], Stat
 def _body_donating(
     kept: list[Any], donated: list[Any], key: StaticKey
 ) -> tuple[list[Any], StaticOutput]:
-    return _body(_interleave(kept, donated, key), key)
+    return _body(_interleave(kept, donated, key), key)  # pyright: ignore[reportArgumentType]
 
 
 def _interleave(kept: list[Any], donated: list[Any], key: _DonationKey) -> list[Any]:

@@ -99,7 +99,7 @@ class _PmapWrapper(Module):
         dynamic = [leaves[i] for i in dynamic_index]
         # jax.pmap wants non-negative in_axes.
         dynamic_axes = [
-            axes[i] if axes[i] is None or axes[i] >= 0 else axes[i] + leaves[i].ndim
+            axes[i] if axes[i] is None or axes[i] >= 0 else axes[i] + leaves[i].ndim  # pyright: ignore[reportOperatorIssue]
             for i in dynamic_index
         ]
 

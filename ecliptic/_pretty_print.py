@@ -180,7 +180,7 @@ def _to_doc(x: Any, opts: _Options, on_path: set[int]) -> _Doc:
 def _container_doc(x: Any, opts: _Options, on_path: set[int]) -> _Doc:
     if isinstance(x, tuple) and hasattr(type(x), "_fields"):  # namedtuple
         items: list[_Doc] = [
-            _Keyed(f"{k}=", _to_doc(v, opts, on_path)) for k, v in zip(type(x)._fields, x)
+            _Keyed(f"{k}=", _to_doc(v, opts, on_path)) for k, v in zip(type(x)._fields, x)  # pyright: ignore[reportAttributeAccessIssue]
         ]
         return _Group(f"{type(x).__name__}(", items, ")")
     if isinstance(x, tuple):

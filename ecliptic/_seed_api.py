@@ -50,7 +50,7 @@ class _StaticArray:
     __slots__ = ("value", "_key")
 
     def __init__(self, value: Any):
-        if isinstance(value, jax.core.Tracer):
+        if isinstance(value, jax.core.Tracer):  # pyright: ignore[reportAttributeAccessIssue]
             raise TypeError(
                 "jitf: an array that filter_fn/filter_tree marks as static is a tracer (the "
                 "call is inside another transformation); static arrays must be concrete. "

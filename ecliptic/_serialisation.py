@@ -263,10 +263,10 @@ def default_deserialise_filter_spec(f: BinaryIO, x: Any) -> Any:
         if is_key_dtype(x.dtype):
             struct_ = key_data_struct(x)
             data = read_npy_array(f, struct_.shape, struct_.dtype)
-            return jax.random.wrap_key_data(data, impl=key_impl(x))
+            return jax.random.wrap_key_data(data, impl=key_impl(x))  # pyright: ignore[reportArgumentType]
         array = read_npy_array(f, x.shape, x.dtype)
         sharding = getattr(x, "sharding", None)
-        if sharding is not None and not isinstance(x, jax.core.Tracer):
+        if sharding is not None and not isinstance(x, jax.core.Tracer):  # pyright: ignore[reportAttributeAccessIssue]
             return jax.device_put(array, sharding)
         return jax.device_put(array)  # a plain transfer: no op to compile
     if isinstance(x, np.ndarray):
@@ -297,7 +297,7 @@ def _opened(path_or_file: Any, mode: str) -> Iterator[tuple[BinaryIO, bool]]:
         except OSError as e:
             raise CheckpointError(f"cannot open {str(path_or_file)!r}: {e}") from e
         with f:
-            yield f, True
+            yield f, True  # pyright: ignore[reportReturnType]
     elif hasattr(path_or_file, "write" if "w" in mode else "read"):
         yield path_or_file, False
     else:
@@ -338,7 +338,7 @@ def _at_leaf(error: Exception, path: tuple[Any, ...]) -> Exception:
     if isinstance(error, CheckpointError):
         return CheckpointError(f"{display(dotted(path))}: {error}")
     if hasattr(error, "add_note"):
-        error.add_note(f"(at the leaf {display(dotted(path))})")
+        error.add_note(f"(at the leaf {display(dotted(path))})")  # pyright: ignore[reportAttributeAccessIssue]
     return error
 
 

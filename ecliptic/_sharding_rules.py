@@ -218,4 +218,4 @@ def as_rule(rules: Any) -> ShardingRule:
             "a callable (name, leaf, mesh) -> PartitionSpec) or a mapping from name "
             f"pattern to PartitionSpec; got {rules!r}."
         )
-    return rules
+    return rules  # pyright: ignore[reportReturnType]

@@ -120,7 +120,7 @@ def _as_leaf(value: np.ndarray, old: Any) -> Any:
     if isinstance(old, np.ndarray):
         return value
     if is_key_dtype(old.dtype):
-        return jax.random.wrap_key_data(value, impl=key_impl(old))
+        return jax.random.wrap_key_data(value, impl=key_impl(old))  # pyright: ignore[reportArgumentType]
     return jax.device_put(value)  # a plain transfer: no op to compile
 
 

@@ -221,7 +221,9 @@ def _mha_import(layer: Any, io: LayerIO, state: Any) -> tuple[Any, Any]:
     # PyTorch has all four biases or none; ours may lack some: those must be zero.
     optional = not _has_bias(layer)
     in_bias = io.get("in_proj_bias", (sum(rows),), dtype, optional=optional)
-    biases = [None] * 3 if in_bias is None else np.split(in_bias, split_at)
+    biases: list[np.ndarray | None] = (
+        [None] * 3 if in_bias is None else list(np.split(in_bias, split_at))
+    )
     o = layer.output_proj
     weights.append(io.get("out_proj.weight", tuple(o.weight.shape), dtype))
     biases.append(io.get("out_proj.bias", (o.weight.shape[0],), dtype, optional=optional))

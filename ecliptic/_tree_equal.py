@@ -14,7 +14,7 @@ from ._misc import short_repr
 
 
 def _is_traced(x: Any) -> bool:
-    return isinstance(x, jax.core.Tracer)
+    return isinstance(x, jax.core.Tracer)  # pyright: ignore[reportAttributeAccessIssue]
 
 
 def _is_numpy(x: Any) -> bool:

@@ -20,6 +20,7 @@ import abc
 import dataclasses
 import functools
 import operator
+import sys
 import types
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -31,9 +32,9 @@ import numpy as np
 from ._abstract import collect_abstract_attributes
 from ._field import CONVERTER, STATIC, field
 
-try:
+if sys.version_info >= (3, 11):
     from typing import dataclass_transform
-except ImportError:  # Python 3.10
+else:  # Python 3.10
     from typing_extensions import dataclass_transform
 
 _T = TypeVar("_T")
@@ -53,13 +54,15 @@ class _MethodDescriptor:
 
     def __init__(self, method: Callable[..., Any]):
         self.method = method
-        functools.update_wrapper(self, method)
+        functools.update_wrapper(self, method)  # pyright: ignore[reportArgumentType]
 
     def __get__(self, instance: Any, owner: Any = None) -> Any:
         if instance is None:
             return self.method
         bound = object.__new__(BoundMethod)
-        bound.__dict__.update(__func__=self.method, __self__=instance)
+        bound.__dict__.update(  # pyright: ignore[reportAttributeAccessIssue]
+            __func__=self.method, __self__=instance
+        )
         return bound
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -139,8 +142,16 @@ class _WrapperMeta:
         return hash(self._key())
 
 
-@dataclass_transform(frozen_default=True, field_specifiers=(dataclasses.field, field))
+@dataclass_transform(field_specifiers=(dataclasses.field, field))
 class _ModuleMeta(abc.ABCMeta):
+    # Set on every Module class by __new__ / _make_flatteners (declared for type checkers).
+    __ecliptic_abstract_vars__: frozenset[str]
+    __ecliptic_abstract_classvars__: frozenset[str]
+    __ecliptic_custom_init__: bool
+    __ecliptic_dynamic_fields__: tuple[str, ...]
+    __ecliptic_static_fields__: tuple[str, ...]
+    __ecliptic_field_map__: dict[str, dataclasses.Field[Any]]
+
     def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kw: Any):
         for attr, value in namespace.items():
             if _is_mutable_array_default(value):
@@ -172,7 +183,7 @@ class _ModuleMeta(abc.ABCMeta):
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         if cls.__ecliptic_abstract_vars__ or cls.__ecliptic_abstract_classvars__:
             _check_concrete(cls)
-        self = cls.__new__(cls)
+        self = cls.__new__(cls)  # pyright: ignore[reportCallIssue]
         self.__dict__[_INITIALISING] = True
         try:
             cls.__init__(self, *args, **kwargs)
@@ -278,7 +289,7 @@ class Module(metaclass=_ModuleMeta):
         converter = f.metadata.get(CONVERTER)
         if converter is not None:
             value = converter(value)
-        d[name] = value
+        d[name] = value  # pyright: ignore[reportIndexIssue]
 
     def __delattr__(self, name: str) -> None:
         raise dataclasses.FrozenInstanceError(
@@ -414,5 +425,7 @@ def bind_partial(func: Callable[..., Any], *args: Any) -> Partial:
     """`Partial(func, *args)` without the checks of `__init__`: for internal hot paths
     such as binding a transformed method to its instance."""
     bound = object.__new__(Partial)
-    bound.__dict__.update(func=func, args=args, keywords={})
+    bound.__dict__.update(  # pyright: ignore[reportAttributeAccessIssue]
+        func=func, args=args, keywords={}
+    )
     return bound

@@ -43,14 +43,14 @@ def _abstract_eval(*avals: Any, **params: Any) -> tuple[Any, ...]:
 def _jvp(primals: tuple, tangents: tuple, **params: Any) -> tuple[list, list]:
     if params["intermediates"]:
         _say(params, "jvp")
-    tangents = [ad.instantiate_zeros(t) for t in tangents]
+    tangents = [ad.instantiate_zeros(t) for t in tangents]  # pyright: ignore[reportAssignmentType]
     return _bind(primals, params, "jvp_primal"), _bind(tangents, params, "jvp_tangent")
 
 
 def _transpose(cts: tuple, *args: Any, **params: Any) -> list[Any]:
     if params["intermediates"]:
         _say(params, "transpose")
-    cts = [ad.instantiate_zeros(ct) for ct in cts]
+    cts = [ad.instantiate_zeros(ct) for ct in cts]  # pyright: ignore[reportAssignmentType]
     out = iter(_bind(cts, params, "transpose"))
     # Only the tangent-side binds are transposed, and all their inputs are linear.
     return [next(out) if ad.is_undefined_primal(a) else None for a in args]

@@ -84,7 +84,7 @@ def store_dce(x: Any, name: Hashable | None = None) -> Any:
         raise TypeError(f"store_dce: `name` must be hashable; got {name!r}.") from None
     leaves, treedef = jtu.tree_flatten(x)
     positions = [i for i, leaf in enumerate(leaves) if is_array(leaf)]
-    if not any(isinstance(leaves[i], jax.core.Tracer) for i in positions):
+    if not any(isinstance(leaves[i], jax.core.Tracer) for i in positions):  # pyright: ignore[reportAttributeAccessIssue]
         raise RuntimeError(
             "store_dce must be used inside a jax.jit/filter_jit-compiled function, on "
             "values computed there; outside jit nothing is ever eliminated."

@@ -110,6 +110,6 @@ def backward_nan(x: Any, name: Hashable | None = None, terminate: bool = True) -
         return x
     spec = _Spec(name, bool(terminate), ())
     out = _watch(spec, [leaves[i] for i in positions])
-    for i, leaf in zip(positions, out):
+    for i, leaf in zip(positions, out):  # pyright: ignore[reportArgumentType]
         leaves[i] = leaf
     return jtu.tree_unflatten(treedef, leaves)

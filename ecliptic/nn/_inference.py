@@ -21,11 +21,11 @@ def _set_inference(node: Any, value: bool) -> Any:
     if isinstance(node, Module):
         cls = type(node)
         new = object.__new__(cls)
-        new.__dict__.update(node.__dict__)
+        new.__dict__.update(node.__dict__)  # pyright: ignore[reportAttributeAccessIssue]
         for name in cls.__ecliptic_dynamic_fields__:
-            new.__dict__[name] = _set_inference(node.__dict__[name], value)
+            new.__dict__[name] = _set_inference(node.__dict__[name], value)  # pyright: ignore[reportIndexIssue]
         if _has_inference_field(node):
-            new.__dict__["inference"] = value
+            new.__dict__["inference"] = value  # pyright: ignore[reportIndexIssue]
         return new
     children, treedef = tree_flatten_one_level(node)
     if jtu.treedef_is_leaf(treedef):

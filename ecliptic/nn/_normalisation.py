@@ -128,8 +128,8 @@ class LayerNorm(Module):
         self.eps = _check_eps(eps, "LayerNorm")
         self.use_weight = bool(use_weight)
         self.use_bias = bool(use_bias)
-        self.weight = filled(self.shape, 1, dtype) if self.use_weight else None
-        self.bias = filled(self.shape, 0, dtype) if self.use_bias else None
+        self.weight = filled(self.shape, 1, dtype) if self.use_weight else None  # pyright: ignore[reportArgumentType]
+        self.bias = filled(self.shape, 0, dtype) if self.use_bias else None  # pyright: ignore[reportArgumentType]
 
     def __call__(self, x: Any, state: Any = _NO_STATE, *, key: Any = None) -> Any:
         """**Arguments:**
@@ -216,8 +216,8 @@ class GroupNorm(Module):
         self.eps = _check_eps(eps, "GroupNorm")
         self.channelwise_affine = bool(channelwise_affine)
         if self.channelwise_affine:
-            self.weight = filled((self.channels,), 1, dtype)
-            self.bias = filled((self.channels,), 0, dtype)
+            self.weight = filled((self.channels,), 1, dtype)  # pyright: ignore[reportArgumentType]
+            self.bias = filled((self.channels,), 0, dtype)  # pyright: ignore[reportArgumentType]
         else:
             self.weight = None
             self.bias = None
@@ -254,7 +254,7 @@ class GroupNorm(Module):
         if self.channelwise_affine:
             # (C,) -> (C, 1, ..., 1) so the parameters broadcast over spatial positions.
             bshape = (c,) + (1,) * (x.ndim - 1)
-            y = _affine(y, self.weight.reshape(bshape), self.bias.reshape(bshape), out_dtype)
+            y = _affine(y, self.weight.reshape(bshape), self.bias.reshape(bshape), out_dtype)  # pyright: ignore[reportOptionalMemberAccess]
         else:
             y = y.astype(out_dtype)
         return y if state is _NO_STATE else (y, state)

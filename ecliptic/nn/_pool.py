@@ -104,15 +104,15 @@ class Pool(Module):
         self.num_spatial_dims = n
         self.kernel_size = as_tuple(kernel_size, n, f"{name}: kernel_size")
         self.stride = as_tuple(stride, n, f"{name}: stride")
-        padding = as_padding(padding, n, f"{name}: padding")
+        padding = as_padding(padding, n, f"{name}: padding")  # pyright: ignore[reportAssignmentType]
         assert not isinstance(padding, str)  # no strings allowed above
-        for k, (lo, hi) in zip(self.kernel_size, padding):
+        for k, (lo, hi) in zip(self.kernel_size, padding):  # pyright: ignore[reportArgumentType]
             if lo >= k or hi >= k:
                 raise ValueError(
                     f"{name}: padding {padding} must be smaller than the kernel size "
                     f"{self.kernel_size} (else some windows would hold only padding)."
                 )
-        self.padding = padding
+        self.padding = padding  # pyright: ignore[reportAttributeAccessIssue]
         self.use_ceil = bool(use_ceil)
 
     def _init_value(self, dtype: Any) -> Any:

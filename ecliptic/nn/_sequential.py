@@ -69,9 +69,9 @@ class Sequential(StatefulLayer):
                     "Sequential needs a state: call it as `y, state = model(x, state)`, "
                     "with the State from `ecliptic.nn.make_with_state`."
                 )
-            return layer(x, state, key=key)
+            return layer(x, state, key=key)  # pyright: ignore[reportCallIssue]
         if isinstance(layer, Module):
-            return layer(x, key=key), state
+            return layer(x, key=key), state  # pyright: ignore[reportCallIssue]
         return layer(x), state
 
     def __call__(

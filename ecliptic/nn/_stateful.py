@@ -352,8 +352,8 @@ def delete_init_state(model: Any) -> Any:
         if not isinstance(leaf, StateIndex):
             return leaf
         new = object.__new__(StateIndex)
-        new.__dict__.update(leaf.__dict__)
-        new.__dict__["init"] = _DeletedInit()
+        new.__dict__.update(leaf.__dict__)  # pyright: ignore[reportAttributeAccessIssue]
+        new.__dict__["init"] = _DeletedInit()  # pyright: ignore[reportIndexIssue]
         return new
 
     return jtu.tree_map(delete, model, is_leaf=_is_index)
@@ -368,8 +368,8 @@ def _stable_markers(model: Any) -> Any:
         if isinstance(leaf, StateIndex):
             marker = renamed.setdefault(leaf.marker, jtu.keystr(path) or "<root>")
             new = object.__new__(StateIndex)
-            new.__dict__.update(leaf.__dict__)
-            new.__dict__["marker"] = marker
+            new.__dict__.update(leaf.__dict__)  # pyright: ignore[reportAttributeAccessIssue]
+            new.__dict__["marker"] = marker  # pyright: ignore[reportIndexIssue]
             leaf = new
         leaves.append(leaf)
     return jtu.tree_unflatten(treedef, leaves)
