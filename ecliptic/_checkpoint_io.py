@@ -67,7 +67,7 @@ def _raw_bytes(array: np.ndarray) -> memoryview:
     array = np.ascontiguousarray(array)
     if array.dtype.byteorder == ">":
         array = array.astype(array.dtype.newbyteorder("<"))
-    return memoryview(array.reshape(-1).view(np.uint8))
+    return memoryview(array.reshape(-1).view(np.uint8))  # pyright: ignore[reportArgumentType]
 
 
 def _fsync_directory(directory: str) -> None:
@@ -342,9 +342,9 @@ def _finish(array: np.ndarray, like: Any) -> Any:
     if isinstance(like, np.ndarray):
         return array
     if is_key_dtype(like.dtype):
-        return jax.random.wrap_key_data(array, impl=key_impl(like))
+        return jax.random.wrap_key_data(array, impl=key_impl(like))  # pyright: ignore[reportArgumentType]
     sharding = getattr(like, "sharding", None)
-    if sharding is not None and not isinstance(like, jax.core.Tracer):
+    if sharding is not None and not isinstance(like, jax.core.Tracer):  # pyright: ignore[reportAttributeAccessIssue]
         return jax.device_put(array, sharding)
     return jax.device_put(array)  # a plain transfer: no op to compile
 
@@ -429,8 +429,8 @@ def load(path: Any, like: Any, *, check_static: bool = True, verify: bool = True
         for i, entry in wanted:
             array = np.empty(entry.shape, entry.dtype.newbyteorder("<"))
             f.seek(start + entry.begin)
-            view = memoryview(array.reshape(-1).view(np.uint8))
-            if f.readinto(view) != len(view):
+            view = memoryview(array.reshape(-1).view(np.uint8))  # pyright: ignore[reportArgumentType]
+            if f.readinto(view) != len(view):  # pyright: ignore[reportAttributeAccessIssue]
                 raise corrupt(path, f"tensor {entry.name!r} is cut short")
             if meta is not None and verify:
                 digest = hashlib.sha256(view).hexdigest()

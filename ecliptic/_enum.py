@@ -102,10 +102,10 @@ class _EnumerationMeta(type):
         raise TypeError(f"{cls.__name__}[...] takes a member name or a member; got {item!r}.")
 
     def __len__(cls) -> int:
-        return len(cls._names)
+        return len(cls._names)  # pyright: ignore[reportArgumentType]
 
     def __iter__(cls) -> Iterator[EnumerationItem]:
-        return (getattr(cls, n) for n in cls._names)
+        return (getattr(cls, n) for n in cls._names)  # pyright: ignore[reportGeneralTypeIssues]
 
     def __instancecheck__(cls, instance: Any) -> bool:
         return isinstance(instance, EnumerationItem) and issubclass(instance._enumeration, cls)

@@ -63,7 +63,7 @@ def filter_shard(x: Any, device_or_shardings: Any) -> Any:
     arrays, rest = partition(x, is_array)
     if not _is_sharding_like(shardings):
         _check_prefix(shardings, arrays)
-    if any(isinstance(leaf, jax.core.Tracer) for leaf in jtu.tree_leaves(arrays)):
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jtu.tree_leaves(arrays)):  # pyright: ignore[reportAttributeAccessIssue]
         arrays = jtu.tree_map(_constrain_subtree, shardings, arrays, is_leaf=_is_sharding_like)
     else:
         arrays = jax.device_put(arrays, shardings)
@@ -204,7 +204,7 @@ def shard_batch(batch: Any, mesh: Mesh, axis: str | tuple[str, ...] = "data") ->
 def _sharding_of(x: Any) -> Any:
     if isinstance(x, Sharding):
         return x
-    if isinstance(x, jax.core.Tracer):
+    if isinstance(x, jax.core.Tracer):  # pyright: ignore[reportAttributeAccessIssue]
         raise ValueError(
             "opt_state_shardings/shard_opt_state(params=...): got traced parameters, which "
             "carry no concrete sharding. Inside filter_jit/jax.jit pass the parameters' "

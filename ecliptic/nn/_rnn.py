@@ -147,7 +147,7 @@ class GRUCell(Module):
         gi = self.weight_ih @ x
         gh = self.weight_hh @ hidden
         if self.use_bias:
-            gi = gi + self.bias
+            gi = gi + self.bias  # pyright: ignore[reportOperatorIssue]
             gh = gh.at[2 * h :].add(self.bias_n)
         rz = jax.nn.sigmoid(gi[: 2 * h] + gh[: 2 * h])
         r, z = rz[:h], rz[h:]
@@ -236,7 +236,7 @@ class LSTMCell(Module):
         c = _check_vector(hidden[1], n, "LSTMCell", "c")
         gates = self.weight_ih @ x + self.weight_hh @ h
         if self.use_bias:
-            gates = gates + self.bias
+            gates = gates + self.bias  # pyright: ignore[reportOperatorIssue]
         i, f, g, o = jnp.split(gates, 4)
         i, f, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jax.nn.sigmoid(o)
         g = jnp.tanh(g)
