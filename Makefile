@@ -39,7 +39,7 @@ lint: $(VENV)/.stamp-test
 typecheck: $(VENV)/.stamp-test
 	$(BIN)/pyright
 
-test: $(VENV)/.stamp-test $(VENV)/.stamp-examples $(VENV)/.stamp-docs lint
+test: $(VENV)/.stamp-test $(VENV)/.stamp-examples $(VENV)/.stamp-docs lint typecheck
 	$(BIN)/python -m pytest -n 2 -q tests
 
 bench: $(VENV)/.stamp-bench
