@@ -248,12 +248,16 @@ def _mha_import(layer: Any, io: LayerIO, state: Any) -> tuple[Any, Any]:
 
 
 def _prelu_export(layer: Any, state: Any) -> dict[str, Any]:
-    return {"weight": _np(layer.negative_slope)}
+    # PyTorch's weight is always a vector (num_parameters,); one shared slope is () here.
+    return {"weight": _np(layer.negative_slope).reshape(-1)}
 
 
 def _prelu_import(layer: Any, io: LayerIO, state: Any) -> tuple[Any, Any]:
-    w = io.get("weight", tuple(layer.negative_slope.shape), layer.negative_slope.dtype)
-    return io.replace(layer, **({} if w is None else {"negative_slope": w})), state
+    slope = layer.negative_slope
+    w = io.get("weight", (slope.size,), slope.dtype)
+    if w is None:
+        return layer, state
+    return io.replace(layer, negative_slope=w.reshape(slope.shape)), state
 
 
 def _bn_indices(layer: Any) -> tuple[Any, Any]:

@@ -16,6 +16,8 @@ import jax.test_util
 import jax.tree_util as jtu
 import numpy as np
 
+import ecliptic
+
 GOLDEN_PATH = pathlib.Path(__file__).parent / "torch_goldens" / "nn_b.npz"
 RTOL = 1e-5
 ATOL = 1e-6
@@ -58,19 +60,16 @@ def randn(*shape: int, dtype: Any = np.float32, scale: float = 1.0) -> np.ndarra
     return (scale * _RNG.standard_normal(shape)).astype(dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("static",))
-def _jcall(module: Any, args: tuple, kwargs: dict, static: tuple) -> Any:
-    return module(*args, **kwargs, **dict(static))
+@ecliptic.filter_jit
+def _jcall(module: Any, args: tuple, kwargs: dict) -> Any:
+    return module(*args, **kwargs)
 
 
 def jcall(module: Any, *args: Any, **kwargs: Any) -> Any:
     """``module(*args, **kwargs)`` compiled: a whole call is one compilation, where eager
-    dispatch compiles every primitive for every new shape (much slower on CPU). Array
-    keyword arguments are traced; the others (flags) are static."""
-    is_arr = lambda v: isinstance(v, (jax.Array, np.ndarray))
-    dynamic = {k: v for k, v in kwargs.items() if is_arr(v)}
-    static = tuple(sorted((k, v) for k, v in kwargs.items() if not is_arr(v)))
-    return _jcall(module, args, dynamic, static)
+    dispatch compiles every primitive for every new shape (much slower on CPU). Arrays
+    are traced; everything else (flags, Python-scalar fields) is static."""
+    return _jcall(module, args, kwargs)
 
 
 def many_inits(make: Any, n: int = 200) -> Any:
@@ -146,12 +145,18 @@ def roundtrip(layer: Any, batched_args: tuple, call: Any = None, atol: float = 1
     def loss(m: Any, args: tuple) -> jax.Array:
         return sum(jnp.sum(leaf.astype(jnp.float32)) for leaf in jtu.tree_leaves(batched(m, args)))
 
+    params = ecliptic.filter(layer, ecliptic.is_inexact_array)
+    has_params = bool(jtu.tree_leaves(params))
+
     # Output and gradient in one compiled program (each compilation costs more than a run).
-    out, grads = jax.jit(lambda m, a: (batched(m, a), jax.grad(loss)(m, a)))(layer, batched_args)
+    # Parameter-free layers have nothing to differentiate (filter_grad refuses them).
+    out, grads = ecliptic.filter_jit(
+        lambda m, a: (batched(m, a), ecliptic.filter_grad(loss)(m, a) if has_params else None)
+    )(layer, batched_args)
     # Results to NumPy at once: indexing/reducing JAX arrays eagerly compiles per shape.
     out = jtu.tree_map(np.asarray, out)
     n = jtu.tree_leaves(batched_args)[0].shape[0]
-    single_call = jax.jit(call)
+    single_call = ecliptic.filter_jit(call)
     for i in range(n):
         single = single_call(layer, *jtu.tree_map(lambda a, i=i: a[i], batched_args))
         jtu.tree_map(
@@ -159,6 +164,8 @@ def roundtrip(layer: Any, batched_args: tuple, call: Any = None, atol: float = 1
             out,
             single,
         )
-    assert jtu.tree_structure(grads) == jtu.tree_structure(layer)
+    if not has_params:
+        return
+    assert jtu.tree_structure(grads) == jtu.tree_structure(params)
     for g in jtu.tree_leaves(grads):
         assert np.all(np.isfinite(np.asarray(g, np.float32)))

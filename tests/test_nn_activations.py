@@ -14,15 +14,20 @@ from ecliptic.nn import PReLU
 def test_prelu_matches_torch(case):
     g = golden(case)
     layer = PReLU(num_parameters=g.cfg["num_parameters"])
-    assert layer.negative_slope.shape == g.params["weight"].shape
+    # PyTorch's weight is (num_parameters,); ours is () for one shared slope.
+    shape = layer.negative_slope.shape
+    assert layer.negative_slope.size == g.params["weight"].size
     # prelu_a has inputs exactly 0, where PyTorch's gradient is the slope's.
-    check_golden(g, lambda p, i: replace(layer, negative_slope=p["weight"])(i["x"]))
+    check_golden(
+        g, lambda p, i: replace(layer, negative_slope=p["weight"].reshape(shape))(i["x"])
+    )
 
 
 def test_defaults_and_init_alpha():
     layer = PReLU()
-    assert layer.negative_slope.shape == (1,) and layer.negative_slope.dtype == jnp.float32
-    np.testing.assert_array_equal(layer.negative_slope, [0.25])
+    # one shared slope has shape (), as in Equinox
+    assert layer.negative_slope.shape == () and layer.negative_slope.dtype == jnp.float32
+    np.testing.assert_array_equal(layer.negative_slope, 0.25)
     slopes = PReLU(0.1, num_parameters=3).negative_slope
     np.testing.assert_array_equal(slopes, np.full(3, 0.1, np.float32))
     per_channel = PReLU(np.array([0.1, 0.2], np.float32))

@@ -36,7 +36,7 @@ def test_embedding_indices(getkey):
     np.testing.assert_array_equal(jcall(layer, np.int32(5)), weight[5])
     idx = np.array([[0, 5], [1, 1]])
     np.testing.assert_array_equal(jcall(layer, idx), weight[idx])
-    np.testing.assert_array_equal(jcall(layer, -1), weight[-1])  # traced: not checked
+    np.testing.assert_array_equal(jcall(layer, jnp.array(-1)), weight[-1])  # traced: not checked
     with pytest.raises(IndexError, match=r"index 6 is out of range"):
         layer(np.array([0, 6]))
     assert Embedding(6, 3, weight=weight).weight.shape == (6, 3)

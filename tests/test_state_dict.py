@@ -332,3 +332,12 @@ def test_torch_bfloat16_tensors_without_torch_installed(monkeypatch):
     like = {"w": jax.ShapeDtypeStruct((2,), jnp.bfloat16)}
     out = ecliptic.load_state_dict(like, {"w": BF16Tensor()})
     assert out["w"].dtype == jnp.bfloat16 and out["w"].tolist() == [1.5, -2.0]
+
+
+def test_prelu_shared_slope_converts_between_scalar_and_torch_vector():
+    import ecliptic as ec
+
+    layer = ec.nn.PReLU()
+    assert ec.state_dict(layer, format="torch")["weight"].shape == (1,)
+    loaded = ec.load_state_dict(layer, {"weight": np.array([0.3], np.float32)}, format="torch")
+    assert loaded.negative_slope.shape == () and float(loaded.negative_slope) == np.float32(0.3)

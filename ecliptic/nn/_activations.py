@@ -22,10 +22,11 @@ class PReLU(Module):
         or an array of per-channel slopes `(C,)`.
     - `dtype`: parameter dtype (default float32, float64 with x64 on).
     - `num_parameters`: PyTorch's per-channel option: with a float `init_alpha`, build
-        `num_parameters` slopes (all `init_alpha`). Default 1.
+        `num_parameters` slopes (all `init_alpha`). Default 1: one shared slope.
 
-    **Parameters:** `negative_slope` of shape `(1,)` (or `(C,)` per channel; PyTorch's
-    `PReLU.weight`).
+    **Parameters:** `negative_slope` of shape `()` for one shared slope (Equinox's
+    layout; PyTorch's `PReLU.weight` is the same value with shape `(1,)`), or `(C,)` per
+    channel.
 
     **Shapes:** input any shape, channels first: `(C, *spatial)` when the slope is per
     channel (as PyTorch's channel dimension for an unbatched example); output the same.
@@ -49,7 +50,7 @@ class PReLU(Module):
             alpha = jnp.asarray(init_alpha, resolve_dtype(dtype) if dtype is not None else None)
             if not jnp.issubdtype(alpha.dtype, jnp.floating):
                 alpha = alpha.astype(resolve_dtype(None))
-            if alpha.ndim == 0:
+            if alpha.ndim == 0 and num_parameters > 1:
                 alpha = jnp.broadcast_to(alpha, (num_parameters,))
             elif alpha.ndim != 1:
                 raise ValueError(
@@ -58,7 +59,8 @@ class PReLU(Module):
                 )
             self.negative_slope = alpha
         else:
-            self.negative_slope = filled((int(num_parameters),), init_alpha, resolve_dtype(dtype))
+            shape = () if num_parameters == 1 else (int(num_parameters),)
+            self.negative_slope = filled(shape, init_alpha, resolve_dtype(dtype))
 
     def __call__(self, x: Any, *, key: Any = None) -> jax.Array:
         """**Arguments:**

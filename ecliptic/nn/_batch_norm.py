@@ -95,7 +95,7 @@ class BatchNorm(StatefulLayer):
     ema_state_index: StateIndex[tuple[jax.Array, jax.Array]] | None
     batch_counter: StateIndex[jax.Array] | None
     batch_state_index: StateIndex[tuple[jax.Array, jax.Array]] | None
-    inference: bool = field(static=True)
+    inference: bool  # a Python-bool leaf, as in Equinox (filter_jit keeps it static)
     axis_name: Hashable | tuple[Hashable, ...] = field(static=True)
     input_size: int = field(static=True)
     eps: float = field(static=True)

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._module import Module, field
+from .._module import Module
 
 
 def _check_probability(p: Any, layer: str, name: str = "p") -> float:
@@ -53,8 +53,9 @@ class Dropout(Module):
         `ecliptic.nn.inference_mode`, or override it per call.
     - `deterministic`: the original name of `inference`; either may be used.
 
-    **Parameters:** none. `p` and `inference` are static fields (part of the tree
-    structure, never traced), so `jax.jit(model)` works and changing them retraces.
+    **Parameters:** none. `p` and `inference` are Python-scalar leaves, as in Equinox (so
+    checkpoints line up); `filter_jit` treats them as static, so changing them retraces.
+    Under plain `jax.jit` they would be traced: use `filter_jit`.
 
     **Shapes:** input any shape; output the same shape and dtype.
 
@@ -64,8 +65,10 @@ class Dropout(Module):
     ```
     """
 
-    p: float = field(static=True)
-    inference: bool = field(static=True)
+    # Plain (non-static) fields, as in Equinox, so that Equinox checkpoints (which store
+    # Python-scalar leaves) line up leaf for leaf. filter_jit treats them as static.
+    p: float
+    inference: bool
 
     def __init__(
         self, p: float = 0.5, inference: bool = False, *, deterministic: bool | None = None
@@ -101,9 +104,10 @@ class Dropout(Module):
         if not jnp.issubdtype(x.dtype, jnp.inexact):
             # Scaling by 1/(1-p) has no meaning for integers (PyTorch refuses them too).
             raise TypeError(f"Dropout expects a floating-point input; got dtype {x.dtype}.")
-        if inference or self.p == 0.0:
+        concrete_p = isinstance(self.p, (int, float))
+        if inference or (concrete_p and self.p == 0.0):
             return x
-        if self.p == 1.0:
+        if concrete_p and self.p == 1.0:
             # Everything is dropped: no randomness involved, and no 0/0 in the gradient.
             return jnp.zeros_like(x)
         if key is None:

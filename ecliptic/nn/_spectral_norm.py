@@ -108,7 +108,7 @@ class SpectralNorm(StatefulLayer, Generic[_Layer]):
     weight_name: str = field(static=True)
     num_power_iterations: int = field(static=True)
     eps: float = field(static=True)
-    inference: bool = field(static=True)
+    inference: bool  # a Python-bool leaf, as in Equinox (filter_jit keeps it static)
 
     def __init__(
         self,
