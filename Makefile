@@ -43,7 +43,7 @@ test: $(VENV)/.stamp-test $(VENV)/.stamp-examples $(VENV)/.stamp-docs lint typec
 	$(BIN)/python -m pytest -n 2 -q tests
 
 bench: $(VENV)/.stamp-bench
-	$(BIN)/python benchmarks/dispatch.py
+	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) build dist site demo-out *.egg-info .pytest_cache .ruff_cache

@@ -154,18 +154,26 @@ def optional(name: str) -> ModuleType | None:
         return None
 
 
+def goal_met(row: Row) -> str:
+    """"yes"/"no" for a row whose goal is a ratio bound such as "<=1.15x", else ""."""
+    goal = row.goal.strip()
+    if row.ratio is None or not goal.startswith("<=") or not goal.endswith("x"):
+        return ""
+    return "yes" if row.ratio <= float(goal[2:-1]) else "no"
+
+
 def format_table(rows: Sequence[Row]) -> str:
-    """A Markdown table of rows, grouped in order of first appearance."""
+    """A Markdown table of rows, in order."""
     lines = [
-        "| benchmark | contender | median | unit | ratio | goal | note |",
-        "|---|---|---:|---|---:|---|---|",
+        "| benchmark | contender | median | unit | ratio | goal | met | note |",
+        "|---|---|---:|---|---:|---|---|---|",
     ]
     for row in rows:
         ratio = "baseline" if row.ratio is None else f"{row.ratio:.2f}x"
         value = f"{row.value:.3g}" if row.value < 100 else f"{row.value:.0f}"
         lines.append(
             f"| {row.group} | {row.name} | {value} | {row.unit} | {ratio} | {row.goal} | "
-            f"{row.note} |"
+            f"{goal_met(row)} | {row.note} |"
         )
     return "\n".join(lines)
 

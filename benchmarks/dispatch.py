@@ -24,9 +24,9 @@ def _forward(model: Any, x: jax.Array) -> jax.Array:
     return jax.vmap(model)(x)
 
 
-def _contenders(name: str, key: jax.Array, x: jax.Array) -> dict[str, Any]:
-    build = {"MLP": models.ecliptic_mlp, "Wide": models.ecliptic_wide}[name]
-    model = build(key)
+def _contenders(name: str, key: jax.Array, x: jax.Array, smoke: bool) -> dict[str, Any]:
+    blocks = 3 if smoke else models.WIDE_BLOCKS
+    model = models.ecliptic_mlp(key) if name == "MLP" else models.ecliptic_wide(key, blocks)
     params, static = ec.partition(model, ec.is_array)
     raw = jax.jit(lambda params, x: _forward(ec.combine(params, static), x))
     filtered = ec.filter_jit(_forward)
@@ -35,11 +35,13 @@ def _contenders(name: str, key: jax.Array, x: jax.Array) -> dict[str, Any]:
         "ecliptic.filter_jit": lambda: filtered(model, x),
     }
     if models.eqx is not None:
-        eqx_model = {"MLP": models.equinox_mlp, "Wide": models.equinox_wide}[name](key)
+        eqx_model = (
+            models.equinox_mlp(key) if name == "MLP" else models.equinox_wide(key, blocks)
+        )
         eqx_jit = models.eqx.filter_jit(_forward)
         fns["equinox.filter_jit"] = lambda: eqx_jit(eqx_model, x)
     if models.nnx is not None:
-        nnx_model = models.nnx_mlp() if name == "MLP" else models.nnx_wide(key)
+        nnx_model = models.nnx_mlp() if name == "MLP" else models.nnx_wide(key, blocks)
         nnx_jit = models.nnx.jit(lambda m, x: jax.vmap(m)(x) if name == "Wide" else m(x))
         fns["flax nnx.jit"] = lambda: nnx_jit(nnx_model, x)
     return fns
@@ -51,7 +53,7 @@ def main(smoke: bool = False) -> list[Row]:
     rows: list[Row] = []
     for name, features, goal in (("MLP", 32, "<=1.15x"), ("Wide", 8, "<=1.3x")):
         x = jnp.ones((8, features))
-        fns = _contenders(name, key, x)
+        fns = _contenders(name, key, x, smoke)
         stats = interleaved(
             fns, number=2 if smoke else 300, rounds=1 if smoke else 31, warmup=1 if smoke else 5
         )
