@@ -33,6 +33,7 @@ from ._rnn import GRUCell, LSTMCell
 from ._sequential import Lambda, Sequential
 from ._shared import Shared
 from ._spectral_norm import SpectralNorm
+from ._stacked import Stacked, stack_layers
 from ._stateful import State, StatefulLayer, StateIndex, delete_init_state, make_with_state
 from ._weight_norm import WeightNorm
 
@@ -80,6 +81,7 @@ __all__: list[str] = [
     "BatchNorm",
     "Shared",
     "SpectralNorm",
+    "Stacked",
     "State",
     "StateIndex",
     "StatefulLayer",
@@ -87,4 +89,5 @@ __all__: list[str] = [
     "delete_init_state",
     "inference_mode",
     "make_with_state",
+    "stack_layers",
 ]
