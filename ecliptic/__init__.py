@@ -1,5 +1,26 @@
 """ecliptic: neural networks in JAX. Models are callable PyTrees; transformations are filtered."""
 
+from . import debug as debug
+from . import nn as nn
+from . import sharding as sharding
+from ._ad import (
+    filter_grad,
+    filter_hessian,
+    filter_jacfwd,
+    filter_jacrev,
+    filter_jvp,
+    filter_value_and_grad,
+    filter_vjp,
+)
+from ._caches import clear_caches
+from ._callback import filter_pure_callback
+from ._checkpoint import filter_checkpoint
+from ._checkpoint_io import load, load_metadata, save
+from ._closure_convert import filter_closure_convert
+from ._custom_ad import filter_custom_jvp, filter_custom_vjp
+from ._enum import Enumeration, EnumerationItem
+from ._errors import branched_error_if, error_if
+from ._eval_shape import filter_eval_shape
 from ._exceptions import (
     EclipticRuntimeError,
     EclipticTracetimeError,
@@ -15,7 +36,8 @@ from ._filters import (
     is_inexact_array_like,
     partition,
 )
-from . import nn as nn
+from ._jit import filter_jit
+from ._make_jaxpr import filter_make_jaxpr
 from ._module import (
     AbstractClassVar,
     AbstractVar,
@@ -26,31 +48,9 @@ from ._module import (
     module_update_wrapper,
     static_field,
 )
-from ._caches import clear_caches
-from ._enum import Enumeration, EnumerationItem
-from ._errors import branched_error_if, error_if
-from . import debug as debug
-from ._ad import (
-    filter_grad,
-    filter_hessian,
-    filter_jacfwd,
-    filter_jacrev,
-    filter_jvp,
-    filter_value_and_grad,
-    filter_vjp,
-)
-from ._callback import filter_pure_callback
-from ._checkpoint import filter_checkpoint
-from ._closure_convert import filter_closure_convert
-from ._custom_ad import filter_custom_jvp, filter_custom_vjp
-from ._eval_shape import filter_eval_shape
-from ._jit import filter_jit
-from ._make_jaxpr import filter_make_jaxpr
-from ._seed_api import gradf, jitf, value_and_grad_f
+from ._pmap import filter_pmap
 from ._pretty_print import tree_pformat, tree_pprint
-from ._tree import tree_at, tree_check, tree_equal, tree_flatten_one_level
-from ._update import apply_updates
-from .nn._inference import tree_inference
+from ._seed_api import gradf, jitf, value_and_grad_f
 from ._serialisation import (
     CheckpointError,
     default_deserialise_filter_spec,
@@ -58,7 +58,14 @@ from ._serialisation import (
     tree_deserialise_leaves,
     tree_serialise_leaves,
 )
-from ._checkpoint_io import load, load_metadata, save
+from ._sharding import (
+    filter_shard,
+    opt_state_shardings,
+    param_shardings,
+    shard_batch,
+    shard_opt_state,
+    shard_params,
+)
 from ._state_dict import (
     StateDictError,
     StateDictReport,
@@ -68,18 +75,11 @@ from ._state_dict import (
     state_dict,
 )
 from ._summary import Summary, SummaryRow, summary
+from ._tree import tree_at, tree_check, tree_equal, tree_flatten_one_level
+from ._update import apply_updates
 from ._version import __version__
 from ._vmap_pmap import filter_vmap, if_array
-from ._pmap import filter_pmap
-from ._sharding import (
-    filter_shard,
-    opt_state_shardings,
-    param_shardings,
-    shard_batch,
-    shard_opt_state,
-    shard_params,
-)
-from . import sharding as sharding
+from .nn._inference import tree_inference
 
 __all__ = [
     # Modules
