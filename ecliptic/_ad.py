@@ -88,8 +88,7 @@ def _make_grad(fun: Any, has_aux: bool, with_value: bool, gradkwargs: dict[str, 
         return functools.partial(
             filter_value_and_grad if with_value else filter_grad, has_aux=has_aux, **gradkwargs
         )
-    if not callable(fun):
-        raise TypeError(f"{name}(fun): fun must be callable; got {short_repr(fun)}.")
+    _check_callable_and_aux(name, fun, has_aux)
     kw = tuple(sorted(gradkwargs.items()))
     return module_update_wrapper(_GradWrapper(fun, has_aux, with_value, kw), fun)
 
@@ -331,13 +330,14 @@ class _JacWrapper(MethodWrapper):
     fun: Callable[..., Any]
     has_aux: bool = field(static=True)
     reverse: bool = field(static=True)
+    name: str = field(static=True)  # for messages: filter_jacfwd/jacrev/hessian
 
     @property
     def __wrapped__(self) -> Callable[..., Any]:
         return self.fun
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        name = "filter_jacrev" if self.reverse else "filter_jacfwd"
+        name = self.name
         require_positional(name, args)
         leaves, treedef = _flatten(args[0])
         mask = [is_inexact_array(leaf) for leaf in leaves]
@@ -377,9 +377,8 @@ def filter_jacfwd(fun: Callable[..., Any], has_aux: bool = False) -> Callable[..
     jac = ecliptic.filter_jacfwd(lambda m, x: m(x))(model, x)
     ```
     """
-    if not callable(fun):
-        raise TypeError(f"filter_jacfwd(fun): fun must be callable; got {short_repr(fun)}.")
-    return module_update_wrapper(_JacWrapper(fun, has_aux, False), fun)
+    _check_callable_and_aux("filter_jacfwd", fun, has_aux)
+    return module_update_wrapper(_JacWrapper(fun, has_aux, False, "filter_jacfwd"), fun)
 
 
 def filter_jacrev(fun: Callable[..., Any], has_aux: bool = False) -> Callable[..., Any]:
@@ -393,9 +392,8 @@ def filter_jacrev(fun: Callable[..., Any], has_aux: bool = False) -> Callable[..
     jac = ecliptic.filter_jacrev(lambda m, x: m(x))(model, x)
     ```
     """
-    if not callable(fun):
-        raise TypeError(f"filter_jacrev(fun): fun must be callable; got {short_repr(fun)}.")
-    return module_update_wrapper(_JacWrapper(fun, has_aux, True), fun)
+    _check_callable_and_aux("filter_jacrev", fun, has_aux)
+    return module_update_wrapper(_JacWrapper(fun, has_aux, True, "filter_jacrev"), fun)
 
 
 def filter_hessian(fun: Callable[..., Any], has_aux: bool = False) -> Callable[..., Any]:
@@ -414,8 +412,13 @@ def filter_hessian(fun: Callable[..., Any], has_aux: bool = False) -> Callable[.
     hess = ecliptic.filter_hessian(lambda p: jnp.sum(p["w"] ** 3))({"w": w, "n": 3})
     ```
     """
+    _check_callable_and_aux("filter_hessian", fun, has_aux)
+    gradient = _JacWrapper(fun, has_aux, True, "filter_hessian")
+    return module_update_wrapper(_JacWrapper(gradient, has_aux, False, "filter_hessian"), fun)
+
+
+def _check_callable_and_aux(name: str, fun: Any, has_aux: Any) -> None:
     if not callable(fun):
-        raise TypeError(f"filter_hessian(fun): fun must be callable; got {short_repr(fun)}.")
-    return module_update_wrapper(
-        _JacWrapper(_JacWrapper(fun, has_aux, True), has_aux, False), fun
-    )
+        raise TypeError(f"{name}(fun): fun must be callable; got {short_repr(fun)}.")
+    if not isinstance(has_aux, bool):
+        raise TypeError(f"{name}(has_aux=...) must be True or False; got {short_repr(has_aux)}.")

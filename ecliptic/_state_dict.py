@@ -270,13 +270,27 @@ class _Reader:
                 f"{describe(value.shape, value.dtype)}"
             )
             return None
-        if value.dtype != dtype and not np.can_cast(value.dtype, dtype, "same_kind"):
+        if value.dtype != dtype and _dtype_category(value.dtype) != _dtype_category(dtype):
             self.mismatched.append(
                 f"{display(name)}: expected {describe(shape, dtype)}, got "
                 f"{describe(value.shape, value.dtype)} (cannot cast {value.dtype} to {dtype})"
             )
             return None
         return np.array(value, dtype=dtype)
+
+
+def _dtype_category(dtype: Any) -> str:
+    """float / complex / integer / bool: casts are allowed within a category only (an
+    int array for a float weight means the names are mixed up, not a precision change)."""
+    for category, base in (
+        ("bool", jnp.bool_),
+        ("complex", jnp.complexfloating),
+        ("float", jnp.floating),
+        ("integer", jnp.integer),
+    ):
+        if jnp.issubdtype(dtype, base):
+            return category
+    return str(dtype)
 
 
 class _Scoped:

@@ -341,3 +341,14 @@ def test_prelu_shared_slope_converts_between_scalar_and_torch_vector():
     assert ec.state_dict(layer, format="torch")["weight"].shape == (1,)
     loaded = ec.load_state_dict(layer, {"weight": np.array([0.3], np.float32)}, format="torch")
     assert loaded.negative_slope.shape == () and float(loaded.negative_slope) == np.float32(0.3)
+
+
+def test_integer_entry_for_a_float_weight_is_a_mismatch():
+    import ecliptic as ec
+
+    layer = ec.nn.Linear(2, 2, key=jax.random.key(0))
+    entries = {"weight": np.ones((2, 2), np.int32), "bias": np.zeros(2, np.float64)}
+    with pytest.raises(ec.StateDictError, match=r"weight.*cannot cast int32"):
+        ec.load_state_dict(layer, entries)
+    entries["weight"] = np.ones((2, 2), np.float64)  # float64 -> float32: same kind, fine
+    assert ec.load_state_dict(layer, entries).weight.dtype == np.float32
