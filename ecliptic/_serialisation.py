@@ -298,6 +298,11 @@ def _opened(path_or_file: Any, mode: str) -> Iterator[tuple[BinaryIO, bool]]:
             raise CheckpointError(f"cannot open {str(path_or_file)!r}: {e}") from e
         with f:
             yield f, True  # pyright: ignore[reportReturnType]
+    elif isinstance(path_or_file, io.TextIOBase):
+        raise TypeError(
+            "path_or_file is a text-mode file; checkpoints are binary: open it with "
+            f"open(path, {mode!r})."
+        )
     elif hasattr(path_or_file, "write" if "w" in mode else "read"):
         yield path_or_file, False
     else:

@@ -170,6 +170,8 @@ CONV_CASES = [
 ]
 
 DROPOUT_EMBEDDING_CASES = [
+    misuse("Dropout/inference-a-string", lambda: nn.Dropout(0.5, inference="no"), TypeError,
+           r"Dropout: inference must be True or False; got 'no'"),
     misuse("Dropout/p-above-one", lambda: nn.Dropout(1.5), ValueError,
            r"Dropout: p must be in \[0, 1\]; got 1\.5"),
     misuse("Dropout/negative-p", lambda: nn.Dropout(-0.1), ValueError,

@@ -74,6 +74,9 @@ class Dropout(Module):
         self, p: float = 0.5, inference: bool = False, *, deterministic: bool | None = None
     ):
         self.p = _check_probability(p, "Dropout")
+        for flag_name, flag in (("inference", inference), ("deterministic", deterministic)):
+            if flag is not None and not isinstance(flag, (bool, np.bool_)):
+                raise TypeError(f"Dropout: {flag_name} must be True or False; got {flag!r}.")
         # `inference` has a default, so a given `deterministic` simply takes precedence.
         self.inference = bool(inference if deterministic is None else deterministic)
 
