@@ -72,7 +72,7 @@ def write_results(rows: Sequence[Row], seconds: float, path: str = RESULTS) -> N
     """Write the Markdown report."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     cores = os.cpu_count() or 1
-    caveat = _BUSY.format(load=load, cores=cores) if load > 0.5 * cores else _QUIET
+    caveat = _BUSY.format(load=load, cores=cores) if load > cores else _QUIET
     intro = _INTRO.format(
         machine=machine(),
         date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
