@@ -56,12 +56,7 @@ class _GradWrapper(MethodWrapper):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         name = "filter_value_and_grad" if self.with_value else "filter_grad"
-        require_positional(name, args)
-        leaves, treedef = _flatten(args[0])
-        mask = [is_inexact_array(leaf) for leaf in leaves]
-        if not any(mask):
-            raise no_inexact_error(name, self.fun, leaves)
-        diff, static = split_by_mask(leaves, mask)
+        diff, static, mask, treedef = _split_first_argument(name, self.fun, args)
         fun, has_aux, rest = self.fun, self.has_aux, args[1:]
 
         def inner(diff_leaves: list[Any]) -> Any:
@@ -75,6 +70,19 @@ class _GradWrapper(MethodWrapper):
         if self.with_value:
             return value, grad_tree
         return (grad_tree, value[1]) if has_aux else grad_tree
+
+
+def _split_first_argument(
+    name: str, fun: Any, args: tuple[Any, ...]
+) -> tuple[list[Any], tuple[Any, ...], list[bool], Any]:
+    """The first argument's floating-point leaves (to differentiate) and the rest."""
+    require_positional(name, args)
+    leaves, treedef = _flatten(args[0])
+    mask = [is_inexact_array(leaf) for leaf in leaves]
+    if not any(mask):
+        raise no_inexact_error(name, fun, leaves)
+    diff, static = split_by_mask(leaves, mask)
+    return diff, static, mask, treedef
 
 
 def _make_grad(fun: Any, has_aux: bool, with_value: bool, gradkwargs: dict[str, Any]) -> Any:
@@ -338,12 +346,7 @@ class _JacWrapper(MethodWrapper):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         name = self.name
-        require_positional(name, args)
-        leaves, treedef = _flatten(args[0])
-        mask = [is_inexact_array(leaf) for leaf in leaves]
-        if not any(mask):
-            raise no_inexact_error(name, self.fun, leaves)
-        diff, static = split_by_mask(leaves, mask)
+        diff, static, mask, treedef = _split_first_argument(name, self.fun, args)
         fun, has_aux, rest = self.fun, self.has_aux, args[1:]
 
         def inner(diff_leaves: list[Any]) -> Any:
