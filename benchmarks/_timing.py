@@ -46,6 +46,7 @@ class Row:
     ratio: float | None = None
     goal: str = ""
     note: str = ""
+    min_ratio: float | None = None  # ratio of the best rounds, where measured
 
 
 def _run_batch(fn: Callable[[], Any], number: int) -> float:
@@ -141,6 +142,7 @@ def rows_from_stats(
             None if name == baseline else s.median / base,
             goals.get(name, ""),
             f"min {s.min:.3g}" + ("" if name == baseline else f" ({s.min / base_min:.2f}x)"),
+            None if name == baseline else s.min / base_min,
         )
         for name, s in stats.items()
     ]
@@ -159,7 +161,10 @@ def goal_met(row: Row) -> str:
     goal = row.goal.strip()
     if row.ratio is None or not goal.startswith("<=") or not goal.endswith("x"):
         return ""
-    return "yes" if row.ratio <= float(goal[2:-1]) else "no"
+    # Conservative on a noisy machine: the bound must hold for the median ratio and, where
+    # measured, for the ratio of the best rounds too.
+    worst = max(row.ratio, row.min_ratio) if row.min_ratio is not None else row.ratio
+    return "yes" if worst <= float(goal[2:-1]) else "no"
 
 
 def format_table(rows: Sequence[Row]) -> str:
