@@ -18,8 +18,8 @@ import numpy as np
 _ARRAY_TYPES = (jax.Array, np.ndarray, np.generic)
 _SCALAR_TYPES = (bool, int, float, complex)
 
-# type -> (is_array, is_inexact_dtype or None); caching by concrete type makes the hot path
-# (every filter_jit call) one dict lookup per leaf instead of an ABC isinstance check.
+# type -> is_array; caching by concrete type makes the hot path (every filter_jit call) one
+# dict lookup per leaf instead of an ABC isinstance check.
 _array_type_cache: dict[type, bool] = {}
 
 

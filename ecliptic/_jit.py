@@ -163,6 +163,12 @@ class _JitWrapper(Module):
         return self.jitted.trace(*self._prepare(args, kwargs))
 
 
+def check_donate(name: str, donate: Any) -> None:
+    """A clear error for a `donate` mode that filter_jit/filter_pmap do not know."""
+    if donate not in _DONATE_MODES:
+        raise ValueError(f"{name}(donate=...) must be one of {_DONATE_MODES}; got {donate!r}.")
+
+
 def _reraise_clearly(error: Exception, treedef: Any, static: tuple[Any, ...]) -> None:
     """Turn errors from inside the compiled call into ecliptic's own, clear ones."""
     reraise_runtime_error(error)
@@ -300,8 +306,7 @@ def filter_jit(fun: Any = None, *, donate: str = "none", **jitkwargs: Any) -> An
         return jnp.mean((jax.vmap(model)(x) - y) ** 2)
     ```
     """
-    if donate not in _DONATE_MODES:
-        raise ValueError(f"filter_jit(donate=...) must be one of {_DONATE_MODES}; got {donate!r}.")
+    check_donate("filter_jit", donate)
     for name in _FORBIDDEN_JIT_KWARGS:
         if name in jitkwargs:
             raise TypeError(

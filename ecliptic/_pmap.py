@@ -23,7 +23,7 @@ import jax.tree_util as jtu
 import numpy as np
 
 from ._filters import is_array
-from ._jit import _DONATE_MODES, _DonationKey, _interleave
+from ._jit import _DonationKey, _interleave, check_donate
 from ._module import Module, bind_partial, field, module_update_wrapper
 from ._plumbing import DYNAMIC, merge, unhashable_error
 from ._vmap_pmap import (
@@ -31,6 +31,7 @@ from ._vmap_pmap import (
     _hashable_spec,
     _named_in_axes,
     batch_size,
+    check_axis_size,
     if_array,
     merge_batched_output,
     resolve_axes,
@@ -279,16 +280,14 @@ def filter_pmap(
         )
     if not callable(fun):
         raise TypeError(f"filter_pmap(fun): fun must be callable; got {fun!r}.")
-    if donate not in _DONATE_MODES:
-        raise ValueError(f"filter_pmap(donate=...) must be one of {_DONATE_MODES}; got {donate!r}.")
+    check_donate("filter_pmap", donate)
     for name in _FORBIDDEN_PMAP_KWARGS:
         if name in pmapkwargs:
             raise TypeError(
                 f"filter_pmap does not take {name} as a jax.pmap keyword: non-arrays are "
                 "static automatically, and donation is chosen with donate=..."
             )
-    if axis_size is not None and (not isinstance(axis_size, int) or axis_size < 1):
-        raise ValueError(f"filter_pmap(axis_size=...) must be a positive int; got {axis_size!r}.")
+    check_axis_size("filter_pmap", axis_size)
     if "devices" in pmapkwargs and pmapkwargs["devices"] is not None:
         pmapkwargs["devices"] = tuple(pmapkwargs["devices"])
     wrapper = _PmapWrapper(

@@ -85,6 +85,14 @@ def resolve_axes(spec: Any, tree: Any, what: str) -> tuple[list[Any], Any, list[
     return leaves, treedef, axes
 
 
+def check_axis_size(name: str, axis_size: Any) -> None:
+    """A clear error for an `axis_size` that is not None or a positive int."""
+    if axis_size is not None and (
+        isinstance(axis_size, bool) or not isinstance(axis_size, int) or axis_size < 1
+    ):
+        raise ValueError(f"{name}(axis_size=...) must be a positive int; got {axis_size!r}.")
+
+
 def _named_in_axes(fun: Callable[..., Any], in_axes: Any, num_args: int) -> Any:
     """Turn ``in_axes={"param": spec}`` into a tuple, defaulting to ``if_array(0)``."""
     if not isinstance(in_axes, dict):
@@ -303,8 +311,7 @@ def filter_vmap(
         )
     if not callable(fun):
         raise TypeError(f"filter_vmap(fun): fun must be callable; got {fun!r}.")
-    if axis_size is not None and (not isinstance(axis_size, int) or axis_size < 1):
-        raise ValueError(f"filter_vmap(axis_size=...) must be a positive int; got {axis_size!r}.")
+    check_axis_size("filter_vmap", axis_size)
     wrapper = _VmapWrapper(
         fun=fun,
         in_axes=_hashable_spec(in_axes),
