@@ -146,3 +146,17 @@ def test_rope_errors():
         RotaryPositionalEmbedding(6)(np.ones(6, np.float32))
     with pytest.raises(TypeError, match="floating-point"):
         RotaryPositionalEmbedding(2)(np.ones((3, 2), np.int32))
+
+
+def test_optional_runtime_check_of_traced_indices(monkeypatch):
+    import ecliptic
+
+    layer = Embedding(weight=jnp.arange(12.0).reshape(6, 2))
+    lookup = ecliptic.filter_jit(lambda m, i: m(i))
+    # off by default: JAX clamps silently (documented)
+    np.testing.assert_array_equal(lookup(layer, jnp.array(9)), [10.0, 11.0])
+    monkeypatch.setenv("ECLIPTIC_RUNTIME_CHECKS", "1")
+    checked = ecliptic.filter_jit(lambda m, i: m(i) + 0)  # a new function: traced anew
+    with pytest.raises(ecliptic.EclipticRuntimeError, match="out of range for num_embeddings=6"):
+        checked(layer, jnp.array(9))
+    np.testing.assert_array_equal(checked(layer, jnp.array(2)), [4.0, 5.0])

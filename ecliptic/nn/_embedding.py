@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._errors import error_if
 from .._module import Module, field
 from ._misc import check_key, compute_dtype, resolve_dtype
 
@@ -38,9 +40,10 @@ class Embedding(Module):
     **Shapes:** input an integer index: a scalar gives `(embedding_size,)`; an integer array
     of shape `s` gives `(*s, embedding_size)`. Indices given from the host (Python ints,
     NumPy arrays) must lie in `[0, num_embeddings)`, else `IndexError` (as PyTorch).
-    Indices that are JAX arrays (e.g. traced under `jit`) cannot be checked without a
-    device sync: there, negative ones count from the end and too-large ones are clamped
-    (JAX's gather semantics).
+    Indices that are JAX arrays (e.g. traced under `jit`) are not checked by default:
+    negative ones count from the end and too-large ones are clamped (JAX's gather
+    semantics). Set the environment variable `ECLIPTIC_RUNTIME_CHECKS=1` before tracing to
+    check them at run time with `error_if` (a branch per call).
 
     ```python
     embed = ecliptic.nn.Embedding(1000, 64, key=jax.random.key(0))
@@ -112,9 +115,25 @@ class Embedding(Module):
             )
         if isinstance(x, (int, np.integer, np.ndarray)):
             # Host values are checked for free; JAX's indexing would silently clamp them.
-            # (Indices computed on device are not checked: that would need a sync.)
             _check_range(np.asarray(x), self.num_embeddings)
+        elif runtime_checks_enabled():
+            # Device/traced indices: an opt-in check at run time (a branch per call).
+            x = error_if(
+                x,
+                (x < 0) | (x >= self.num_embeddings),
+                f"Embedding: an index is out of range for num_embeddings="
+                f"{self.num_embeddings}; indices must be in [0, {self.num_embeddings - 1}].",
+            )
         return self.weight[jnp.asarray(x)]
+
+
+def runtime_checks_enabled() -> bool:
+    """Whether `ECLIPTIC_RUNTIME_CHECKS` asks layers for value checks at run time.
+
+    Read when a layer is traced (like `ECLIPTIC_ON_ERROR`), so set it before the first
+    call of a jitted function. Off by default: the checks cost a branch per call.
+    """
+    return os.environ.get("ECLIPTIC_RUNTIME_CHECKS", "").strip().lower() in ("1", "true", "yes")
 
 
 def _check_range(x: np.ndarray, num_embeddings: int) -> None:
