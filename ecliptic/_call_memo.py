@@ -1,20 +1,29 @@
-"""An identity fast path for repeated `filter_jit` calls with the same model object.
+"""An identity fast path for `filter_jit`: skip flattening Modules it has already seen.
 
-Modules are immutable, so a call that passes *the very same* (deeply immutable) pytree
-objects as the previous call, with only bare arrays changing, has the same treedef, the
-same static leaves and the same array leaves in the same places. The memo then skips
-flattening altogether and reuses the previous `CallKey` object, which also makes JAX's
-own cache check an identity comparison.
+Modules are immutable, so once `filter_jit` has flattened a Module (an argument), or built
+it (an output), it knows that object's treedef, static leaves and arrays for as long as the
+object lives. A later call whose arguments are made only of such known Modules, bare
+arrays, tuples/namedtuples of those, `None` and plain Python scalars then needs no
+flattening at all: its dynamic leaves are gathered from the known Modules, and its
+`CallKey` is found from a small *signature* of the call (which known structure sits
+where). Two loops get this for free:
+
+- evaluation: `f(model, x)` again and again with the same model object;
+- training: `model, opt_state = step(model, opt_state, x, y)`, where each call's inputs
+  are the previous call's outputs (Modules built by `filter_jit` itself, found through
+  tuples such as optax states).
 
 Safety rules, so that the shortcut can never give a stale result:
-- only arguments whose whole pytree is made of Modules, tuples and `None` (no lists or
-  dicts that could be mutated in place) are matched by identity, through weak references;
-- bare array arguments are matched by being arrays (their values and shapes are read by
-  JAX on every call anyway);
-- anything else (Python scalars, lists, dicts, ...) disables the memo for that call
-  pattern, and the ordinary path runs.
-The memo is only built once two consecutive calls share their non-array arguments, so
-training loops (a new model every step) pay just a few identity checks.
+- only Modules whose whole subtree is made of Modules, tuples and `None` (no lists or
+  dicts that could be mutated in place) are remembered, through weak references: an
+  entry dies with its object, so an address reused by a new object never matches;
+- a known Module's signature token stands for the exact treedef and static leaves it had
+  when it was seen (its `CallKey`/`StaticOutput` and path), and its arrays are passed as
+  the very objects it holds (so NumPy arrays mutated in place are still read afresh);
+- a signature is only trusted after an ordinary call produced the same dynamic leaves, in
+  the same order, as the gathering does (checked object by object);
+- anything else (lists, dicts, unknown objects, ...) makes the lookup miss, and the
+  ordinary flatten-everything path runs.
 """
 
 from __future__ import annotations
@@ -23,70 +32,127 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
-import jax.tree_util as jtu
-
 from ._filters import is_array
 from ._module import Module
-from ._plumbing import CallKey
+from ._plumbing import DYNAMIC, CallKey, StaticOutput
+
+# Static leaves that may appear in a signature as (type, value): immutable and hashable.
+_SCALARS = frozenset({int, float, bool, complex, str})
+_ARRAY = object()  # signature marker of a bare array
+_MAX_ENTRIES = 256  # caps on the per-wrapper tables, against unbounded growth
+_MAX_SIGNATURES = 64
+_PATIENCE = 16  # ordinary calls in a row before learning backs off ...
+_RETRY_EVERY = 32  # ... to three calls (enough to learn a training loop) in this many
 
 
-class _Entry:
-    __slots__ = ("num_args", "kw_names", "refs", "template", "slots", "key")
+class _Known(weakref.ref):
+    """What `filter_jit` knows about one live Module: a weak reference to it (calling
+    the entry gives the Module, or None once it is gone), its arrays and its token."""
 
-    def __init__(
-        self,
-        num_args: int,
-        kw_names: tuple[str, ...],
-        refs: tuple[Any, ...],
-        template: list[Any],
-        slots: tuple[tuple[int, int], ...],
-        key: CallKey,
-    ):
-        self.num_args = num_args
-        self.kw_names = kw_names
-        self.refs = refs  # per value: a weakref, or None for a bare-array slot
-        self.template = template  # the dynamic leaves, bare-array slots to be filled
-        self.slots = slots  # (position in dynamic, index in values)
-        self.key = key
+    __slots__ = ("address", "arrays", "token")
+    address: int
+    arrays: Sequence[Any]
+    token: object
+
+
+def _forgetter(known: dict[int, _Known]) -> Any:
+    """The callback that drops a dead Module's entry (one per memo, shared by entries)."""
+
+    def forget(entry: _Known) -> None:
+        if known.get(entry.address) is entry:
+            del known[entry.address]
+
+    return forget
 
 
 class CallMemo:
-    """One-entry identity memo of a `filter_jit` wrapper (mutable, held in a static field)."""
+    """Per-wrapper tables of the fast path (mutable, held in a static field)."""
 
-    __slots__ = ("entry", "previous", "__weakref__")
+    __slots__ = (
+        "known",
+        "forget",
+        "signatures",
+        "keys",
+        "layouts",
+        "fun",
+        "fun_arrays",
+        "disabled",
+        "misses",
+        "__weakref__",
+    )
 
     def __init__(self) -> None:
-        self.entry: _Entry | None = None
-        # The last call's pattern, and whether a memo was already tried for it.
-        self.previous: tuple[Any, ...] | None = None
+        self.known: dict[int, _Known] = {}
+        self.forget = _forgetter(self.known)
+        # One CallKey object per distinct key, so that JAX's cache finds it by identity.
+        self.keys: dict[CallKey, CallKey] = {}
+        self.signatures: dict[tuple[Any, ...], CallKey] = {}
+        self.layouts: dict[Any, Any] = {}
+        # The `fun` the signatures were learned for (wrappers copied by tree maps share
+        # this memo but may hold other arrays in `fun`), and its arrays.
+        self.fun: Any = None
+        self.fun_arrays: list[Any] = []
+        self.disabled = False
+        self.misses = 0  # ordinary calls since the fast path last worked
+
+    # -- the fast path ---------------------------------------------------------------------
 
     def lookup(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, fun: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], CallKey] | None:
-        """``(dynamic, key)`` if this call matches the memo, else ``None``."""
-        entry = self.entry
-        if entry is None or len(args) != entry.num_args:
+        """``(dynamic, key)`` if every argument is known, else ``None``."""
+        if not self.signatures or fun is not self.fun:
             return None
-        if kwargs:
-            if tuple(kwargs) != entry.kw_names:
-                return None
-            values = args + tuple(kwargs.values())
-        elif entry.kw_names:
+        gathered = self._gather(args, kwargs)
+        if gathered is None:
             return None
-        else:
-            values = args
-        for value, ref in zip(values, entry.refs):
-            if ref is None:
-                if not is_array(value):
-                    return None
-            elif ref() is not value:
-                return None
-        dynamic = entry.template.copy()
-        for position, index in entry.slots:
-            dynamic[position] = values[index]
-        return tuple(dynamic), entry.key
+        dynamic, signature = gathered
+        key = self.signatures.get(signature)
+        if key is None:
+            return None
+        self.misses = 0
+        # A tuple, as the ordinary path passes: a list would be a new pytree type to JAX.
+        return tuple(dynamic), key
 
-    def record(
+    def _gather(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[list[Any], tuple[Any, ...]] | None:
+        dynamic = list(self.fun_arrays)
+        signature: list[Any] = [len(args)]
+        known = self.known
+        for value in args:
+            if not _gather_one(value, known, dynamic, signature):
+                return None
+        if kwargs:
+            for name in sorted(kwargs):  # flatten order of a dict
+                signature.append(name)
+                if not _gather_one(kwargs[name], known, dynamic, signature):
+                    return None
+        return dynamic, tuple(signature)
+
+    # -- learning, after a successful call ------------------------------------------------
+
+    def after_ordinary_call(
+        self,
+        fun: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        dynamic: Sequence[Any],
+        key: CallKey,
+        result: Any,
+        out: Sequence[Any],
+        out_static: StaticOutput,
+    ) -> None:
+        """Learn from a call that took the ordinary path. When that keeps happening (e.g.
+        the model is rebuilt outside the jitted function every step), learn only in short
+        windows, so that such loops do not pay for bookkeeping that never helps."""
+        self.misses = misses = self.misses + 1
+        if misses > _PATIENCE and misses % _RETRY_EVERY >= 3:
+            return
+        self.learn_call(fun, args, kwargs, dynamic, key)
+        self.learn_output(result, out, out_static)
+
+    def learn_call(
         self,
         fun: Any,
         args: tuple[Any, ...],
@@ -94,77 +160,169 @@ class CallMemo:
         dynamic: Sequence[Any],
         key: CallKey,
     ) -> None:
-        """After an ordinary call: remember it, and build the memo if it repeats."""
-        values = args + tuple(kwargs.values()) if kwargs else args
-        identities = tuple(None if is_array(v) else id(v) for v in values)
-        pattern = (len(args), tuple(kwargs), identities)
-        previous = self.previous
-        if previous is None or previous[0] != pattern:
-            self.previous = (pattern, False)
-        elif not previous[1]:  # repeated: try once (a failed try is not repeated)
-            self.previous = (pattern, True)
-            self.entry = _build_entry(self, fun, args, kwargs, values, dynamic, key)
+        """After an ordinary call: remember its Modules and map its signature to `key`."""
+        if self.disabled:
+            return
+        layout = self._layout(key)
+        if layout is None:  # `fun` itself is not immutable: never use the fast path
+            self.disabled = True
+            self.signatures.clear()
+            return
+        num_fun_arrays, slots = layout
+        if fun is not self.fun:
+            self.fun, self.fun_arrays = fun, list(dynamic[:num_fun_arrays])
+            self.signatures.clear()
+        self._remember((fun, args, kwargs), slots, dynamic)
+        gathered = self._gather(args, kwargs)
+        if gathered is None:
+            return
+        again, signature = gathered
+        # Trust the signature only if gathering reproduces this call's leaves exactly.
+        if len(again) == len(dynamic) and all(map(_same, again, dynamic)):
+            if len(self.signatures) >= _MAX_SIGNATURES:
+                self.signatures.clear()
+                self.keys.clear()
+            # The first equal key seen is the one JAX's cache holds: compare by identity.
+            self.signatures[signature] = self.keys.setdefault(key, key)
 
-    def forget(self, _ref: Any = None) -> None:
-        """Drop the entry (called when a memoised argument is garbage-collected)."""
-        self.entry = None
+    def learn_output(self, result: Any, out: Sequence[Any], out_static: StaticOutput) -> None:
+        """Remember the Modules of a call's output (the next call's likely inputs)."""
+        if self.disabled:
+            return
+        slots = self.layouts.get(out_static)
+        if slots is None:
+            slots = self._output_layout(out_static)
+        if slots:
+            self._remember(result, slots, out)
 
+    def _remember(self, root: Any, slots: Any, arrays: Sequence[Any]) -> None:
+        known, forget = self.known, self.forget
+        if len(known) >= _MAX_ENTRIES:
+            known.clear()
+        for path, start, stop, token in slots:
+            obj = root
+            for step in path:
+                obj = obj[step]
+            address = id(obj)
+            entry = known.get(address)
+            if entry is not None and entry() is obj:
+                continue
+            entry = _Known(obj, forget)
+            entry.address, entry.arrays, entry.token = address, arrays[start:stop], token
+            known[address] = entry
 
-def _build_entry(
-    memo: CallMemo,
-    fun: Any,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    values: tuple[Any, ...],
-    dynamic: Sequence[Any],
-    key: CallKey,
-) -> _Entry | None:
-    refs: list[Any] = []
-    for value in values:
-        if is_array(value):
-            refs.append(None)
-        elif _deeply_immutable(value):
-            try:
-                refs.append(weakref.ref(value, memo.forget))
-            except TypeError:  # e.g. a tuple: not weak-referenceable
+    def _layout(self, key: CallKey) -> tuple[int, list[Any]] | None:
+        """``(number of arrays in fun, Module slots of args/kwargs)``, or None if `fun`
+        holds mutable containers."""
+        cached = self.layouts.get(key)
+        if cached is None:
+            fun_def, args_def, kwargs_def = key.treedef.children()
+            if not _immutable(fun_def):
                 return None
-        else:
-            return None
-    # Where does each bare array land among the dynamic leaves? Flatten order is
-    # fun, args in order, then kwargs by sorted name.
-    order = list(range(len(args))) + sorted(
-        range(len(args), len(values)), key=lambda i: list(kwargs)[i - len(args)]
-    )
-    position = sum(1 for leaf in jtu.tree_leaves(fun) if is_array(leaf))
-    slots = []
-    for index in order:
-        if refs[index] is None:
-            slots.append((position, index))
-            position += 1
-        else:
-            position += sum(1 for leaf in jtu.tree_leaves(values[index]) if is_array(leaf))
-    if position != len(dynamic):  # pragma: no cover - defensive: never memo a mismatch
-        return None
-    template = list(dynamic)
-    for slot, _ in slots:
-        template[slot] = None  # do not keep the caller's bare arrays alive
-    return _Entry(len(args), tuple(kwargs), tuple(refs), template, tuple(slots), key)
+            mask = key.plan.mask
+            num_fun_arrays = sum(mask[: fun_def.num_leaves])
+            slots: list[Any] = []
+            leaf, dyn = fun_def.num_leaves, num_fun_arrays
+            for position, child in zip((1, 2), (args_def, kwargs_def)):
+                names = child.node_data()[1] if position == 2 else None
+                for i, grandchild in enumerate(child.children()):
+                    path = (position, names[i] if names is not None else i)
+                    dyn = _collect_slots(grandchild, path, mask, leaf, dyn, slots)
+                    leaf += grandchild.num_leaves
+            cached = (num_fun_arrays, slots)
+            self._cache_layout(key, cached)
+        return cached
+
+    def _output_layout(self, out_static: StaticOutput) -> list[Any]:
+        mask = tuple(s is DYNAMIC for s in out_static.static)
+        slots: list[Any] = []
+        _collect_slots(out_static.treedef, (), mask, 0, 0, slots)
+        self._cache_layout(out_static, slots)
+        return slots
+
+    def _cache_layout(self, owner: Any, layout: Any) -> None:
+        if len(self.layouts) >= _MAX_SIGNATURES:
+            self.layouts.clear()
+        self.layouts[owner] = layout
 
 
-_IMMUTABLE_NODES = (tuple, type(None))
+def _same(a: Any, b: Any) -> bool:
+    return a is b
 
 
-def _deeply_immutable(tree: Any) -> bool:
-    """Whether every node of ``tree`` is a Module, a tuple or None (leaves may be anything)."""
-    if not isinstance(tree, Module):
-        return False
-    stack = [jtu.tree_structure(tree)]
+def _gather_one(
+    value: Any, known: dict[int, _Known], dynamic: list[Any], signature: list[Any]
+) -> bool:
+    """Append `value`'s arrays and signature; False if it is not made of known parts."""
+    entry = known.get(id(value))
+    if entry is not None and entry() is value:
+        dynamic.extend(entry.arrays)
+        signature.append(entry.token)
+        return True
+    kind = type(value)
+    if kind in _SCALARS:
+        signature.append(kind)
+        signature.append(value)
+        return True
+    if value is None:
+        signature.append(None)
+        return True
+    if is_array(value):
+        dynamic.append(value)
+        signature.append(_ARRAY)
+        return True
+    if kind is tuple or _is_namedtuple(kind):
+        signature.append(kind)
+        signature.append(len(value))
+        for item in value:  # noqa: SIM110 (a loop is faster than all() over a generator)
+            if not _gather_one(item, known, dynamic, signature):
+                return False
+        return True
+    return False
+
+
+def _collect_slots(
+    treedef: Any,
+    path: tuple[Any, ...],
+    mask: Sequence[bool],
+    leaf: int,
+    dyn: int,
+    slots: list[Any],
+) -> int:
+    """Append ``(path, start, stop, token)`` for each immutable Module reachable through
+    tuples from `treedef` (whose first leaf is leaf number `leaf` and first array is
+    array number `dyn`); returns the array number after this subtree."""
+    num_arrays = sum(mask[leaf : leaf + treedef.num_leaves])
+    node = treedef.node_data()
+    if node is not None:
+        kind = node[0]
+        if issubclass(kind, Module):
+            if _immutable(treedef):
+                slots.append((path, dyn, dyn + num_arrays, object()))
+        elif kind is tuple or _is_namedtuple(kind):
+            child_leaf, child_dyn = leaf, dyn
+            for i, child in enumerate(treedef.children()):
+                child_dyn = _collect_slots(child, (*path, i), mask, child_leaf, child_dyn, slots)
+                child_leaf += child.num_leaves
+    return dyn + num_arrays
+
+
+def _is_namedtuple(kind: type) -> bool:
+    return issubclass(kind, tuple) and hasattr(kind, "_fields")
+
+
+_IMMUTABLE_NODES = (tuple, type(None), Module)
+
+
+def _immutable(treedef: Any) -> bool:
+    """Whether every node of `treedef` is a Module, a tuple or None."""
+    stack = [treedef]
     while stack:
-        treedef = stack.pop()
-        node = treedef.node_data()
-        if node is None:
+        node = stack.pop()
+        data = node.node_data()
+        if data is None:
             continue  # a leaf
-        if not issubclass(node[0], _IMMUTABLE_NODES + (Module,)):
+        if not issubclass(data[0], _IMMUTABLE_NODES):
             return False
-        stack.extend(treedef.children())
+        stack.extend(node.children())
     return True

@@ -1,11 +1,13 @@
 """``filter_jit``: `jax.jit` where array leaves are traced and everything else is static.
 
 Call path (kept this short on purpose, it runs on every call):
-same immutable model object as last call? reuse everything (see `_call_memo`); else
-flatten ``(fun, args, kwargs)`` once in C++ -> split leaves into arrays / static with an
-interned per-type-signature `SplitPlan` -> one `CallKey` (treedef + static leaves,
-hashed once) -> one `jax.jit` of a module-level body, whose C++ dispatch does the cache
-lookup -> outputs unflattened with the treedef captured at trace time.
+arguments made only of Modules this wrapper already flattened or built (the same model
+again, or the previous step's outputs), arrays and tuples? gather their arrays and reuse
+the `CallKey` (see `_call_memo`); else flatten ``(fun, args, kwargs)`` once in C++ ->
+split leaves into arrays / static with an interned per-type-signature `SplitPlan` -> one
+`CallKey` (treedef + static leaves, hashed once) -> one `jax.jit` of a module-level body,
+whose C++ dispatch does the cache lookup -> outputs unflattened with the treedef captured
+at trace time.
 """
 
 from __future__ import annotations
@@ -113,13 +115,13 @@ class _JitWrapper(Module):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.donate == "none":
-            hit = self.memo.lookup(args, kwargs)
+            fun, memo = self.fun, self.memo
+            hit = memo.lookup(fun, args, kwargs)
             if hit is None:
-                leaves, treedef = _flatten((self.fun, args, kwargs))
+                leaves, treedef = _flatten((fun, args, kwargs))
                 plan = plan_for(leaves)
                 dynamic = plan.take_dynamic(leaves)
                 key = CallKey(treedef, plan, plan.take_static(leaves))
-                self.memo.record(self.fun, args, kwargs, dynamic, key)
             else:
                 dynamic, key = hit
             try:
@@ -127,7 +129,12 @@ class _JitWrapper(Module):
             except Exception as e:
                 _reraise_clearly(e, key.treedef, key._marked_static())
                 raise
-            return out_static.unflatten(out)
+            result = out_static.unflatten(out)
+            if hit is None:
+                memo.after_ordinary_call(fun, args, kwargs, dynamic, key, result, out, out_static)
+            else:
+                memo.learn_output(result, out, out_static)
+            return result
         call_args = self._prepare(args, kwargs)
         with warnings.catch_warnings():
             if self.donate.startswith("all"):
