@@ -113,9 +113,9 @@ def test_gradients_match_python_loop():
     assert ec.tree_equal(grads.layers, nn.stack_layers(loop_grads).layers, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("checkpoint", [True, jax.checkpoint_policies.dots_saveable])
+@pytest.mark.parametrize("checkpoint", [True, "auto", jax.checkpoint_policies.dots_saveable])
 def test_checkpoint_keeps_values_and_gradients(checkpoint):
-    plain = STACKED
+    plain = nn.stack_layers(LAYERS, apply=residual, checkpoint=False)
     remat = nn.stack_layers(LAYERS, apply=residual, checkpoint=checkpoint)
     x = jnp.linspace(-1.0, 1.0, 6)
     loss = lambda m: jnp.sum(m(x) ** 2)
@@ -123,6 +123,17 @@ def test_checkpoint_keeps_values_and_gradients(checkpoint):
     assert ec.tree_equal(grads.layers, remat_grads.layers, rtol=1e-6)
     jaxpr = str(jax.make_jaxpr(lambda x: ec.filter_grad(loss)(remat))(x))
     assert "remat" in jaxpr or "checkpoint" in jaxpr
+
+
+def test_default_checkpoint_keeps_products_and_recomputes_the_rest():
+    assert STACKED.checkpoint == "auto"
+    x = jnp.linspace(-1.0, 1.0, 6)
+    loss = lambda m: jnp.sum(m(x) ** 2)
+    plain = nn.stack_layers(LAYERS, apply=residual, checkpoint=False)
+    auto_jaxpr = str(jax.make_jaxpr(lambda x: ec.filter_grad(loss)(STACKED))(x))
+    plain_jaxpr = str(jax.make_jaxpr(lambda x: ec.filter_grad(loss)(plain))(x))
+    assert "remat" in auto_jaxpr or "checkpoint" in auto_jaxpr
+    assert "remat" not in plain_jaxpr and "checkpoint" not in plain_jaxpr
 
 
 def test_each_layer_gets_its_own_key_and_no_key_means_no_randomness():
@@ -272,7 +283,7 @@ def test_argument_errors():
         nn.Stacked(make_mlp, 2, key=None)
     with pytest.raises(TypeError, match="apply must be a callable"):
         nn.Stacked(make_mlp, 2, key=KEY, apply=1)
-    with pytest.raises(TypeError, match="checkpoint must be a bool"):
+    with pytest.raises(TypeError, match='checkpoint must be "auto", a bool'):
         nn.Stacked(make_mlp, 2, key=KEY, checkpoint="yes")
     with pytest.raises(ValueError, match="unroll must be an int >= 1"):
         nn.Stacked(make_mlp, 2, key=KEY, unroll=0)
