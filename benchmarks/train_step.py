@@ -97,7 +97,7 @@ def main(smoke: bool = False) -> list[Row]:
     stats = interleaved(
         contenders(x, y),
         number=2 if smoke else 200,
-        rounds=1 if smoke else 31,
+        rounds=1 if smoke else 61,
         warmup=1 if smoke else 5,
     )
     return rows_from_stats(
