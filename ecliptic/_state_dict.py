@@ -27,8 +27,9 @@ import numpy as np
 
 from ._paths import children_with_names, display, join, named_leaves
 from ._serialisation import CheckpointError, describe, is_key_dtype, key_impl
+from ._state_dict_stacked import layer_views, restack_layers, restack_state
 from ._torch_layouts import converter_for
-from .nn import Sequential, State, StateIndex
+from .nn import Sequential, Stacked, State, StateIndex
 
 __all__ = [
     "StateDictError",
@@ -150,6 +151,10 @@ def _walk_export(node: Any, name: str, torch: bool, state: Any, emit: Any) -> No
         if isinstance(node, Sequential):
             for i, layer in enumerate(node.layers):
                 _walk_export(layer, join(name, str(i)), torch, state, emit)
+            return
+        if isinstance(node, Stacked):  # PyTorch's ModuleList: one entry per layer
+            for i, (layer, layer_state) in enumerate(layer_views(node, state)):
+                _walk_export(layer, join(name, str(i)), torch, layer_state, emit)
             return
     children, treedef = children_with_names(node)
     if treedef.num_nodes == 1 and treedef.num_leaves == 1:
@@ -352,6 +357,8 @@ def _walk_import(node: Any, name: str, torch: bool, state: Any, io: _Reader) -> 
                 layer, state = _walk_import(layer, join(name, str(i)), torch, state, io)
                 layers.append(layer)
             return io.at(name).replace(node, layers=tuple(layers)), state
+        if isinstance(node, Stacked):
+            return _import_stacked(node, name, state, io)
     children, treedef = children_with_names(node)
     if treedef.num_nodes == 1 and treedef.num_leaves == 1:
         return node, state  # a non-array leaf: kept as it is
@@ -360,6 +367,16 @@ def _walk_import(node: Any, name: str, torch: bool, state: Any, io: _Reader) -> 
         child, state = _walk_import(child, join(name, sub), torch, state, io)
         new_children.append(child)
     return treedef.unflatten(new_children), state
+
+
+def _import_stacked(node: Stacked, name: str, state: Any, io: _Reader) -> tuple[Any, Any]:
+    layers, layer_states = [], []
+    for i, (layer, layer_state) in enumerate(layer_views(node, state)):
+        layer, layer_state = _walk_import(layer, join(name, str(i)), True, layer_state, io)
+        layers.append(layer)
+        layer_states.append(layer_state)
+    new = io.at(name).replace(node, layers=restack_layers(node, layers))
+    return new, restack_state(node, state, layer_states)
 
 
 def _run_import(

@@ -52,6 +52,10 @@ def _build_zoo(dtype: Any) -> dict[str, tuple[Any, Any]]:
         "gru": enn.GRUCell(3, 4, **d, key=next(ks)),
         "lstm": enn.LSTMCell(3, 4, **d, key=next(ks)),
         "weightnorm": enn.WeightNorm(enn.Linear(3, 2, **d, key=next(ks))),
+        # Layers whose PyTorch layout differs (a conv's bias), stacked: a ModuleList.
+        "stacked": enn.Stacked(
+            lambda k: enn.Conv1d(2, 2, 3, padding=1, **d, key=k), 3, key=next(ks)
+        ),
         "shared": enn.Shared(
             (enn.Embedding(5, 3, **d, key=next(ks)), enn.Linear(3, 5, False, **d, key=next(ks))),
             lambda p: p[1].weight,
@@ -61,6 +65,9 @@ def _build_zoo(dtype: Any) -> dict[str, tuple[Any, Any]]:
     out: dict[str, tuple[Any, Any]] = {name: (m, None) for name, m in zoo.items()}
     out["batchnorm"] = enn.make_with_state(enn.BatchNorm)(4, "batch", dtype=dtype)
     out["batchnorm_ema"] = enn.make_with_state(enn.BatchNorm)(4, "batch", mode="ema", dtype=dtype)
+    out["stacked_batchnorm"] = enn.make_with_state(enn.Stacked)(
+        lambda k: enn.BatchNorm(4, "batch", dtype=dtype), 2, key=next(ks)
+    )
     out["spectralnorm"] = enn.make_with_state(enn.SpectralNorm)(
         enn.Linear(3, 2, **d, key=next(ks)), key=next(ks)
     )

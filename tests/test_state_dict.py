@@ -234,6 +234,61 @@ def test_torch_layout_sequential_prelu_and_ema_batchnorm():
     assert "pass the model's State" in str(report)
 
 
+def test_stacked_is_a_module_list_in_torch_format():
+    model, _ = layer_zoo(seed=3)["stacked"]
+    as_list = enn.Sequential(model.unstack())  # Sequential's torch names are golden-tested
+    sd = ecliptic.state_dict(model, format="torch")
+    expected = ecliptic.state_dict(as_list, format="torch")
+    assert list(sd) == [f"{i}.{p}" for i in range(3) for p in ("weight", "bias")]
+    assert set(sd) == set(expected)
+    assert all(raw_bytes(sd[k]) == raw_bytes(expected[k]) for k in sd)
+    assert sd["1.bias"].shape == (2,)  # PyTorch's conv bias, not ecliptic's (2, 1)
+    assert ecliptic.state_dict(model)["layers.weight"].shape == (3, 2, 2, 3)  # native: stacked
+
+    # Per-layer weights load into a stacked skeleton, layer i from entries "i.*".
+    other = fill(abstract(model), seed=9)
+    new_sd = ecliptic.state_dict(other, format="torch")
+    skeleton = abstract_zoo()["stacked"][0]
+    loaded = ecliptic.load_state_dict(skeleton, new_sd, format="torch")
+    assert isinstance(loaded, enn.Stacked) and loaded.n == 3
+    assert bits_equal(loaded, other)
+
+    class Net(ecliptic.Module):
+        blocks: enn.Stacked
+
+    names = ecliptic.state_dict(Net(model), format="torch")
+    assert "blocks.2.weight" in names and "blocks.layers.weight" not in names
+    del new_sd["1.bias"]
+    with pytest.raises(StateDictError) as info:
+        ecliptic.load_state_dict(model, new_sd, format="torch")
+    assert info.value.report.missing == ("1.bias",)
+    partial = ecliptic.load_state_dict(model, new_sd, format="torch", strict=False)
+    assert bits_equal(partial[1].bias, model[1].bias)  # the missing entry is kept
+    assert bits_equal(partial[0].bias, other[0].bias)
+
+
+def test_stacked_stateful_layers_export_and_load_per_layer_state():
+    model, state = layer_zoo(seed=4)["stacked_batchnorm"]
+    means, variances = state.get(model.layers.batch_state_index)
+    sd = ecliptic.state_dict(model, state=state, format="torch")
+    assert {"0.running_mean", "1.running_var", "1.num_batches_tracked"} <= set(sd)
+    assert raw_bytes(sd["1.running_mean"]) == raw_bytes(np.asarray(means[1]))
+    assert raw_bytes(sd["0.running_var"]) == raw_bytes(np.asarray(variances[0]))
+
+    sd["0.running_mean"] = np.full(4, 3.0, np.float32)
+    sd["1.num_batches_tracked"] = np.array(7)
+    _, new_state = ecliptic.load_state_dict(model, sd, state=state, format="torch")
+    new_means, new_variances = new_state.get(model.layers.batch_state_index)
+    assert new_means.shape == (2, 4)
+    np.testing.assert_array_equal(new_means[0], 3.0)
+    assert raw_bytes(np.asarray(new_means[1])) == raw_bytes(np.asarray(means[1]))
+    assert raw_bytes(np.asarray(new_variances)) == raw_bytes(np.asarray(variances))
+    assert new_state.get(model.layers.batch_counter).tolist() == [
+        int(state.get(model.layers.batch_counter)[0]),
+        7,
+    ]
+
+
 # ---------------------------------------------------------------------- torch goldens
 
 
