@@ -200,6 +200,45 @@ def test_abstract_var_resolved_by_property():
     assert ByProperty().n == 4
 
 
+def test_declared_abstract_classes_and_equinox_strict_option():
+    class Base(ec.Module, is_abstract=True):
+        x: int
+
+        def double(self):
+            return 2 * self.x
+
+    class Child(Base):
+        pass
+
+    class Legacy(ec.Module, strict=True):  # Equinox's old option: accepted, no effect
+        x: int
+
+    class LegacyAbstract(ec.Module, strict=ec.StrictConfig(force_abstract=True)):
+        x: int
+
+    class LegacyConcrete(ec.Module, strict=ec.StrictConfig(some_old_option=True)):
+        x: int
+
+    assert Child(3).double() == 6  # abstractness is not inherited
+    assert Legacy(1).x == LegacyConcrete(1).x == 1
+    for abstract in (Base, LegacyAbstract):
+        with pytest.raises(TypeError, match=f"Can't instantiate {abstract.__qualname__}.*abstract"):
+            abstract(1)
+    assert jax.tree.leaves(jax.tree.map(lambda v: v + 1, Child(1))) == [2]
+    with pytest.raises(TypeError, match="class Bad: is_abstract must be a bool; got str"):
+
+        class Bad(ec.Module, is_abstract="yes"):
+            pass
+
+    with pytest.raises(TypeError, match="class Bad2: strict must be a bool, None or"):
+
+        class Bad2(ec.Module, strict="yes"):
+            pass
+
+    with pytest.raises(TypeError, match="force_abstract must be a bool; got int"):
+        ec.StrictConfig(force_abstract=1)
+
+
 def test_super_init_chain():
     class Parent(ec.Module):
         a: int

@@ -1,6 +1,6 @@
 """Modules: callable pytrees."""
 
-from ._abstract import AbstractClassVar, AbstractVar
+from ._abstract import AbstractClassVar, AbstractVar, StrictConfig
 from ._field import field, static_field
 from ._module import BoundMethod, Module, Partial, bind_partial, module_update_wrapper
 
@@ -14,4 +14,5 @@ __all__ = [
     "field",
     "module_update_wrapper",
     "static_field",
+    "StrictConfig",
 ]

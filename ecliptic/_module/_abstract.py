@@ -82,3 +82,25 @@ def collect_abstract_attributes(
     vars_left = (inherited_vars - resolved) | declared_vars
     classvars_left = (inherited_classvars - classvar_resolved) | declared_classvars
     return frozenset(vars_left), frozenset(classvars_left)
+
+
+def StrictConfig(force_abstract: bool = False, **kwargs: object) -> bool | None:  # noqa: N802
+    """The value of the legacy ``strict=`` class option, for code written for Equinox.
+
+    ``class Foo(ecliptic.Module, strict=ecliptic.StrictConfig(force_abstract=True))``
+    is the old spelling of ``class Foo(ecliptic.Module, is_abstract=True)``; any other
+    ``strict=`` value is accepted and has no effect.
+
+    **Arguments:**
+
+    - `force_abstract`: whether the class is to be abstract (not instantiable).
+    - `**kwargs`: other options of the old strict mode, accepted and ignored.
+
+    **Returns:** `None` (meaning "abstract") if `force_abstract`, else `False`.
+    """
+    del kwargs
+    if not isinstance(force_abstract, bool):
+        raise TypeError(
+            f"StrictConfig: force_abstract must be a bool; got {type(force_abstract).__name__}."
+        )
+    return None if force_abstract else False

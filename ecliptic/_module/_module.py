@@ -147,12 +147,24 @@ class _ModuleMeta(abc.ABCMeta):
     # Set on every Module class by __new__ / _make_flatteners (declared for type checkers).
     __ecliptic_abstract_vars__: frozenset[str]
     __ecliptic_abstract_classvars__: frozenset[str]
+    __ecliptic_declared_abstract__: bool
+    __ecliptic_check_concrete__: bool
     __ecliptic_custom_init__: bool
     __ecliptic_dynamic_fields__: tuple[str, ...]
     __ecliptic_static_fields__: tuple[str, ...]
     __ecliptic_field_map__: dict[str, dataclasses.Field[Any]]
 
-    def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kw: Any):
+    def __new__(
+        mcs,
+        name: str,
+        bases: tuple[type, ...],
+        namespace: dict[str, Any],
+        *,
+        is_abstract: bool = False,
+        strict: bool | None = False,
+        **kw: Any,
+    ):
+        is_abstract = _declared_abstract(name, is_abstract, strict)
         for attr, value in namespace.items():
             if _is_mutable_array_default(value):
                 raise TypeError(
@@ -170,6 +182,9 @@ class _ModuleMeta(abc.ABCMeta):
         cls = super().__new__(mcs, name, bases, namespace, **kw)
         cls.__ecliptic_abstract_vars__ = abstract_vars
         cls.__ecliptic_abstract_classvars__ = abstract_classvars
+        # Declared abstractness belongs to this class alone: subclasses are concrete.
+        cls.__ecliptic_declared_abstract__ = is_abstract
+        cls.__ecliptic_check_concrete__ = bool(abstract_vars or abstract_classvars or is_abstract)
         if has_custom_init:
             cls.__ecliptic_custom_init__ = True
         elif not any(getattr(b, "__ecliptic_custom_init__", False) for b in bases):
@@ -181,7 +196,7 @@ class _ModuleMeta(abc.ABCMeta):
         return cls
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        if cls.__ecliptic_abstract_vars__ or cls.__ecliptic_abstract_classvars__:
+        if cls.__ecliptic_check_concrete__:
             _check_concrete(cls)
         self = cls.__new__(cls)  # pyright: ignore[reportCallIssue]
         self.__dict__[_INITIALISING] = True
@@ -197,7 +212,27 @@ class _ModuleMeta(abc.ABCMeta):
         return self
 
 
+def _declared_abstract(name: str, is_abstract: Any, strict: Any) -> bool:
+    """The class options `is_abstract=` and Equinox's legacy `strict=` (where `None`,
+    as returned by `StrictConfig(force_abstract=True)`, means abstract)."""
+    if not isinstance(is_abstract, bool):
+        raise TypeError(
+            f"class {name}: is_abstract must be a bool; got {type(is_abstract).__name__}."
+        )
+    if strict is not None and not isinstance(strict, bool):
+        raise TypeError(
+            f"class {name}: strict must be a bool, None or ecliptic.StrictConfig(...); got "
+            f"{type(strict).__name__}."
+        )
+    return is_abstract or strict is None
+
+
 def _check_concrete(cls: type) -> None:
+    if cls.__dict__.get("__ecliptic_declared_abstract__"):
+        raise TypeError(
+            f"Can't instantiate {cls.__qualname__}: it is declared abstract "
+            "(is_abstract=True). Instantiate a subclass."
+        )
     missing_vars = sorted(
         name for name in cls.__ecliptic_abstract_vars__ if not hasattr(cls, name)
         and name not in {f.name for f in dataclasses.fields(cls)}
