@@ -1,8 +1,10 @@
 """`tree_pformat` / `tree_pprint`: readable, width-aware printing of pytrees.
 
-A value is first turned into a small document tree (text, or a bracketed group of
-items); rendering then puts each group on one line if it fits in the remaining width,
-and otherwise one item per line, indented.
+A value is first turned into a small document tree (text, bracketed groups of items,
+``key: value`` entries); rendering then lays out each group the way Equinox's printer
+does, so that output written for either library reads the same: a group that fits in
+the remaining width stays on one line; otherwise its brackets go on their own lines and
+its items are indented, all on one line if they fit there, else one item per line.
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ import dataclasses
 import functools
 import types
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import jax
-import jax.numpy as jnp
+import jax.tree_util as jtu
 import numpy as np
 
 from ._misc import type_name
@@ -27,97 +29,179 @@ class _Text:
         self.text = text
 
 
-class _Keyed:
-    """``prefix`` glued to a document, e.g. ``weight=`` + ``f32[3,4]``."""
+class _Concat:
+    """Documents printed one after the other, e.g. ``weight=`` + ``f32[3,4]``."""
 
-    __slots__ = ("prefix", "doc")
+    __slots__ = ("parts",)
 
-    def __init__(self, prefix: str, doc: _Doc):
-        self.prefix = prefix
-        self.doc = doc
+    def __init__(self, *parts: _Doc):
+        self.parts = parts
 
 
-class _Group:
-    __slots__ = ("opener", "items", "closer", "single_comma", "_flat")
+class _Entry:
+    """``key: value``; when it does not fit, the value goes on the next line."""
 
-    def __init__(self, opener: str, items: list[_Doc], closer: str, single_comma: bool = False):
+    __slots__ = ("key", "value")
+
+    def __init__(self, key: _Doc, value: _Doc):
+        self.key = key
+        self.value = value
+
+
+class _Bracket:
+    __slots__ = ("opener", "items", "closer", "_flat")
+
+    def __init__(self, opener: str, items: list[_Doc], closer: str):
         self.opener = opener
         self.items = items
         self.closer = closer
-        # A one-element tuple needs its comma even on one line: `(x,)`.
-        self.single_comma = single_comma
         self._flat: str | None = None
 
 
-_Doc = _Text | _Keyed | _Group
+_Doc = _Text | _Concat | _Entry | _Bracket
 
 
 def _flat(doc: _Doc) -> str:
+    """`doc` on one line (multi-line leaf reprs keep their own newlines)."""
     if isinstance(doc, _Text):
         return doc.text
-    if isinstance(doc, _Keyed):
-        return doc.prefix + _flat(doc.doc)
+    if isinstance(doc, _Concat):
+        return "".join(_flat(part) for part in doc.parts)
+    if isinstance(doc, _Entry):
+        return f"{_flat(doc.key)}: {_flat(doc.value)}"
     if doc._flat is None:
-        inner = ", ".join(_flat(item) for item in doc.items)
-        if doc.single_comma and len(doc.items) == 1:
-            inner += ","
-        doc._flat = doc.opener + inner + doc.closer
+        doc._flat = doc.opener + ", ".join(_flat(item) for item in doc.items) + doc.closer
     return doc._flat
 
 
-def _render(doc: _Doc, column: int, level: int, indent: int, width: int, reserve: int) -> str:
-    """Render `doc` starting at `column`; `reserve` characters must stay free after it."""
+def _width(doc: _Doc) -> int:
+    """The columns `doc` takes on one line; a multi-line leaf counts as its widest line."""
     if isinstance(doc, _Text):
-        # Continuation lines of a multi-line leaf repr line up under its first line.
-        return doc.text.replace("\n", "\n" + " " * column)
-    if isinstance(doc, _Keyed):
-        body = _render(doc.doc, column + len(doc.prefix), level, indent, width, reserve)
-        return doc.prefix + body
+        text = doc.text
+        return len(text) if "\n" not in text else max(map(len, text.split("\n")))
     flat = _flat(doc)
-    if not doc.items or ("\n" not in flat and column + len(flat) + reserve <= width):
+    if "\n" not in flat:
+        return len(flat)
+    if isinstance(doc, _Concat):
+        return sum(_width(part) for part in doc.parts)
+    if isinstance(doc, _Entry):
+        return _width(doc.key) + 2 + _width(doc.value)
+    return len(doc.opener) + _items_width(doc.items) + len(doc.closer)
+
+
+def _items_width(items: list[_Doc]) -> int:
+    return sum(_width(item) for item in items) + 2 * max(len(items) - 1, 0)
+
+
+class _Layout:
+    __slots__ = ("indent", "width")
+
+    def __init__(self, indent: int, width: int):
+        self.indent = indent
+        self.width = width
+
+    def render(self, doc: _Doc, column: int, level: int) -> str:
+        """`doc` laid out from `column`, at nesting `level` (which sets the indentation
+        of any line it breaks)."""
+        if isinstance(doc, _Text):
+            # Continuation lines of a multi-line leaf repr line up under its first line.
+            return doc.text.replace("\n", "\n" + " " * column)
+        if isinstance(doc, _Concat):
+            return _concat_at(doc.parts, column, lambda part, col: self.render(part, col, level))
+        if column + _width(doc) <= self.width:
+            return _flat_at(doc, column)
+        pad = " " * (self.indent * level)
+        if isinstance(doc, _Entry):
+            key = self.render(doc.key, column, level)
+            return f"{key}:\n{pad}{self.render(doc.value, len(pad), level)}"
+        if not doc.items:
+            return _flat(doc)
+        inner = " " * (self.indent * (level + 1))
+        if len(inner) + _items_width(doc.items) <= self.width:
+            items = _flat_items_at(doc.items, len(inner))
+        else:
+            rendered = (self.render(item, len(inner), level + 1) for item in doc.items)
+            items = (",\n" + inner).join(rendered)
+        return f"{doc.opener}\n{inner}{items}\n{pad}{doc.closer}"
+
+
+def _flat_at(doc: _Doc, column: int) -> str:
+    """`doc` on one line starting at `column` (only multi-line leaves need the column)."""
+    flat = _flat(doc)
+    if "\n" not in flat:
         return flat
-    inner = " " * (indent * (level + 1))
-    lines = [doc.opener]
-    for item in doc.items:
-        lines.append(inner + _render(item, len(inner), level + 1, indent, width, 1) + ",")
-    lines.append(" " * (indent * level) + doc.closer)
-    return "\n".join(lines)
+    if isinstance(doc, _Text):
+        return doc.text.replace("\n", "\n" + " " * column)
+    if isinstance(doc, _Concat):
+        return _concat_at(doc.parts, column, _flat_at)
+    if isinstance(doc, _Entry):
+        key = _flat_at(doc.key, column)
+        return f"{key}: " + _flat_at(doc.value, _column_after(key + ": ", column))
+    opener = doc.opener
+    return opener + _flat_items_at(doc.items, column + len(opener)) + doc.closer
 
 
-_DTYPE_PREFIXES = (("bfloat", "bf"), ("float", "f"), ("uint", "u"), ("int", "i"), ("complex", "c"))
+def _flat_items_at(items: list[_Doc], column: int) -> str:
+    out = ""
+    for i, item in enumerate(items):
+        if i:
+            out += ", "
+        out += _flat_at(item, _column_after(out, column))
+    return out
 
 
-def _dtype_str(dtype: Any) -> str:
-    name = str(dtype)
-    for long, short in _DTYPE_PREFIXES:
-        if name.startswith(long):
-            return short + name[len(long) :]
-    return name
+def _concat_at(parts: Any, column: int, render: Callable[[Any, int], str]) -> str:
+    out = ""
+    for part in parts:
+        out += render(part, _column_after(out, column))
+    return out
 
 
-def _short_array(x: Any) -> str:
-    text = f"{_dtype_str(x.dtype)}[{','.join(str(d) for d in x.shape)}]"
-    if isinstance(x, (np.ndarray, np.generic)):
-        text += "(numpy)"
-    return text
+def _column_after(text: str, column: int) -> int:
+    newline = text.rfind("\n")
+    return column + len(text) if newline < 0 else len(text) - newline - 1
 
 
-_FUNCTION_TYPES = (
-    types.FunctionType,
-    types.BuiltinFunctionType,
-    types.MethodType,
-    np.ufunc,
-    *((jnp.ufunc,) if hasattr(jnp, "ufunc") else ()),
-)
+def _array_summary(shape: tuple[int, ...], dtype_name: str, kind: str | None) -> str:
+    short = dtype_name
+    for long, abbreviation in (("float", "f"), ("uint", "u"), ("int", "i"), ("complex", "c")):
+        short = short.replace(long, abbreviation)
+    text = f"{short}[{','.join(str(d) for d in shape)}]"
+    return text if kind is None else f"{text}({kind})"
 
 
-def _is_function(x: Any) -> bool:
-    if isinstance(x, _FUNCTION_TYPES):
-        return True
-    # jit-wrapped and custom_jvp/vjp functions are objects carrying the wrapped __name__.
-    return callable(x) and not isinstance(x, type) and isinstance(
-        getattr(x, "__name__", None), str
-    ) and hasattr(x, "__wrapped__")
+def _jax_array_summary(x: Any) -> str:
+    name = x.dtype.name
+    if getattr(x, "weak_type", False):
+        name = f"weak_{name}"
+    return _array_summary(x.shape, name, None)
+
+
+def _is_wrapped_callable(x: Any) -> bool:
+    """A jit-wrapped (or similar) function object: shown by its name, not by a repr that
+    carries a memory address."""
+    return (
+        callable(x)
+        and not isinstance(x, type)
+        and hasattr(x, "__wrapped__")
+        and isinstance(getattr(x, "__qualname__", getattr(x, "__name__", None)), str)
+    )
+
+
+def _qualname(x: Any) -> str:
+    return getattr(x, "__qualname__", None) or x.__name__
+
+
+_PLAIN_TYPE_MODULES = ("builtins", "typing", "typing_extensions", "collections.abc")
+
+
+def _type_name(cls: Any) -> str:
+    if cls is type(None):
+        return "None"
+    module, qualname = getattr(cls, "__module__", None), getattr(cls, "__qualname__", None)
+    if not isinstance(qualname, str):
+        return repr(cls)
+    return qualname if module in _PLAIN_TYPE_MODULES or module is None else f"{module}.{qualname}"
 
 
 class _Options:
@@ -129,70 +213,97 @@ class _Options:
         self.truncate_leaf = truncate_leaf
 
 
-_UNSET = _Text("<unset>")
+_UNINITIALISED = _Text("<uninitialised>")
 
 
-def _fields_group(
-    name: str, obj: Any, opts: _Options, on_path: set[int]
-) -> _Group:
+def _fields_doc(name: str, obj: Any, opts: _Options, on_path: set[int]) -> _Bracket:
+    """``Name(field=value, ...)``: fields declared with `repr=False`, and fields still
+    holding their declared default (the same object), are left out."""
     items: list[_Doc] = []
     for f in dataclasses.fields(obj):
         if not f.repr:
             continue
         # `__dict__` rather than getattr: a repr taken mid-__init__ may meet unset fields.
-        value = obj.__dict__.get(f.name, _UNSET) if hasattr(obj, "__dict__") else getattr(
-            obj, f.name, _UNSET
+        store = getattr(obj, "__dict__", None)
+        value = store.get(f.name, _UNINITIALISED) if store is not None else getattr(
+            obj, f.name, _UNINITIALISED
         )
-        doc = value if value is _UNSET else _to_doc(value, opts, on_path)
-        items.append(_Keyed(f"{f.name}=", doc))
-    return _Group(f"{name}(", items, ")")
+        if value is f.default:
+            continue
+        doc = value if value is _UNINITIALISED else _to_doc(value, opts, on_path)
+        items.append(_Concat(_Text(f"{f.name}="), doc))
+    return _Bracket(f"{name}(", items, ")")
+
+
+def _keyed(pairs: Any, opts: _Options, on_path: set[int]) -> list[_Doc]:
+    return [_Concat(_Text(f"{k}="), _to_doc(v, opts, on_path)) for k, v in pairs]
 
 
 def _to_doc(x: Any, opts: _Options, on_path: set[int]) -> _Doc:
+    if id(x) in on_path:
+        return _Text("<recursive>")
     if opts.truncate_leaf(x):
         return _Text(f"{type(x).__name__}(...)")
-    if isinstance(x, (jax.Array, np.ndarray, np.generic)):
-        return _Text(_short_array(x) if opts.short_arrays else repr(x))
-    if isinstance(x, jax.ShapeDtypeStruct):
-        if opts.struct_as_array:
-            return _Text(_short_array(x))
-        return _Text(f"ShapeDtypeStruct(shape={x.shape}, dtype={x.dtype})")
-    if isinstance(x, (list, tuple, dict)) or (
-        dataclasses.is_dataclass(x) and not isinstance(x, type)
+    if opts.short_arrays and (
+        isinstance(x, jax.Array) or (opts.struct_as_array and isinstance(x, jax.ShapeDtypeStruct))
     ):
-        if id(x) in on_path:
-            return _Text(f"<recursive {type(x).__name__}>")
-        on_path.add(id(x))
-        try:
-            return _container_doc(x, opts, on_path)
-        finally:
-            on_path.discard(id(x))
-    if isinstance(x, functools.partial):
-        items = [_to_doc(x.func, opts, on_path)]
-        items += [_to_doc(a, opts, on_path) for a in x.args]
-        items += [_Keyed(f"{k}=", _to_doc(v, opts, on_path)) for k, v in x.keywords.items()]
-        return _Group(f"{type(x).__name__}(", items, ")")
-    if _is_function(x):
-        return _Text(f"<function {x.__name__}>")
-    return _Text(repr(x))
+        return _Text(_jax_array_summary(x))
+    if isinstance(x, (jax.custom_jvp, jax.custom_vjp)):
+        return _to_doc(x.__wrapped__, opts, on_path)
+    on_path.add(id(x))
+    try:
+        return _structured_doc(x, opts, on_path)
+    finally:
+        on_path.discard(id(x))
 
 
-def _container_doc(x: Any, opts: _Options, on_path: set[int]) -> _Doc:
-    if isinstance(x, tuple) and hasattr(type(x), "_fields"):  # namedtuple
-        items: list[_Doc] = [
-            _Keyed(f"{k}=", _to_doc(v, opts, on_path)) for k, v in zip(type(x)._fields, x)  # pyright: ignore[reportAttributeAccessIssue]
-        ]
-        return _Group(f"{type(x).__name__}(", items, ")")
+def _structured_doc(x: Any, opts: _Options, on_path: set[int]) -> _Doc:
+    def docs(values: Any) -> list[_Doc]:
+        return [_to_doc(v, opts, on_path) for v in values]
+
+    if x is None:
+        return _Text("None")
+    if isinstance(x, jtu.Partial):
+        fields = (("func", x.func), ("args", x.args), ("keywords", x.keywords))
+        return _Bracket("Partial(", _keyed(fields, opts, on_path), ")")
     if isinstance(x, tuple):
-        return _Group("(", [_to_doc(v, opts, on_path) for v in x], ")", single_comma=True)
+        if hasattr(type(x), "_fields"):  # a namedtuple
+            pairs = zip(type(x)._fields, x)  # pyright: ignore[reportAttributeAccessIssue]
+            return _Bracket(f"{type(x).__name__}(", _keyed(pairs, opts, on_path), ")")
+        if len(x) == 1:  # `(x,)` keeps its comma, on one line or broken
+            return _Bracket("(", [_Concat(_to_doc(x[0], opts, on_path), _Text(","))], ")")
+        return _Bracket("(", docs(x), ")")
     if isinstance(x, list):
-        return _Group("[", [_to_doc(v, opts, on_path) for v in x], "]")
+        return _Bracket("[", docs(x), "]")
     if isinstance(x, dict):
-        items = [_Keyed(f"{k!r}: ", _to_doc(v, opts, on_path)) for k, v in x.items()]
-        if type(x) is dict:
-            return _Group("{", items, "}")
-        return _Group(f"{type(x).__name__}({{", items, "})")
-    return _fields_group(type(x).__name__, x, opts, on_path)
+        entries: list[_Doc] = [
+            _Entry(_to_doc(k, opts, on_path), _to_doc(v, opts, on_path)) for k, v in x.items()
+        ]
+        return _Bracket("{", entries, "}")
+    if isinstance(x, (set, frozenset)):
+        name = type(x).__name__ if isinstance(x, frozenset) else ""
+        if not x:
+            return _Text(f"{name or 'set'}()")
+        return _Bracket(f"{name}({{" if name else "{", docs(x), "})" if name else "}")
+    if isinstance(x, functools.partial):
+        items = [_to_doc(x.func, opts, on_path), *docs(x.args)]
+        return _Bracket("partial(", items + _keyed(x.keywords.items(), opts, on_path), ")")
+    if isinstance(x, types.FunctionType):
+        kind = "wrapped function" if hasattr(x, "__wrapped__") else "function"
+        return _Text(f"<{kind} {x.__qualname__}>")
+    if _is_wrapped_callable(x):
+        return _Text(f"<function {_qualname(x)}>")
+    if x is Any:
+        return _Text("Any")
+    if isinstance(x, (type, type(Literal))):
+        return _Text(_type_name(x))
+    if dataclasses.is_dataclass(x):
+        return _fields_doc(type(x).__qualname__, x, opts, on_path)
+    if isinstance(x, np.ndarray) and opts.short_arrays:
+        return _Text(_array_summary(x.shape, str(x.dtype).rsplit(".")[-1], "numpy"))
+    if x is ...:
+        return _Text("...")
+    return _Text(repr(x))
 
 
 def _never(_: Any) -> bool:
@@ -210,10 +321,13 @@ def tree_pformat(
 ) -> str:
     """Format a pytree as a readable string.
 
-    Arrays are summarised as dtype and shape (`f32[3,4]`; NumPy arrays get a `(numpy)`
-    marker), Modules and dataclasses print as `ClassName(field=value, ...)` in field
-    order (fields declared with `repr=False` are skipped), functions as `<function
-    name>`. Lines are broken to fit in `width` columns.
+    Arrays are summarised as dtype and shape (`f32[3,4]`; `weak_f32[]` for a weakly
+    typed scalar; NumPy arrays get a `(numpy)` marker), Modules and dataclasses print as
+    `ClassName(field=value, ...)` in field order (fields declared with `repr=False`, and
+    fields still holding their default value, are skipped), functions as `<function
+    name>`. Lines are broken to fit in `width` columns. The layout and these
+    conventions are Equinox's, so the same tree prints the same with either library
+    (except that jit-wrapped functions print by name rather than with an address).
 
     **Arguments:**
 
@@ -242,7 +356,7 @@ def tree_pformat(
             f"{type_name(truncate_leaf)}."
         )
     opts = _Options(short_arrays, struct_as_array, truncate_leaf)
-    return _render(_to_doc(pytree, opts, set()), 0, 0, indent, width, 0)
+    return _Layout(indent, width).render(_to_doc(pytree, opts, set()), 0, 0)
 
 
 def tree_pprint(
