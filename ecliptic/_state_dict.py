@@ -11,25 +11,34 @@ joined with dots (``layers.0.weight``). Two formats:
 State (`ecliptic.nn.State`) is passed beside the model: its entries are named by the
 path of the `StateIndex` that points to them (``bn.batch_state_index.0``), and in the
 torch format BatchNorm statistics become ``running_mean``/``running_var``/
-``num_batches_tracked``.
+``num_batches_tracked``. Containers and wrappers with a PyTorch counterpart
+(`Sequential`, `Stacked`, `WeightNorm`, `SpectralNorm`) take its layout too (see
+`ecliptic._state_dict_wrappers`); reading is in `ecliptic._state_dict_reader`.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ._paths import children_with_names, display, join, named_leaves
-from ._serialisation import CheckpointError, describe, is_key_dtype, key_impl
-from ._state_dict_stacked import layer_views, restack_layers, restack_state
+from ._serialisation import CheckpointError
+from ._state_dict_reader import ARRAYS, Reader, Renamed, as_leaf, expected, to_numpy
+from ._state_dict_wrappers import (
+    PARAMETRISED,
+    check_parametrised,
+    layer_views,
+    parametrisation_entries,
+    restack_layers,
+    restack_state,
+    weight_renames,
+)
 from ._torch_layouts import converter_for
-from .nn import Sequential, Stacked, State, StateIndex
+from .nn import Sequential, Stacked, State, StateIndex, WeightNorm
 
 __all__ = [
     "StateDictError",
@@ -41,7 +50,6 @@ __all__ = [
 ]
 
 _FORMATS = ("native", "torch")
-_ARRAYS = (jax.Array, np.ndarray, np.generic)
 
 
 class StateDictError(CheckpointError):
@@ -80,8 +88,12 @@ class StateDictReport:
             if items:
                 lines.append(f"  {title} ({len(items)}):")
                 lines += [f"    {item}" for item in items]
-        if any(k.rsplit(".", 1)[-1] in ("running_mean", "running_var") for k in self.unexpected):
-            lines.append("  (to load BatchNorm statistics pass the model's State: state=...)")
+        stateful = ("running_mean", "running_var", "_u", "_v")
+        if any(k.rsplit(".", 1)[-1] in stateful for k in self.unexpected):
+            lines.append(
+                "  (to load BatchNorm statistics or SpectralNorm vectors pass the model's "
+                "State: state=...)"
+            )
         return "\n".join(lines)
 
 
@@ -91,45 +103,11 @@ def _check_format(format: str) -> bool:
     return format == "torch"
 
 
-def to_numpy(value: Any, name: str) -> np.ndarray:
-    """A JAX/NumPy array or anything with ``__array__`` (a PyTorch tensor, also bfloat16
-    or on a GPU, without importing torch) as a NumPy array."""
-    if isinstance(value, jax.Array) and is_key_dtype(value.dtype):
-        return np.asarray(jax.random.key_data(value))
-    if hasattr(value, "detach") and hasattr(value, "cpu") and not isinstance(value, _ARRAYS):
-        value = value.detach().cpu()
-        torch = sys.modules.get("torch")
-        if torch is not None and getattr(value, "dtype", None) == torch.bfloat16:
-            return np.asarray(value.view(torch.int16)).view(jnp.bfloat16)
-    try:
-        array = np.asarray(value)
-    except Exception as e:
-        raise CheckpointError(
-            f"{display(name)}: cannot read a {type(value).__name__} as an array ({e})"
-        ) from e
-    if array.dtype.hasobject or array.dtype.names is not None:
-        raise CheckpointError(
-            f"{display(name)}: a {type(value).__name__} is not a numeric array"
-        )
-    return array
-
-
-def _as_leaf(value: np.ndarray, old: Any) -> Any:
-    """A NumPy value as the same kind of array as ``old`` (JAX, NumPy, key, scalar)."""
-    if isinstance(old, np.generic):
-        return value[()]
-    if isinstance(old, np.ndarray):
-        return value
-    if is_key_dtype(old.dtype):
-        return jax.random.wrap_key_data(value, impl=key_impl(old))  # pyright: ignore[reportArgumentType]
-    return jax.device_put(value)  # a plain transfer: no op to compile
-
-
 # ---------------------------------------------------------------------------- export
 
 
 def _walk_export(node: Any, name: str, torch: bool, state: Any, emit: Any) -> None:
-    if isinstance(node, _ARRAYS):
+    if isinstance(node, ARRAYS):
         emit(name, node)
         return
     if isinstance(node, StateIndex) and (state is not None or torch):
@@ -155,6 +133,13 @@ def _walk_export(node: Any, name: str, torch: bool, state: Any, emit: Any) -> No
         if isinstance(node, Stacked):  # PyTorch's ModuleList: one entry per layer
             for i, (layer, layer_state) in enumerate(layer_views(node, state)):
                 _walk_export(layer, join(name, str(i)), torch, layer_state, emit)
+            return
+        if isinstance(node, PARAMETRISED):
+            check_parametrised(node, name)
+            renames = weight_renames(node, name)
+            _walk_export(node.layer, name, torch, state, lambda k, v: emit(renames.get(k, k), v))
+            for key, value in parametrisation_entries(node, name, state):
+                emit(key, value)
             return
     children, treedef = children_with_names(node)
     if treedef.num_nodes == 1 and treedef.num_leaves == 1:
@@ -245,98 +230,12 @@ def state_dict(pytree: Any, *, state: Any = None, format: str = "native") -> dic
 # ---------------------------------------------------------------------------- import
 
 
-class _Reader:
-    """Reads entries of a state dict for one model, recording every problem."""
-
-    def __init__(self, entries: dict[str, Any]):
-        self.entries = entries
-        self.used: set[str] = set()
-        self.missing: list[str] = []
-        self.mismatched: list[str] = []
-
-    def at(self, prefix: str) -> _Scoped:
-        return _Scoped(self, prefix)
-
-    def get(self, name: str, shape: tuple[int, ...], dtype: Any, optional: bool) -> Any:
-        if name not in self.entries:
-            if not optional:
-                self.missing.append(name)
-            return None
-        self.used.add(name)
-        dtype = np.dtype(dtype)
-        try:
-            value = to_numpy(self.entries[name], name)
-        except CheckpointError as e:
-            self.mismatched.append(str(e))
-            return None
-        if tuple(value.shape) != tuple(shape):
-            self.mismatched.append(
-                f"{display(name)}: expected {describe(shape, dtype)}, got "
-                f"{describe(value.shape, value.dtype)}"
-            )
-            return None
-        if value.dtype != dtype and _dtype_category(value.dtype) != _dtype_category(dtype):
-            self.mismatched.append(
-                f"{display(name)}: expected {describe(shape, dtype)}, got "
-                f"{describe(value.shape, value.dtype)} (cannot cast {value.dtype} to {dtype})"
-            )
-            return None
-        return np.array(value, dtype=dtype)
-
-
-def _dtype_category(dtype: Any) -> str:
-    """float / complex / integer / bool: casts are allowed within a category only (an
-    int array for a float weight means the names are mixed up, not a precision change)."""
-    for category, base in (
-        ("bool", jnp.bool_),
-        ("complex", jnp.complexfloating),
-        ("float", jnp.floating),
-        ("integer", jnp.integer),
-    ):
-        if jnp.issubdtype(dtype, base):
-            return category
-    return str(dtype)
-
-
-class _Scoped:
-    """The `LayerIO` a converter sees: names relative to the layer's path."""
-
-    def __init__(self, reader: _Reader, prefix: str):
-        self.reader, self.prefix = reader, prefix
-
-    def get(
-        self, name: str, shape: tuple[int, ...], dtype: Any, optional: bool = False
-    ) -> Any:
-        return self.reader.get(join(self.prefix, name), shape, dtype, optional)
-
-    def problem(self, name: str, message: str) -> None:
-        self.reader.mismatched.append(f"{display(join(self.prefix, name))}: {message}")
-
-    def replace(self, node: Any, **fields: Any) -> Any:
-        new = object.__new__(type(node))
-        new.__dict__.update(node.__dict__)
-        for field, value in fields.items():
-            old = node.__dict__[field]
-            new.__dict__[field] = _as_leaf(value, old) if isinstance(value, np.ndarray) else value
-        return new
-
-    def set_state(self, state: Any, index: Any, value: Any) -> Any:
-        old = state.get(index)
-        new = jax.tree_util.tree_map(lambda o, v: _as_leaf(np.asarray(v), o), old, value)
-        return state.set(index, new)
-
-
-def _expected(leaf: Any) -> tuple[tuple[int, ...], np.dtype]:
-    if is_key_dtype(leaf.dtype):
-        data = jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct(leaf.shape, leaf.dtype))
-        return tuple(data.shape), np.dtype(data.dtype)
-    return tuple(leaf.shape), np.dtype(leaf.dtype)
-
-
-def _walk_import(node: Any, name: str, torch: bool, state: Any, io: _Reader) -> tuple[Any, Any]:
-    if isinstance(node, (*_ARRAYS, jax.ShapeDtypeStruct)):
-        value = io.get(name, *_expected(node), optional=False)
-        return (node if value is None else _as_leaf(value, node)), state
+def _walk_import(
+    node: Any, name: str, torch: bool, state: Any, io: Reader | Renamed
+) -> tuple[Any, Any]:
+    if isinstance(node, (*ARRAYS, jax.ShapeDtypeStruct)):
+        value = io.get(name, *expected(node), optional=False)
+        return (node if value is None else as_leaf(value, node)), state
     if isinstance(node, StateIndex) and (state is not None or torch):
         if state is None:
             return node, state
@@ -344,8 +243,8 @@ def _walk_import(node: Any, name: str, torch: bool, state: Any, io: _Reader) -> 
         treedef = jax.tree_util.tree_structure(old)
         new = []
         for sub, leaf in named_leaves(old):
-            value = io.get(join(name, sub), *_expected(leaf), optional=False)
-            new.append(leaf if value is None else _as_leaf(value, leaf))
+            value = io.get(join(name, sub), *expected(leaf), optional=False)
+            new.append(leaf if value is None else as_leaf(value, leaf))
         return node, state.set(node, jax.tree_util.tree_unflatten(treedef, new))
     if torch:
         pair = converter_for(node)
@@ -359,6 +258,8 @@ def _walk_import(node: Any, name: str, torch: bool, state: Any, io: _Reader) -> 
             return io.at(name).replace(node, layers=tuple(layers)), state
         if isinstance(node, Stacked):
             return _import_stacked(node, name, state, io)
+        if isinstance(node, PARAMETRISED):
+            return _import_parametrised(node, name, state, io)
     children, treedef = children_with_names(node)
     if treedef.num_nodes == 1 and treedef.num_leaves == 1:
         return node, state  # a non-array leaf: kept as it is
@@ -369,7 +270,9 @@ def _walk_import(node: Any, name: str, torch: bool, state: Any, io: _Reader) -> 
     return treedef.unflatten(new_children), state
 
 
-def _import_stacked(node: Stacked, name: str, state: Any, io: _Reader) -> tuple[Any, Any]:
+def _import_stacked(
+    node: Stacked, name: str, state: Any, io: Reader | Renamed
+) -> tuple[Any, Any]:
     layers, layer_states = [], []
     for i, (layer, layer_state) in enumerate(layer_views(node, state)):
         layer, layer_state = _walk_import(layer, join(name, str(i)), True, layer_state, io)
@@ -377,6 +280,23 @@ def _import_stacked(node: Stacked, name: str, state: Any, io: _Reader) -> tuple[
         layer_states.append(layer_state)
     new = io.at(name).replace(node, layers=restack_layers(node, layers))
     return new, restack_state(node, state, layer_states)
+
+
+def _import_parametrised(
+    node: Any, name: str, state: Any, io: Reader | Renamed
+) -> tuple[Any, Any]:
+    check_parametrised(node, name)
+    renamed = Renamed(io, weight_renames(node, name))
+    layer, state = _walk_import(node.layer, name, True, state, renamed)
+    fields: dict[str, Any] = {"layer": layer}
+    entries = parametrisation_entries(node, name, state)
+    values = [io.get(key, *expected(old), optional=False) for key, old in entries]
+    if isinstance(node, WeightNorm):
+        if values[0] is not None:
+            fields["g"] = values[0]
+    elif entries and all(value is not None for value in values):
+        state = io.at(name).set_state(state, node.uv_index, tuple(values))
+    return io.at(name).replace(node, **fields), state
 
 
 def _run_import(
@@ -392,7 +312,7 @@ def _run_import(
     bad = [k for k in entries if not isinstance(k, str)]
     if bad:
         raise TypeError(f"state_dict keys must be strings; got {bad[:3]!r}.")
-    io = _Reader(entries)
+    io = Reader(entries)
     pytree, state = _walk_import(pytree, "", torch, state, io)
     unexpected = tuple(k for k in entries if k not in io.used)
     report = StateDictReport(tuple(io.missing), unexpected, tuple(io.mismatched))

@@ -292,12 +292,16 @@ def test_stacked_stateful_layers_export_and_load_per_layer_state():
 # ---------------------------------------------------------------------- torch goldens
 
 
-def _golden_module():
-    path = os.path.join(GOLDENS, "gen_interop.py")
-    spec = importlib.util.spec_from_file_location("gen_interop", path)
+def _load_golden_script(filename):
+    path = os.path.join(GOLDENS, filename)
+    spec = importlib.util.spec_from_file_location(filename.removesuffix(".py"), path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _golden_module():
+    return _load_golden_script("gen_interop.py")
 
 
 @pytest.fixture(scope="module")
@@ -332,11 +336,40 @@ def test_exported_state_dict_runs_the_same_in_torch(interop):
     np.testing.assert_allclose(y, io["y_from_ecliptic"], rtol=0, atol=1e-5)
 
 
+def test_torch_weight_norm_and_spectral_norm_parametrisations():
+    gp = _load_golden_script("gen_parametrised.py")
+    sd = safetensors.numpy.load_file(gp.TORCH)
+    model, state = ecliptic.filter_eval_shape(gp.make_ecliptic_net, jax.random.key(0))
+    model, state = ecliptic.load_state_dict(model, sd, state=state, format="torch")
+    io = np.load(gp.IO)
+    y = jax.vmap(model.apply, in_axes=(0, None))(io["x"], state)
+    np.testing.assert_allclose(np.asarray(y), io["y"], rtol=0, atol=1e-5)
+    # Exported back, every entry is where PyTorch keeps it, bit for bit.
+    exported = ecliptic.state_dict(model, state=state, format="torch")
+    assert set(exported) == set(sd)
+    assert all(raw_bytes(exported[k]) == raw_bytes(sd[k]) for k in sd)
+    without_state = ecliptic.state_dict(model, format="torch")
+    assert "sn.parametrizations.weight.0._u" not in without_state
+    report = ecliptic.check_state_dict(model, sd, format="torch")
+    vectors = {"sn.parametrizations.weight.0._u", "sn.parametrizations.weight.0._v"}
+    assert set(report.unexpected) == vectors
+    assert "SpectralNorm vectors pass the model's State" in str(report)
+
+
+def test_parametrisation_of_a_layer_with_another_torch_layout_is_refused():
+    layer = build(lambda: enn.WeightNorm(enn.ConvTranspose1d(2, 2, 3, key=key())))
+    with pytest.raises(ecliptic.CheckpointError, match="WeightNorm around a ConvTranspose1d"):
+        ecliptic.state_dict(layer, format="torch")
+    with pytest.raises(ecliptic.CheckpointError, match='use format="native"'):
+        ecliptic.load_state_dict(layer, {}, format="torch")
+    assert set(ecliptic.state_dict(layer)) == {"layer.weight", "layer.bias", "g"}
+
+
 def test_goldens_are_small():
     total = sum(
         os.path.getsize(os.path.join(GOLDENS, f))
         for f in os.listdir(GOLDENS)
-        if f.startswith("interop")
+        if f.startswith(("interop", "parametrised"))
     )
     assert total < 1_000_000
 

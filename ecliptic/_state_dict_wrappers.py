@@ -1,7 +1,14 @@
-"""`nn.Stacked` in state dicts of PyTorch's format: the PyTorch equivalent of N stacked
-layers is an ``nn.ModuleList`` of N separate layers (``blocks.0.weight``,
-``blocks.1.weight``, ...), so the stacked arrays are viewed one layer at a time, each with
-the slice of the model's `State` that belongs to it, and stacked again after loading.
+"""Containers and wrappers in state dicts of PyTorch's format.
+
+- `nn.Stacked`: the PyTorch equivalent of N stacked layers is an ``nn.ModuleList`` of N
+  separate layers (``blocks.0.weight``, ``blocks.1.weight``, ...), so the stacked arrays
+  are viewed one layer at a time, each with the slice of the model's `State` that
+  belongs to it, and stacked again after loading.
+- `nn.WeightNorm` / `nn.SpectralNorm`: PyTorch's parametrisations keep the wrapped
+  layer's entries where they are, except its weight, which moves under
+  ``parametrizations.<weight>`` (``original0``/``original1`` for weight norm's
+  magnitude and direction; ``original`` plus the power iteration's ``0._u``/``0._v``
+  for spectral norm).
 """
 
 from __future__ import annotations
@@ -15,8 +22,12 @@ import jax.tree_util as jtu
 import numpy as np
 
 from ._filters import is_array
-from ._serialisation import is_key_dtype
-from .nn import Stacked
+from ._paths import display, join
+from ._serialisation import CheckpointError, is_key_dtype
+from ._torch_layouts import converter_for
+from .nn import Conv, ConvTranspose, SpectralNorm, Stacked, WeightNorm
+
+PARAMETRISED = (WeightNorm, SpectralNorm)
 
 
 def layer_views(stacked: Stacked, state: Any) -> list[tuple[Any, Any]]:
@@ -71,3 +82,38 @@ def _stack(column: Sequence[Any], old: Any) -> Any:
         return jnp.stack(column)
     # Stacked on the host, then one plain transfer: nothing to compile per shape.
     return jax.device_put(np.stack([np.asarray(c) for c in column]))
+
+
+def check_parametrised(node: Any, name: str) -> None:
+    """Raise unless `node`'s wrapped weight has the same layout here and in PyTorch (the
+    parametrisation's magnitude and vectors are laid out after it)."""
+    layer = node.layer
+    plain = converter_for(layer) is None
+    if not (plain or (isinstance(layer, Conv) and not isinstance(layer, ConvTranspose))):
+        raise CheckpointError(
+            f"{display(name)}: a {type(node).__name__} around a {type(layer).__name__} has "
+            "no PyTorch format here (the layer's weight is laid out differently in "
+            "PyTorch); use format=\"native\""
+        )
+
+
+def weight_renames(node: Any, name: str) -> dict[str, str]:
+    """Where PyTorch keeps the wrapped layer's (unnormalised) weight."""
+    original = "original1" if isinstance(node, WeightNorm) else "original"
+    return {join(name, node.weight_name): join(_prefix(node, name), original)}
+
+
+def parametrisation_entries(node: Any, name: str, state: Any) -> list[tuple[str, Any]]:
+    """The parametrisation's own entries: weight norm's magnitude `g`; spectral norm's
+    `u` and `v` (only with a state)."""
+    prefix = _prefix(node, name)
+    if isinstance(node, WeightNorm):
+        return [(join(prefix, "original0"), node.g)]
+    if state is None:
+        return []
+    u, v = state.get(node.uv_index)
+    return [(join(prefix, "0._u"), u), (join(prefix, "0._v"), v)]
+
+
+def _prefix(node: Any, name: str) -> str:
+    return join(name, f"parametrizations.{node.weight_name}")

@@ -1,0 +1,157 @@
+"""Reading a state dict into a model: each entry is fetched once, checked against the
+shape and dtype it must have, and every problem (missing, mismatched) is recorded, so
+that a report can list them all at once."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._paths import display, join
+from ._serialisation import CheckpointError, describe, is_key_dtype, key_impl
+
+ARRAYS = (jax.Array, np.ndarray, np.generic)
+
+
+def to_numpy(value: Any, name: str) -> np.ndarray:
+    """A JAX/NumPy array or anything with ``__array__`` (a PyTorch tensor, also bfloat16
+    or on a GPU, without importing torch) as a NumPy array."""
+    if isinstance(value, jax.Array) and is_key_dtype(value.dtype):
+        return np.asarray(jax.random.key_data(value))
+    if hasattr(value, "detach") and hasattr(value, "cpu") and not isinstance(value, ARRAYS):
+        value = value.detach().cpu()
+        torch = sys.modules.get("torch")
+        if torch is not None and getattr(value, "dtype", None) == torch.bfloat16:
+            return np.asarray(value.view(torch.int16)).view(jnp.bfloat16)
+    try:
+        array = np.asarray(value)
+    except Exception as e:
+        raise CheckpointError(
+            f"{display(name)}: cannot read a {type(value).__name__} as an array ({e})"
+        ) from e
+    if array.dtype.hasobject or array.dtype.names is not None:
+        raise CheckpointError(
+            f"{display(name)}: a {type(value).__name__} is not a numeric array"
+        )
+    return array
+
+
+def as_leaf(value: np.ndarray, old: Any) -> Any:
+    """A NumPy value as the same kind of array as ``old`` (JAX, NumPy, key, scalar)."""
+    if isinstance(old, np.generic):
+        return value[()]
+    if isinstance(old, np.ndarray):
+        return value
+    if is_key_dtype(old.dtype):
+        return jax.random.wrap_key_data(value, impl=key_impl(old))  # pyright: ignore[reportArgumentType]
+    return jax.device_put(value)  # a plain transfer: no op to compile
+
+
+class Reader:
+    """Reads entries of a state dict for one model, recording every problem."""
+
+    def __init__(self, entries: dict[str, Any]):
+        self.entries = entries
+        self.used: set[str] = set()
+        self.missing: list[str] = []
+        self.mismatched: list[str] = []
+
+    def at(self, prefix: str) -> Scoped:
+        return Scoped(self, prefix)
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: Any, optional: bool) -> Any:
+        if name not in self.entries:
+            if not optional:
+                self.missing.append(name)
+            return None
+        self.used.add(name)
+        dtype = np.dtype(dtype)
+        try:
+            value = to_numpy(self.entries[name], name)
+        except CheckpointError as e:
+            self.mismatched.append(str(e))
+            return None
+        if tuple(value.shape) != tuple(shape):
+            self.mismatched.append(
+                f"{display(name)}: expected {describe(shape, dtype)}, got "
+                f"{describe(value.shape, value.dtype)}"
+            )
+            return None
+        if value.dtype != dtype and _dtype_category(value.dtype) != _dtype_category(dtype):
+            self.mismatched.append(
+                f"{display(name)}: expected {describe(shape, dtype)}, got "
+                f"{describe(value.shape, value.dtype)} (cannot cast {value.dtype} to {dtype})"
+            )
+            return None
+        return np.array(value, dtype=dtype)
+
+
+def _dtype_category(dtype: Any) -> str:
+    """float / complex / integer / bool: casts are allowed within a category only (an
+    int array for a float weight means the names are mixed up, not a precision change)."""
+    for category, base in (
+        ("bool", jnp.bool_),
+        ("complex", jnp.complexfloating),
+        ("float", jnp.floating),
+        ("integer", jnp.integer),
+    ):
+        if jnp.issubdtype(dtype, base):
+            return category
+    return str(dtype)
+
+
+class Scoped:
+    """The `LayerIO` a converter sees: names relative to the layer's path."""
+
+    def __init__(self, reader: Reader | Renamed, prefix: str):
+        self.reader, self.prefix = reader, prefix
+
+    def get(
+        self, name: str, shape: tuple[int, ...], dtype: Any, optional: bool = False
+    ) -> Any:
+        return self.reader.get(join(self.prefix, name), shape, dtype, optional)
+
+    def problem(self, name: str, message: str) -> None:
+        self.reader.mismatched.append(f"{display(join(self.prefix, name))}: {message}")
+
+    def replace(self, node: Any, **fields: Any) -> Any:
+        new = object.__new__(type(node))
+        new.__dict__.update(node.__dict__)
+        for field, value in fields.items():
+            old = node.__dict__[field]
+            new.__dict__[field] = as_leaf(value, old) if isinstance(value, np.ndarray) else value
+        return new
+
+    def set_state(self, state: Any, index: Any, value: Any) -> Any:
+        old = state.get(index)
+        new = jax.tree_util.tree_map(lambda o, v: as_leaf(np.asarray(v), o), old, value)
+        return state.set(index, new)
+
+
+def expected(leaf: Any) -> tuple[tuple[int, ...], np.dtype]:
+    if is_key_dtype(leaf.dtype):
+        data = jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct(leaf.shape, leaf.dtype))
+        return tuple(data.shape), np.dtype(data.dtype)
+    return tuple(leaf.shape), np.dtype(leaf.dtype)
+
+
+
+
+class Renamed:
+    """A reader that fetches some entries under other names (where PyTorch keeps a
+    parametrised layer's weight, for instance)."""
+
+    def __init__(self, reader: Reader | Renamed, renames: dict[str, str]):
+        self.reader = reader
+        self.renames = renames
+        self.mismatched = reader.mismatched
+
+    def at(self, prefix: str) -> Scoped:
+        return Scoped(self, prefix)
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: Any, optional: bool) -> Any:
+        return self.reader.get(self.renames.get(name, name), shape, dtype, optional)
