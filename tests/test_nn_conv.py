@@ -49,8 +49,8 @@ def test_conv_transpose_matches_torch(name):
     cfg, arrays = case(name)
     n, groups = cfg["n"], cfg["groups"]
     layer = abstract(lambda: enn.ConvTranspose(
-        n, cfg["in"], cfg["out"], cfg["kernel_size"], cfg["stride"], cfg["output_padding"],
-        cfg["padding"], cfg["dilation"], groups, key=KEY))
+        n, cfg["in"], cfg["out"], cfg["kernel_size"], cfg["stride"], cfg["padding"],
+        cfg["output_padding"], cfg["dilation"], groups, key=KEY))
     assert layer.weight.shape == weight_from_torch(arrays["weight"], groups).shape
 
     def fn(w, b, x):
@@ -110,7 +110,7 @@ def test_conv_transpose_is_adjoint_of_conv(n, stride, padding, op, dil, groups, 
     c_small, c_big, k = 4, 2, 3
     fwd = materialise(lambda: enn.Conv(n, c_big, c_small, k, stride, padding, dil, groups,
                                        use_bias=False, padding_mode=mode, key=KEY))
-    bwd = abstract(lambda: enn.ConvTranspose(n, c_small, c_big, k, stride, op, padding, dil,
+    bwd = abstract(lambda: enn.ConvTranspose(n, c_small, c_big, k, stride, padding, op, dil,
                                              groups, use_bias=False, padding_mode=mode,
                                              key=KEY))
     bwd = set_params(bwd, weight=weight_from_torch(fwd.weight, groups))

@@ -81,14 +81,14 @@ class ConvTranspose(Module):
 
     - `num_spatial_dims`: N. `in_channels`, `out_channels`: channel counts.
     - `kernel_size`, `stride`, `dilation`: an int or N ints, each >= 1.
-    - `output_padding`: extra size added at the end of each output dimension (to pick
-      among the sizes a strided convolution maps to the same size); an int or N ints,
-      each smaller than the stride or the dilation (as PyTorch requires).
     - `padding`: the padding of the corresponding forward convolution, which removes
       that much from each output side: an int, N ints, N `(low, high)` pairs, `"VALID"`
       (none), or `"SAME"`/`"SAME_LOWER"`: output size `stride * size`, whatever the
       `output_padding` (an odd total trims the extra element from the end for "SAME",
       from the start for "SAME_LOWER").
+    - `output_padding`: extra size added at the end of each output dimension (to pick
+      among the sizes a strided convolution maps to the same size); an int or N ints,
+      each smaller than the stride or the dilation (as PyTorch requires).
     - `groups`: must divide both channel counts. `use_bias`: whether to add a bias.
     - `padding_mode`: `"ZEROS"`, or `"CIRCULAR"` (the adjoint of a circularly padded
       convolution: what falls off one side wraps onto the other). PyTorch only has
@@ -136,8 +136,8 @@ class ConvTranspose(Module):
         out_channels: int,
         kernel_size: IntOrSeq,
         stride: IntOrSeq = 1,
-        output_padding: IntOrSeq = 0,
         padding: PaddingSpec = 0,
+        output_padding: IntOrSeq = 0,
         dilation: IntOrSeq = 1,
         groups: int = 1,
         use_bias: bool = True,
@@ -146,6 +146,8 @@ class ConvTranspose(Module):
         *,
         key: jax.Array,
     ):
+        # The positional order is Equinox's: `padding` before `output_padding` here (as
+        # in PyTorch), the other way round in ConvTranspose1d/2d/3d.
         name = type(self).__name__
         n = check_num_spatial_dims(num_spatial_dims, name)
         check_channels(in_channels, out_channels, groups, name)
@@ -250,7 +252,8 @@ class ConvTranspose(Module):
 def _fixed_dims(n: int, cls_name: str) -> str:
     return f"""A {n}-dimensional `ConvTranspose` (`num_spatial_dims={n}`); see
     `ConvTranspose` for the arguments and the weight layout (convert PyTorch weights with
-    `weight_from_torch`).
+    `weight_from_torch`). As in Equinox, `output_padding` comes before `padding` when
+    they are passed by position (pass them by name to be clear).
 
     **Parameters:** `weight` of shape `(out_channels, in_channels // groups, *kernel)` with
     {n} kernel dims, `bias` of shape `(out_channels{", 1" * n})`.
@@ -283,8 +286,9 @@ class ConvTranspose1d(ConvTranspose):
         *,
         key: jax.Array,
     ):
-        super().__init__(1, in_channels, out_channels, kernel_size, stride, output_padding,
-                         padding, dilation, groups, use_bias, padding_mode, dtype, key=key)
+        super().__init__(1, in_channels, out_channels, kernel_size, stride, padding=padding,
+                         output_padding=output_padding, dilation=dilation, groups=groups,
+                         use_bias=use_bias, padding_mode=padding_mode, dtype=dtype, key=key)
 
 
 class ConvTranspose2d(ConvTranspose):
@@ -306,8 +310,9 @@ class ConvTranspose2d(ConvTranspose):
         *,
         key: jax.Array,
     ):
-        super().__init__(2, in_channels, out_channels, kernel_size, stride, output_padding,
-                         padding, dilation, groups, use_bias, padding_mode, dtype, key=key)
+        super().__init__(2, in_channels, out_channels, kernel_size, stride, padding=padding,
+                         output_padding=output_padding, dilation=dilation, groups=groups,
+                         use_bias=use_bias, padding_mode=padding_mode, dtype=dtype, key=key)
 
 
 class ConvTranspose3d(ConvTranspose):
@@ -329,5 +334,6 @@ class ConvTranspose3d(ConvTranspose):
         *,
         key: jax.Array,
     ):
-        super().__init__(3, in_channels, out_channels, kernel_size, stride, output_padding,
-                         padding, dilation, groups, use_bias, padding_mode, dtype, key=key)
+        super().__init__(3, in_channels, out_channels, kernel_size, stride, padding=padding,
+                         output_padding=output_padding, dilation=dilation, groups=groups,
+                         use_bias=use_bias, padding_mode=padding_mode, dtype=dtype, key=key)
