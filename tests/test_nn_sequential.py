@@ -152,6 +152,38 @@ def test_mlp_learnable_activation_is_per_neuron():
     assert g_alpha.shape == alpha.shape
 
 
+@pytest.mark.parametrize("depth", [1, 2, 4])
+def test_mlp_scan_stacks_hidden_layers_with_the_same_values(depth):
+    prelu = Slope(jnp.array(0.25))
+    make = lambda scan: enn.MLP(3, 2, 4, depth, activation=prelu, scan=scan, key=KEY)
+    looped, scanned = make(False), make(True)  # real initialisation, to compare values
+    first, hidden, last = scanned.layers
+    assert hidden.weight.shape == (depth - 1, 4, 4) and hidden.bias.shape == (depth - 1, 4)
+    # Layer i of the stack is the loop's layer i + 1: same key, same initial values.
+    for i in range(depth - 1):
+        np.testing.assert_array_equal(hidden.weight[i], looped.layers[i + 1].weight)
+    np.testing.assert_array_equal(first.weight, looped.layers[0].weight)
+    np.testing.assert_array_equal(last.weight, looped.layers[-1].weight)
+    # Distinct per-layer activation slopes, to see that layer i uses its own.
+    slopes = jnp.linspace(0.1, 0.9, depth * 4).reshape(depth, 4)
+    looped, scanned = (ecl.tree_at(lambda m: m.activation.alpha, m, slopes)
+                       for m in (looped, scanned))
+    x = jnp.array([0.5, -1.0, 2.0])
+
+    @ecl.filter_jit
+    def run(model):
+        return model(x), ecl.filter_grad(lambda m: jnp.sum(m(x) ** 2))(model)
+
+    (y_loop, g_loop), (y_scan, g_scan) = run(looped), run(scanned)
+    np.testing.assert_allclose(y_scan, y_loop, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(g_scan.activation.alpha, g_loop.activation.alpha, rtol=1e-5)
+    for i, layer in enumerate(g_loop.layers[1:-1]):
+        np.testing.assert_allclose(g_scan.layers[1].weight[i], layer.weight, rtol=1e-5, atol=1e-7)
+    assert "scan=True" in repr(scanned) and "scan" not in repr(looped)
+    with pytest.raises(TypeError, match="scan must be a bool"):
+        enn.MLP(3, 2, 4, depth, scan=1, key=KEY)
+
+
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
 def test_mlp_low_precision(dtype):
     mlp = materialise(lambda: enn.MLP(3, 2, 4, 1, dtype=dtype, key=KEY))

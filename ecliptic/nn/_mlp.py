@@ -56,6 +56,11 @@ class MLP(Module):
     - `final_activation`: applied after the output layer (default the identity).
     - `use_bias`, `use_final_bias`: biases of the hidden / output layers.
     - `dtype`: parameter dtype (float32 by default, float64 in x64 mode).
+    - `scan`: if `True`, the `depth - 1` hidden-to-hidden layers are stored as one
+      `Linear` whose arrays have a leading axis of size `depth - 1`, and run with
+      `jax.lax.scan`, so that a deep MLP compiles one hidden layer instead of all of
+      them (Equinox's layout for the same option). Same initial values and outputs as
+      `scan=False`.
     - `key`: a PRNG key (keyword only).
 
     Activations act on the whole vector of a layer's outputs (so `final_activation=
@@ -64,8 +69,9 @@ class MLP(Module):
     leading axes `(depth, width_size)` in `activation` and `(out_size,)` in
     `final_activation` (none when `out_size="scalar"`), and each neuron uses its copy.
 
-    **Parameters:** `layers`, a tuple of `depth + 1` `Linear` layers (see `Linear`), plus
-    those of learnable activations.
+    **Parameters:** `layers`, a tuple of `depth + 1` `Linear` layers (see `Linear`); with
+    `scan=True` and `depth >= 1`, of three: input, stacked hidden, output. Plus those of
+    learnable activations.
 
     **Input:** shape `(in_size,)` (or `()`); **output:** shape `(out_size,)` (or `()`).
 
@@ -84,6 +90,7 @@ class MLP(Module):
     out_size: Size = field(static=True)
     width_size: int = field(static=True)
     depth: int = field(static=True)
+    scan: bool = field(static=True, default=False)
 
     def __init__(
         self,
@@ -96,10 +103,13 @@ class MLP(Module):
         use_bias: bool = True,
         use_final_bias: bool = True,
         dtype: Any = None,
+        scan: bool = False,
         *,
         key: jax.Array,
     ):
         _check_size(in_size, "in_size", "MLP")
+        if not isinstance(scan, bool):
+            raise TypeError(f"MLP: scan must be a bool; got {type(scan).__name__}.")
         n_out = _check_size(out_size, "out_size", "MLP")
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
             raise ValueError(f"MLP: depth must be an int >= 0; got {depth!r}.")
@@ -113,10 +123,18 @@ class MLP(Module):
         keys = jax.random.split(key, depth + 1)
         sizes = [in_size] + [width_size] * depth + [out_size]
         biases = [use_bias] * depth + [use_final_bias]
-        self.layers = tuple(
-            Linear(sizes[i], sizes[i + 1], biases[i], dtype, key=keys[i])
-            for i in range(depth + 1)
-        )
+        if scan and depth > 0:
+            hidden = jax.vmap(lambda k: Linear(width_size, width_size, use_bias, dtype, key=k))
+            self.layers = (
+                Linear(in_size, width_size, use_bias, dtype, key=keys[0]),
+                hidden(keys[1:depth]),
+                Linear(width_size, out_size, use_final_bias, dtype, key=keys[depth]),
+            )
+        else:
+            self.layers = tuple(
+                Linear(sizes[i], sizes[i + 1], biases[i], dtype, key=keys[i])
+                for i in range(depth + 1)
+            )
         self.activation = _per_neuron(
             activation, (depth, width_size if isinstance(width_size, int) else 0)
         )
@@ -129,22 +147,32 @@ class MLP(Module):
         self.out_size = out_size
         self.width_size = width_size
         self.depth = depth
+        self.scan = scan
 
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         """**Arguments:** `x` of shape `(in_size,)` (or `()`); `key` is ignored.
         **Returns:** shape `(out_size,)` (or `()`)."""
         del key
-        learnable = _has_arrays(self.activation)
-        for i, layer in enumerate(self.layers[:-1]):
-            x = layer(x)
-            if learnable:
-                act = jtu.tree_map(
-                    lambda leaf, i=i: leaf[i] if is_array(leaf) else leaf, self.activation
-                )
-            else:
-                act = self.activation
-            x = _apply(act, x)
+        if self.scan and self.depth > 0:
+            first, hidden, last = self.layers
+            x = self._activate(0, first(x))
+
+            def step(h: jax.Array, layer_and_index: Any) -> tuple[jax.Array, None]:
+                layer, i = layer_and_index
+                return self._activate(i, layer(h)), None
+
+            x, _ = jax.lax.scan(step, x, (hidden, jnp.arange(1, self.depth)))
+        else:
+            for i, layer in enumerate(self.layers[:-1]):
+                x = self._activate(i, layer(x))
         x = self.layers[-1](x)
         if self.out_size == "scalar":
             return self.final_activation(x)
         return _apply(self.final_activation, x)
+
+    def _activate(self, i: int | jax.Array, x: jax.Array) -> jax.Array:
+        """The activation after hidden layer `i` (its own copy, if learnable)."""
+        activation = self.activation
+        if _has_arrays(activation):
+            activation = jtu.tree_map(lambda leaf: leaf[i] if is_array(leaf) else leaf, activation)
+        return _apply(activation, x)
