@@ -239,6 +239,19 @@ def test_declared_abstract_classes_and_equinox_strict_option():
         ec.StrictConfig(force_abstract=1)
 
 
+def test_unassigned_field_error_is_both_value_and_type_error():
+    class Half(ec.Module):
+        a: int
+        b: int
+
+        def __init__(self):
+            self.a = 1
+
+    for kind in (ValueError, TypeError):  # ours, and the type Equinox raises
+        with pytest.raises(kind, match=r"did not assign the field\(s\) \['b'\]"):
+            Half()
+
+
 def test_super_init_chain():
     class Parent(ec.Module):
         a: int

@@ -269,10 +269,15 @@ def _fill_defaults_and_check(cls: type, self: Any) -> None:
         converter = f.metadata.get(CONVERTER)
         d[f.name] = value if converter is None else converter(value)
     if missing:
-        raise ValueError(
+        raise _UnassignedFieldError(
             f"{cls.__qualname__}.__init__ did not assign the field(s) {missing}. "
             "Every field must be set (self.<name> = ...) before __init__ returns."
         )
+
+
+class _UnassignedFieldError(TypeError, ValueError):
+    """A field left unassigned by `__init__`: a ValueError, and a TypeError as Equinox
+    raises (so that code catching either keeps working)."""
 
 
 class Module(metaclass=_ModuleMeta):
