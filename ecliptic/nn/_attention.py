@@ -15,7 +15,14 @@ import numpy as np
 from .._module import Module, field
 from ._dropout import Dropout, _resolve_inference
 from ._linear import Linear
-from ._misc import check_key, compute_dtype, fan_in_bound, resolve_dtype, uniform_init
+from ._misc import (
+    MissingKeyError,
+    check_key,
+    compute_dtype,
+    fan_in_bound,
+    resolve_dtype,
+    uniform_init,
+)
 
 HeadsFn = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array, jax.Array]]
 
@@ -298,7 +305,7 @@ class MultiheadAttention(Module):
             self.dropout.inference, inference, deterministic, "MultiheadAttention()"
         )
         if dropout_active and key is None:
-            raise ValueError(
+            raise MissingKeyError(
                 f"MultiheadAttention(dropout_p={self.dropout.p}) needs a PRNG key for its "
                 "attention dropout: pass key=jax.random.key(...) to the call, or set "
                 "inference=True (for a whole model: ecliptic.nn.inference_mode(model))."

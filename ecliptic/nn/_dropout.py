@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._module import Module
+from ._misc import MissingKeyError
 
 
 def _check_probability(p: Any, layer: str, name: str = "p") -> float:
@@ -114,7 +115,7 @@ class Dropout(Module):
             # Everything is dropped: no randomness involved, and no 0/0 in the gradient.
             return jnp.zeros_like(x)
         if key is None:
-            raise ValueError(
+            raise MissingKeyError(
                 "Dropout needs a PRNG key when it is not in inference mode: pass "
                 "key=jax.random.key(...) to the call, or set inference=True (for a whole "
                 "model: ecliptic.nn.inference_mode(model))."

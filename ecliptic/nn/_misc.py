@@ -46,6 +46,11 @@ def fan_in_bound(fan_in: int) -> float:
     return 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
 
 
+class MissingKeyError(ValueError, RuntimeError):
+    """A random layer called in training mode without a PRNG key: a ValueError, and a
+    RuntimeError as Equinox raises (so that code catching either keeps working)."""
+
+
 def check_key(key: Any, layer: str) -> None:
     """Raise a clear error when a layer that needs randomness is given no PRNG key."""
     if key is None:
