@@ -34,6 +34,7 @@ from ._vmap_pmap import (
     check_axis_size,
     if_array,
     merge_batched_output,
+    reject_keywords,
     resolve_axes,
     split_batched_output,
 )
@@ -76,12 +77,7 @@ class _PmapWrapper(Module):
         self, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[Any, tuple[Any, ...]]:
         """``(pmapped body, its positional arguments)`` for this call (static key last)."""
-        if kwargs:
-            raise TypeError(
-                "a function wrapped with filter_pmap takes positional arguments only (got "
-                f"keywords {sorted(kwargs)}): bind them first with functools.partial, or "
-                "pass them positionally and describe them in in_axes."
-            )
+        reject_keywords(kwargs, "filter_pmap")
         in_axes = _named_in_axes(self.fun, self.in_axes, len(args))
         arg_leaves, arg_treedef, arg_axes = resolve_axes(
             in_axes, args, "filter_pmap(in_axes=...)"

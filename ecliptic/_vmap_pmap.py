@@ -93,6 +93,22 @@ def check_axis_size(name: str, axis_size: Any) -> None:
         raise ValueError(f"{name}(axis_size=...) must be a positive int; got {axis_size!r}.")
 
 
+class _KeywordArgumentsError(TypeError, RuntimeError):
+    """Keyword arguments given to a filter_vmap/filter_pmap-wrapped function: a
+    TypeError, and a RuntimeError as Equinox raises (so either `except` catches it)."""
+
+
+def reject_keywords(kwargs: dict[str, Any], wrapper: str) -> None:
+    """Raise if `kwargs` is not empty: batching is described for positional arguments
+    only (`in_axes`)."""
+    if kwargs:
+        raise _KeywordArgumentsError(
+            f"a function wrapped with {wrapper} takes positional arguments only (got "
+            f"keywords {sorted(kwargs)}): bind them first with functools.partial, or "
+            "pass them positionally and describe them in in_axes."
+        )
+
+
 def _named_in_axes(fun: Callable[..., Any], in_axes: Any, num_args: int) -> Any:
     """Turn ``in_axes={"param": spec}`` into a tuple, defaulting to ``if_array(0)``."""
     if not isinstance(in_axes, dict):
@@ -225,12 +241,7 @@ class _VmapWrapper(Module):
         return self.fun
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if kwargs:
-            raise TypeError(
-                "a function wrapped with filter_vmap takes positional arguments only (got "
-                f"keywords {sorted(kwargs)}): bind them first with functools.partial, or "
-                "pass them positionally and describe them in in_axes."
-            )
+        reject_keywords(kwargs, "filter_vmap")
         in_axes = _named_in_axes(self.fun, self.in_axes, len(args))
         leaves, treedef, axes = resolve_axes(in_axes, args, "filter_vmap(in_axes=...)")
         size = batch_size(leaves, axes, treedef, self.axis_size, "filter_vmap")
