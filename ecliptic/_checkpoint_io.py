@@ -45,6 +45,7 @@ from ._safetensors_format import (
 from ._serialisation import (
     CheckpointError,
     as_numpy,
+    cannot_open,
     describe,
     is_key_dtype,
     key_data_struct,
@@ -256,7 +257,7 @@ def _open(source: Any) -> Iterator[BinaryIO]:
     try:
         f = open(os.fspath(source), "rb")  # noqa: SIM115 (closed below)
     except OSError as e:
-        raise CheckpointError(f"cannot read {label(source)}: {e.strerror or e}") from e
+        raise cannot_open(f"cannot read {label(source)}: {e.strerror or e}", e) from e
     with f:
         yield f
 

@@ -23,6 +23,11 @@ _SCALAR_TYPES = (bool, int, float, complex)
 _array_type_cache: dict[type, bool] = {}
 
 
+class _FilterSpecError(TypeError, ValueError):
+    """A filter_spec leaf that is neither a bool nor a callable: a TypeError, and a
+    ValueError as Equinox raises (so that either `except` catches it)."""
+
+
 def is_array(element: Any) -> bool:
     """Return ``True`` for a JAX array (including tracers) or a NumPy array/scalar.
 
@@ -143,7 +148,7 @@ def _resolve_mask(
             return jtu.tree_map(lambda _: spec, subtree, is_leaf=is_leaf)
         if callable(spec):
             return jtu.tree_map(lambda x: _as_bool(spec(x), spec, x), subtree, is_leaf=is_leaf)
-        raise TypeError(
+        raise _FilterSpecError(
             "filter_spec leaves must be bools or callables `leaf -> bool`; "
             f"got {type(spec).__name__}: {spec!r}"
         )

@@ -53,6 +53,20 @@ class CheckpointError(ValueError):
     """
 
 
+class _CheckpointFileNotFound(CheckpointError, FileNotFoundError):
+    """A checkpoint file that does not exist: also a `FileNotFoundError`, so that
+    ``except FileNotFoundError`` works as it does around `open` (and Equinox)."""
+
+
+def cannot_open(message: str, error: OSError) -> CheckpointError:
+    """The error for a file that cannot be opened (`error` is chained by the caller)."""
+    if not isinstance(error, FileNotFoundError):
+        return CheckpointError(message)
+    missing = _CheckpointFileNotFound(message)
+    missing.errno = error.errno  # (`strerror`/`filename` would replace our message in str())
+    return missing
+
+
 # ----------------------------------------------------------------------------- helpers
 
 
@@ -295,7 +309,7 @@ def _opened(path_or_file: Any, mode: str) -> Iterator[tuple[BinaryIO, bool]]:
         try:
             f = open(pathlib.Path(path_or_file), mode)  # noqa: SIM115 (closed below)
         except OSError as e:
-            raise CheckpointError(f"cannot open {str(path_or_file)!r}: {e}") from e
+            raise cannot_open(f"cannot open {str(path_or_file)!r}: {e}", e) from e
         with f:
             yield f, True  # pyright: ignore[reportReturnType]
     elif isinstance(path_or_file, io.TextIOBase):

@@ -170,6 +170,16 @@ def _call_where(where: Callable[[Any], Any], index: _TreeIndex) -> Any:
         ) from e
 
 
+class _NotANodeError(ValueError, TypeError):
+    """`where` selected something that is not a node of the tree: a ValueError, and a
+    TypeError as Equinox raises (so that either `except` catches it)."""
+
+
+class _ReplaceArgumentsError(TypeError, ValueError):
+    """Neither or both of `replace`/`replace_fn`: a TypeError, and a ValueError as
+    Equinox raises."""
+
+
 def _not_a_node_error(obj: Any) -> ValueError:
     if obj is None:
         hint = " To select a None node, pass `is_leaf=lambda x: x is None`."
@@ -179,7 +189,7 @@ def _not_a_node_error(obj: Any) -> ValueError:
             "field (static fields are not part of the pytree), or something below a node "
             "that `is_leaf` makes a leaf."
         )
-    return ValueError(
+    return _NotANodeError(
         "tree_at: `where` must return a node of `pytree` (a leaf or a subtree, e.g. "
         f"`lambda m: m.linear.weight`) or a tuple/list of them; it returned "
         f"{short_repr(obj)}, which is not in the tree.{hint}"
@@ -268,7 +278,9 @@ def tree_at(
         )
     if (replace is _MISSING) == (replace_fn is _MISSING):
         given = "neither" if replace is _MISSING else "both"
-        raise TypeError(f"tree_at: pass exactly one of `replace` and `replace_fn`; got {given}.")
+        raise _ReplaceArgumentsError(
+            f"tree_at: pass exactly one of `replace` and `replace_fn`; got {given}."
+        )
     if replace_fn is not _MISSING and not callable(replace_fn):
         raise TypeError(f"tree_at(replace_fn=...) must be callable; got {short_repr(replace_fn)}.")
     if is_leaf is not None and not callable(is_leaf):

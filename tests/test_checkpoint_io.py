@@ -186,6 +186,15 @@ def test_not_safetensors(tmp_path, saved):
         ecliptic.load(path, model)
     with pytest.raises(CheckpointError, match="cannot read"):
         ecliptic.load(tmp_path / "missing.safetensors", model)
+    # A missing file is also a FileNotFoundError, as with open() (and Equinox).
+    with pytest.raises(FileNotFoundError, match="cannot read .*missing.safetensors"):
+        ecliptic.load(tmp_path / "missing.safetensors", model)
+    with pytest.raises(FileNotFoundError, match="cannot open .*missing.eqx"):
+        ecliptic.tree_deserialise_leaves(tmp_path / "missing.eqx", model)
+    (tmp_path / "a_directory.safetensors").mkdir()
+    with pytest.raises(CheckpointError) as info:  # another OSError: a CheckpointError only
+        ecliptic.load(tmp_path / "a_directory.safetensors", model)
+    assert not isinstance(info.value, FileNotFoundError)
 
 
 def test_different_architecture_lists_every_problem(saved):
