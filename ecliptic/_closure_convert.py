@@ -39,6 +39,21 @@ class _ClosureConverted(Module):
     in_static: tuple[Any, ...] = field(static=True)
     in_structs: tuple[tuple[tuple[int, ...], Any], ...] = field(static=True)
     out_static: StaticOutput = field(static=True)
+    out_structs: tuple[jax.ShapeDtypeStruct, ...] = field(static=True)
+
+    @property
+    def in_struct(self) -> Any:
+        """The inputs `(args, kwargs)` it was converted for, arrays as
+        `jax.ShapeDtypeStruct`s."""
+        structs = iter(self.in_structs)
+        return self.in_treedef.unflatten(
+            [jax.ShapeDtypeStruct(*next(structs)) if s is DYNAMIC else s for s in self.in_static]
+        )
+
+    @property
+    def out_struct(self) -> Any:
+        """Its output, arrays as `jax.ShapeDtypeStruct`s."""
+        return self.out_static.unflatten(list(self.out_structs))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         leaves, treedef = _flatten((args, kwargs))
@@ -51,16 +66,11 @@ class _ClosureConverted(Module):
         self, treedef: Any, static: tuple[Any, ...], dynamic: list[Any], args: Any, kwargs: Any
     ) -> None:
         if treedef != self.in_treedef:
-            structs = iter(self.in_structs)
-            expected = self.in_treedef.unflatten(
-                [jax.ShapeDtypeStruct(*next(structs)) if s is DYNAMIC else s
-                 for s in self.in_static]
-            )
             raise ValueError(
                 mismatch_message(
                     "filter_closure_convert: the inputs (args, kwargs)",
                     "the example inputs (args, kwargs)",
-                    expected,
+                    self.in_struct,
                     (args, kwargs),
                 )
             )
@@ -144,8 +154,9 @@ def filter_closure_convert(fn: Callable[..., Any], *args: Any, **kwargs: Any) ->
         a, k = treedef.unflatten(merge(dynamic_in, static))
         return split_output(fn(*a, **k))
 
-    closed, (_, out_static) = jax.make_jaxpr(flat_fn, return_shape=True)(*dynamic)
+    closed, (out_shapes, out_static) = jax.make_jaxpr(flat_fn, return_shape=True)(*dynamic)
     structs = tuple(_struct(x) for x in dynamic)
+    out_structs = tuple(jax.ShapeDtypeStruct(o.shape, o.dtype) for o in out_shapes)
     return _ClosureConverted(
-        closed.jaxpr, list(closed.consts), treedef, static, structs, out_static
+        closed.jaxpr, list(closed.consts), treedef, static, structs, out_static, out_structs
     )

@@ -12,6 +12,7 @@ the inputs actually being differentiated.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -184,6 +185,25 @@ class filter_custom_jvp:
         self.fn_jvp = fn_jvp
         return fn_jvp
 
+    def defjvp(self, fn_jvp: Callable[..., Any]) -> Callable[..., Any]:
+        """Deprecated (Equinox's older API): as `def_jvp`, except that `fn_jvp` sees zero
+        arrays, not `None`, as the tangents of floating-point arrays.
+
+        **Arguments:** `fn_jvp`, the rule. **Returns:** `fn_jvp` unchanged.
+        """
+        warnings.warn(
+            "filter_custom_jvp.defjvp is deprecated: use def_jvp, whose rule receives "
+            "None for zero tangents.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+
+        def with_zeros(primals: Any, tangents: Any, **kwargs: Any) -> Any:
+            return fn_jvp(primals, _materialise(primals, tangents), **kwargs)
+
+        self.def_jvp(with_zeros)
+        return fn_jvp
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         fn, fn_jvp, name = self.fn, self.fn_jvp, "filter_custom_jvp"
         if fn_jvp is None:
@@ -292,6 +312,41 @@ class filter_custom_vjp:
         self.fn_bwd = fn_bwd
         return fn_bwd
 
+    def defvjp(self, fn_fwd: Callable[..., Any], fn_bwd: Callable[..., Any]) -> None:
+        """Deprecated (Equinox's older API): set both rules at once, without `perturbed`.
+
+        **Arguments:**
+
+        - `fn_fwd(vjp_arg, *args, **kwargs) -> (out, residuals)`.
+        - `fn_bwd(residuals, grad_obj, vjp_arg, *args, **kwargs) -> grad_vjp_arg`, where
+            `grad_obj` holds zero arrays, not `None`, for the floating-point arrays of
+            `out`.
+
+        **Returns:** `None`.
+        """
+        warnings.warn(
+            "filter_custom_vjp.defvjp is deprecated: use def_fwd and def_bwd, whose rules "
+            "receive `perturbed` and None for zero cotangents.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        for rule, what in ((fn_fwd, "fn_fwd"), (fn_bwd, "fn_bwd")):
+            if not callable(rule):
+                raise TypeError(f"defvjp({what}): must be callable; got {short_repr(rule)}.")
+
+        def fwd(perturbed: Any, vjp_arg: Any, *args: Any, **kwargs: Any) -> Any:
+            out, residuals = _check_pair(
+                fn_fwd(vjp_arg, *args, **kwargs), "filter_custom_vjp", "fn_fwd"
+            )
+            return out, (out, residuals)
+
+        def bwd(saved: Any, grad_obj: Any, perturbed: Any, vjp_arg: Any, *a: Any, **k: Any) -> Any:
+            out, residuals = saved
+            return fn_bwd(residuals, _materialise(out, grad_obj), vjp_arg, *a, **k)
+
+        self.def_fwd(fwd)
+        self.def_bwd(bwd)
+
     def __call__(self, vjp_arg: Any, /, *args: Any, **kwargs: Any) -> Any:
         fn, fn_fwd, fn_bwd = self.fn, self.fn_fwd, self.fn_bwd
         name = "filter_custom_vjp"
@@ -346,6 +401,18 @@ class filter_custom_vjp:
         wrapped.defvjp(fwd, bwd, symbolic_zeros=True)
         out = wrapped(inputs.diff, inputs.nondiff)
         return holder[0].unflatten(out)
+
+
+def _materialise(primals: Any, tangents: Any) -> Any:
+    """`tangents` with zeros in place of `None` at the floating-point arrays of `primals`
+    (the convention of the deprecated `defjvp`/`defvjp`)."""
+
+    def one(primal: Any, tangent: Any) -> Any:
+        if tangent is None and is_inexact_array(primal):
+            return jnp.zeros_like(primal)
+        return tangent
+
+    return jtu.tree_map(one, primals, tangents)
 
 
 def _diff_cotangents(

@@ -99,6 +99,11 @@ class _JitWrapper(Module):
     def __wrapped__(self) -> Callable[..., Any]:
         return self.fun
 
+    @property
+    def fn(self) -> Callable[..., Any]:
+        """The wrapped function (Equinox's name for it)."""
+        return self.fun
+
     def _prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
         """The positional arguments for ``self.jitted`` (the static key last)."""
         leaves, treedef = _flatten((self.fun, args, kwargs))

@@ -21,6 +21,9 @@ def test_same_results_and_non_array_outputs():
     np.testing.assert_allclose(out["y"], ref["y"], rtol=1e-6)
     assert out["mode"] == "fast" and out["n"] == 3
     assert ec.filter_closure_convert(converted, x) is converted  # already converted
+    structure = jax.ShapeDtypeStruct((3,), jnp.float32)
+    assert converted.in_struct == ((structure, "fast"), {"scale": 2.0})
+    assert converted.out_struct == {"y": structure, "mode": "fast", "n": 3}
 
 
 def test_closed_over_tracer_becomes_a_leaf_and_is_differentiable():

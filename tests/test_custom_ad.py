@@ -231,3 +231,49 @@ def test_custom_vjp_errors():
     h.def_bwd(lambda residuals, g, perturbed, x: (g, g))  # a tuple, not a dict
     with pytest.raises(ValueError, match=r"same pytree structure as vjp_arg; at vjp_arg: "):
         ec.filter_grad(lambda x: jnp.sum(h(x)))({"a": jnp.ones(2)})
+
+
+# -- Equinox's deprecated API ------------------------------------------------------------
+
+
+def test_deprecated_defjvp_sees_zero_tangents_instead_of_none():
+    @ec.filter_custom_jvp
+    def scale(x, y, label):
+        return x * y
+
+    seen = []
+
+    def rule(primals, tangents):
+        (x, y, label), (tx, ty, tlabel) = primals, tangents
+        seen.append((tx, ty, tlabel))
+        return x * y, tx * y + x * ty
+
+    with pytest.warns(DeprecationWarning, match="def_jvp"):
+        scale.defjvp(rule)
+    x, y = jnp.array(2.0), jnp.array(3.0)
+    out, t_out = jax.jvp(lambda a: scale(a, y, "s"), (x,), (jnp.array(1.0),))
+    assert (float(out), float(t_out)) == (6.0, 3.0)
+    tx, ty, tlabel = seen[-1]
+    assert float(tx) == 1.0 and float(ty) == 0.0 and tlabel is None  # a zero, not None
+
+
+def test_deprecated_defvjp_sets_both_rules_without_perturbed():
+    @ec.filter_custom_vjp
+    def cube(x, offset):
+        return {"y": x**3 + offset, "unused": 2 * x, "tag": "cube"}
+
+    def fwd(x, offset):
+        return cube(x, offset), 3 * x**2
+
+    def bwd(slope, grad_out, x, offset):
+        assert grad_out["tag"] is None  # static outputs have no cotangent
+        np.testing.assert_array_equal(grad_out["unused"], 0.0)  # a zero array, not None
+        return grad_out["y"] * slope
+
+    with pytest.warns(DeprecationWarning, match="def_fwd and def_bwd"):
+        cube.defvjp(fwd, bwd)
+    x = jnp.array([1.0, 2.0])
+    grad = jax.grad(lambda v: jnp.sum(cube(v, 1.0)["y"]))(x)
+    np.testing.assert_allclose(grad, 3 * x**2)
+    with pytest.warns(DeprecationWarning), pytest.raises(TypeError, match="fn_bwd"):
+        cube.defvjp(fwd, "not a function")

@@ -83,6 +83,7 @@ def test_decorator_with_and_without_arguments():
 
     assert a(jnp.array(1.0)) == 2.0 and b(jnp.array(1.0)) == 3.0
     assert a.__name__ == "a" and a.__wrapped__.__name__ == "a"
+    assert a.fn is a.__wrapped__  # Equinox's name for the wrapped function
 
 
 def test_method_decorator_binds_instance_as_pytree():
