@@ -244,7 +244,7 @@ def test_deprecated_defjvp_sees_zero_tangents_instead_of_none():
     seen = []
 
     def rule(primals, tangents):
-        (x, y, label), (tx, ty, tlabel) = primals, tangents
+        (x, y, _), (tx, ty, tlabel) = primals, tangents
         seen.append((tx, ty, tlabel))
         return x * y, tx * y + x * ty
 

@@ -110,6 +110,22 @@ def test_rope_properties():
     )
 
 
+def test_rope_helpers_rebuild_the_rotation():
+    x = randn(5, 6)
+    cos, sin = RotaryPositionalEmbedding.precompute_freqs_cis(6, 5, 100.0, jnp.float32)
+    assert cos.shape == sin.shape == (5, 3) and cos.dtype == jnp.float32
+    angles = np.arange(5.0)[:, None] * 100.0 ** (-np.arange(0.0, 6.0, 2.0) / 6.0)  # float64
+    np.testing.assert_allclose(cos, np.cos(angles), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(sin, np.sin(angles), rtol=1e-6, atol=1e-7)
+    rotated = RotaryPositionalEmbedding.rotate_half(jnp.asarray(x))
+    np.testing.assert_array_equal(rotated, np.concatenate([-x[:, 3:], x[:, :3]], axis=1))
+    # y = x * cos + rotate_half(x) * sin, with cos/sin repeated over both halves.
+    tile = lambda a: np.concatenate([a, a], axis=1)
+    expected = x * tile(cos) + np.asarray(rotated) * tile(sin)
+    np.testing.assert_allclose(jcall(RotaryPositionalEmbedding(6, theta=100.0), x), expected,
+                               rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
 def test_rope_low_precision(dtype):
     x = randn(5, 6)

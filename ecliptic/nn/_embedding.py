@@ -195,6 +195,34 @@ class RotaryPositionalEmbedding(Module):
         self.theta = float(theta)
         self.dtype = None if dtype is None else resolve_dtype(dtype)
 
+    @staticmethod
+    def rotate_half(x: jax.Array) -> jax.Array:
+        """The quarter-turn that RoPE mixes in: `concat(-x2, x1)` for the two halves
+        `x1, x2` of the last axis, so that `y = x * cos + rotate_half(x) * sin`.
+
+        **Arguments:** `x`, an array whose last axis has even size.
+
+        **Returns:** an array of the same shape.
+        """
+        half = x.shape[-1] // 2
+        return jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+
+    @staticmethod
+    def precompute_freqs_cis(
+        embedding_size: int, end: int, theta: float, dtype: Any
+    ) -> tuple[jax.Array, jax.Array]:
+        """The cosines and sines of the rotation angles `t * theta**(-2i/d)` for
+        positions `t < end` and pairs `i < d/2`.
+
+        **Arguments:** `embedding_size` (`d`), `end` (the number of positions), `theta`,
+        and the `dtype` of the results (computed in the default float precision first).
+
+        **Returns:** `(cos, sin)`, each of shape `(end, embedding_size // 2)`.
+        """
+        exponents = jnp.arange(0.0, embedding_size, 2.0) / embedding_size
+        angles = jnp.outer(jnp.arange(float(end)), 1.0 / theta**exponents)
+        return jnp.cos(angles).astype(dtype), jnp.sin(angles).astype(dtype)
+
     def __call__(self, x: Any, *, key: Any = None) -> jax.Array:
         """**Arguments:**
 
