@@ -21,6 +21,7 @@ import numpy as np
 from .._filters import is_array
 from .._misc import short_repr, type_name
 from .._module import Module, field
+from .._paths import flatten_one_level_with_path
 from .._vmap_pmap import filter_vmap
 from ._misc import check_key
 from ._stateful import MISSING_STATE, State, StatefulLayer, StateIndex, check_state
@@ -438,8 +439,8 @@ def _first_difference(a: Any, b: Any, path: str) -> str | None:
         return None
     if a is None or is_array(a):
         return None if _same_leaf(a, b) else f"{where}: {_describe(a)} vs {_describe(b)}"
-    children_a, def_a = _one_level(a)
-    children_b, def_b = _one_level(b)
+    children_a, def_a = flatten_one_level_with_path(a)
+    children_b, def_b = flatten_one_level_with_path(b)
     if jtu.treedef_is_leaf(def_a) and len(children_a) == 1 and children_a[0][1] is a:
         return None if _same_value(a, b) else f"{where}: {_describe(a)} vs {_describe(b)}"
     if def_a != def_b:
@@ -449,20 +450,6 @@ def _first_difference(a: Any, b: Any, path: str) -> str | None:
         if found:
             return found
     return None
-
-
-def _one_level(node: Any) -> tuple[list[tuple[Any, Any]], Any]:
-    """``([(key_path, child), ...], treedef)`` of ``node``, flattened one level only."""
-    root_seen = False
-
-    def below_root(_: Any) -> bool:
-        nonlocal root_seen
-        if root_seen:
-            return True
-        root_seen = True
-        return False
-
-    return jtu.tree_flatten_with_path(node, is_leaf=below_root)
 
 
 def _unify_state_indices(layers: Sequence[Any]) -> list[Any]:
