@@ -61,6 +61,54 @@ def test_scalars_numpy_and_keys():
     assert bits_equal(out, tree)
 
 
+def _same_layers(nn, key):
+    """The same layers (and states), built with Equinox's `nn` or ours."""
+    stateful = nn.make_with_state
+    return {
+        "mlp_scan": nn.MLP(2, 2, 3, 3, scan=True, key=key),
+        "mha": nn.MultiheadAttention(2, 4, use_output_bias=True, key=key),
+        "lstm": nn.LSTMCell(2, 3, key=key),
+        "conv_t": nn.ConvTranspose1d(2, 3, 3, key=key),
+        "norms": (nn.LayerNorm(3), nn.GroupNorm(1, 3), nn.RMSNorm(3), nn.PReLU()),
+        "embedding": nn.Embedding(3, 2, key=key),
+        "weight_norm": nn.WeightNorm(nn.Linear(2, 2, key=key)),
+        "bn_ema": stateful(nn.BatchNorm)(2, "b", mode="ema"),
+        "bn_batch": stateful(nn.BatchNorm)(2, "b", mode="batch"),
+        "spectral": stateful(nn.SpectralNorm)(nn.Linear(2, 2, key=key), "weight", key=key),
+    }
+
+
+def _zeros(x):
+    return jnp.zeros(x.shape, x.dtype) if isinstance(x, jax.ShapeDtypeStruct) else x
+
+
+def _distinct(x):
+    """Different values in every floating leaf, so that a misplaced leaf shows."""
+    if isinstance(x, jax.ShapeDtypeStruct) and jnp.issubdtype(x.dtype, jnp.inexact):
+        return (0.5 + jnp.arange(x.size).reshape(x.shape)).astype(x.dtype)
+    return _zeros(x)
+
+
+def test_equinox_model_files_load_into_the_same_ecliptic_layers(tmp_path):
+    eqx = pytest.importorskip("equinox")
+    if not hasattr(eqx, "StrictConfig"):
+        pytest.skip("needs Equinox >= 0.13 (MLP(scan=True))")
+    key = jax.random.key(0)
+    theirs = jax.tree.map(_distinct, eqx.filter_eval_shape(_same_layers, eqx.nn, key))
+    ours = jax.tree.map(_zeros, ecliptic.filter_eval_shape(_same_layers, ecliptic.nn, key))
+    eqx.tree_serialise_leaves(tmp_path / "theirs.eqx", theirs)
+    loaded = ecliptic.tree_deserialise_leaves(tmp_path / "theirs.eqx", ours)
+    for name in theirs:
+        expected = [x for x in jax.tree.leaves(theirs[name]) if eqx.is_array(x)]
+        got = [x for x in jax.tree.leaves(loaded[name]) if ecliptic.is_array(x)]
+        assert len(got) == len(expected), name
+        assert all(np.array_equal(a, b) for a, b in zip(expected, got)), name
+    ecliptic.tree_serialise_leaves(tmp_path / "ours.eqx", loaded)
+    back = eqx.tree_deserialise_leaves(str(tmp_path / "ours.eqx"), theirs)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(theirs))
+               if eqx.is_array(a))
+
+
 def test_path_used_as_given_and_equinox_compatible(tmp_path):
     eqx = pytest.importorskip("equinox")
     tree = {"w": jnp.arange(4.0), "n": 7, "b": jnp.ones(2, jnp.bfloat16)}
