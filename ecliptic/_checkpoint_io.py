@@ -44,12 +44,12 @@ from ._safetensors_format import (
 )
 from ._serialisation import (
     CheckpointError,
+    array_like,
     as_numpy,
     cannot_open,
     describe,
     is_key_dtype,
     key_data_struct,
-    key_impl,
 )
 
 __all__ = ["load", "load_metadata", "save"]
@@ -337,19 +337,6 @@ def _expected(leaf: Any) -> tuple[tuple[int, ...], np.dtype] | None:
     return None
 
 
-def _finish(array: np.ndarray, like: Any) -> Any:
-    if isinstance(like, np.generic):
-        return array[()]
-    if isinstance(like, np.ndarray):
-        return array
-    if is_key_dtype(like.dtype):
-        return jax.random.wrap_key_data(array, impl=key_impl(like))  # pyright: ignore[reportArgumentType]
-    sharding = getattr(like, "sharding", None)
-    if sharding is not None and not isinstance(like, jax.core.Tracer):  # pyright: ignore[reportAttributeAccessIssue]
-        return jax.device_put(array, sharding)
-    return jax.device_put(array)  # a plain transfer: no op to compile
-
-
 def _match(entries: dict[str, Entry], like: Any) -> tuple[list[str], list[tuple[int, Entry]]]:
     """Compare the tensor table with `like`'s leaves: ``(problems, [(leaf index, entry)])``."""
     problems = []
@@ -440,5 +427,5 @@ def load(path: Any, like: Any, *, check_static: bool = True, verify: bool = True
                         f"{display(entry.name)}: the data in {label(path)} does not match "
                         "its recorded checksum: the file is corrupted"
                     )
-            leaves[i] = _finish(array.astype(entry.dtype, copy=False), leaves[i])
+            leaves[i] = array_like(array.astype(entry.dtype, copy=False), leaves[i])
     return jtu.tree_unflatten(treedef, leaves)

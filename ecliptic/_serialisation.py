@@ -70,6 +70,22 @@ def cannot_open(message: str, error: OSError) -> CheckpointError:
 # ----------------------------------------------------------------------------- helpers
 
 
+def array_like(array: np.ndarray, like: Any) -> Any:
+    """A loaded NumPy `array` as the same kind of leaf as `like`: a NumPy array or
+    scalar, a PRNG key array (from its raw data), or a JAX array, on `like`'s sharding
+    when it has one."""
+    if isinstance(like, np.generic):
+        return array[()]
+    if isinstance(like, np.ndarray):
+        return array
+    if is_key_dtype(like.dtype):
+        return jax.random.wrap_key_data(array, impl=key_impl(like))  # pyright: ignore[reportArgumentType]
+    sharding = getattr(like, "sharding", None)
+    if sharding is not None and not isinstance(like, jax.core.Tracer):  # pyright: ignore[reportAttributeAccessIssue]
+        return jax.device_put(array, sharding)
+    return jax.device_put(array)  # a plain transfer: no op to compile
+
+
 def is_key_dtype(dtype: Any) -> bool:
     """Whether ``dtype`` is a JAX PRNG key dtype (``key<fry>`` and co)."""
     return jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
@@ -274,15 +290,8 @@ def default_deserialise_filter_spec(f: BinaryIO, x: Any) -> Any:
     ```
     """
     if isinstance(x, (jax.Array, jax.ShapeDtypeStruct)):
-        if is_key_dtype(x.dtype):
-            struct_ = key_data_struct(x)
-            data = read_npy_array(f, struct_.shape, struct_.dtype)
-            return jax.random.wrap_key_data(data, impl=key_impl(x))  # pyright: ignore[reportArgumentType]
-        array = read_npy_array(f, x.shape, x.dtype)
-        sharding = getattr(x, "sharding", None)
-        if sharding is not None and not isinstance(x, jax.core.Tracer):  # pyright: ignore[reportAttributeAccessIssue]
-            return jax.device_put(array, sharding)
-        return jax.device_put(array)  # a plain transfer: no op to compile
+        stored = key_data_struct(x) if is_key_dtype(x.dtype) else x
+        return array_like(read_npy_array(f, stored.shape, stored.dtype), x)
     if isinstance(x, np.ndarray):
         return read_npy_array(f, x.shape, x.dtype)
     if isinstance(x, np.generic):

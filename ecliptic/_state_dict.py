@@ -26,8 +26,8 @@ import jax
 import numpy as np
 
 from ._paths import children_with_names, display, join, named_leaves
-from ._serialisation import CheckpointError
-from ._state_dict_reader import ARRAYS, Reader, Renamed, as_leaf, expected, to_numpy
+from ._serialisation import CheckpointError, array_like
+from ._state_dict_reader import ARRAYS, Reader, Renamed, expected, to_numpy
 from ._state_dict_wrappers import (
     PARAMETRISED,
     check_parametrised,
@@ -235,7 +235,7 @@ def _walk_import(
 ) -> tuple[Any, Any]:
     if isinstance(node, (*ARRAYS, jax.ShapeDtypeStruct)):
         value = io.get(name, *expected(node), optional=False)
-        return (node if value is None else as_leaf(value, node)), state
+        return (node if value is None else array_like(value, node)), state
     if isinstance(node, StateIndex) and (state is not None or torch):
         if state is None:
             return node, state
@@ -244,7 +244,7 @@ def _walk_import(
         new = []
         for sub, leaf in named_leaves(old):
             value = io.get(join(name, sub), *expected(leaf), optional=False)
-            new.append(leaf if value is None else as_leaf(value, leaf))
+            new.append(leaf if value is None else array_like(value, leaf))
         return node, state.set(node, jax.tree_util.tree_unflatten(treedef, new))
     if torch:
         pair = converter_for(node)

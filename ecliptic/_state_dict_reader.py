@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._paths import display, join
-from ._serialisation import CheckpointError, describe, is_key_dtype, key_impl
+from ._serialisation import CheckpointError, array_like, describe, is_key_dtype
 
 ARRAYS = (jax.Array, np.ndarray, np.generic)
 
@@ -38,17 +38,6 @@ def to_numpy(value: Any, name: str) -> np.ndarray:
             f"{display(name)}: a {type(value).__name__} is not a numeric array"
         )
     return array
-
-
-def as_leaf(value: np.ndarray, old: Any) -> Any:
-    """A NumPy value as the same kind of array as ``old`` (JAX, NumPy, key, scalar)."""
-    if isinstance(old, np.generic):
-        return value[()]
-    if isinstance(old, np.ndarray):
-        return value
-    if is_key_dtype(old.dtype):
-        return jax.random.wrap_key_data(value, impl=key_impl(old))  # pyright: ignore[reportArgumentType]
-    return jax.device_put(value)  # a plain transfer: no op to compile
 
 
 class Reader:
@@ -123,12 +112,12 @@ class Scoped:
         new.__dict__.update(node.__dict__)
         for field, value in fields.items():
             old = node.__dict__[field]
-            new.__dict__[field] = as_leaf(value, old) if isinstance(value, np.ndarray) else value
+            new.__dict__[field] = array_like(value, old) if isinstance(value, np.ndarray) else value
         return new
 
     def set_state(self, state: Any, index: Any, value: Any) -> Any:
         old = state.get(index)
-        new = jax.tree_util.tree_map(lambda o, v: as_leaf(np.asarray(v), o), old, value)
+        new = jax.tree_util.tree_map(lambda o, v: array_like(np.asarray(v), o), old, value)
         return state.set(index, new)
 
 
