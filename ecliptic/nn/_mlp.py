@@ -44,6 +44,13 @@ def _apply(activation: Any, x: jax.Array) -> jax.Array:
     return jax.vmap(lambda p, xi: combine(p, rest)(xi))(params, x)
 
 
+def _activate(activation: Any, i: int | jax.Array, x: jax.Array) -> jax.Array:
+    """The activation after hidden layer `i` (its own copy, if learnable)."""
+    if _has_arrays(activation):
+        activation = jtu.tree_map(lambda leaf: leaf[i] if is_array(leaf) else leaf, activation)
+    return _apply(activation, x)
+
+
 class MLP(Module):
     """A multi-layer perceptron: `depth` hidden layers of `width_size` units.
 
@@ -155,24 +162,18 @@ class MLP(Module):
         del key
         if self.scan and self.depth > 0:
             first, hidden, last = self.layers
-            x = self._activate(0, first(x))
+            x = _activate(self.activation, 0, first(x))
 
             def step(h: jax.Array, layer_and_index: Any) -> tuple[jax.Array, None]:
                 layer, i = layer_and_index
-                return self._activate(i, layer(h)), None
+                return _activate(self.activation, i, layer(h)), None
 
             x, _ = jax.lax.scan(step, x, (hidden, jnp.arange(1, self.depth)))
         else:
             for i, layer in enumerate(self.layers[:-1]):
-                x = self._activate(i, layer(x))
+                x = _activate(self.activation, i, layer(x))
         x = self.layers[-1](x)
         if self.out_size == "scalar":
             return self.final_activation(x)
         return _apply(self.final_activation, x)
 
-    def _activate(self, i: int | jax.Array, x: jax.Array) -> jax.Array:
-        """The activation after hidden layer `i` (its own copy, if learnable)."""
-        activation = self.activation
-        if _has_arrays(activation):
-            activation = jtu.tree_map(lambda leaf: leaf[i] if is_array(leaf) else leaf, activation)
-        return _apply(activation, x)
