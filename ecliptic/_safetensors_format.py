@@ -124,6 +124,11 @@ def read_header(f: BinaryIO, path: Any) -> tuple[dict[str, Entry], dict[str, str
     prefix = f.read(8)
     if len(prefix) < 8:
         raise corrupt(path, f"it has only {size} bytes")
+    if prefix.startswith(b"\x93NUMPY"):
+        raise corrupt(
+            path, "it is an Equinox-style leaf file (.eqx, written by tree_serialise_leaves);"
+            " read it with tree_deserialise_leaves(path, like)"
+        )
     n = int.from_bytes(prefix, "little")
     if n < 2 or n > MAX_HEADER or n > size - 8:
         raise corrupt(path, f"header length {n} does not fit the file's {size} bytes")
