@@ -30,7 +30,7 @@ import numpy as np
 from ._atomic_files import atomic_write, remove_stale_temporaries
 from ._checkpoint_data import hash_tensors, read_tensors, write_tensors
 from ._fingerprint import describe_tree, fingerprint
-from ._long_lists import first_few
+from ._long_lists import SHOWN, first_few
 from ._paths import display, named_leaves
 from ._safetensors_format import (
     CODES,
@@ -354,6 +354,9 @@ def _match(entries: dict[str, Entry], like: Any) -> tuple[list[str], list[tuple[
             wanted.append((i, entry))
     for name, entry in entries.items():
         if name not in seen:
+            if len(problems) > SHOWN:  # not shown in the message: spare the formatting
+                problems.append(name)
+                continue
             found = describe(entry.shape, entry.dtype)
             problems.append(f"{display(name)}: in the file ({found}) but not in like")
     return problems, wanted
