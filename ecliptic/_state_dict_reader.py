@@ -108,9 +108,9 @@ def out_of_range(value: np.ndarray, cast: np.ndarray) -> str | None:
     elif kind in "fc" or jnp.issubdtype(cast.dtype, jnp.floating):
         overflow = np.isinf(cast) & np.isfinite(value)
         if overflow.any():
-            finite = value[np.isfinite(value)]
+            finite = np.asarray(value[np.isfinite(value)])
             limit = float(np.finfo(cast.dtype).max)
-            span = f"[{finite.real.min()}, {finite.real.max()}]" if kind != "c" else ""
+            span = f"[{finite.min()}, {finite.max()}]" if kind != "c" else ""
             return (
                 f"{int(overflow.sum())} finite value(s){' ranging over ' + span if span else ''}"
                 f" overflow {cast.dtype} (largest {limit:g}): they would load as inf"
