@@ -59,9 +59,10 @@ def _is_host_view(leaf: Any) -> bool:
         return leaf.flags.c_contiguous and leaf.dtype.byteorder != ">"
     if isinstance(leaf, jax.Array) and not is_key_dtype(leaf.dtype):
         try:
-            return all(d.platform == "cpu" for d in leaf.devices())
+            devices = leaf.devices()
         except Exception:
             return False
+        return len(devices) == 1 and next(iter(devices)).platform == "cpu"
     return False
 
 

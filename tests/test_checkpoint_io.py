@@ -289,6 +289,16 @@ def test_unwritable_directory_keeps_old_checkpoint(saved, monkeypatch):
     assert path.read_bytes() == before
 
 
+def test_atomic_write_is_reusable_for_other_files(tmp_path):
+    # The leaf serialisation writes through the same function: keep its signature.
+    from ecliptic._checkpoint_io import atomic_write
+
+    path = tmp_path / "notes.bin"
+    atomic_write(path, lambda f: f.write(b"first"))
+    atomic_write(str(path), lambda f: f.write(b"second"))
+    assert path.read_bytes() == b"second" and os.listdir(tmp_path) == ["notes.bin"]
+
+
 def test_failure_mid_write_keeps_old_checkpoint(saved, monkeypatch):
     path, model = saved
     before = path.read_bytes()
