@@ -111,12 +111,12 @@ def _check_save_target(path: Any, pytree: Any) -> bool:
     """Whether `path` is a file object (else a path); a clear error for anything else."""
     if isinstance(path, (str, os.PathLike)):
         return False
-    if isinstance(path, io.TextIOBase) or "b" not in str(getattr(path, "mode", "b")):
-        raise TypeError(
-            "save(path, pytree): path is a text-mode file; pass a binary file object "
-            "(io.BytesIO, open(path, 'wb')) or the path itself."
-        )
     if hasattr(path, "write"):
+        if isinstance(path, io.TextIOBase) or "b" not in str(getattr(path, "mode", "b")):
+            raise TypeError(
+                "save(path, pytree): path is a text-mode file; pass a binary file object "
+                "(io.BytesIO, open(path, 'wb')) or the path itself."
+            )
         return True
     swapped = isinstance(pytree, (str, os.PathLike)) or hasattr(pytree, "write")
     hint = " (the arguments look swapped: the path comes first)" if swapped else ""
