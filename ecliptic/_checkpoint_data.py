@@ -66,13 +66,32 @@ def _is_host_view(leaf: Any) -> bool:
     return False
 
 
+class _Lane:
+    """The SHA-256 of one large tensor, fed chunk by chunk as they are read, in a thread
+    of its own: hashing a tensor overlaps with reading the same tensor."""
+
+    def __init__(self) -> None:
+        self.sha = hashlib.sha256()
+        self.thread = ThreadPoolExecutor(1, "ecliptic-sha256-lane")
+
+    def update(self, chunk: memoryview) -> None:
+        self.thread.submit(self.sha.update, chunk)
+
+    def result(self) -> str:
+        self.thread.shutdown(wait=True)
+        return self.sha.hexdigest()
+
+    def cancel(self) -> None:
+        self.thread.shutdown(wait=True, cancel_futures=True)
+
+
 class _Hashes:
     """SHA-256 of many buffers, the large ones in worker threads, with a bound on the
     bytes of host copies that wait for their hash."""
 
     def __init__(self, pool: ThreadPoolExecutor | None):
         self.pool = pool
-        self.pending: deque[tuple[str, Future[str] | str, int]] = deque()
+        self.pending: deque[tuple[str, Future[str] | _Lane | str, int]] = deque()
         self.held = 0
         self.done: dict[str, str] = {}
 
@@ -88,6 +107,10 @@ class _Hashes:
         self.pending.append((name, self.pool.submit(_sha256, data), held))
         self.held += held
 
+    def add_lane(self, name: str, lane: _Lane, held: int) -> None:
+        self.pending.append((name, lane, held))
+        self.held += held
+
     def _finish_oldest(self) -> None:
         name, digest, held = self.pending.popleft()
         self.done[name] = digest if isinstance(digest, str) else digest.result()
@@ -97,6 +120,12 @@ class _Hashes:
         while self.pending:
             self._finish_oldest()
         return self.done
+
+    def cancel(self) -> None:
+        """Stop the lanes still running (after an error)."""
+        for _, digest, _ in self.pending:
+            if isinstance(digest, _Lane):
+                digest.cancel()
 
 
 def _pool(total: int) -> ThreadPoolExecutor | None:
@@ -187,8 +216,8 @@ def read_tensors(
     mismatch (after which `leaves` must be discarded)."""
     order = sorted(wanted, key=lambda item: item[1].begin)
     pool = _pool(sum(e.end - e.begin for _, e in order)) if expected is not None else None
+    hashes = _Hashes(pool)
     try:
-        hashes = _Hashes(pool)
         position = -1
         for i, entry in order:
             nbytes = entry.end - entry.begin
@@ -197,10 +226,17 @@ def read_tensors(
             if position != start + entry.begin:
                 f.seek(start + entry.begin)
             view = memoryview(array.reshape(-1).view(np.uint8))  # pyright: ignore[reportArgumentType]
-            if f.readinto(view) != nbytes:  # pyright: ignore[reportAttributeAccessIssue]
-                raise corrupt(path, f"tensor {entry.name!r} is cut short")
+            lane = _Lane() if expected is not None and nbytes >= 2 * CHUNK else None
+            if lane is not None:
+                hashes.add_lane(entry.name, lane, nbytes)
+            for begin in range(0, nbytes, CHUNK) if lane is not None else (0,):
+                part = view[begin : begin + CHUNK] if lane is not None else view
+                if f.readinto(part) != len(part):  # pyright: ignore[reportAttributeAccessIssue]
+                    raise corrupt(path, f"tensor {entry.name!r} is cut short")
+                if lane is not None:
+                    lane.update(part)
             position = start + entry.end
-            if expected is not None:
+            if expected is not None and lane is None:
                 hashes.add(entry.name, view, nbytes)
                 if len(hashes.done) > 64:
                     _check(path, expected, hashes.done)
@@ -208,5 +244,6 @@ def read_tensors(
         if expected is not None:
             _check(path, expected, hashes.finish())
     finally:
+        hashes.cancel()
         if pool is not None:
             pool.shutdown(cancel_futures=True)

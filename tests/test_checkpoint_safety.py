@@ -174,3 +174,26 @@ def test_loaded_jax_arrays_are_independent_of_the_file(tmp_path):
     np.testing.assert_array_equal(first["w"], np.arange(1 << 16, dtype=np.float32))
     np.testing.assert_array_equal(second["w"], np.zeros(1 << 16, np.float32))
     np.testing.assert_array_equal(first["w"] + 1, np.arange(1 << 16, dtype=np.float32) + 1)
+
+
+def test_very_large_tensor_is_hashed_chunk_by_chunk_as_it_is_read(tmp_path):
+    # Above two read chunks (32 MB): hashed in its own thread while it is being read.
+    big = np.arange(10 * 2**20 + 3, dtype=np.float32)
+    tree = {"a": np.ones(5, np.float32), "big": big, "z": np.full(7, 2, np.int32)}
+    path = tmp_path / "big.safetensors"
+    ecliptic.save(path, tree)
+    assert bits_equal(ecliptic.load(path, tree), tree)
+    data = bytearray(path.read_bytes())
+    header, _ = split(bytes(data))
+    n = int.from_bytes(data[:8], "little")
+    begin, end = header["big"]["data_offsets"]
+    data[8 + n + end - 5] ^= 2  # in the last, partial chunk
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"big: the data in .* does not match its "
+                       r"recorded checksum"):
+        ecliptic.load(path, tree)
+    data[8 + n + end - 5] ^= 2
+    data[8 + n + begin + 17 * 2**20] ^= 2  # in the second chunk
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"big: the data .* recorded checksum"):
+        ecliptic.load(path, tree)
