@@ -37,8 +37,10 @@ def temporary_prefix(target: str) -> str:
 
 
 def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return True  # not a pid we can judge: keep the file
+    if pid <= 0 or os.name != "posix":
+        # Not a pid we can judge (on Windows, os.kill would terminate the process rather
+        # than probe it): keep the file.
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
