@@ -27,6 +27,7 @@ BENCHMARKS = (
     "module_machinery",
     "compile_stacked",
     "cnn_throughput",
+    "checkpoint_io",
 )
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 

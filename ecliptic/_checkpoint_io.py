@@ -8,18 +8,18 @@ to ``__metadata__`` (string -> string, JSON-encoded) the tree's leaf names and k
 static data of every node with a fingerprint of it, and a SHA-256 of every tensor, so
 that `load` can check everything and say exactly what differs.
 
-Writes go to a temporary file in the target's directory, which is flushed, fsynced and
-then renamed over the target (`os.replace`, atomic), and the directory is fsynced: a
-crash at any point leaves either the old file or the new one, never a mixture.
+Writes to a path go through `atomic_write` (`ecliptic._atomic_files`): a temporary file
+beside the target, flushed, fsynced and renamed over it. The data is written first, after
+a header of the final length, and hashed meanwhile (`ecliptic._checkpoint_data`); the
+header, with the checksums, is then written in place.
 """
 
 from __future__ import annotations
 
-import hashlib
+import io
 import json
 import os
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO
 
@@ -27,7 +27,10 @@ import jax
 import jax.tree_util as jtu
 import numpy as np
 
+from ._atomic_files import atomic_write, remove_stale_temporaries
+from ._checkpoint_data import hash_tensors, read_tensors, write_tensors
 from ._fingerprint import describe_tree, fingerprint
+from ._long_lists import SHOWN, first_few
 from ._paths import display, named_leaves
 from ._safetensors_format import (
     CODES,
@@ -44,119 +47,83 @@ from ._safetensors_format import (
 )
 from ._serialisation import (
     CheckpointError,
-    array_like,
-    as_numpy,
     cannot_open,
     describe,
     is_key_dtype,
     key_data_struct,
 )
 
-__all__ = ["load", "load_metadata", "save"]
+__all__ = ["atomic_write", "load", "load_metadata", "save"]
 
-_CHUNK = 16 * 1024 * 1024
+_VERIFY = (True, False, "require")
 
 # --------------------------------------------------------------------------- writing
 
 
-def _write_chunk(f: BinaryIO, chunk: memoryview) -> None:
-    # One module-level function per write, so that tests can interrupt a save mid-way.
-    f.write(chunk)
+def _stored_struct(leaf: Any) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of what is stored for an array leaf (a key's raw data)."""
+    if is_key_dtype(leaf.dtype):
+        data = key_data_struct(leaf)
+        return tuple(data.shape), np.dtype(data.dtype)
+    if isinstance(leaf, np.generic):
+        return (), leaf.dtype
+    return tuple(leaf.shape), np.dtype(leaf.dtype)
 
 
-def _raw_bytes(array: np.ndarray) -> memoryview:
-    array = np.ascontiguousarray(array)
-    if array.dtype.byteorder == ">":
-        array = array.astype(array.dtype.newbyteorder("<"))
-    return memoryview(array.reshape(-1).view(np.uint8))  # pyright: ignore[reportArgumentType]
-
-
-def _fsync_directory(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # e.g. Windows: directories cannot be opened; the rename is still atomic
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Any, write: Callable[[BinaryIO], None]) -> None:
-    """Write a file atomically: ``write(f)`` into a temporary file beside ``path``, then
-    flush, fsync, rename over ``path`` and fsync the directory. On failure the temporary
-    file is removed and ``path`` is untouched."""
-    target = os.path.abspath(os.fspath(path))
-    directory = os.path.dirname(target)
-    if not os.path.isdir(directory):
-        raise CheckpointError(
-            f"cannot save to {os.fspath(path)!r}: the directory {directory!r} does not exist"
-        )
-    if os.path.isdir(target):
-        raise CheckpointError(f"cannot save to {os.fspath(path)!r}: it is a directory")
-    try:
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=directory
-        )
-    except OSError as e:
-        raise CheckpointError(
-            f"cannot save to {os.fspath(path)!r}: cannot create a file in {directory!r} "
-            f"({e.strerror or e})"
-        ) from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            mode = os.stat(target).st_mode & 0o777
-        except OSError:
-            mode = 0o644
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise CheckpointError(
-                f"cannot save to {os.fspath(path)!r}: {e.strerror or e}; the previous file, "
-                "if any, is unchanged"
-            ) from e
-        raise
-    _fsync_directory(directory)
-
-
-def _tensor_table(pytree: Any) -> list[tuple[str, np.ndarray]]:
+def _tensor_table(pytree: Any) -> list[tuple[str, Any]]:
     tensors = []
-    seen: dict[str, str] = {}
+    seen: set[str] = set()
     for name, leaf in named_leaves(pytree):
         if name in seen or name == "__metadata__":
             raise CheckpointError(
                 f"two leaves are both named {display(name)!r} (or the name is reserved): "
                 "rename a dict key so that every leaf path is distinct"
             )
-        seen[name] = name
+        seen.add(name)
         if isinstance(leaf, jax.ShapeDtypeStruct):
             raise CheckpointError(
                 f"{display(name)}: an abstract leaf ({leaf.dtype}{list(leaf.shape)}) has no values "
                 "to save; save the concrete pytree"
             )
+        if isinstance(leaf, jax.core.Tracer):  # pyright: ignore[reportAttributeAccessIssue]
+            raise TypeError(
+                f"save: {display(name)} is a traced array ({leaf.dtype}{list(leaf.shape)}), not "
+                "a concrete one: saving needs concrete values, so call save outside "
+                "jax.jit / filter_jit (and outside grad, vmap, ...), e.g. on the model "
+                "the jitted step returns"
+            )
         if not isinstance(leaf, (jax.Array, np.ndarray, np.generic)):
             continue
-        array = as_numpy(leaf)
-        code = CODES.get(array.dtype.newbyteorder("="))
-        if code is None:
+        dtype = _stored_struct(leaf)[1]
+        if CODES.get(dtype.newbyteorder("=")) is None:
             raise CheckpointError(
-                f"{display(name)}: the dtype {array.dtype} cannot be stored in safetensors "
+                f"{display(name)}: the dtype {dtype} cannot be stored in safetensors "
                 f"(supported: {', '.join(str(d) for d in DTYPES.values())}); use "
                 "tree_serialise_leaves, or convert it"
             )
-        tensors.append((name, array))
+        if isinstance(leaf, jax.Array) and is_key_dtype(leaf.dtype):
+            leaf = jax.random.key_data(leaf)
+        tensors.append((name, np.asarray(leaf) if isinstance(leaf, np.generic) else leaf))
     return tensors
+
+
+def _check_save_target(path: Any, pytree: Any) -> bool:
+    """Whether `path` is a file object (else a path); a clear error for anything else."""
+    if isinstance(path, (str, os.PathLike)):
+        return False
+    if hasattr(path, "write"):
+        if isinstance(path, io.TextIOBase) or "b" not in str(getattr(path, "mode", "b")):
+            raise TypeError(
+                "save(path, pytree): path is a text-mode file; pass a binary file object "
+                "(io.BytesIO, open(path, 'wb')) or the path itself."
+            )
+        return True
+    swapped = isinstance(pytree, (str, os.PathLike)) or hasattr(pytree, "write")
+    hint = " (the arguments look swapped: the path comes first)" if swapped else ""
+    raise TypeError(
+        "save(path, pytree): path must be a str/os.PathLike path or a writable binary "
+        f"file object; got {type(path).__name__}{hint}."
+    )
 
 
 def save(path: Any, pytree: Any, *, metadata: dict[str, str] | None = None) -> None:
@@ -164,11 +131,15 @@ def save(path: Any, pytree: Any, *, metadata: dict[str, str] | None = None) -> N
 
     **Arguments:**
 
-    - `path`: where to write (used as given). Any previous file there is replaced only
-      once the new one is completely on disk.
+    - `path`: where to write: a path (used as given; any previous file there is replaced
+      only once the new one is completely on disk, and temporary files left by killed
+      writers of the same path are removed), or a writable binary file object such as
+      `io.BytesIO` or `open(p, "wb")`, written in one sequential pass from its current
+      position (no seeking, and no atomicity or fsync: that is the caller's business).
     - `pytree`: any pytree (a model, `(model, opt_state)`, a `State`, ...). Its JAX and
       NumPy arrays are stored under their dotted paths (`layers.0.weight`); other leaves
       (functions, Python scalars, ...) are not stored: `load` takes them from `like`.
+      Its arrays must be concrete: call `save` outside `jax.jit`.
     - `metadata`: optional `dict[str, str]` stored in the file's `__metadata__` (read it
       back with `load_metadata`). Keys starting with `ecliptic.` are reserved.
 
@@ -180,6 +151,7 @@ def save(path: Any, pytree: Any, *, metadata: dict[str, str] | None = None) -> N
     ecliptic.save("model.safetensors", model, metadata={"step": "1000"})
     ```
     """
+    to_file = _check_save_target(path, pytree)
     user = {} if metadata is None else metadata
     if not isinstance(user, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in user.items()
@@ -190,36 +162,49 @@ def save(path: Any, pytree: Any, *, metadata: dict[str, str] | None = None) -> N
         raise ValueError(f"save(metadata=...): the keys {reserved} are reserved for ecliptic.")
     tensors = _tensor_table(pytree)
     leaves, nodes = describe_tree(pytree)
-    header: dict[str, Any] = {}
     meta = dict(user)
     meta[PREFIX + "version"] = VERSION
     meta[PREFIX + "fingerprint"] = fingerprint(leaves, nodes)
     meta[PREFIX + "leaves"] = json.dumps(leaves, separators=(",", ":"))
     meta[PREFIX + "nodes"] = json.dumps(nodes, separators=(",", ":"))
-    meta[PREFIX + "sha256"] = json.dumps(
-        {name: hashlib.sha256(_raw_bytes(a)).hexdigest() for name, a in tensors},
-        separators=(",", ":"),
-    )
-    header["__metadata__"] = meta
+    header: dict[str, Any] = {"__metadata__": meta}
     offset = 0
-    for name, array in tensors:
+    for name, leaf in tensors:
+        shape, dtype = _stored_struct(leaf)
+        nbytes = dtype.itemsize * int(np.prod(shape))
         header[name] = {
-            "dtype": CODES[array.dtype.newbyteorder("=")],
-            "shape": list(array.shape),
-            "data_offsets": [offset, offset + array.nbytes],
+            "dtype": CODES[dtype.newbyteorder("=")],
+            "shape": list(shape),
+            "data_offsets": [offset, offset + nbytes],
         }
-        offset += array.nbytes
-    meta[HEADER_HASH] = header_digest(header)
-    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    raw += b" " * (-len(raw) % 8)  # pad to keep the data 8-byte aligned
+        offset += nbytes
+
+    def encode(digests: dict[str, str]) -> bytes:
+        meta[PREFIX + "sha256"] = json.dumps(
+            {name: digests[name] for name, _ in tensors}, separators=(",", ":")
+        )
+        meta[HEADER_HASH] = header_digest(header)
+        raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        raw += b" " * (-len(raw) % 8)  # pad to keep the data 8-byte aligned
+        return len(raw).to_bytes(8, "little") + raw
+
+    if to_file:  # one sequential pass: the checksums first
+        path.write(encode(hash_tensors(tensors)))
+        write_tensors(path, tensors, digests=False, sync=False)
+        return
+
+    # Hex digests have a fixed length: a header with placeholders has the final size, so
+    # the data can be written (and hashed meanwhile) before the header is known.
+    placeholder = encode({name: "0" * 64 for name, _ in tensors})
 
     def write(f: BinaryIO) -> None:
-        f.write(len(raw).to_bytes(8, "little"))
-        f.write(raw)
-        for _, array in tensors:
-            data = _raw_bytes(array)
-            for start in range(0, len(data), _CHUNK):
-                _write_chunk(f, data[start : start + _CHUNK])
+        f.write(placeholder)
+        digests = write_tensors(f, tensors, digests=True, sync=True)
+        final = encode(digests)
+        if len(final) != len(placeholder):  # cannot happen: a safeguard
+            raise CheckpointError("internal error: the checkpoint header changed size")
+        f.seek(0)
+        f.write(final)
 
     atomic_write(path, write)
 
@@ -268,10 +253,14 @@ def _ecliptic_meta(path: Any, metadata: dict[str, str]) -> dict[str, Any] | None
     missing = [PREFIX + k for k in REQUIRED if PREFIX + k not in metadata]
     if missing:
         raise corrupt(path, f"ecliptic's metadata lacks {missing} (damaged)")
-    if metadata[PREFIX + "version"] != VERSION:
+    version = metadata[PREFIX + "version"]
+    if version != VERSION:
+        if not (version.isascii() and version.isdigit()):
+            raise corrupt(path, f"its ecliptic format version {version!r} is invalid (damaged)")
+        age = "a newer" if int(version) > int(VERSION) else "an older, unsupported"
         raise CheckpointError(
-            f"{label(path)} was written by a newer ecliptic checkpoint format "
-            f"(version {metadata[PREFIX + 'version']!r}; this one reads {VERSION!r})"
+            f"{label(path)} was written in {age} ecliptic checkpoint format "
+            f"(version {version!r}; this ecliptic reads version {VERSION!r})"
         )
     try:
         out = {
@@ -365,12 +354,26 @@ def _match(entries: dict[str, Entry], like: Any) -> tuple[list[str], list[tuple[
             wanted.append((i, entry))
     for name, entry in entries.items():
         if name not in seen:
+            if len(problems) > SHOWN:  # not shown in the message: spare the formatting
+                problems.append(name)
+                continue
             found = describe(entry.shape, entry.dtype)
             problems.append(f"{display(name)}: in the file ({found}) but not in like")
     return problems, wanted
 
 
-def load(path: Any, like: Any, *, check_static: bool = True, verify: bool = True) -> Any:
+def _check_like(like: Any) -> None:
+    if isinstance(like, type):
+        raise TypeError(
+            f"load(path, like): like must be a pytree of the expected structure (a model, "
+            f"or its filter_eval_shape skeleton); got the class {like.__name__} itself: "
+            f"build one, e.g. ecliptic.filter_eval_shape({like.__name__}, ..., key=key)."
+        )
+
+
+def load(
+    path: Any, like: Any, *, check_static: bool = True, verify: bool | str = True
+) -> Any:
     """Load a checkpoint written by `save` (or any safetensors file) into `like`'s shape.
 
     **Arguments:**
@@ -386,23 +389,37 @@ def load(path: Any, like: Any, *, check_static: bool = True, verify: bool = True
       (stride, number of heads, ...) and non-array leaves (which activation function).
       Fields present on one side only (a layer class changed between versions) are not
       compared. Default `True`.
-    - `verify`: check every tensor's SHA-256 recorded at save time. Default `True`.
+    - `verify`: how to use the SHA-256 checksums `save` records. `True` (default): check
+      them when the file has them; a file written by another tool (no ecliptic metadata)
+      is read with only its structure checked. `"require"`: also refuse a file without
+      them, so that removing the metadata cannot switch the check off. `False`: skip it.
 
     **Returns:** `like` with its arrays replaced by the file's: JAX arrays (on `like`'s
     sharding) where `like` has JAX arrays or ShapeDtypeStructs, NumPy where it has NumPy.
 
     Raises `CheckpointError` for a file that is truncated, corrupted or not safetensors,
-    and, listing every problem at once by path, for missing, unexpected or mismatched
-    tensors (``layers.2.weight: expected f32[64,32], file has f32[32,64]``) and static
-    differences.
+    and, listing the problems by path (the first few, then a count), for missing,
+    unexpected or mismatched tensors (``layers.2.weight: expected f32[64,32], file has
+    f32[32,64]``) and static differences.
 
     ```python
     model = ecliptic.load("model.safetensors", ecliptic.filter_eval_shape(MyModel, key))
     ```
     """
+    if verify not in _VERIFY or not isinstance(verify, (bool, str)):
+        raise ValueError(f"load(verify=...) must be one of {_VERIFY}; got {verify!r}.")
+    _check_like(like)
+    if isinstance(path, (str, os.PathLike)):
+        remove_stale_temporaries(path)
     with _open(path) as f:
         entries, metadata, start = read_header(f, path)
         meta = _ecliptic_meta(path, metadata)
+        if meta is None and verify == "require":
+            raise CheckpointError(
+                f"{label(path)} has no ecliptic checksums (it was written by another tool, "
+                "or its __metadata__ was removed), and load(..., verify='require') "
+                "refuses files whose data cannot be verified"
+            )
         leaves, treedef = jtu.tree_flatten(like)
         problems, wanted = _match(entries, like)
         if meta is not None and check_static:
@@ -412,20 +429,8 @@ def load(path: Any, like: Any, *, check_static: bool = True, verify: bool = True
         if problems:
             raise CheckpointError(
                 f"cannot load {label(path)} into `like` ({len(problems)} problem"
-                f"{'s' if len(problems) > 1 else ''}):\n  " + "\n  ".join(problems)
+                f"{'s' if len(problems) > 1 else ''}):\n  " + "\n  ".join(first_few(problems))
             )
-        for i, entry in wanted:
-            array = np.empty(entry.shape, entry.dtype.newbyteorder("<"))
-            f.seek(start + entry.begin)
-            view = memoryview(array.reshape(-1).view(np.uint8))  # pyright: ignore[reportArgumentType]
-            if f.readinto(view) != len(view):  # pyright: ignore[reportAttributeAccessIssue]
-                raise corrupt(path, f"tensor {entry.name!r} is cut short")
-            if meta is not None and verify:
-                digest = hashlib.sha256(view).hexdigest()
-                if digest != meta["sha256"][entry.name]:
-                    raise CheckpointError(
-                        f"{display(entry.name)}: the data in {label(path)} does not match "
-                        "its recorded checksum: the file is corrupted"
-                    )
-            leaves[i] = array_like(array.astype(entry.dtype, copy=False), leaves[i])
+        expected = meta["sha256"] if meta is not None and verify else None
+        read_tensors(f, path, start, wanted, leaves, expected)
     return jtu.tree_unflatten(treedef, leaves)

@@ -77,11 +77,13 @@ def label(source: Any) -> str:
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r}")
+            seen.add(key)
     return out
 
 
@@ -124,6 +126,11 @@ def read_header(f: BinaryIO, path: Any) -> tuple[dict[str, Entry], dict[str, str
     prefix = f.read(8)
     if len(prefix) < 8:
         raise corrupt(path, f"it has only {size} bytes")
+    if prefix.startswith(b"\x93NUMPY"):
+        raise corrupt(
+            path, "it is an Equinox-style leaf file (.eqx, written by tree_serialise_leaves);"
+            " read it with tree_deserialise_leaves(path, like)"
+        )
     n = int.from_bytes(prefix, "little")
     if n < 2 or n > MAX_HEADER or n > size - 8:
         raise corrupt(path, f"header length {n} does not fit the file's {size} bytes")

@@ -25,6 +25,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from ._long_lists import first_few
 from ._paths import children_with_names, display, join, named_leaves
 from ._serialisation import CheckpointError, array_like
 from ._state_dict_reader import ARRAYS, Reader, Renamed, expected, to_numpy
@@ -57,8 +58,8 @@ class StateDictError(CheckpointError):
     model. The message lists every missing, unexpected and mismatched key; the details
     are in `.report`, a `StateDictReport`."""
 
-    def __init__(self, report: StateDictReport):
-        super().__init__(f"the state dict does not fit the model:\n{report}")
+    def __init__(self, report: StateDictReport, hint: str = ""):
+        super().__init__(f"the state dict does not fit the model:\n{report}{hint}")
         self.report = report
 
 
@@ -87,7 +88,7 @@ class StateDictReport:
         ):
             if items:
                 lines.append(f"  {title} ({len(items)}):")
-                lines += [f"    {item}" for item in items]
+                lines += [f"    {item}" for item in first_few(items)]
         stateful = ("running_mean", "running_var", "_u", "_v")
         if any(k.rsplit(".", 1)[-1] in stateful for k in self.unexpected):
             lines.append(
@@ -353,8 +354,25 @@ def load_state_dict(
     """
     pytree, state, report = _run_import(pytree, state_dict, state, format)
     if strict and not report.ok:
-        raise StateDictError(report)
+        raise StateDictError(report, _torch_hint(pytree, state_dict, state, format))
     return pytree if state is None else (pytree, state)
+
+
+def _torch_hint(pytree: Any, entries: Any, state: Any, format: str) -> str:
+    """When a state dict that does not fit in the native format would fit in PyTorch's
+    (a PyTorch model's state_dict loaded without format="torch"), a line saying so."""
+    if format != "native":
+        return ""
+    try:
+        report = _run_import(pytree, entries, state, "torch")[2]
+    except Exception:  # the torch layout does not apply to this model at all
+        return ""
+    if not report.ok:
+        return ""
+    return (
+        "\n  (these are PyTorch's names and layouts: this state dict fits the model with "
+        'format="torch")'
+    )
 
 
 def check_state_dict(

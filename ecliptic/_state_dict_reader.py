@@ -27,6 +27,11 @@ def to_numpy(value: Any, name: str) -> np.ndarray:
         torch = sys.modules.get("torch")
         if torch is not None and getattr(value, "dtype", None) == torch.bfloat16:
             return np.asarray(value.view(torch.int16)).view(jnp.bfloat16)
+    if isinstance(value, np.ma.MaskedArray):
+        raise CheckpointError(
+            f"{display(name)}: a masked array (numpy.ma) has no values where it is masked; "
+            "fill it first (value.filled(...)) or pass value.data"
+        )
     try:
         array = np.asarray(value)
     except Exception as e:
@@ -76,7 +81,41 @@ class Reader:
                 f"{describe(value.shape, value.dtype)} (cannot cast {value.dtype} to {dtype})"
             )
             return None
-        return np.array(value, dtype=dtype)
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = np.array(value, dtype=dtype)
+        problem = out_of_range(value, out)
+        if problem is not None:
+            self.mismatched.append(f"{display(name)}: {problem}")
+            return None
+        return out
+
+
+def out_of_range(value: np.ndarray, cast: np.ndarray) -> str | None:
+    """Why `value` does not survive the cast to `cast` (which holds it cast), or None:
+    integers that wrap, finite floats that overflow to infinity. Finite floats that only
+    round (float64 -> float32) are fine."""
+    if value.size == 0 or value.dtype == cast.dtype:
+        return None
+    kind = cast.dtype.kind
+    if kind in "iu" and value.dtype.kind in "iu":
+        info = np.iinfo(cast.dtype)
+        low, high = value.min(), value.max()
+        if low < info.min or high > info.max:
+            return (
+                f"the values range over [{low}, {high}], which does not fit {cast.dtype} "
+                f"([{info.min}, {info.max}]): they would wrap around"
+            )
+    elif kind in "fc" or jnp.issubdtype(cast.dtype, jnp.floating):
+        overflow = np.isinf(cast) & np.isfinite(value)
+        if overflow.any():
+            finite = np.asarray(value[np.isfinite(value)])
+            limit = float(np.finfo(cast.dtype).max)
+            span = f"[{finite.min()}, {finite.max()}]" if kind != "c" else ""
+            return (
+                f"{int(overflow.sum())} finite value(s){' ranging over ' + span if span else ''}"
+                f" overflow {cast.dtype} (largest {limit:g}): they would load as inf"
+            )
+    return None
 
 
 def _dtype_category(dtype: Any) -> str:

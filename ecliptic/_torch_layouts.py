@@ -301,7 +301,10 @@ def _bn_import(layer: Any, io: LayerIO, state: Any) -> tuple[Any, Any]:
     mean = io.get("running_mean", tuple(old_mean.shape), old_mean.dtype)
     var = io.get("running_var", tuple(old_var.shape), old_var.dtype)
     old_count = state.get(count_index)
-    count = io.get("num_batches_tracked", (), np.int64)
+    # Read straight into the state's dtype, so that a count too large for it (int32
+    # without x64) is reported instead of wrapping around.
+    count_dtype = np.int64 if layer.mode == "ema" else old_count.dtype
+    count = io.get("num_batches_tracked", (), count_dtype)
     if mean is not None and var is not None:
         state = io.set_state(state, stats_index, (mean, var))
     if count is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import atexit
 import functools
 import io
+import json
 import os
 import pathlib
 import shutil
@@ -81,6 +82,28 @@ def break_header(data: bytearray) -> bytearray:
     return data
 
 
+def foreign() -> pathlib.Path:
+    """linear() written by safetensors itself: no ecliptic metadata, no checksums."""
+    import safetensors.numpy
+
+    path = workdir() / "foreign.safetensors"
+    safetensors.numpy.save_file(ec.state_dict(linear()), str(path))
+    return path
+
+
+def version_zero(data: bytearray) -> bytes:
+    """The checkpoint as an old format version "0" would be (header checksum redone)."""
+    from ecliptic._safetensors_format import HEADER_HASH, header_digest
+
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    header["__metadata__"]["ecliptic.version"] = "0"
+    header["__metadata__"][HEADER_HASH] = header_digest(header)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    return len(raw).to_bytes(8, "little") + raw + bytes(data[8 + n :])
+
+
 def load(kind: str, like: Any = None, edit: Any = None) -> Any:
     def run() -> Any:
         path = saved(kind) if edit is None else damaged(kind, edit)
@@ -129,7 +152,31 @@ CHECKPOINT_CASES = [
     misuse("load/empty-file", load("safetensors", edit=lambda d: b""), ec.CheckpointError,
            r"is not a valid safetensors file: it has only 0 bytes"),
     misuse("load/not-a-safetensors-file", lambda: ec.load(saved("eqx"), linear()),
-           ec.CheckpointError, r"linear\.eqx' is not a valid safetensors file"),
+           ec.CheckpointError, r"linear\.eqx' is not a valid safetensors file: it is an "
+           r"Equinox-style leaf file \(\.eqx, written by tree_serialise_leaves\); read it "
+           r"with tree_deserialise_leaves\(path, like\)"),
+    misuse("save/arguments-swapped", lambda: ec.save(linear(), workdir() / "s.safetensors"),
+           TypeError, r"save\(path, pytree\): path must be a str/os\.PathLike path or a "
+           r"writable binary file object; got Linear \(the arguments look swapped"),
+    misuse("save/text-mode-file", lambda: ec.save(io.StringIO(), linear()), TypeError,
+           r"save\(path, pytree\): path is a text-mode file; pass a binary file object"),
+    misuse("save/inside-jit", lambda: jax.jit(lambda m: ec.save(io.BytesIO(), m))(linear()),
+           TypeError, r"save: weight is a traced array \(float32\[4, 3\]\), not a concrete "
+           r"one: saving needs concrete values, so call save outside jax\.jit / filter_jit"),
+    misuse("save/inside-filter_jit",
+           lambda: ec.filter_jit(lambda m: ec.save(workdir() / "j.safetensors", m))(linear()),
+           TypeError, r"save: weight is a traced array .* call save outside jax\.jit"),
+    misuse("load/like-a-class", lambda: ec.load(saved("safetensors"), nn.Linear), TypeError,
+           r"load\(path, like\): like must be a pytree of the expected structure .*got the "
+           r"class Linear itself: build one, e\.g\. ecliptic\.filter_eval_shape\(Linear"),
+    misuse("load/verify-unknown", lambda: ec.load(saved("safetensors"), linear(), verify="yes"),
+           ValueError, r"load\(verify=\.\.\.\) must be one of \(True, False, 'require'\); "
+           r"got 'yes'"),
+    misuse("load/verify-require-foreign-file",
+           lambda: ec.load(foreign(), linear(), verify="require"), ec.CheckpointError,
+           r"has no ecliptic checksums .*refuses files whose data cannot be verified"),
+    misuse("load/format-version-0", load("safetensors", edit=version_zero), ec.CheckpointError,
+           r"was written in an older, unsupported ecliptic checkpoint format \(version '0'"),
     misuse("load_metadata/missing-file", lambda: ec.load_metadata(workdir() / "none"),
            ec.CheckpointError, r"cannot read '.*none'"),
     misuse("tree_deserialise_leaves/missing-file",

@@ -32,7 +32,8 @@ from persistence_helpers import (
 )
 
 import ecliptic
-import ecliptic._checkpoint_io as checkpoint_io
+import ecliptic._atomic_files as atomic_files
+import ecliptic._checkpoint_data as checkpoint_data
 from ecliptic import CheckpointError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -282,10 +283,20 @@ def test_unwritable_directory_keeps_old_checkpoint(saved, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(checkpoint_io.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(atomic_files.tempfile, "mkstemp", refuse)
     with pytest.raises(CheckpointError, match="cannot create a file .*Permission denied"):
         ecliptic.save(path, {"other": jnp.ones(1)})
     assert path.read_bytes() == before
+
+
+def test_atomic_write_is_reusable_for_other_files(tmp_path):
+    # The leaf serialisation writes through the same function: keep its signature.
+    from ecliptic._checkpoint_io import atomic_write
+
+    path = tmp_path / "notes.bin"
+    atomic_write(path, lambda f: f.write(b"first"))
+    atomic_write(str(path), lambda f: f.write(b"second"))
+    assert path.read_bytes() == b"second" and os.listdir(tmp_path) == ["notes.bin"]
 
 
 def test_failure_mid_write_keeps_old_checkpoint(saved, monkeypatch):
@@ -295,7 +306,7 @@ def test_failure_mid_write_keeps_old_checkpoint(saved, monkeypatch):
     def disk_full(f, chunk):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpoint_io, "_write_chunk", disk_full)
+    monkeypatch.setattr(checkpoint_data, "_write_chunk", disk_full)
     with pytest.raises(CheckpointError, match="No space left.*unchanged"):
         ecliptic.save(path, model)
     assert path.read_bytes() == before
@@ -305,16 +316,16 @@ def test_failure_mid_write_keeps_old_checkpoint(saved, monkeypatch):
 _KILLED_WRITER = """
 import sys, time
 import numpy as np
-import ecliptic, ecliptic._checkpoint_io as cio
+import ecliptic, ecliptic._checkpoint_data as cdata
 path, mode = sys.argv[1], sys.argv[2]
 if mode == "pause":
-    write = cio._write_chunk
+    write = cdata._write_chunk
     def pause(f, chunk):
         write(f, chunk)
         f.flush()
         print("mid-write", flush=True)
         time.sleep(60)
-    cio._write_chunk = pause
+    cdata._write_chunk = pause
     ecliptic.save(path, {"w": np.full(1 << 20, 2.0, np.float32)})
 else:
     print("looping", flush=True)
@@ -331,6 +342,10 @@ def _spawn_writer(path, mode):
     )
 
 
+def _temporaries(directory):
+    return sorted(name for name in os.listdir(directory) if ".ecliptic-tmp." in name)
+
+
 def test_sigkill_mid_save_leaves_previous_checkpoint(tmp_path):
     path = tmp_path / "ckpt.safetensors"
     old = {"w": np.full(1 << 20, 1.0, np.float32)}
@@ -338,13 +353,41 @@ def test_sigkill_mid_save_leaves_previous_checkpoint(tmp_path):
     writer = _spawn_writer(path, "pause")
     try:
         assert writer.stdout.readline().strip() == b"mid-write"
-        assert any(name.endswith(".tmp") for name in os.listdir(tmp_path))
+        [temporary] = _temporaries(tmp_path)
+        assert temporary.startswith(".ckpt.safetensors.ecliptic-tmp.")
+        assert f".{writer.pid}." in temporary  # the name says whose it is
+        # A live writer's temporary file survives another save and a load of the path.
+        ecliptic.save(path, old)
+        ecliptic.load(path, old)
+        assert _temporaries(tmp_path) == [temporary]
         writer.send_signal(signal.SIGKILL)
         writer.wait(timeout=30)
     finally:
         writer.kill()
     assert writer.returncode == -signal.SIGKILL
+    assert _temporaries(tmp_path) == [temporary]  # the killed writer left it behind
     assert bits_equal(ecliptic.load(path, old), old)
+    assert _temporaries(tmp_path) == []  # ... and the next load of the path removed it
+
+
+def test_next_save_removes_temporaries_of_dead_writers_only(tmp_path):
+    path = tmp_path / "m.safetensors"
+    writer = _spawn_writer(path, "pause")
+    try:
+        assert writer.stdout.readline().strip() == b"mid-write"
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(timeout=30)
+    finally:
+        writer.kill()
+    [dead] = _temporaries(tmp_path)
+    host = dead.split(".ecliptic-tmp.")[1].split(".")[0]
+    live = f".m.safetensors.ecliptic-tmp.{host}.{os.getpid()}.abc"
+    other_host = f".m.safetensors.ecliptic-tmp.elsewhere-{host}.{writer.pid}.abc"
+    other_file = f".n.safetensors.ecliptic-tmp.{host}.{writer.pid}.abc"
+    for name in (live, other_host, other_file):
+        (tmp_path / name).write_bytes(b"x")
+    ecliptic.save(path, {"w": np.ones(3, np.float32)})
+    assert _temporaries(tmp_path) == sorted([live, other_host, other_file])
 
 
 def test_sigkill_during_save_loop_always_leaves_a_whole_checkpoint(tmp_path):
