@@ -314,11 +314,12 @@ def make_linear(k: Any) -> Any:
 SHARED_STACKED_CASES = [
     misuse("Shared/mismatched-shapes",
            tie(lambda p: p[1].weight, lambda p: p[0].weight, lambda: linear(4, 3)), ValueError,
-           r"Shared: `where` and `get` must select nodes of the same structure, shapes and "
-           r"dtypes; `where` selected \(\(3, 4\), 'float32'\) but `get` selected \(\(4, 3\)"),
+           r"Every node being shared together must have the same pytree structure.*Shared\("
+           r"pytree, where, get\), `where` selected \(\(3, 4\), 'float32'\) but `get` selected "
+           r"\(\(4, 3\)"),
     misuse("Shared/mismatched-count",
            tie(lambda p: (p[1].weight, p[1].bias), lambda p: p[0].weight), ValueError,
-           r"Shared: `where` and `get` must select nodes of the same structure"),
+           r"Every node being shared together must have the same pytree structure"),
     misuse("Shared/mismatched-dtypes",
            tie(lambda p: p[1].weight, lambda p: p[0].weight, lambda: linear(dtype=jnp.float16)),
            ValueError, r"`where` selected \(\(4, 3\), 'float16'\) but `get` selected "
