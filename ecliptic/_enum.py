@@ -15,7 +15,7 @@ from ._module import Module, field
 
 
 def _is_traced(value: Any) -> bool:
-    return isinstance(value, jax.core.Tracer)
+    return isinstance(value, jax.core.Tracer)  # pyright: ignore[reportAttributeAccessIssue]
 
 
 def _full_name(cls: type) -> str:
