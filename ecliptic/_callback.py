@@ -24,6 +24,15 @@ from ._plumbing import merge, split
 _NAME = "filter_pure_callback"
 
 
+class _ResultValueError(ValueError, RuntimeError):
+    """The callback's output does not match `result_shape_dtypes`: a ValueError, and a
+    RuntimeError, the type Equinox raises there (so that either `except` catches it)."""
+
+
+class _ResultTypeError(TypeError, RuntimeError):
+    """A callback output of the wrong kind: a TypeError, and the RuntimeError Equinox raises."""
+
+
 def _is_struct(x: Any) -> bool:
     return is_array(x) or isinstance(x, jax.ShapeDtypeStruct)
 
@@ -52,33 +61,34 @@ def _host_result(
     try:
         out_leaves = r_def.flatten_up_to(out)
     except (ValueError, TypeError):
-        raise ValueError(
+        raise _ResultValueError(
             mismatch_message(f"{_NAME}: the callback's output", "result", expected, out)
         ) from None
     arrays = []
     for i, (leaf, declared, struct) in enumerate(zip(out_leaves, r_leaves, structs)):
         if struct is None:
             if not _same(leaf, declared):
-                raise ValueError(
+                raise _ResultValueError(
+                    "Callback did not return matching static elements: "
                     f"{_NAME}: the callback returned {short_repr(leaf)} at "
                     f"{_where(r_def, i)}, but result_shape_dtypes declares the static "
                     f"value {short_repr(declared)} there."
                 )
             continue
         if not (is_array(leaf) or isinstance(leaf, (bool, int, float, complex))):
-            raise TypeError(
+            raise _ResultTypeError(
                 f"{_NAME}: the callback returned {type_name(leaf)} at {_where(r_def, i)}; "
                 f"expected an array of shape {struct.shape} and dtype {struct.dtype}."
             )
         array = np.asarray(leaf)
         if array.shape != struct.shape:
-            raise ValueError(
+            raise _ResultValueError(
                 f"{_NAME}: the callback returned an array of shape {array.shape} at "
                 f"{_where(r_def, i)}; result_shape_dtypes declares shape {struct.shape}."
             )
         if array.dtype != struct.dtype:
             if not np.can_cast(array.dtype, struct.dtype, casting="same_kind"):
-                raise ValueError(
+                raise _ResultValueError(
                     f"{_NAME}: the callback returned dtype {array.dtype} at "
                     f"{_where(r_def, i)}; result_shape_dtypes declares {struct.dtype}."
                 )

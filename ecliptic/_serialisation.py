@@ -13,6 +13,7 @@ This module also holds `CheckpointError`, the one error type of the persistence 
 from __future__ import annotations
 
 import ast
+import errno
 import io
 import math
 import os
@@ -56,6 +57,21 @@ class CheckpointError(ValueError):
 class _CheckpointFileNotFound(CheckpointError, FileNotFoundError):
     """A checkpoint file that does not exist: also a `FileNotFoundError`, so that
     ``except FileNotFoundError`` works as it does around `open` (and Equinox)."""
+
+
+class LeafMismatchError(CheckpointError):
+    """A leaf record whose shape or dtype differs from the expected one (``found`` and
+    ``expected`` are ``(shape, dtype)`` pairs)."""
+
+    def __init__(self, message: str, found: tuple[Any, Any], expected: tuple[Any, Any]):
+        super().__init__(message)
+        self.found = found
+        self.expected = expected
+
+
+class LeafFileError(CheckpointError, RuntimeError):
+    """A leaf file that cannot be read or written at some leaf. Also a `RuntimeError`, the
+    type Equinox raises there, so that ``except RuntimeError`` keeps working."""
 
 
 def cannot_open(message: str, error: OSError) -> CheckpointError:
@@ -217,9 +233,11 @@ def read_npy_array(f: BinaryIO, expected_shape: Any, expected_dtype: Any) -> np.
     expected_shape = tuple(int(d) for d in expected_shape)
     dtype, shape, fortran = read_npy_header(f, expected_dtype)
     if shape != expected_shape or not same_dtype(dtype, expected_dtype):
-        raise CheckpointError(
+        raise LeafMismatchError(
             f"expected {describe(expected_shape, expected_dtype)}, file has "
-            f"{describe(shape, dtype)}"
+            f"{describe(shape, dtype)}",
+            found=(shape, dtype),
+            expected=(expected_shape, expected_dtype),
         )
     nbytes = math.prod(shape) * dtype.itemsize
     data = _read_exact(f, nbytes, f"the data of a {describe(shape, expected_dtype)} array")
@@ -312,13 +330,34 @@ def default_deserialise_filter_spec(f: BinaryIO, x: Any) -> Any:
 # --------------------------------------------------------------------------- the trees
 
 
+def leaf_file_path(path: str | os.PathLike) -> pathlib.Path:
+    """The file a leaf-file path names, by Equinox's rule: a path whose last component has
+    no suffix gets ``.eqx`` appended (``"model"`` -> ``model.eqx``); any other path is
+    used as given (``"model.npy"``, ``"weights.eqx"``)."""
+    resolved = pathlib.Path(path)
+    if resolved.name and not resolved.suffix:
+        resolved = resolved.with_name(resolved.name + ".eqx")
+    return resolved
+
+
+def _missing_file_hint(given: Any, resolved: pathlib.Path) -> str:
+    if str(resolved) == str(given) or not os.path.isfile(given):
+        return ""
+    return (
+        f" (a path without a suffix gets '.eqx' appended, as in Equinox; {str(given)!r} "
+        "itself exists: pass it with a suffix, or as an open file object)"
+    )
+
+
 @contextmanager
 def _opened(path_or_file: Any, mode: str) -> Iterator[tuple[BinaryIO, bool]]:
     if isinstance(path_or_file, (str, os.PathLike)):
+        path = leaf_file_path(path_or_file)
         try:
-            f = open(pathlib.Path(path_or_file), mode)  # noqa: SIM115 (closed below)
+            f = open(path, mode)  # noqa: SIM115 (closed below)
         except OSError as e:
-            raise cannot_open(f"cannot open {str(path_or_file)!r}: {e}", e) from e
+            hint = _missing_file_hint(path_or_file, path)
+            raise cannot_open(f"cannot open {str(path)!r}: {e}{hint}", e) from e
         with f:
             yield f, True  # pyright: ignore[reportReturnType]
     elif isinstance(path_or_file, io.TextIOBase):
@@ -362,12 +401,56 @@ def _spec_pairs(
             yield tuple(spec_path) + tuple(path), spec, leaf
 
 
+def _equinox_wording(error: Exception, path: tuple[Any, ...]) -> str:
+    """What Equinox says for a failure at the leaf with key path ``path``."""
+    if isinstance(error, LeafMismatchError):
+        (found_shape, found_dtype), (shape, dtype) = error.found, error.expected
+        if tuple(found_shape) != tuple(shape):
+            change = f"shape from {tuple(shape)} in `like` to {tuple(found_shape)}"
+        else:
+            change = f"dtype from {np.dtype(dtype)} in `like` to {np.dtype(found_dtype)}"
+        return f"Deserialised leaf at path {path!r} has changed {change} on disk."
+    return f"Error at leaf with path {path!r}"
+
+
 def _at_leaf(error: Exception, path: tuple[Any, ...]) -> Exception:
     if isinstance(error, CheckpointError):
-        return CheckpointError(f"{display(dotted(path))}: {error}")
+        return LeafFileError(
+            f"{display(dotted(path))}: {error} ({_equinox_wording(error, path)})"
+        )
     if hasattr(error, "add_note"):
-        error.add_note(f"(at the leaf {display(dotted(path))})")  # pyright: ignore[reportAttributeAccessIssue]
+        error.add_note(  # pyright: ignore[reportAttributeAccessIssue]
+            f"(at the leaf {display(dotted(path))}: {_equinox_wording(error, path)})"
+        )
     return error
+
+
+def _refuse_safetensors(f: BinaryIO, path_or_file: Any) -> None:
+    """Raise a clear error if ``f`` holds a safetensors checkpoint (from `ecliptic.save`)
+    rather than a leaf file: its 8-byte little-endian header length is followed by ``{``.
+    Only looks at seekable files, and puts the position back."""
+    try:
+        if not f.seekable():
+            return
+        start = f.tell()
+        head = f.read(9)
+        f.seek(start)
+    except (OSError, ValueError, AttributeError):
+        return
+    if len(head) < 9 or head[:6] == _NPY_MAGIC or head[8:9] != b"{":
+        return
+    if not 2 <= int.from_bytes(head[:8], "little") <= 100 * 1024 * 1024:
+        return
+    where = (
+        repr(str(leaf_file_path(path_or_file)))
+        if isinstance(path_or_file, (str, os.PathLike))
+        else "the file"
+    )
+    raise CheckpointError(
+        f"{where} is a safetensors checkpoint (as written by `ecliptic.save`), not a leaf "
+        "file: tree_deserialise_leaves reads Equinox leaf files (written by "
+        "`tree_serialise_leaves`); read this checkpoint with `ecliptic.load(path, like)`."
+    )
 
 
 def tree_serialise_leaves(
@@ -380,8 +463,9 @@ def tree_serialise_leaves(
 
     **Arguments:**
 
-    - `path_or_file`: a path (used exactly as given: no suffix is added) or a binary file
-      object open for writing.
+    - `path_or_file`: a path or a binary file object open for writing. As in Equinox, a
+      path whose file name has no suffix gets ``.eqx`` appended (``"model"`` writes
+      ``model.eqx``); other paths are used as given.
     - `pytree`: the pytree whose leaves to save.
     - `filter_spec`: how to write each leaf: a callable `(file, leaf) -> None`, or a
       pytree prefix of `pytree` whose leaves are such callables. The default,
@@ -390,19 +474,41 @@ def tree_serialise_leaves(
     - `is_leaf`: optional, as in `jax.tree_util.tree_flatten`.
 
     **Returns:** nothing. The format is Equinox's (one ``.npy`` record per saved leaf), so
-    files are interchangeable with `equinox.tree_serialise_leaves`. It has no checksum:
-    for validated, atomic checkpoints use `ecliptic.save`.
+    files are interchangeable with `equinox.tree_serialise_leaves`. A path is written
+    atomically: into a temporary file beside it, renamed over it once complete, so that
+    a failure or a crash part-way leaves the previous file intact. (File objects are
+    written to directly.) The format has no checksum: for validated checkpoints use
+    `ecliptic.save`.
 
     ```python
     ecliptic.tree_serialise_leaves("model.eqx", model)
+    ecliptic.tree_serialise_leaves("model", model)  # also writes model.eqx
     ```
     """
-    with _opened(path_or_file, "wb") as (f, _):
+
+    def write_leaves(f: BinaryIO) -> None:
         for path, spec, leaf in _spec_pairs(filter_spec, pytree, is_leaf, "pytree"):
             try:
                 spec(f, leaf)
             except Exception as e:
                 raise _at_leaf(e, path) from e
+
+    if isinstance(path_or_file, (str, os.PathLike)):
+        # Imported here: `_checkpoint_io` builds on this module.
+        from ._checkpoint_io import atomic_write
+
+        target = leaf_file_path(path_or_file)
+        directory = os.path.dirname(os.path.abspath(target))
+        if not os.path.isdir(directory):
+            missing = FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(target))
+            raise cannot_open(
+                f"cannot open {str(target)!r}: the directory {directory!r} does not exist",
+                missing,
+            ) from missing
+        atomic_write(target, write_leaves)
+        return
+    with _opened(path_or_file, "wb") as (f, _):
+        write_leaves(f)
 
 
 def tree_deserialise_leaves(
@@ -415,7 +521,8 @@ def tree_deserialise_leaves(
 
     **Arguments:**
 
-    - `path_or_file`: a path or a binary file object open for reading.
+    - `path_or_file`: a path or a binary file object open for reading. A path without a
+      suffix gets ``.eqx`` appended, as when saving (and in Equinox).
     - `like`: a pytree of the same structure as the one saved, e.g. a freshly built
       model or the output of `filter_eval_shape` (`jax.ShapeDtypeStruct` leaves). Its
       leaves give the expected shape and dtype of each record.
@@ -436,6 +543,7 @@ def tree_deserialise_leaves(
     treedef = jtu.tree_structure(like, is_leaf=is_leaf)
     out = []
     with _opened(path_or_file, "rb") as (f, owned):
+        _refuse_safetensors(f, path_or_file)
         for path, spec, leaf in pairs:
             try:
                 out.append(spec(f, leaf))
@@ -444,8 +552,9 @@ def tree_deserialise_leaves(
         if owned and filter_spec is default_deserialise_filter_spec:
             rest = len(f.read(1 << 16))
             if rest:
+                name = str(leaf_file_path(path_or_file))
                 raise CheckpointError(
-                    f"{str(path_or_file)!r} has {rest}{'+' if rest == 1 << 16 else ''} "
+                    f"{name!r} has {rest}{'+' if rest == 1 << 16 else ''} "
                     "bytes left after the last leaf of `like`: it was saved from a different "
                     "(larger) pytree."
                 )

@@ -176,8 +176,8 @@ class _NotANodeError(ValueError, TypeError):
 
 
 class _ReplaceArgumentsError(TypeError, ValueError):
-    """Neither or both of `replace`/`replace_fn`: a TypeError, and a ValueError as
-    Equinox raises."""
+    """A bad `replace`/`replace_fn` combination: a TypeError, and a ValueError (Equinox
+    raises one or the other depending on the case), so that either `except` catches it."""
 
 
 def _not_a_node_error(obj: Any) -> ValueError:
@@ -220,6 +220,14 @@ def _resolve_selection(
     for item, i in zip(items, found):
         if i is None and item is not None:
             raise _not_a_node_error(item)
+    if sum(node is None for node in index.nodes) > 1:
+        # Equinox refuses this case, so ecliptic does too (same code, same outcome).
+        raise ValueError(
+            "`where` does not uniquely identify a single element of `pytree`: tree_at's "
+            "`where` returned None, and `pytree` holds several None values (None is not a "
+            "leaf, so they cannot be told apart). Pass `is_leaf=lambda x: x is None` to "
+            "make each None a leaf that can be selected."
+        )
     # `where` returned None somewhere. None is a singleton, so look again on a stand-in
     # copy in which every None is a distinct placeholder, and check that `where` picks the
     # same nodes there (it may not, if it branches on `x is None`).
@@ -294,8 +302,9 @@ def tree_at(
     elif single:
         values = [replace]
     else:
-        if not isinstance(replace, (tuple, list)):
-            raise ValueError(
+        # Like Equinox, any sized iterable (a tuple, list, NumPy array, ...) is accepted.
+        if not (hasattr(replace, "__len__") and hasattr(replace, "__iter__")):
+            raise _ReplaceArgumentsError(
                 f"tree_at: `where` selected {len(selected)} nodes (it returned a "
                 "tuple/list), so `replace` must be a tuple/list of as many values; got "
                 f"{short_repr(replace)}."
@@ -303,9 +312,10 @@ def tree_at(
         if len(replace) != len(selected):
             raise ValueError(
                 f"tree_at: `where` selected {len(selected)} nodes but `replace` has "
-                f"{len(replace)} values; they must match one to one."
+                f"{len(replace)} values; they must match one to one (`where` must return a "
+                "sequence of leaves of the same length as `replace`)."
             )
-        values = replace
+        values = list(replace)
 
     chosen: dict[int, Any] = {}
     for position, i in enumerate(selected):

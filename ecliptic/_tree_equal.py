@@ -31,10 +31,15 @@ def _array_equal(a: Any, b: Any, rtol: float, atol: float) -> Any:
             return jnp.all(a == b)
         return jnp.all(jnp.abs(a - b) <= atol + rtol * jnp.abs(b))
     # Concrete values are compared on the host: no compilation per shape.
+    involves_jax = not (_is_numpy(a) and _is_numpy(b))
     a, b = np.asarray(a), np.asarray(b)
     if exact:
-        return bool(np.array_equal(a, b))
-    return bool(np.allclose(a, b, rtol=rtol, atol=atol, equal_nan=False))
+        equal = bool(np.array_equal(a, b))
+    else:
+        equal = bool(np.allclose(a, b, rtol=rtol, atol=atol, equal_nan=False))
+    # As in Equinox: a comparison involving a JAX array answers with a JAX bool array
+    # (a tracer inside `jit`); NumPy-only comparisons answer with a Python bool.
+    return jnp.asarray(equal) if involves_jax else equal
 
 
 def _leaf_equal(a: Any, b: Any, typematch: bool, rtol: float, atol: float) -> Any:
@@ -76,11 +81,14 @@ def tree_equal(
     - `rtol`, `atol`: tolerances for comparing numeric array values,
         `|a - b| <= atol + rtol * |b|`. Exact comparison by default.
 
-    **Returns:** a Python `bool`; or, when some compared arrays are tracers (inside
-    `jax.jit` & co), a traced boolean scalar array.
+    **Returns:** as in Equinox: a Python `bool` when no JAX array values had to be
+    compared (only NumPy arrays and other leaves), or when the answer is already `False`
+    from the structure, a shape/dtype/type mismatch or a non-array leaf; otherwise a JAX
+    boolean scalar array (a tracer inside `jax.jit` & co).
 
     ```python
-    tree_equal([jnp.ones(2), "a"], [jnp.ones(2), "a"])  # True
+    tree_equal([np.ones(2), "a"], [np.ones(2), "a"])    # True
+    tree_equal([jnp.ones(2), "a"], [jnp.ones(2), "a"])  # Array(True)
     tree_equal(jnp.ones(2), jnp.ones(3))                # False
     ```
     """
@@ -92,7 +100,7 @@ def tree_equal(
                 f"tree_equal({name}=...) must be a non-negative number; got {short_repr(value)}."
             )
     first_leaves, first_treedef = jtu.tree_flatten(pytrees[0])
-    traced: Any = None
+    array_results: list[Any] = []
     for other in pytrees[1:]:
         leaves, treedef = jtu.tree_flatten(other)
         try:
@@ -107,5 +115,13 @@ def tree_equal(
                 continue
             if result is False:
                 return False
-            traced = result if traced is None else jnp.logical_and(traced, result)
-    return True if traced is None else traced
+            array_results.append(result)
+    if not array_results:
+        return True
+    if not any(_is_traced(r) for r in array_results):
+        # Concrete JAX bools: combine on the host, answer with a JAX bool as Equinox does.
+        return jnp.asarray(all(bool(r) for r in array_results))
+    combined = array_results[0]
+    for result in array_results[1:]:
+        combined = jnp.logical_and(combined, result)
+    return combined

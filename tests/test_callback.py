@@ -55,3 +55,18 @@ def test_wrong_outputs_raise_clear_errors():
         jax.jit(lambda x: ec.filter_pure_callback(
             lambda x, m: {"y": np.zeros(2, np.float32), "mode": m}, x, "sort",
             result_shape_dtypes=RESULT)["y"])(x).block_until_ready()
+
+
+def test_output_mismatches_are_also_runtime_errors_as_in_equinox():
+    x = jnp.array([3.0, 1.0, 2.0])
+    wrong_outputs = [
+        lambda x, m: {"y": np.zeros(2, np.float32), "mode": m},  # shape
+        lambda x, m: (np.zeros(3, np.float32), m),  # structure
+        lambda x, m: {"y": np.zeros(3, np.float32), "mode": "other"},  # static value
+        lambda x, m: {"y": "text", "mode": m},  # not an array
+    ]
+    for fn in wrong_outputs:
+        with pytest.raises(RuntimeError):
+            ec.filter_pure_callback(fn, x, "sort", result_shape_dtypes=RESULT)
+    with pytest.raises(RuntimeError, match="^Callback did not return matching static elements"):
+        ec.filter_pure_callback(wrong_outputs[2], x, "sort", result_shape_dtypes=RESULT)

@@ -73,6 +73,7 @@ def test_assert_max_traces_counts_and_raises():
     assert isinstance(info.value, AssertionError) and isinstance(info.value, RuntimeError)
     assert "test_debug" in str(info.value) and ".f`" in str(info.value)
     assert "traced 2 times" in str(info.value) and "at most 1" in str(info.value)
+    assert "can only be traced 1 times" in str(info.value)  # Equinox's wording
 
 
 def test_counts_are_per_function_object():
@@ -169,7 +170,44 @@ def test_backward_nan_reports_without_terminating(capsys):
     g = f(x)
     assert np.isnan(g[0, 0]) and not np.isnan(g[1]).any()
     out = capsys.readouterr().out
-    assert "backward_nan 'h'" in out and "failed at batch index 0" in out
+    # Equinox's layout, for the one batch position with a NaN
+    assert out == (
+        "(batch position (0,))\n"
+        "h:\n   primals=array([-1.,  4.], dtype=float32)\n"
+        "cotangents=array([ nan, 0.25], dtype=float32)\n"
+    )
+
+
+def test_backward_nan_report_layout_is_equinox_and_scalar_cotangents_work(capsys):
+    @ecl.filter_custom_vjp
+    def nan_gradient(x):
+        return x
+
+    @nan_gradient.def_fwd
+    def nan_gradient_fwd(perturbed, x):
+        return nan_gradient(x), None
+
+    @nan_gradient.def_bwd
+    def nan_gradient_bwd(residual, grad_x, perturbed, x):
+        return jnp.nan  # a Python float as the cotangent
+
+    def loss(x, terminate):
+        return nan_gradient(debug.backward_nan(x, name="foo", terminate=terminate))
+
+    jax.grad(loss)(jnp.array(1.0), False)
+    jax.effects_barrier()
+    out = capsys.readouterr().out
+    expected = "foo:\n   primals=array(1., dtype=float32)\ncotangents=array(nan, dtype=float32)\n"
+    assert out == expected
+    tree = {"w": jnp.array([1.0, -1.0]), "n": jnp.arange(2)}
+    jax.grad(
+        lambda t: jnp.sqrt(debug.backward_nan(t, terminate=False)["w"]).sum(), allow_int=True
+    )(tree)
+    jax.effects_barrier()
+    out = capsys.readouterr().out
+    assert out.startswith("   primals={") and "'n': None" in out and "nan" in out
+    with pytest.raises(ecl.EclipticRuntimeError, match=r"Encountered NaN: backward_nan 'foo'"):
+        jax.grad(loss)(jnp.array(1.0), True)
 
 
 # -- store_dce / inspect_dce ----------------------------------------------------------

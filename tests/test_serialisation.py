@@ -109,12 +109,15 @@ def test_equinox_model_files_load_into_the_same_ecliptic_layers(tmp_path):
                if eqx.is_array(a))
 
 
-def test_path_used_as_given_and_equinox_compatible(tmp_path):
+def test_paths_follow_equinox_suffix_rule_and_files_interchange(tmp_path):
     eqx = pytest.importorskip("equinox")
     tree = {"w": jnp.arange(4.0), "n": 7, "b": jnp.ones(2, jnp.bfloat16)}
-    path = tmp_path / "model"  # no suffix is added (Equinox would add .eqx)
-    ecliptic.tree_serialise_leaves(path, tree)
-    assert path.exists() and not (tmp_path / "model.eqx").exists()
+    # No suffix: ".eqx" is appended by both libraries, on saving and on loading.
+    ecliptic.tree_serialise_leaves(tmp_path / "model", tree)
+    assert (tmp_path / "model.eqx").exists() and not (tmp_path / "model").exists()
+    assert bits_equal(eqx.tree_deserialise_leaves(tmp_path / "model", tree), tree)
+    eqx.tree_serialise_leaves(str(tmp_path / "theirs"), tree)
+    assert bits_equal(ecliptic.tree_deserialise_leaves(str(tmp_path / "theirs"), tree), tree)
     ecliptic.tree_serialise_leaves(tmp_path / "m.eqx", tree)
     assert bits_equal(eqx.tree_deserialise_leaves(str(tmp_path / "m.eqx"), tree), tree)
     eqx.tree_serialise_leaves(tmp_path / "e.eqx", tree)

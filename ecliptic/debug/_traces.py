@@ -55,8 +55,9 @@ class _MaxTraces(Module):
         count = self.counter.increment()
         if self.max_traces is not None and count > self.max_traces:
             raise MaxTracesExceededError(
-                f"`{_fn_name(self.fn)}` was traced {count} times, but assert_max_traces "
-                f"allows at most {self.max_traces}. Each trace under jit means a "
+                f"`{_fn_name(self.fn)}` can only be traced {self.max_traces} times: it was "
+                f"traced {count} times, but assert_max_traces allows at most "
+                f"{self.max_traces}. Each trace under jit means a "
                 "recompilation: look for arguments whose shape, dtype or static (non-array) "
                 "value changes between calls, or for a jitted function re-created on each "
                 "call. `jax.config.update('jax_log_compiles', True)` shows why."

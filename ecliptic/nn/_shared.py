@@ -88,9 +88,9 @@ class Shared(Module, Generic[_T]):
         target_layout, source_layout = _layout(targets), _layout(sources)
         if target_layout != source_layout:
             raise ValueError(
-                "Shared: `where` and `get` must select nodes of the same structure, shapes "
-                f"and dtypes; `where` selected {target_layout} but `get` selected "
-                f"{source_layout}."
+                "Every node being shared together must have the same pytree structure, "
+                "shape+dtype of arrays, etc., as each other: in Shared(pytree, where, get), "
+                f"`where` selected {target_layout} but `get` selected {source_layout}."
             )
         stripped = tree_at(where, pytree, replace_fn=lambda _: _TIED)
         if any(_is_tied(x) for x in jtu.tree_leaves(get(stripped))):
