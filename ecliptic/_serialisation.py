@@ -27,6 +27,7 @@ import jax
 import jax.tree_util as jtu
 import numpy as np
 
+from ._atomic_files import atomic_write
 from ._paths import display, dotted
 
 __all__ = [
@@ -494,9 +495,6 @@ def tree_serialise_leaves(
                 raise _at_leaf(e, path) from e
 
     if isinstance(path_or_file, (str, os.PathLike)):
-        # Imported here: `_checkpoint_io` builds on this module.
-        from ._checkpoint_io import atomic_write
-
         target = leaf_file_path(path_or_file)
         directory = os.path.dirname(os.path.abspath(target))
         if not os.path.isdir(directory):
