@@ -79,6 +79,7 @@ class _DonationKey(StaticKey):
             type(other) is _DonationKey
             and self._hash == other._hash
             and self.num_kept_leaves == other.num_kept_leaves
+            and self.types == other.types
             and self.treedef == other.treedef
             and self.static == other.static
         )
