@@ -24,6 +24,16 @@ Safety rules, so that the shortcut can never give a stale result:
   the same order, as the gathering does (checked object by object);
 - anything else (lists, dicts, unknown objects, ...) makes the lookup miss, and the
   ordinary flatten-everything path runs.
+
+The contract: Modules are immutable. A Module changed behind ecliptic's back (with
+`object.__setattr__`, or through its `__dict__`) after a call is not seen by the next
+call with that same object, which reuses what was remembered. The environment variable
+``ECLIPTIC_FAST_PATH=0`` (read when a wrapper is created) turns the fast path off.
+
+Nothing here keeps an array alive: entries are weak and die with their Module, `fun` is
+held weakly (its arrays are dropped with it), and bare array arguments are never stored.
+The remembered `fun`, its arrays and its signatures are one tuple replaced in a single
+store, so a thread never pairs one `fun` with another's arrays.
 """
 
 from __future__ import annotations

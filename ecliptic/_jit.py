@@ -313,6 +313,13 @@ def filter_jit(fun: Any = None, *, donate: str = "none", **jitkwargs: Any) -> An
     **Returns:** the compiled callable. It also works as a method decorator and offers
     `.lower(*args, **kwargs)` for ahead-of-time compilation.
 
+    Static leaves are compared by type and value, so `1`, `1.0` and `True` compile
+    separately. Calls whose arguments are Modules the wrapper has already seen (the same
+    model again, or its own previous outputs) skip flattening them: this relies on
+    Modules being immutable, so a Module changed with `object.__setattr__` after a call
+    is not seen by the next one. Set the environment variable `ECLIPTIC_FAST_PATH=0`
+    before creating the wrapper to turn that shortcut off (see docs/performance.md).
+
     ```python
     @ecliptic.filter_jit
     def loss(model, x, y):
