@@ -51,21 +51,40 @@ class MissingKeyError(ValueError, RuntimeError):
     RuntimeError as Equinox raises (so that code catching either keeps working)."""
 
 
-def check_key(key: Any, layer: str) -> None:
-    """Raise a clear error when a layer that needs randomness is given no PRNG key."""
+def check_key(key: Any, layer: str, *, required: bool = True) -> None:
+    """Raise a clear error unless `key` is one JAX PRNG key (not a batch of them).
+
+    Used by every layer that takes a key, when it is built and when it is called.
+
+    **Arguments:** `key`, the value given; `layer`, the name used in the message;
+    `required`: whether `None` is an error (otherwise it is accepted: the caller decides
+    whether randomness is needed).
+    """
     if key is None:
+        if not required:
+            return
         raise TypeError(
             f"{layer} needs a PRNG key to initialise its parameters: pass key=jax.random.key(0)."
         )
     if not (isinstance(key, (jax.Array, np.ndarray))):
         raise TypeError(f"{layer}: key must be a JAX PRNG key; got {type(key).__name__}.")
+    shape = tuple(key.shape)
     if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return
-    # Raw keys from jax.random.PRNGKey: uint32 arrays of shape (2,) (or (4,) for "rbg").
-    if not (key.dtype == np.uint32 and key.ndim >= 1 and key.shape[-1] in (2, 4)):
+        one_key_shape: tuple[int, ...] = ()
+    elif key.dtype == np.uint32 and key.ndim >= 1 and shape[-1] in (2, 4):
+        # Raw keys from jax.random.PRNGKey: uint32 arrays of shape (2,) (or (4,) for "rbg").
+        one_key_shape = shape[-1:]
+    else:
         raise TypeError(
             f"{layer}: key must be a JAX PRNG key such as jax.random.key(0); got an array of "
-            f"dtype {key.dtype} and shape {tuple(key.shape)}."
+            f"dtype {key.dtype} and shape {shape}."
+        )
+    if shape != one_key_shape:
+        batch = shape[: len(shape) - len(one_key_shape)]
+        raise ValueError(
+            f"{layer}: key must be a single PRNG key (shape {one_key_shape}); got a batch of "
+            f"keys of shape {shape} (batch shape {batch}). JAX's random functions accept a "
+            "single key; pass one of them (e.g. keys[0]), or map over them with jax.vmap."
         )
 
 
