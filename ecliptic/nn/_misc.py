@@ -88,6 +88,36 @@ def check_key(key: Any, layer: str, *, required: bool = True) -> None:
         )
 
 
+class ParameterShapeError(ValueError, TypeError):
+    """A layer's parameter does not have the shape its hyperparameters imply (e.g. it was
+    replaced with `tree_at`), and the layer's maths failed because of it. A ValueError,
+    and a TypeError as the JAX shape error it replaces (so that code catching either keeps
+    working)."""
+
+
+def explain_parameter_shapes(
+    layer: str, expected: Sequence[tuple[str, Any, tuple[int, ...]]], error: BaseException
+) -> None:
+    """After a layer's maths failed with `error`: raise a clear `ParameterShapeError` if a
+    parameter has another shape than expected; otherwise return (the caller re-raises).
+
+    Called only on the failure path, so it costs nothing when the call works, and it
+    never rejects parameters the maths accepts (e.g. a broadcastable bias).
+
+    **Arguments:** `layer`, the layer's name; `expected`, ``(field name, value, expected
+    shape)`` for each parameter (`None` values are skipped); `error`, the failure.
+    """
+    for name, value, shape in expected:
+        actual = getattr(value, "shape", None)
+        if value is None or actual is None or tuple(actual) == tuple(shape):
+            continue
+        raise ParameterShapeError(
+            f"{layer}.{name} has shape {tuple(actual)}, expected {tuple(shape)} (from the "
+            f"layer's hyperparameters). Was it replaced (e.g. with tree_at) by an array of "
+            f"another shape? Build a new layer for new sizes. (JAX said: {error})"
+        ) from error
+
+
 def as_tuple(value: Any, n: int, name: str, *, minimum: int = 1) -> tuple[int, ...]:
     """Turn an int or a length-``n`` sequence of ints into an ``n``-tuple, with checks."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
