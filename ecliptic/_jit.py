@@ -35,6 +35,7 @@ from ._plumbing import (
     split,
     split_output,
     unhashable_error,
+    untraceable_array_error,
 )
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -133,7 +134,7 @@ class _JitWrapper(Module):
             try:
                 out, out_static = self.jitted(dynamic, key)
             except Exception as e:
-                _reraise_clearly(e, key.treedef, key._marked_static())
+                _reraise_clearly(e, key.treedef, key._marked_static(), (fun, args, kwargs))
                 raise
             result = out_static.unflatten(out)
             if hit is None:
@@ -149,7 +150,7 @@ class _JitWrapper(Module):
                 out, out_static = self.jitted(*call_args)
             except Exception as e:
                 key = call_args[-1]
-                _reraise_clearly(e, key.treedef, key.static)
+                _reraise_clearly(e, key.treedef, key.static, (self.fun, args, kwargs))
                 raise
         return out_static.unflatten(out)
 
@@ -182,11 +183,17 @@ def check_donate(name: str, donate: Any) -> None:
         raise ValueError(f"{name}(donate=...) must be one of {_DONATE_MODES}; got {donate!r}.")
 
 
-def _reraise_clearly(error: Exception, treedef: Any, static: tuple[Any, ...]) -> None:
+def _reraise_clearly(
+    error: Exception, treedef: Any, static: tuple[Any, ...], call: tuple[Any, Any, Any]
+) -> None:
     """Turn errors from inside the compiled call into ecliptic's own, clear ones."""
     reraise_runtime_error(error)
     if isinstance(error, ValueError) and "static arguments should be comparable" in str(error):
         raise unhashable_error(treedef, static, "filter_jit") from None
+    if isinstance(error, TypeError):
+        clear = untraceable_array_error(call, "filter_jit")
+        if clear is not None:
+            raise clear from None
 
 
 def _signature(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[str, str]]:

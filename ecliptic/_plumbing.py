@@ -320,6 +320,26 @@ def unhashable_error(treedef: Any, static: tuple[Any, ...], context: Any) -> Typ
     return TypeError(f"{where}: the static part of the inputs is unhashable.")
 
 
+# NumPy dtype kinds JAX cannot trace: object, strings, bytes, void (records), datetimes.
+_UNTRACEABLE_KINDS = frozenset("OSUVMm")
+
+
+def untraceable_array_error(call: Any, where: str) -> TypeError | None:
+    """A clear error naming the first array argument JAX cannot trace (e.g. a NumPy
+    array of dtype object), or None. `call` is the ``(fun, args, kwargs)`` tuple."""
+    for path, leaf in jtu.tree_flatten_with_path(call)[0]:
+        dtype = getattr(leaf, "dtype", None)
+        if is_array(leaf) and getattr(dtype, "kind", None) in _UNTRACEABLE_KINDS:
+            return TypeError(
+                f"{where}: the argument at {_describe_path(path)} is a {type_name(leaf)} of "
+                f"dtype {dtype} (shape {tuple(leaf.shape)}), which JAX cannot trace: arrays "
+                "are traced, and only numeric and bool dtypes can be. Convert it (e.g. "
+                "np.asarray(x, np.float32)), or pass it inside a non-array object (a tuple "
+                "of Python values is static)."
+            )
+    return None
+
+
 def _find_unhashable_static_field(tree: Any, path: str) -> tuple[str, Any] | None:
     if dataclasses.is_dataclass(tree) and not isinstance(tree, type):
         for f in dataclasses.fields(tree):

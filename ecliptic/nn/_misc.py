@@ -141,11 +141,18 @@ def check_rank(x: Any, expected_rank: int, layer: str, description: str) -> None
     if shape is None:
         raise TypeError(f"{layer} expects an array input; got {type(x).__name__}.")
     if len(shape) != expected_rank:
-        hint = (
-            " Layers act on one unbatched example: batch with jax.vmap or ecliptic.filter_vmap."
-            if len(shape) == expected_rank + 1
-            else ""
-        )
+        if len(shape) == expected_rank + 1:
+            hint = (
+                " Layers act on one unbatched example: batch with jax.vmap or "
+                "ecliptic.filter_vmap."
+            )
+        elif len(shape) == expected_rank - 1:
+            hint = (
+                " Under jax.vmap / ecliptic.filter_vmap the mapped axis is removed: was one "
+                "unbatched example (no batch axis to map over) given to the vmapped function?"
+            )
+        else:
+            hint = ""
         raise ValueError(
             f"{layer} expects an input of rank {expected_rank} ({description}); "
             f"got shape {tuple(shape)}.{hint}"
