@@ -24,10 +24,21 @@ Safety rules, so that the shortcut can never give a stale result:
   the same order, as the gathering does (checked object by object);
 - anything else (lists, dicts, unknown objects, ...) makes the lookup miss, and the
   ordinary flatten-everything path runs.
+
+The contract: Modules are immutable. A Module changed behind ecliptic's back (with
+`object.__setattr__`, or through its `__dict__`) after a call is not seen by the next
+call with that same object, which reuses what was remembered. The environment variable
+``ECLIPTIC_FAST_PATH=0`` (read when a wrapper is created) turns the fast path off.
+
+Nothing here keeps an array alive: entries are weak and die with their Module, `fun` is
+held weakly (its arrays are dropped with it), and bare array arguments are never stored.
+The remembered `fun`, its arrays and its signatures are one tuple replaced in a single
+store, so a thread never pairs one `fun` with another's arrays.
 """
 
 from __future__ import annotations
 
+import os
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -43,6 +54,22 @@ _MAX_ENTRIES = 256  # caps on the per-wrapper tables, against unbounded growth
 _MAX_SIGNATURES = 64
 _PATIENCE = 16  # ordinary calls in a row before learning backs off ...
 _RETRY_EVERY = 32  # ... to three calls (enough to learn a training loop) in this many
+FAST_PATH_ENV_VAR = "ECLIPTIC_FAST_PATH"
+
+
+def fast_path_enabled() -> bool:
+    """Whether new `filter_jit` wrappers use the identity fast path: yes, unless the
+    environment variable ``ECLIPTIC_FAST_PATH`` is ``0``, ``false``, ``no`` or ``off``
+    (read when a wrapper is created)."""
+    value = os.environ.get(FAST_PATH_ENV_VAR, "").strip().lower()
+    return value not in ("0", "false", "no", "off")
+
+
+def _dead() -> None:
+    return None
+
+
+_NO_FUN: tuple[Any, tuple[Any, ...], dict[tuple[Any, ...], CallKey]] = (_dead, (), {})
 
 
 class _Known(weakref.ref):
@@ -71,11 +98,9 @@ class CallMemo:
     __slots__ = (
         "known",
         "forget",
-        "signatures",
+        "current",
         "keys",
         "layouts",
-        "fun",
-        "fun_arrays",
         "disabled",
         "misses",
         "__weakref__",
@@ -86,14 +111,20 @@ class CallMemo:
         self.forget = _forgetter(self.known)
         # One CallKey object per distinct key, so that JAX's cache finds it by identity.
         self.keys: dict[CallKey, CallKey] = {}
-        self.signatures: dict[tuple[Any, ...], CallKey] = {}
         self.layouts: dict[Any, Any] = {}
-        # The `fun` the signatures were learned for (wrappers copied by tree maps share
-        # this memo but may hold other arrays in `fun`), and its arrays.
-        self.fun: Any = None
-        self.fun_arrays: list[Any] = []
-        self.disabled = False
+        # ``(reference to fun, fun's arrays, signatures -> CallKey)`` for the `fun` the
+        # signatures were learned for (wrappers copied by tree maps share this memo but
+        # may hold other arrays in `fun`). Replaced as a whole, in one store, so another
+        # thread never sees one `fun` with another's arrays or signatures; `fun` is held
+        # weakly, and the entry is dropped when it dies, so its arrays die with it.
+        self.current: tuple[Any, tuple[Any, ...], dict[tuple[Any, ...], CallKey]] = _NO_FUN
+        self.disabled = not fast_path_enabled()
         self.misses = 0  # ordinary calls since the fast path last worked
+
+    @property
+    def signatures(self) -> dict[tuple[Any, ...], CallKey]:
+        """The learned signatures of the current `fun` (for tests and debugging)."""
+        return self.current[2]
 
     # -- the fast path ---------------------------------------------------------------------
 
@@ -101,34 +132,19 @@ class CallMemo:
         self, fun: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], CallKey] | None:
         """``(dynamic, key)`` if every argument is known, else ``None``."""
-        if not self.signatures or fun is not self.fun:
+        fun_ref, fun_arrays, signatures = self.current  # one read: a consistent triple
+        if not signatures or fun_ref() is not fun:
             return None
-        gathered = self._gather(args, kwargs)
+        gathered = _gather(self.known, fun_arrays, args, kwargs)
         if gathered is None:
             return None
         dynamic, signature = gathered
-        key = self.signatures.get(signature)
+        key = signatures.get(signature)
         if key is None:
             return None
         self.misses = 0
         # A tuple, as the ordinary path passes: a list would be a new pytree type to JAX.
         return tuple(dynamic), key
-
-    def _gather(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[list[Any], tuple[Any, ...]] | None:
-        dynamic = list(self.fun_arrays)
-        signature: list[Any] = [len(args)]
-        known = self.known
-        for value in args:
-            if not _gather_one(value, known, dynamic, signature):
-                return None
-        if kwargs:
-            for name in sorted(kwargs):  # flatten order of a dict
-                signature.append(name)
-                if not _gather_one(kwargs[name], known, dynamic, signature):
-                    return None
-        return dynamic, tuple(signature)
 
     # -- learning, after a successful call ------------------------------------------------
 
@@ -166,24 +182,47 @@ class CallMemo:
         layout = self._layout(key)
         if layout is None:  # `fun` itself is not immutable: never use the fast path
             self.disabled = True
-            self.signatures.clear()
+            self.current = _NO_FUN
             return
         num_fun_arrays, slots = layout
-        if fun is not self.fun:
-            self.fun, self.fun_arrays = fun, list(dynamic[:num_fun_arrays])
-            self.signatures.clear()
+        current = self.current
+        if current[0]() is not fun:
+            fun_ref = self._reference(fun, num_fun_arrays)
+            if fun_ref is None:
+                return
+            current = (fun_ref, tuple(dynamic[:num_fun_arrays]), {})
+            self.current = current
         self._remember((fun, args, kwargs), slots, dynamic)
-        gathered = self._gather(args, kwargs)
+        gathered = _gather(self.known, current[1], args, kwargs)
         if gathered is None:
             return
         again, signature = gathered
         # Trust the signature only if gathering reproduces this call's leaves exactly.
         if len(again) == len(dynamic) and all(map(_same, again, dynamic)):
-            if len(self.signatures) >= _MAX_SIGNATURES:
-                self.signatures.clear()
+            signatures = current[2]
+            if len(signatures) >= _MAX_SIGNATURES:
+                signatures.clear()
                 self.keys.clear()
             # The first equal key seen is the one JAX's cache holds: compare by identity.
-            self.signatures[signature] = self.keys.setdefault(key, key)
+            signatures[signature] = self.keys.setdefault(key, key)
+
+    def _reference(self, fun: Any, num_fun_arrays: int) -> Any:
+        """A weak reference to `fun` that drops `self.current` when `fun` dies; a strong
+        one for a `fun` without arrays that takes no weak references (a builtin); None
+        (no fast path for it) for one with arrays that takes none."""
+        memo = weakref.ref(self)
+
+        def forget_fun(dead: Any) -> None:
+            alive = memo()
+            if alive is not None and alive.current[0] is dead:
+                alive.current = _NO_FUN
+
+        try:
+            return weakref.ref(fun, forget_fun)
+        except TypeError:
+            if num_fun_arrays:
+                return None
+            return lambda: fun
 
     def learn_output(self, result: Any, out: Sequence[Any], out_static: StaticOutput) -> None:
         """Remember the Modules of a call's output (the next call's likely inputs)."""
@@ -244,6 +283,26 @@ class CallMemo:
         if len(self.layouts) >= _MAX_SIGNATURES:
             self.layouts.clear()
         self.layouts[owner] = layout
+
+
+def _gather(
+    known: dict[int, _Known],
+    fun_arrays: Sequence[Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> tuple[list[Any], tuple[Any, ...]] | None:
+    """The call's arrays and signature, or None if an argument is not made of known parts."""
+    dynamic = list(fun_arrays)
+    signature: list[Any] = [len(args)]
+    for value in args:
+        if not _gather_one(value, known, dynamic, signature):
+            return None
+    if kwargs:
+        for name in sorted(kwargs):  # flatten order of a dict
+            signature.append(name)
+            if not _gather_one(kwargs[name], known, dynamic, signature):
+                return None
+    return dynamic, tuple(signature)
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -18,9 +18,11 @@ Design (see docs/debugging.md for the user's view):
   of the same `cond`. That multiplication is exact, and it ties the backward pass to the
   check, so the check survives `jax.grad` even when the primal output itself is not needed.
 - A failing callback raises `EclipticRuntimeError(mark_message(msg))`. Under `jax.jit` JAX
-  reports it as a `JaxRuntimeError` containing that text; `filter_jit` (and eager calls of
-  `error_if`) translate it back into a clean `EclipticRuntimeError` with
-  `reraise_runtime_error`.
+  reports it as a `JaxRuntimeError` whose text ends with that text (so with `msg`);
+  `filter_jit` (and eager calls of `error_if`) translate it back into a clean
+  `EclipticRuntimeError` with `reraise_runtime_error`. Un-jitted control flow (`lax.scan`
+  & co.) is compiled and run by JAX itself, beyond our reach: there the `JaxRuntimeError`
+  reaches the user (documented).
 """
 
 from __future__ import annotations
@@ -359,7 +361,7 @@ def _impl(x: Any, pred: Any, index: Any, msgs: tuple[str, ...], mode: str, calle
         if not positions:
             jax.debug.callback(_ignore, out[0])
     except Exception as e:  # eager execution: the callback raised right here
-        reraise_runtime_error(e)
+        reraise_runtime_error(e, compiled=False)
         raise
     for i, leaf in zip(positions, out):
         leaves[i] = leaf
@@ -379,9 +381,12 @@ def error_if(x: Any, pred: Any, msg: str, *, on_error: OnError | None = None) ->
 
     Under `vmap` the message says which batch index (or indices) failed. Under `grad`
     the check runs in the forward pass and the cotangent of `x` passes through unchanged.
-    With `jax.jit` a failure surfaces as JAX's `JaxRuntimeError` containing `msg`; with
-    `ecliptic.filter_jit` (or eagerly) it is an `EclipticRuntimeError(msg)`. If `pred` is
-    already known to be True while tracing, `EclipticTracetimeError` is raised at once.
+    With `ecliptic.filter_jit` (or eagerly) a failure is an `EclipticRuntimeError` whose
+    text ends with `msg` (its `.msg` is `msg` alone). With `jax.jit`, or inside a
+    `lax.scan`/`fori_loop`/`while_loop`/`cond`/`jax.checkpoint` run outside any jit (JAX
+    compiles and runs those itself), it surfaces as JAX's `JaxRuntimeError`, whose text
+    ends with `msg`. If `pred` is already known to be True while tracing,
+    `EclipticTracetimeError` is raised at once.
 
     **Arguments:**
 

@@ -4,18 +4,41 @@ They live at the bottom of the package so that every layer (the transformations 
 translate runtime failures, the services that raise them) can import them without cycles.
 
 How a failed `error_if` reaches the user: the check's host callback raises an
-`EclipticRuntimeError` whose text is the user's message between two markers (see
-`mark_message`). Under `jax.jit`, JAX turns any exception raised in a callback into a
-`jax.errors.JaxRuntimeError` whose text contains the original text, markers included.
-`reraise_runtime_error` finds the markers again and raises a clean `EclipticRuntimeError`
-carrying only the user's message; `filter_jit` calls it on every exception it sees.
+`EclipticRuntimeError` whose text is a short header followed by the user's message (see
+`mark_message`), so that the message is the end of the text. Under `jax.jit`, JAX turns
+any exception raised in a callback into a `jax.errors.JaxRuntimeError` whose text ends
+with the original text. `reraise_runtime_error` finds the header again and raises a clean
+`EclipticRuntimeError` that explains how to debug, then gives the user's message;
+`filter_jit` calls it on every exception it sees.
 """
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 
 class EclipticRuntimeError(RuntimeError):
-    """Raised at run time by `error_if`/`branched_error_if` when a check fails."""
+    """Raised at run time by `error_if`/`branched_error_if` when a check fails.
+
+    `str(error)` ends with the check's message; `error.msg` is that message alone.
+
+    **Arguments:** `message`, the full text; `msg`, the check's message alone (defaults
+    to `message`).
+
+    ```python
+    try:
+        ecliptic.filter_jit(lambda x: ecliptic.error_if(x, x < 0, "negative"))(-x)
+    except ecliptic.EclipticRuntimeError as e:
+        assert e.msg == "negative"
+    ```
+    """
+
+    msg: str
+
+    def __init__(self, message: Any = "", *args: Any, msg: str | None = None):
+        super().__init__(message, *args)
+        self.msg = str(message) if msg is None else msg
 
 
 class EclipticTracetimeError(RuntimeError):
@@ -26,16 +49,30 @@ class EclipticTracetimeError(RuntimeError):
 EquinoxRuntimeError = EclipticRuntimeError
 EquinoxTracetimeError = EclipticTracetimeError
 
-# The markers are plain ASCII and read naturally in JAX's error text, e.g.
-# "EclipticRuntimeError: [ecliptic.error_if] x must be positive [end ecliptic.error_if]".
-_MARK_START = "[ecliptic.error_if] "
-_MARK_END = " [end ecliptic.error_if]"
+# The header is plain ASCII and reads naturally in JAX's error text, e.g.
+# "EclipticRuntimeError: [ecliptic.error_if failed; its message (22 characters) follows]
+# x must be non-negative". The length makes the message recoverable whatever follows it.
+_HEADER = "[ecliptic.error_if failed; its message ({} characters) follows]\n"
+_HEADER_RE = re.compile(
+    re.escape(_HEADER.split("{}")[0]) + r"(\d+)" + re.escape(_HEADER.split("{}")[1])
+)
 _MAX_CHAIN = 4  # how far along `__cause__` to look for a marked message
+
+# What a failure inside compiled code says before the user's message. It keeps Equinox's
+# wording (its first sentence and environment variable) inside ecliptic's own.
+_COMPILED_HELP = (
+    "Above is the stack outside of JIT: the check failed inside compiled code, whose "
+    "Python frames cannot be shown.\n"
+    "To debug it, set the environment variable ECLIPTIC_ON_ERROR=breakpoint (Equinox's "
+    "EQX_ON_ERROR=breakpoint works too) to open a debugger where the check failed, or "
+    "JAX_DISABLE_JIT=1 to run the program as plain Python.\n"
+    "The failed check (ecliptic.error_if) says:\n"
+)
 
 
 def mark_message(msg: str) -> str:
-    """Wrap `msg` in the markers that `reraise_runtime_error` looks for."""
-    return f"{_MARK_START}{msg}{_MARK_END}"
+    """`msg` behind the header that `reraise_runtime_error` looks for (`msg` stays last)."""
+    return _HEADER.format(len(msg)) + msg
 
 
 def marked_message(exc: BaseException) -> str | None:
@@ -47,17 +84,15 @@ def marked_message(exc: BaseException) -> str | None:
             text = str(exc)
         except Exception:  # a broken __str__ is not ours to fix
             return None
-        start = text.find(_MARK_START)
-        if start >= 0:
-            start += len(_MARK_START)
-            end = text.find(_MARK_END, start)
-            if end >= 0:
-                return text[start:end]
+        found = _HEADER_RE.search(text)
+        if found is not None:
+            start = found.end()
+            return text[start : start + int(found.group(1))]
         exc = exc.__cause__  # type: ignore[assignment]
     return None
 
 
-def reraise_runtime_error(exc: BaseException) -> None:
+def reraise_runtime_error(exc: BaseException, *, compiled: bool = True) -> None:
     """Turn a failed runtime check hidden inside `exc` into a clean `EclipticRuntimeError`.
 
     Meant for the `except` clause around the call of a compiled function:
@@ -73,12 +108,16 @@ def reraise_runtime_error(exc: BaseException) -> None:
     **Arguments:**
 
     - `exc`: the exception that was caught.
+    - `compiled`: whether it came out of compiled code (the text then starts with how to
+        debug there); `False` for a check that ran eagerly (the text is the message).
 
     **Returns:** `None` when `exc` does not come from `error_if`/`branched_error_if` (the
-    caller then re-raises it). Otherwise it does not return: it raises
-    `EclipticRuntimeError(<the user's message>)` with the noisy JAX context suppressed.
+    caller then re-raises it). Otherwise it does not return: it raises an
+    `EclipticRuntimeError` whose text ends with the user's message (`.msg` holds the
+    message alone), with the noisy JAX context suppressed.
     """
     __tracebackhide__ = True  # pytest and IPython hide this frame
     msg = marked_message(exc)
     if msg is not None:
-        raise EclipticRuntimeError(msg) from None
+        text = _COMPILED_HELP + msg if compiled else msg
+        raise EclipticRuntimeError(text, msg=msg) from None

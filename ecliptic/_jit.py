@@ -35,6 +35,7 @@ from ._plumbing import (
     split,
     split_output,
     unhashable_error,
+    untraceable_array_error,
 )
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -79,6 +80,7 @@ class _DonationKey(StaticKey):
             type(other) is _DonationKey
             and self._hash == other._hash
             and self.num_kept_leaves == other.num_kept_leaves
+            and self.types == other.types
             and self.treedef == other.treedef
             and self.static == other.static
         )
@@ -132,7 +134,7 @@ class _JitWrapper(Module):
             try:
                 out, out_static = self.jitted(dynamic, key)
             except Exception as e:
-                _reraise_clearly(e, key.treedef, key._marked_static())
+                _reraise_clearly(e, key.treedef, key._marked_static(), (fun, args, kwargs))
                 raise
             result = out_static.unflatten(out)
             if hit is None:
@@ -148,7 +150,7 @@ class _JitWrapper(Module):
                 out, out_static = self.jitted(*call_args)
             except Exception as e:
                 key = call_args[-1]
-                _reraise_clearly(e, key.treedef, key.static)
+                _reraise_clearly(e, key.treedef, key.static, (self.fun, args, kwargs))
                 raise
         return out_static.unflatten(out)
 
@@ -181,11 +183,17 @@ def check_donate(name: str, donate: Any) -> None:
         raise ValueError(f"{name}(donate=...) must be one of {_DONATE_MODES}; got {donate!r}.")
 
 
-def _reraise_clearly(error: Exception, treedef: Any, static: tuple[Any, ...]) -> None:
+def _reraise_clearly(
+    error: Exception, treedef: Any, static: tuple[Any, ...], call: tuple[Any, Any, Any]
+) -> None:
     """Turn errors from inside the compiled call into ecliptic's own, clear ones."""
     reraise_runtime_error(error)
     if isinstance(error, ValueError) and "static arguments should be comparable" in str(error):
         raise unhashable_error(treedef, static, "filter_jit") from None
+    if isinstance(error, TypeError):
+        clear = untraceable_array_error(call, "filter_jit")
+        if clear is not None:
+            raise clear from None
 
 
 def _signature(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[str, str]]:
@@ -311,6 +319,13 @@ def filter_jit(fun: Any = None, *, donate: str = "none", **jitkwargs: Any) -> An
 
     **Returns:** the compiled callable. It also works as a method decorator and offers
     `.lower(*args, **kwargs)` for ahead-of-time compilation.
+
+    Static leaves are compared by type and value, so `1`, `1.0` and `True` compile
+    separately. Calls whose arguments are Modules the wrapper has already seen (the same
+    model again, or its own previous outputs) skip flattening them: this relies on
+    Modules being immutable, so a Module changed with `object.__setattr__` after a call
+    is not seen by the next one. Set the environment variable `ECLIPTIC_FAST_PATH=0`
+    before creating the wrapper to turn that shortcut off (see docs/performance.md).
 
     ```python
     @ecliptic.filter_jit

@@ -64,20 +64,47 @@ def merge(dynamic: Sequence[Any], static: tuple[Any, ...]) -> list[Any]:
     return [next(values) if s is DYNAMIC else s for s in static]
 
 
+# Containers whose items are compared with `==` by their own `==`: their items' types
+# are part of a static value's type signature (so that `(1,)` and `(1.0,)` differ).
+_NESTED_TYPES = (tuple, frozenset)
+
+
+def _type_of(value: Any) -> Any:
+    kind = type(value)
+    if isinstance(value, _NESTED_TYPES):
+        return (kind, tuple(map(_type_of, value)))
+    return kind
+
+
+def type_signature(values: Sequence[Any]) -> tuple[Any, ...]:
+    """The types of static values, nested inside tuples and frozensets.
+
+    Static leaves are compared with ``==``, for which ``1 == 1.0 == True``; a cache key
+    also compares this signature, so that a function traced for an ``int`` is never
+    reused for a ``float`` or a ``bool`` (which trace differently: dtypes, `isinstance`).
+    """
+    types = tuple(map(type, values))
+    if any(issubclass(kind, _NESTED_TYPES) for kind in set(types)):
+        return tuple(map(_type_of, values))
+    return types
+
+
 class StaticKey:
-    """The static half of a call: treedef plus static leaves, hashed once.
+    """The static half of a call: treedef plus static leaves (and their types), hashed once.
 
     Used as a static argument of `jax.jit` (and as our own cache keys), so its hash is
-    computed once at construction and equality short-circuits on identity.
+    computed once at construction and equality short-circuits on identity. Static leaves
+    are compared by type as well as by value (see `type_signature`).
     """
 
-    __slots__ = ("treedef", "static", "_hash")
+    __slots__ = ("treedef", "static", "types", "_hash")
 
     def __init__(self, treedef: Any, static: tuple[Any, ...], context: Any = None):
         self.treedef = treedef
         self.static = static
+        self.types = type_signature(static)
         try:
-            self._hash = hash((treedef, static))
+            self._hash = hash((treedef, static, self.types))
         except TypeError:
             raise unhashable_error(treedef, static, context) from None
 
@@ -90,7 +117,11 @@ class StaticKey:
         if type(other) is not StaticKey or self._hash != other._hash:
             return False
         try:
-            return self.treedef == other.treedef and self.static == other.static
+            return (
+                self.types == other.types
+                and self.treedef == other.treedef
+                and self.static == other.static
+            )
         except ValueError:  # e.g. an array in a static field: no boolean equality
             raise unhashable_error(self.treedef, self.static, None) from None
 
@@ -109,16 +140,22 @@ def _index_getter(indices: tuple[int, ...]) -> Callable[[Sequence[Any]], tuple[A
 
 
 class SplitPlan:
-    """Where the arrays are among a call's leaves; one interned object per mask.
+    """Where the arrays are among a call's leaves, and the types of the other leaves; one
+    interned object per ``(mask, static leaf types)``.
 
     Computed once per tuple of leaf types, so that a cache-hit call splits its leaves
-    with two C-level ``itemgetter`` calls and no per-leaf Python work.
+    with two C-level ``itemgetter`` calls and no per-leaf Python work. Because the plan
+    stands for the static leaves' types, a `CallKey` that compares plans by identity
+    tells ``1``, ``1.0`` and ``True`` apart at no cost (array types are left out: a NumPy
+    and a JAX array of the same shape and dtype share a compiled function).
     """
 
-    __slots__ = ("mask", "take_dynamic", "take_static", "__weakref__")
+    __slots__ = ("mask", "nested", "take_dynamic", "take_static", "__weakref__")
 
-    def __init__(self, mask: tuple[bool, ...]):
+    def __init__(self, mask: tuple[bool, ...], nested: bool = False):
         self.mask = mask
+        # A static leaf is a tuple/frozenset (whose items' types the plan cannot hold).
+        self.nested = nested
         self.take_dynamic = _index_getter(tuple(i for i, m in enumerate(mask) if m))
         self.take_static = _index_getter(tuple(i for i, m in enumerate(mask) if not m))
 
@@ -128,7 +165,7 @@ class SplitPlan:
 
 
 _plans_by_types: dict[tuple[type, ...], SplitPlan] = {}
-_plans_by_mask: dict[tuple[bool, ...], SplitPlan] = {}
+_plans_by_static_types: dict[tuple[Any, ...], SplitPlan] = {}
 
 
 def plan_for(leaves: Sequence[Any]) -> SplitPlan:
@@ -138,31 +175,38 @@ def plan_for(leaves: Sequence[Any]) -> SplitPlan:
         return _plans_by_types[types]
     except KeyError:
         mask = tuple(is_array(leaf) for leaf in leaves)
-        plan = _plans_by_mask.setdefault(mask, SplitPlan(mask))
+        static_types = tuple(kind for kind, m in zip(types, mask) if not m)
+        nested = any(issubclass(kind, _NESTED_TYPES) for kind in static_types)
+        plan = _plans_by_static_types.setdefault(
+            (mask, static_types), SplitPlan(mask, nested)
+        )
         _plans_by_types[types] = plan
         return plan
 
 
 def clear_plan_caches() -> None:
     _plans_by_types.clear()
-    _plans_by_mask.clear()
+    _plans_by_static_types.clear()
 
 
 class CallKey:
     """The static half of a `filter_jit` call: treedef, split plan and static leaves.
 
     A static argument of `jax.jit`: hashed once here, and compared cheapest-first
-    (plan identity, then static leaves, then the treedef) on a cache hit.
+    (plan identity, which covers the static leaves' types, then static leaves, then the
+    treedef) on a cache hit.
     """
 
-    __slots__ = ("treedef", "plan", "static", "_hash")
+    __slots__ = ("treedef", "plan", "static", "nested_types", "_hash")
 
     def __init__(self, treedef: Any, plan: SplitPlan, static: tuple[Any, ...]):
         self.treedef = treedef
         self.plan = plan
         self.static = static
+        # Items of static tuples/frozensets: their types, which the plan cannot stand for.
+        self.nested_types = type_signature(static) if plan.nested else None
         try:
-            self._hash = hash((treedef, static, id(plan)))
+            self._hash = hash((treedef, static, id(plan), self.nested_types))
         except TypeError:
             raise unhashable_error(treedef, self._marked_static(), None) from None
 
@@ -178,7 +222,11 @@ class CallKey:
         if type(other) is not CallKey or self._hash != other._hash or self.plan is not other.plan:
             return False
         try:
-            return self.static == other.static and self.treedef == other.treedef
+            return (
+                self.static == other.static
+                and self.nested_types == other.nested_types
+                and self.treedef == other.treedef
+            )
         except ValueError:  # e.g. an array in a static field: no boolean equality
             raise unhashable_error(self.treedef, self._marked_static(), None) from None
 
@@ -270,6 +318,26 @@ def unhashable_error(treedef: Any, static: tuple[Any, ...], context: Any) -> Typ
                 "instead of a list, or make the field non-static if it holds arrays."
             )
     return TypeError(f"{where}: the static part of the inputs is unhashable.")
+
+
+# NumPy dtype kinds JAX cannot trace: object, strings, bytes, void (records), datetimes.
+_UNTRACEABLE_KINDS = frozenset("OSUVMm")
+
+
+def untraceable_array_error(call: Any, where: str) -> TypeError | None:
+    """A clear error naming the first array argument JAX cannot trace (e.g. a NumPy
+    array of dtype object), or None. `call` is the ``(fun, args, kwargs)`` tuple."""
+    for path, leaf in jtu.tree_flatten_with_path(call)[0]:
+        dtype = getattr(leaf, "dtype", None)
+        if is_array(leaf) and getattr(dtype, "kind", None) in _UNTRACEABLE_KINDS:
+            return TypeError(
+                f"{where}: the argument at {_describe_path(path)} is a {type_name(leaf)} of "
+                f"dtype {dtype} (shape {tuple(leaf.shape)}), which JAX cannot trace: arrays "
+                "are traced, and only numeric and bool dtypes can be. Convert it (e.g. "
+                "np.asarray(x, np.float32)), or pass it inside a non-array object (a tuple "
+                "of Python values is static)."
+            )
+    return None
 
 
 def _find_unhashable_static_field(tree: Any, path: str) -> tuple[str, Any] | None:

@@ -304,7 +304,81 @@ NORM_RNN_CASES = [
            r"WeightNorm\(layer, \.\.\.\): layer must be a Module"),
 ]
 
-CASES = LINEAR_CASES + CONV_CASES + DROPOUT_EMBEDDING_CASES + ATTENTION_CASES + NORM_RNN_CASES
+
+
+def replaced(name: str, field: str, value: Any) -> Any:
+    """`concrete(name)` with one parameter swapped for `value` (as tree_at would)."""
+    return ec.tree_at(lambda m: getattr(m, field), concrete(name), value)
+
+
+BATCH_OF_KEYS = r"key must be a single PRNG key \(shape {}\); got a batch of keys of shape {}"
+RAW_KEY = jax.random.PRNGKey(0)
+WRONG_SHAPE = r"{}\.{} has shape {}, expected {} .*replaced \(e\.g\. with tree_at\)"
+
+KEY_AND_PARAMETER_CASES = [
+    misuse("Linear/batch-of-keys", lambda: nn.Linear(3, 2, key=jax.random.split(KEY, 2)),
+           ValueError, "Linear: " + BATCH_OF_KEYS.format(r"\(\)", r"\(2,\)")),
+    misuse("Linear/batch-of-raw-keys",
+           lambda: nn.Linear(3, 2, key=jax.random.split(RAW_KEY, 2)), ValueError,
+           "Linear: " + BATCH_OF_KEYS.format(r"\(2,\)", r"\(2, 2\)")),
+    misuse("Dropout/batch-of-keys",
+           lambda: nn.Dropout(0.5)(jnp.ones(4), key=jax.random.split(KEY, 4)), ValueError,
+           "Dropout: " + BATCH_OF_KEYS.format(r"\(\)", r"\(4,\)")),
+    misuse("Dropout/positional-key", lambda: nn.Dropout(0.5)(jnp.ones(4), KEY), TypeError,
+           r"Dropout takes one positional argument, x; got 2\. key .* keyword-only: call "
+           r"dropout\(x, key=key\)"),
+    misuse("Sequential/batch-of-keys",
+           lambda: nn.Sequential([nn.Dropout(0.5)])(jnp.ones(4), key=jax.random.split(KEY, 2)),
+           ValueError, "Sequential: " + BATCH_OF_KEYS.format(r"\(\)", r"\(2,\)")),
+    misuse("Stacked/factory-takes-no-key",
+           lambda: nn.Stacked(lambda: nn.Linear(3, 3, key=KEY), 2, key=KEY), TypeError,
+           r"Stacked\(make_layer, n\): make_layer must take one argument, a PRNG key .*"
+           r"signature \(\)"),
+    misuse("Stacked/call-with-batch-of-keys",
+           lambda: ec.filter_eval_shape(
+               lambda: nn.Stacked(lambda k: nn.Linear(3, 3, key=k), 2, key=KEY)(
+                   jnp.ones(3), key=jax.random.split(KEY, 2))),
+           ValueError, "Stacked: " + BATCH_OF_KEYS.format(r"\(\)", r"\(2,\)")),
+    misuse("Linear/weight-replaced-with-wrong-shape",
+           lambda: replaced("linear", "weight", jnp.ones((3, 3)))(jnp.ones(3)), ValueError,
+           WRONG_SHAPE.format("Linear", "weight", r"\(3, 3\)", r"\(4, 3\)")),
+    misuse("Linear/wrong-weight-under-filter_jit",
+           lambda: ec.filter_jit(replaced("linear", "weight", jnp.ones((3, 3))))(jnp.ones(3)),
+           TypeError, WRONG_SHAPE.format("Linear", "weight", r"\(3, 3\)", r"\(4, 3\)")),
+    misuse("Conv2d/weight-replaced-with-wrong-shape",
+           lambda: replaced("conv", "weight", jnp.ones((4, 2, 3, 3)))(jnp.ones((3, 5, 5))),
+           ValueError,
+           WRONG_SHAPE.format("Conv2d", "weight", r"\(4, 2, 3, 3\)", r"\(4, 3, 3, 3\)")),
+    misuse("LayerNorm/weight-replaced-with-wrong-shape",
+           lambda: ec.tree_at(lambda m: m.weight, nn.LayerNorm(4), jnp.ones(3))(jnp.ones(4)),
+           ValueError, WRONG_SHAPE.format("LayerNorm", "weight", r"\(3,\)", r"\(4,\)")),
+    misuse("RMSNorm/bias-replaced-with-wrong-shape",
+           lambda: ec.tree_at(lambda m: m.bias, nn.RMSNorm(4, use_bias=True), jnp.ones(2))(
+               jnp.ones(4)),
+           ValueError, WRONG_SHAPE.format("RMSNorm", "bias", r"\(2,\)", r"\(4,\)")),
+    misuse("GroupNorm/weight-replaced-with-wrong-shape",
+           lambda: ec.tree_at(lambda m: m.weight, nn.GroupNorm(2, 4), jnp.ones(3))(
+               jnp.ones((4, 5))),
+           ValueError, WRONG_SHAPE.format("GroupNorm", "weight", r"\(3,\)", r"\(4,\)")),
+    misuse("make_with_state/pair-called-as-model",
+           lambda: nn.make_with_state(nn.BatchNorm)(3, "batch", mode="batch")(jnp.ones(3)),
+           TypeError,
+           r"make_with_state\(\.\.\.\)\(\.\.\.\) returns a pair \(model, state\), not a "
+           r"model\. Unpack it first"),
+    misuse("filter_vmap/one-unbatched-example-to-a-layer",
+           lambda: ec.filter_vmap(concrete("linear"))(jnp.ones(3)), ValueError,
+           r"Linear expects an input of rank 1 .*got shape \(\)\. Under jax\.vmap / "
+           r"ecliptic\.filter_vmap the mapped axis is removed: was one unbatched example"),
+]
+
+CASES = (
+    LINEAR_CASES
+    + CONV_CASES
+    + DROPOUT_EMBEDDING_CASES
+    + ATTENTION_CASES
+    + NORM_RNN_CASES
+    + KEY_AND_PARAMETER_CASES
+)
 
 
 @pytest.mark.parametrize("fn, exception, regex", CASES)
@@ -324,3 +398,15 @@ def test_valid_edge_inputs_are_still_accepted() -> None:
     assert embedding(np.int64(9)).shape == (4,)
     assert nn.LayerNorm(4, eps=0).eps == 0.0
     assert nn.Sequential([nn.Identity()])[-1] is not None
+    # A bias that broadcasts is what the maths accepts (as in Equinox): no shape error.
+    assert replaced("linear", "bias", jnp.ones(1))(jnp.ones(3)).shape == (4,)
+    # One key per example under vmap; no key needed in inference mode.
+    keys = jax.random.split(KEY, 2)
+    dropped = jax.vmap(lambda x, k: nn.Dropout(0.5)(x, key=k))(jnp.ones((2, 4)), keys)
+    assert dropped.shape == (2, 4)
+    assert nn.Dropout(0.5, inference=True)(jnp.ones(2), key=keys).shape == (2,)
+    # The (model, state) pair is still a tuple in every way.
+    pair = nn.make_with_state(nn.BatchNorm)(3, "batch", mode="batch")
+    model, state = pair
+    assert isinstance(pair, tuple) and pair[0] is model and len(pair) == 2
+    assert jax.tree.structure(jax.tree.map(lambda x: x, pair)) == jax.tree.structure(pair)

@@ -7,6 +7,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from bad_input_helpers import check_misuse, misuse
 from jax.sharding import PartitionSpec as P
@@ -46,6 +47,10 @@ def aot_lowered(*args: Any) -> Any:
 
 
 JIT_CASES = [
+    misuse("filter_jit/object-dtype-numpy-array",
+           lambda: ec.filter_jit(identity)(np.array([object(), 1])), TypeError,
+           r"filter_jit: the argument at args\[0\] is a numpy\.ndarray of dtype object "
+           r"\(shape \(2,\)\), which JAX cannot trace"),
     misuse("filter_jit/not-callable", lambda: ec.filter_jit(3), TypeError,
            r"filter_jit\(fun\): fun must be callable; got 3"),
     misuse("filter_jit/bad-donate", lambda: ec.filter_jit(identity, donate="yes"), ValueError,

@@ -3,12 +3,14 @@ result: it skips flattening Modules it has seen (the same model again, or the pr
 call's outputs), so every way such a Module or its surroundings could change is tried."""
 
 import gc
+import weakref
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import ecliptic as ec
 
@@ -210,13 +212,69 @@ def test_output_modules_holding_lists_are_not_remembered():
 
 
 def test_copies_of_a_wrapper_with_other_arrays_in_fun():
-    g = ec.filter_jit(ec.Partial(lambda scale, x: scale * x, jnp.array(2.0)))
-    g(jnp.array(1.0)), g(jnp.array(1.0))
+    g = ec.filter_jit(Scale(jnp.array(2.0)))  # a fun with arrays (and no dict/list)
     g3 = jax.tree.map(lambda a: a + 1 if ec.is_array(a) else a, g)  # shares the memo
     assert g3.memo is g.memo
-    assert g3(jnp.array(1.0)) == 3.0
+    x = jnp.array(1.0)
+    for _ in range(3):  # each swap of the remembered `fun` is seen
+        assert g(x) == 2.0 and g(x) == 2.0
+        assert fast(g, x) and not fast(g3, x)  # learned for g: g3 may not borrow it
+        assert g3(x) == 3.0 and g3(x) == 3.0
+        assert fast(g3, x) and not fast(g, x)  # learned for g3, with g3's arrays
+        assert g3(x) == 3.0
+
+
+def test_a_dropped_copy_of_a_wrapper_frees_its_arrays():
+    g = ec.filter_jit(Scale(jnp.array(2.0)))
+    g(jnp.array(1.0))
+    g3 = jax.tree.map(lambda a: a + 1 if ec.is_array(a) else a, g)
+    assert g3(jnp.array(1.0)) == 3.0 and g3(jnp.array(1.0)) == 3.0  # remembered now
+    assert fast(g3, jnp.array(1.0))
+    scale = weakref.ref(g3.fun.factor)
+    del g3
+    gc.collect()
+    assert scale() is None  # without calling g again
     assert g(jnp.array(1.0)) == 2.0
-    assert g3(jnp.array(1.0)) == 3.0
+
+
+@pytest.mark.parametrize("make", [lambda: jnp.ones((512, 512)), lambda: np.ones((512, 512))])
+def test_no_array_outlives_its_caller(make):
+    f = ec.filter_jit(lambda model, x: (Scale(model.factor + x.sum()), model(x).sum()))
+    big, small = make(), make()
+    model = Scale(small)
+    refs = [weakref.ref(big), weakref.ref(model), weakref.ref(small)]
+    out, _ = f(model, big)
+    out, _ = f(model, big)  # the fast path: model and big remembered or gathered
+    out, _ = f(out, big)  # an output fed back
+    refs.append(weakref.ref(out))
+    refs.append(weakref.ref(out.factor))
+    assert all(r() is not None for r in refs)
+    del big, small, model, out
+    gc.collect()
+    assert [r() for r in refs] == [None] * len(refs)
+    assert not f.memo.known  # and their entries are gone
+
+
+def test_fast_path_can_be_turned_off(monkeypatch):
+    model = Scale(jnp.array(2.0))
+    on = ec.filter_jit(lambda m, x: m(x))
+    monkeypatch.setenv("ECLIPTIC_FAST_PATH", "0")
+    off = ec.filter_jit(lambda m, x: m(x))
+    for f in (on, off):
+        f(model, jnp.array(1.0)), f(model, jnp.array(1.0))
+    assert fast(on, model, jnp.array(1.0)) and not fast(off, model, jnp.array(1.0))
+    # Bypassing immutability (the contract the fast path relies on) is only seen without it.
+    object.__setattr__(model, "factor", jnp.array(5.0))
+    assert off(model, jnp.array(1.0)) == 5.0
+    assert on(model, jnp.array(1.0)) == 2.0  # documented: stale with the fast path on
+
+
+def test_fun_swap_is_one_store():
+    g = ec.filter_jit(Scale(jnp.array(2.0)))
+    g(jnp.array(1.0)), g(jnp.array(1.0))
+    current = g.memo.current
+    assert isinstance(current, tuple) and current[0]() is g.fun
+    assert len(current[1]) == 1 and current[1][0] is g.fun.factor
 
 
 class Holder(ec.Module):

@@ -78,23 +78,33 @@ def test_jit_message_translated_by_reraise_runtime_error():
     try:
         jax.jit(check_nonneg)(NEG)
     except JitError as e:
+        assert str(e).endswith("\nx must be non-negative")  # the message ends the text
         with pytest.raises(ecl.EclipticRuntimeError) as info:
             reraise_runtime_error(e)
-        assert str(info.value) == "x must be non-negative"
+        assert info.value.msg == "x must be non-negative"
+        assert str(info.value).endswith("\nx must be non-negative")
     else:
         pytest.fail("no error")
 
 
 def test_reraise_runtime_error_ignores_other_errors():
     assert reraise_runtime_error(ValueError("unrelated")) is None
-    with pytest.raises(ecl.EclipticRuntimeError, match="^multi\nline$"):
+    with pytest.raises(ecl.EclipticRuntimeError) as info:
         reraise_runtime_error(RuntimeError("INTERNAL: " + mark_message("multi\nline") + " tb"))
+    assert info.value.msg == "multi\nline"
+    with pytest.raises(ecl.EclipticRuntimeError, match="^multi\nline$"):
+        reraise_runtime_error(RuntimeError(mark_message("multi\nline")), compiled=False)
 
 
 def test_filter_jit_raises_eclipitc_runtime_error():
     with pytest.raises(ecl.EclipticRuntimeError) as info:
         ecl.filter_jit(check_nonneg)(NEG)
-    assert str(info.value) == "x must be non-negative"
+    text = str(info.value)
+    assert info.value.msg == "x must be non-negative"
+    assert text.endswith("\nx must be non-negative")  # the user's message comes last
+    # Equinox's wording, kept inside ecliptic's own.
+    assert text.startswith("Above is the stack outside of JIT")
+    assert "ECLIPTIC_ON_ERROR=breakpoint" in text and "EQX_ON_ERROR" in text
     assert info.value.__cause__ is None
     assert_identical(ecl.filter_jit(check_nonneg)(POS), POS)
     with pytest.raises(ecl.EquinoxRuntimeError):  # the compatibility alias
@@ -253,8 +263,9 @@ MSGS = ["zero", "one", "two"]
 def test_branched_picks_message():
     f = ecl.filter_jit(lambda x, i: ecl.branched_error_if(x, x < 0, i, MSGS))
     for i, m in enumerate(MSGS):
-        with pytest.raises(ecl.EclipticRuntimeError, match=f"^{m}$"):
+        with pytest.raises(ecl.EclipticRuntimeError, match=f"\n{m}$") as info:
             f(NEG, jnp.array(i))
+        assert info.value.msg == m
     assert_identical(f(POS, jnp.array(2)), POS)
     with pytest.raises(ecl.EclipticRuntimeError, match="^two$"):
         ecl.branched_error_if(NEG, NEG < 0, 2, MSGS)
@@ -266,7 +277,7 @@ def test_branched_under_vmap_uses_failing_element_message():
     f = ecl.filter_jit(jax.vmap(lambda x, i: ecl.branched_error_if(x, x < 0, i, MSGS)))
     with pytest.raises(ecl.EclipticRuntimeError) as info:
         f(jnp.array([1.0, 1.0, -1.0]), jnp.array([0, 1, 2]))
-    assert str(info.value).startswith("two\n") and "batch index 2" in str(info.value)
+    assert info.value.msg.startswith("two\n") and "batch index 2" in info.value.msg
 
 
 def test_branched_validation():
@@ -354,3 +365,40 @@ def test_invalid_env_var(monkeypatch):
     monkeypatch.setenv("EQX_ON_ERROR", "loud")
     with pytest.raises(ValueError, match=r"EQX_ON_ERROR must be one of .*got 'loud'"):
         check_nonneg(POS)
+
+
+def _scan(x):
+    return jax.lax.scan(lambda c, _: (check_nonneg(c), None), x, None, length=2)[0]
+
+
+def _fori(x):
+    return jax.lax.fori_loop(0, 2, lambda i, c: check_nonneg(c), x)
+
+
+def _cond(x):
+    return jax.lax.cond(True, check_nonneg, lambda c: c, x)
+
+
+def _checkpoint(x):
+    return jax.checkpoint(check_nonneg)(x)
+
+
+@pytest.mark.parametrize("run", [_scan, _fori, _cond, _checkpoint])
+def test_unjitted_control_flow(run):
+    # Documented: JAX runs these itself, so its own error reaches the caller, and its text
+    # ends with the user's message.
+    with pytest.raises(JitError) as info:
+        run(NEG)
+    assert str(info.value).rstrip().endswith("\nx must be non-negative")
+    # Any filter_jit around it gives ecliptic's documented type.
+    with pytest.raises(ecl.EclipticRuntimeError) as clean:
+        ecl.filter_jit(run)(NEG)
+    assert clean.value.msg == "x must be non-negative"
+    assert_identical(run(POS), POS)
+
+
+def test_message_is_recovered_whatever_it_contains():
+    for msg in ("", "a [ecliptic.error_if failed; its message (3 characters) follows]\nb", "é\n"):
+        with pytest.raises(ecl.EclipticRuntimeError) as info:
+            ecl.filter_jit(lambda x, m=msg: ecl.error_if(x, x < 0, m))(NEG)
+        assert info.value.msg == msg and str(info.value).endswith(msg)

@@ -111,7 +111,7 @@ def _watch_bwd(spec: _Spec, primals: list[Any], cts: list[Any]) -> tuple[list[An
     try:
         out = lax.cond(unvmap_any(has_nan), report, lambda cts, _: list(cts), cts, has_nan)
     except Exception as e:  # an eager backward pass raises right here
-        reraise_runtime_error(e)
+        reraise_runtime_error(e, compiled=False)
         raise
     return (out,)
 

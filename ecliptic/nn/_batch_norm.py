@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._module import field
-from ._misc import compute_dtype, resolve_dtype
+from ._misc import compute_dtype, explain_parameter_shapes, resolve_dtype
 from ._stateful import MISSING_STATE, State, StatefulLayer, StateIndex, check_state
 
 _MODES = ("batch", "ema")
@@ -205,8 +205,14 @@ class BatchNorm(StatefulLayer):
         shape = (self.input_size,) + (1,) * (x.ndim - 1)
         y = (xc - mean.reshape(shape)) * jax.lax.rsqrt(var.reshape(shape) + self.eps)
         if self.channelwise_affine:
-            y = y * self.weight.astype(calc).reshape(shape)  # type: ignore[union-attr]
-            y = y + self.bias.astype(calc).reshape(shape)  # type: ignore[union-attr]
+            try:
+                y = y * self.weight.astype(calc).reshape(shape)  # type: ignore[union-attr]
+                y = y + self.bias.astype(calc).reshape(shape)  # type: ignore[union-attr]
+            except (TypeError, ValueError) as error:
+                size = (self.input_size,)
+                expected = [("weight", self.weight, size), ("bias", self.bias, size)]
+                explain_parameter_shapes("BatchNorm", expected, error)
+                raise
         return y.astype(out_dtype), state
 
     def _batch_statistics(self, xc: jax.Array) -> tuple[jax.Array, jax.Array, int]:

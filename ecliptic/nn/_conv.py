@@ -21,6 +21,7 @@ from ._misc import (
     as_tuple,
     check_key,
     check_rank,
+    explain_parameter_shapes,
     fan_in_bound,
     resolve_dtype,
     uniform_init,
@@ -225,16 +226,25 @@ class Conv(Module):
             x = jnp.pad(x, ((0, 0),) + tuple(pads), mode=PADDING_MODES[self.padding_mode])
             pads = ((0, 0),) * n
         dtype = common_dtype(x, self.weight)
-        y = lax.conv_general_dilated(
-            x[None].astype(dtype),
-            self.weight.astype(dtype),
-            window_strides=self.stride,
-            padding=pads,
-            rhs_dilation=self.dilation,
-            feature_group_count=self.groups,
-        )[0]
-        if self.bias is not None:
-            y = y + self.bias.astype(dtype)
+        try:
+            y = lax.conv_general_dilated(
+                x[None].astype(dtype),
+                self.weight.astype(dtype),
+                window_strides=self.stride,
+                padding=pads,
+                rhs_dilation=self.dilation,
+                feature_group_count=self.groups,
+            )[0]
+            if self.bias is not None:
+                y = y + self.bias.astype(dtype)
+        except (TypeError, ValueError) as error:
+            out, kernel = self.out_channels, tuple(self.kernel_size)
+            expected = [
+                ("weight", self.weight, (out, self.in_channels // self.groups, *kernel)),
+                ("bias", self.bias, (out,) + (1,) * n),
+            ]
+            explain_parameter_shapes(name, expected, error)
+            raise
         return y
 
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._module import Module
-from ._misc import MissingKeyError
+from ._misc import MissingKeyError, check_key
 
 
 def _check_probability(p: Any, layer: str, name: str = "p") -> float:
@@ -89,7 +89,7 @@ class Dropout(Module):
     def __call__(
         self,
         x: Any,
-        *,
+        *positional: Any,
         key: Any = None,
         inference: bool | None = None,
         deterministic: bool | None = None,
@@ -103,6 +103,11 @@ class Dropout(Module):
 
         **Returns:** an array of the shape and dtype of `x`.
         """
+        if positional:
+            raise TypeError(
+                f"Dropout takes one positional argument, x; got {1 + len(positional)}. key "
+                "(and inference/deterministic) are keyword-only: call dropout(x, key=key)."
+            )
         inference = _resolve_inference(self.inference, inference, deterministic, "Dropout()")
         x = jnp.asarray(x)
         if not jnp.issubdtype(x.dtype, jnp.inexact):
@@ -120,8 +125,7 @@ class Dropout(Module):
                 "key=jax.random.key(...) to the call, or set inference=True (for a whole "
                 "model: ecliptic.nn.inference_mode(model))."
             )
-        if not isinstance(key, (jax.Array, np.ndarray)):
-            raise TypeError(f"Dropout: key must be a JAX PRNG key; got {type(key).__name__}.")
+        check_key(key, "Dropout")
         keep_prob = 1.0 - self.p
         keep = jax.random.bernoulli(key, keep_prob, x.shape)
         # Scaling the kept values (rather than scaling at inference) keeps inference free.

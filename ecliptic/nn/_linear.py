@@ -8,7 +8,14 @@ import jax
 import jax.numpy as jnp
 
 from .._module import Module, field
-from ._misc import check_key, check_rank, fan_in_bound, resolve_dtype, uniform_init
+from ._misc import (
+    check_key,
+    check_rank,
+    explain_parameter_shapes,
+    fan_in_bound,
+    resolve_dtype,
+    uniform_init,
+)
 
 Size = Union[int, Literal["scalar"]]
 
@@ -90,9 +97,16 @@ class Linear(Module):
                     f"Linear expects an input of shape ({self.in_features},); got shape "
                     f"{x.shape}. Layers act on one unbatched example: batch with jax.vmap."
                 )
-        y = jnp.matmul(self.weight, x)
-        if self.bias is not None:
-            y = y + self.bias
+        try:
+            y = jnp.matmul(self.weight, x)
+            if self.bias is not None:
+                y = y + self.bias
+        except (TypeError, ValueError) as error:
+            out = 1 if self.out_features == "scalar" else self.out_features
+            n_in = 1 if self.in_features == "scalar" else self.in_features
+            expected = [("weight", self.weight, (out, n_in)), ("bias", self.bias, (out,))]
+            explain_parameter_shapes("Linear", expected, error)
+            raise
         if self.out_features == "scalar":
             y = y.reshape(())
         return y

@@ -51,22 +51,71 @@ class MissingKeyError(ValueError, RuntimeError):
     RuntimeError as Equinox raises (so that code catching either keeps working)."""
 
 
-def check_key(key: Any, layer: str) -> None:
-    """Raise a clear error when a layer that needs randomness is given no PRNG key."""
+def check_key(key: Any, layer: str, *, required: bool = True) -> None:
+    """Raise a clear error unless `key` is one JAX PRNG key (not a batch of them).
+
+    Used by every layer that takes a key, when it is built and when it is called.
+
+    **Arguments:** `key`, the value given; `layer`, the name used in the message;
+    `required`: whether `None` is an error (otherwise it is accepted: the caller decides
+    whether randomness is needed).
+    """
     if key is None:
+        if not required:
+            return
         raise TypeError(
             f"{layer} needs a PRNG key to initialise its parameters: pass key=jax.random.key(0)."
         )
     if not (isinstance(key, (jax.Array, np.ndarray))):
         raise TypeError(f"{layer}: key must be a JAX PRNG key; got {type(key).__name__}.")
+    shape = tuple(key.shape)
     if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return
-    # Raw keys from jax.random.PRNGKey: uint32 arrays of shape (2,) (or (4,) for "rbg").
-    if not (key.dtype == np.uint32 and key.ndim >= 1 and key.shape[-1] in (2, 4)):
+        one_key_shape: tuple[int, ...] = ()
+    elif key.dtype == np.uint32 and key.ndim >= 1 and shape[-1] in (2, 4):
+        # Raw keys from jax.random.PRNGKey: uint32 arrays of shape (2,) (or (4,) for "rbg").
+        one_key_shape = shape[-1:]
+    else:
         raise TypeError(
             f"{layer}: key must be a JAX PRNG key such as jax.random.key(0); got an array of "
-            f"dtype {key.dtype} and shape {tuple(key.shape)}."
+            f"dtype {key.dtype} and shape {shape}."
         )
+    if shape != one_key_shape:
+        batch = shape[: len(shape) - len(one_key_shape)]
+        raise ValueError(
+            f"{layer}: key must be a single PRNG key (shape {one_key_shape}); got a batch of "
+            f"keys of shape {shape} (batch shape {batch}). JAX's random functions accept a "
+            "single key; pass one of them (e.g. keys[0]), or map over them with jax.vmap."
+        )
+
+
+class ParameterShapeError(ValueError, TypeError):
+    """A layer's parameter does not have the shape its hyperparameters imply (e.g. it was
+    replaced with `tree_at`), and the layer's maths failed because of it. A ValueError,
+    and a TypeError as the JAX shape error it replaces (so that code catching either keeps
+    working)."""
+
+
+def explain_parameter_shapes(
+    layer: str, expected: Sequence[tuple[str, Any, tuple[int, ...]]], error: BaseException
+) -> None:
+    """After a layer's maths failed with `error`: raise a clear `ParameterShapeError` if a
+    parameter has another shape than expected; otherwise return (the caller re-raises).
+
+    Called only on the failure path, so it costs nothing when the call works, and it
+    never rejects parameters the maths accepts (e.g. a broadcastable bias).
+
+    **Arguments:** `layer`, the layer's name; `expected`, ``(field name, value, expected
+    shape)`` for each parameter (`None` values are skipped); `error`, the failure.
+    """
+    for name, value, shape in expected:
+        actual = getattr(value, "shape", None)
+        if value is None or actual is None or tuple(actual) == tuple(shape):
+            continue
+        raise ParameterShapeError(
+            f"{layer}.{name} has shape {tuple(actual)}, expected {tuple(shape)} (from the "
+            f"layer's hyperparameters). Was it replaced (e.g. with tree_at) by an array of "
+            f"another shape? Build a new layer for new sizes. (JAX said: {error})"
+        ) from error
 
 
 def as_tuple(value: Any, n: int, name: str, *, minimum: int = 1) -> tuple[int, ...]:
@@ -92,11 +141,18 @@ def check_rank(x: Any, expected_rank: int, layer: str, description: str) -> None
     if shape is None:
         raise TypeError(f"{layer} expects an array input; got {type(x).__name__}.")
     if len(shape) != expected_rank:
-        hint = (
-            " Layers act on one unbatched example: batch with jax.vmap or ecliptic.filter_vmap."
-            if len(shape) == expected_rank + 1
-            else ""
-        )
+        if len(shape) == expected_rank + 1:
+            hint = (
+                " Layers act on one unbatched example: batch with jax.vmap or "
+                "ecliptic.filter_vmap."
+            )
+        elif len(shape) == expected_rank - 1:
+            hint = (
+                " Under jax.vmap / ecliptic.filter_vmap the mapped axis is removed: was one "
+                "unbatched example (no batch axis to map over) given to the vmapped function?"
+            )
+        else:
+            hint = ""
         raise ValueError(
             f"{layer} expects an input of rank {expected_rank} ({description}); "
             f"got shape {tuple(shape)}.{hint}"

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._module import Module, field
-from ._misc import compute_dtype, filled, resolve_dtype
+from ._misc import compute_dtype, explain_parameter_shapes, filled, resolve_dtype
 
 # Marks "no state passed", so that these layers can sit in a `Sequential` that threads a
 # state through: called with a state they return `(output, state)` unchanged.
@@ -72,6 +72,17 @@ def _affine(
 
 def _out_dtype(x: jax.Array, *params: jax.Array | None) -> Any:
     return jnp.result_type(x.dtype, *[p.dtype for p in params if p is not None])
+
+
+def _checked_affine(layer: str, y: Any, norm: Any, shape: Any, out_dtype: Any) -> Any:
+    """`_affine` with `norm`'s weight and bias, explaining a parameter of the wrong shape."""
+    try:
+        return _affine(y, norm.weight, norm.bias, out_dtype)
+    except (TypeError, ValueError) as error:
+        if shape is not None:
+            expected = [("weight", norm.weight, shape), ("bias", norm.bias, shape)]
+            explain_parameter_shapes(layer, expected, error)
+        raise
 
 
 class LayerNorm(Module):
@@ -152,7 +163,9 @@ class LayerNorm(Module):
         centred = xc - mean
         # Two-pass variance: E[(x - mean)^2] does not cancel catastrophically.
         var = jnp.mean(jnp.square(centred), axis=axes, keepdims=True)
-        y = _affine(centred * jax.lax.rsqrt(var + self.eps), self.weight, self.bias, out_dtype)
+        y = _checked_affine(
+            "LayerNorm", centred * jax.lax.rsqrt(var + self.eps), self, self.shape, out_dtype
+        )
         return y if state is _NO_STATE else (y, state)
 
 
@@ -254,7 +267,13 @@ class GroupNorm(Module):
         if self.channelwise_affine:
             # (C,) -> (C, 1, ..., 1) so the parameters broadcast over spatial positions.
             bshape = (c,) + (1,) * (x.ndim - 1)
-            y = _affine(y, self.weight.reshape(bshape), self.bias.reshape(bshape), out_dtype)  # pyright: ignore[reportOptionalMemberAccess]
+            try:
+                weight, bias = self.weight.reshape(bshape), self.bias.reshape(bshape)  # pyright: ignore[reportOptionalMemberAccess]
+            except (TypeError, ValueError) as error:
+                expected = [("weight", self.weight, (c,)), ("bias", self.bias, (c,))]
+                explain_parameter_shapes("GroupNorm", expected, error)
+                raise
+            y = _affine(y, weight, bias, out_dtype)
         else:
             y = y.astype(out_dtype)
         return y if state is _NO_STATE else (y, state)
@@ -324,5 +343,7 @@ class RMSNorm(Module):
         out_dtype = _out_dtype(x, self.weight, self.bias)
         xc = x.astype(compute_dtype(x.dtype))
         mean_square = jnp.mean(jnp.square(xc), axis=axes, keepdims=True)
-        y = _affine(xc * jax.lax.rsqrt(mean_square + self.eps), self.weight, self.bias, out_dtype)
+        y = _checked_affine(
+            "RMSNorm", xc * jax.lax.rsqrt(mean_square + self.eps), self, self.shape, out_dtype
+        )
         return y if state is _NO_STATE else (y, state)

@@ -8,6 +8,7 @@ from typing import Any, overload
 import jax
 
 from .._module import Module
+from ._misc import check_key
 from ._stateful import MISSING_STATE, State, StatefulLayer
 
 
@@ -16,6 +17,7 @@ def split_key(key: jax.Array | None, n: int) -> Sequence[jax.Array | None]:
     that need randomness then complain themselves, naming what they need)."""
     if key is None:
         return (None,) * n
+    check_key(key, "Sequential")
     return tuple(jax.random.split(key, n))
 
 

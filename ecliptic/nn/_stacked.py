@@ -53,6 +53,23 @@ def _accepts_key(fn: Callable[..., Any]) -> bool:
     )
 
 
+def _check_takes_one_key(make_layer: Callable[..., Any], where: str) -> None:
+    """A clear error for a layer factory that cannot be called as ``make_layer(key)``."""
+    try:
+        signature = inspect.signature(make_layer)
+    except (TypeError, ValueError):  # no signature available: let the call decide
+        return
+    try:
+        signature.bind(None)
+    except TypeError:
+        raise TypeError(
+            f"{where}(make_layer, n): make_layer must take one argument, a PRNG key "
+            f"(make_layer(key) -> layer; each layer gets its own key); got "
+            f"{short_repr(make_layer)} with signature {signature}, which cannot be called "
+            "with one. Write e.g. `lambda key: nn.Linear(3, 3, key=key)`."
+        ) from None
+
+
 def _check_n(n: Any, where: str) -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"{where}: n (the number of layers) must be an int >= 1; got {n!r}.")
@@ -172,6 +189,7 @@ class Stacked(StatefulLayer):
                 f"Stacked(make_layer, n): make_layer must be a callable key -> layer; got "
                 f"{short_repr(make_layer)}."
             )
+        _check_takes_one_key(make_layer, "Stacked")
         n = _check_n(n, "Stacked")
         check_key(key, "Stacked")
         _check_options(apply, checkpoint, unroll, "Stacked")
@@ -230,6 +248,7 @@ class Stacked(StatefulLayer):
         apply = _call_layer if self.apply is None else self.apply
         # Split lazily: no key, or an apply without a `key` parameter, adds no random ops.
         uses_key = self.apply is None or _accepts_key(apply)
+        check_key(key, "Stacked", required=False)
         keys = None if key is None or not uses_key else jax.random.split(key, self.n)
 
         def step(carry: Any, xs: Any) -> tuple[Any, Any]:
