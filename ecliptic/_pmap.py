@@ -146,7 +146,7 @@ class _PmapWrapper(Module):
             return _build_pmapped(*config)
         # Shared by all wrappers alike (a fresh `filter_pmap(f)` per step, a bound method
         # taken anew per call, ...), so that JAX's compilation cache is hit across them.
-        return _shared_pmapped(*config)
+        return _shared_pmapped(*config)  # pyright: ignore[reportArgumentType]
 
     def _check_devices(self, size: int) -> None:
         devices = self.pmap_kwargs.get("devices")
