@@ -22,6 +22,7 @@ import numpy as np
 from ._ad_utils import (
     MethodWrapper,
     OutputParts,
+    PerturbationProbe,
     check_scalar,
     describe_leaf_kind,
     leaf_path,
@@ -158,17 +159,31 @@ def filter_grad(
 
 
 def _is_zero_tangent(t: Any) -> bool:
-    if isinstance(t, jax.core.Tracer):  # pyright: ignore[reportAttributeAccessIssue]
-        return True  # cannot be checked while tracing; it is ignored anyway
     if getattr(t, "dtype", None) == _FLOAT0:
         return True
+    if isinstance(t, jax.core.Tracer):  # pyright: ignore[reportAttributeAccessIssue]
+        return False  # its value is unknown while tracing, and JAX wants float0 here
     try:
         return bool(np.all(np.asarray(t) == 0))
     except Exception:
         return False
 
 
+class _TangentError(TypeError, ValueError):
+    """A tangent that does not suit its primal in filter_jvp: a TypeError as Equinox
+    raises, and a ValueError as ecliptic raised before (so either `except` catches it)."""
+
+
+def _dtype_or_none(x: Any) -> Any:
+    try:
+        return jnp.result_type(x)
+    except Exception:
+        return None
+
+
 def _tangent_or_none(t: Any) -> Any:
+    if isinstance(t, (float, complex)):
+        return t  # `jax.jvp` may leave the tangent of a Python-number primal a number
     dtype = getattr(t, "dtype", None)
     if dtype is None or dtype == _FLOAT0 or not jnp.issubdtype(dtype, jnp.inexact):
         return None
@@ -225,25 +240,44 @@ def filter_jvp(
                     f"shape {np.shape(t)}, but the primal has shape {np.shape(p)}."
                 )
             dtype = jnp.result_type(p)
-            if jnp.result_type(t) != dtype:
+            t_dtype = _dtype_or_none(t)
+            if t_dtype is None or not jnp.issubdtype(t_dtype, jnp.inexact):
+                raise _TangentError(
+                    f"filter_jvp: the tangent for {leaf_path(treedef, i, 'primals')} must "
+                    f"be a floating-point array like its primal ({dtype}); got "
+                    f"{short_repr(t)}. (primal and tangent arguments to jax.jvp do not "
+                    "match.)"
+                )
+            if t_dtype != dtype:
                 t = jnp.asarray(t, dtype=dtype)
             mask.append(True)
             diff_t.append(t)
         elif _is_zero_tangent(t):
             mask.append(False)
         else:
-            raise ValueError(
+            raise _TangentError(
                 f"filter_jvp: {leaf_path(treedef, i, 'primals')} is not a floating-point "
                 f"array ({describe_leaf_kind(p)}), so its tangent must be None; got "
                 f"{short_repr(t)}."
             )
     diff_p, static = split_by_mask(leaves, mask)
 
-    def inner(diff_leaves: list[Any]) -> Any:
-        return split_output(fn(*treedef.unflatten(merge(diff_leaves, static)), **kwargs))
+    probe = PerturbationProbe()
 
-    (out, out_static), (t_out, _) = jax.jvp(inner, (diff_p,), (diff_t,))
-    t_iter = iter([_tangent_or_none(t) for t in t_out])
+    def inner(diff_leaves: list[Any], anchor: Any) -> Any:
+        out, out_static = split_output(
+            fn(*treedef.unflatten(merge(diff_leaves, static)), **kwargs)
+        )
+        return probe.probe(out, anchor), out_static
+
+    anchor = np.zeros((), np.float32)
+    (out, out_static), (t_out, _) = jax.jvp(
+        inner, (diff_p, anchor), (diff_t, np.ones((), np.float32))
+    )
+    # Outputs that do not depend on the differentiated inputs get None, as in Equinox.
+    t_iter = iter(
+        [_tangent_or_none(t) if p else None for t, p in zip(t_out, probe.perturbed)]
+    )
     t_tree = out_static.treedef.unflatten(
         [next(t_iter) if s is DYNAMIC else None for s in out_static.static]
     )

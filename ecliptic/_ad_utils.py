@@ -15,9 +15,11 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
+from jax.custom_derivatives import SymbolicZero
 
 from ._filters import is_array, is_inexact_array
 from ._misc import short_repr, type_name
@@ -242,7 +244,8 @@ def require_positional(name: str, args: tuple[Any, ...]) -> None:
     if not args:
         raise TypeError(
             f"{name}: the wrapped function must be called with at least one positional "
-            "argument: the first positional argument is the one differentiated."
+            f"argument. Functions wrapped with {name} must have their first argument "
+            "passed by position, not keyword: it is the argument that is differentiated."
         )
 
 
@@ -257,3 +260,36 @@ class MethodWrapper(Module):
             return self
         return Partial(self, instance)
 
+
+
+class PerturbationProbe:
+    """Finds which outputs of a function differentiated by `jax.jvp` have a tangent that
+    is known to be zero (does not depend on the differentiated inputs), so that
+    `filter_jvp` can report `None` for them rather than an array of zeros.
+
+    Inside the differentiated function, `probe(outputs, anchor)` passes the outputs
+    through an identity with a custom JVP rule; the rule sees JAX's symbolic zeros and
+    records, in `perturbed`, which outputs carry a real tangent. `anchor` is an extra
+    input of the `jax.jvp` call with a nonzero tangent: it makes that very `jax.jvp`
+    (and not an enclosing one) run the rule, even when no output is perturbed.
+    """
+
+    def __init__(self) -> None:
+        self.perturbed: list[bool] = []
+
+        @jax.custom_jvp
+        def identity(values: list[Any], anchor: Any) -> tuple[list[Any], Any]:
+            return values, anchor
+
+        def rule(primals: Any, tangents: Any) -> Any:
+            (values, anchor), (t_values, t_anchor) = primals, tangents
+            self.perturbed = [not isinstance(t, SymbolicZero) for t in t_values]
+            return (values, anchor), (t_values, t_anchor)
+
+        identity.defjvp(rule, symbolic_zeros=True)
+        self._identity = identity
+
+    def probe(self, values: list[Any], anchor: Any) -> list[Any]:
+        """`values` unchanged; call it inside the function given to `jax.jvp`."""
+        self.perturbed = [False] * len(values)
+        return self._identity(values, anchor)[0]

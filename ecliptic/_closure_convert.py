@@ -28,13 +28,11 @@ def _struct(x: Any) -> tuple[tuple[int, ...], Any]:
     return np.shape(x), jnp.result_type(x)
 
 
-class _ClosureConverted(Module):
-    """A closure-converted function: behaves as the original for inputs of the same
-    structure, shapes and dtypes (and equal non-array leaves)."""
+class _ConvertedFunction(Module):
+    """What both kinds of converted function share: the example inputs' structure, the
+    output's structure, and the check that a call matches them."""
 
     __ecliptic_no_method_wrapping__ = True
-    jaxpr: Any = field(static=True)
-    consts: list[Any]
     in_treedef: Any = field(static=True)
     in_static: tuple[Any, ...] = field(static=True)
     in_structs: tuple[tuple[tuple[int, ...], Any], ...] = field(static=True)
@@ -55,12 +53,12 @@ class _ClosureConverted(Module):
         """Its output, arrays as `jax.ShapeDtypeStruct`s."""
         return self.out_static.unflatten(list(self.out_structs))
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def _checked_inputs(self, args: Any, kwargs: Any) -> list[Any]:
+        """The array leaves of a call, after checking it against the example inputs."""
         leaves, treedef = _flatten((args, kwargs))
         dynamic, static = split(leaves)
         self._check(treedef, static, dynamic, args, kwargs)
-        out = jax.core.eval_jaxpr(self.jaxpr, self.consts, *dynamic)  # pyright: ignore[reportAttributeAccessIssue]
-        return self.out_static.unflatten(out)
+        return dynamic
 
     def _check(
         self, treedef: Any, static: tuple[Any, ...], dynamic: list[Any], args: Any, kwargs: Any
@@ -90,6 +88,31 @@ class _ClosureConverted(Module):
                     f"{jnp.result_type(x)}{list(np.shape(x))} array, but the function was "
                     f"converted for a {dtype}{list(shape)} array."
                 )
+
+
+class _ClosureConverted(_ConvertedFunction):
+    """A closure-converted function that closes over arrays (tracers included): they are
+    its leaves (`consts`), and calling it evaluates the traced jaxpr on them."""
+
+    jaxpr: Any = field(static=True)
+    consts: list[Any]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        dynamic = self._checked_inputs(args, kwargs)
+        out = jax.core.eval_jaxpr(self.jaxpr, self.consts, *dynamic)  # pyright: ignore[reportAttributeAccessIssue]
+        return self.out_static.unflatten(out)
+
+
+class _TrivialClosureConvert(_ConvertedFunction):
+    """A closure-converted function that closes over no array: it calls the original
+    function (after the same input check), so nothing is re-evaluated from a jaxpr.
+    The class name is Equinox's, which code may inspect."""
+
+    fn: Callable[..., Any]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self._checked_inputs(args, kwargs)
+        return self.fn(*args, **kwargs)
 
 
 def _same_static(a: Any, b: Any) -> bool:
@@ -141,7 +164,7 @@ def filter_closure_convert(fn: Callable[..., Any], *args: Any, **kwargs: Any) ->
     f = ecliptic.filter_closure_convert(f, x)
     ```
     """
-    if isinstance(fn, _ClosureConverted):
+    if isinstance(fn, _ConvertedFunction):
         return fn
     if not callable(fn):
         raise TypeError(
@@ -157,6 +180,8 @@ def filter_closure_convert(fn: Callable[..., Any], *args: Any, **kwargs: Any) ->
     closed, (out_shapes, out_static) = jax.make_jaxpr(flat_fn, return_shape=True)(*dynamic)
     structs = tuple(_struct(x) for x in dynamic)
     out_structs = tuple(jax.ShapeDtypeStruct(o.shape, o.dtype) for o in out_shapes)
-    return _ClosureConverted(
-        closed.jaxpr, list(closed.consts), treedef, static, structs, out_static, out_structs
-    )
+    shapes = (treedef, static, structs, out_static, out_structs)
+    if not closed.consts:
+        # Closes over no array: nothing to lift into leaves, so keep calling `fn`.
+        return _TrivialClosureConvert(*shapes, fn)
+    return _ClosureConverted(*shapes, closed.jaxpr, list(closed.consts))

@@ -23,7 +23,7 @@ import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 from ._ad_utils import describe_value, leaf_path, mismatch_message
-from ._filters import is_inexact_array
+from ._filters import is_array, is_inexact_array
 from ._misc import short_repr
 from ._plumbing import DYNAMIC, StaticOutput, merge, split, split_output
 
@@ -85,6 +85,12 @@ class _Inputs:
         """Leaf indices (in ``diff_tree``) of the differentiable leaves, in order."""
         m = iter(self.mask)
         return [i for i, s in enumerate(self.static[: self.n_d]) if s is DYNAMIC and next(m)]
+
+
+class _NondiffArgumentDifferentiated(TypeError, RuntimeError):
+    """An array in a filter_custom_vjp function's `*args`/`**kwargs` is being
+    differentiated: a TypeError, and a RuntimeError as Equinox raises (so either
+    `except` catches it)."""
 
 
 def _zero_like(x: Any) -> Any:
@@ -225,7 +231,16 @@ class filter_custom_jvp:
             a, k = inputs.rebuild(diff, nondiff)
             t_args = inputs.like_diff_tree([_none_if_zero(t) for t in tangents[0]], None)
             out, t_out = _check_pair(fn_jvp(a, t_args, **k), name, "the JVP rule")
-            dynamic, out_static = split_output(out)
+            if all(is_array(x) for x in (*diff, *nondiff)):
+                dynamic, out_static = split_output(out)
+            else:
+                # `jax.jvp` at Python-number primals hands the rule Python numbers where
+                # the function saw arrays, so `fn_jvp` may return numbers where the
+                # function returns arrays. Those outputs are differentiated all the same:
+                # find them by tracing the function on arrays (this case only).
+                if not holder:
+                    jax.eval_shape(primal, _as_arrays(diff), _as_arrays(nondiff))
+                dynamic, out_static = _split_like(out, holder[0])
             if holder and holder[0].treedef != out_static.treedef:
                 raise ValueError(
                     f"{name}: the JVP rule's primal output has structure "
@@ -368,14 +383,17 @@ class filter_custom_vjp:
             return dynamic
 
         def fwd(diff: list[Any], nondiff: list[Any]) -> tuple[list[Any], Any]:
-            diff_values = [p.value for p in diff]
-            nondiff_values = [p.value for p in nondiff]
+            # As in filter_custom_jvp's rule: Python scalars here stood for arrays.
+            diff_values = _as_arrays([p.value for p in diff])
+            nondiff_values = _as_arrays([p.value for p in nondiff])
             if any(p.perturbed for p in nondiff):
                 # A zero cotangent would be a silently wrong gradient: refuse instead.
-                raise TypeError(
+                raise _NondiffArgumentDifferentiated(
                     f"{name}: an array in *args/**kwargs is being differentiated, but only "
-                    "the first argument (vjp_arg) of a filter_custom_vjp function can be. "
-                    "Move that array into vjp_arg, or wrap it in jax.lax.stop_gradient."
+                    "the first argument (vjp_arg) of a filter_custom_vjp function can be "
+                    "(`*args` and `**kwargs` to `filter_custom_vjp` cannot be "
+                    "autodifferentiated). Move that array into vjp_arg, or wrap it in "
+                    "jax.lax.stop_gradient."
                 )
             perturbed = inputs.like_diff_tree([p.perturbed for p in diff], False)
             v, (a, k) = inputs.rebuild(diff_values, nondiff_values)
@@ -401,6 +419,21 @@ class filter_custom_vjp:
         wrapped.defvjp(fwd, bwd, symbolic_zeros=True)
         out = wrapped(inputs.diff, inputs.nondiff)
         return holder[0].unflatten(out)
+
+
+def _as_arrays(values: Sequence[Any]) -> list[Any]:
+    return [x if is_array(x) else jnp.asarray(x) for x in values]
+
+
+def _split_like(out: Any, like: StaticOutput) -> tuple[list[Any], StaticOutput]:
+    """Split ``out`` into dynamic and static leaves where ``like`` has them (as long as
+    the structures agree; else as usual, for the caller's structure check to report)."""
+    leaves, treedef = _flatten(out)
+    if treedef != like.treedef:
+        return split_output(out)
+    static = tuple(DYNAMIC if s is DYNAMIC else x for x, s in zip(leaves, like.static))
+    dynamic = [x for x, s in zip(leaves, like.static) if s is DYNAMIC]
+    return dynamic, StaticOutput(treedef, static)
 
 
 def _materialise(primals: Any, tangents: Any) -> Any:

@@ -101,8 +101,11 @@ def is_inexact_array_like(element: Any) -> bool:
 
     **Returns:** a Python bool.
     """
-    if hasattr(element, "__jax_array__"):
-        element = element.__jax_array__()
+    if not is_array(element):
+        # JAX tracers carry `__jax_array__ = None`: only a callable one converts.
+        convert = getattr(element, "__jax_array__", None)
+        if callable(convert):
+            element = convert()
     return is_inexact_array(element) or isinstance(element, (float, complex))
 
 

@@ -56,30 +56,31 @@ def _body_donating(
 
 
 def _interleave(kept: list[Any], donated: list[Any], key: _DonationKey) -> list[Any]:
-    n = key.num_kept_leaves
+    start, stop = key.kept_leaves
     dynamic = []
     kept_iter, donated_iter = iter(kept), iter(donated)
     for i, s in enumerate(key.static):
         if s is DYNAMIC:
-            dynamic.append(next(kept_iter) if i < n else next(donated_iter))
+            dynamic.append(next(kept_iter) if start <= i < stop else next(donated_iter))
     return dynamic
 
 
 class _DonationKey(StaticKey):
-    """A `StaticKey` that also records how many leading leaves are not donated."""
+    """A `StaticKey` that also records which leaves are not donated: those with index in
+    ``range(*kept_leaves)``."""
 
-    __slots__ = ("num_kept_leaves",)
+    __slots__ = ("kept_leaves",)
 
-    def __init__(self, treedef: Any, static: tuple[Any, ...], num_kept_leaves: int):
+    def __init__(self, treedef: Any, static: tuple[Any, ...], kept_leaves: tuple[int, int]):
         super().__init__(treedef, static, "filter_jit")
-        self.num_kept_leaves = num_kept_leaves
-        self._hash = hash((self._hash, num_kept_leaves))
+        self.kept_leaves = kept_leaves
+        self._hash = hash((self._hash, kept_leaves))
 
     def __eq__(self, other: Any) -> bool:
         return self is other or (
             type(other) is _DonationKey
             and self._hash == other._hash
-            and self.num_kept_leaves == other.num_kept_leaves
+            and self.kept_leaves == other.kept_leaves
             and self.types == other.types
             and self.treedef == other.treedef
             and self.static == other.static
@@ -113,12 +114,12 @@ class _JitWrapper(Module):
             plan = plan_for(leaves)
             return plan.take_dynamic(leaves), CallKey(treedef, plan, plan.take_static(leaves))
         _, static = split(leaves)
-        num_kept = len(jtu.tree_leaves(self.fun))
-        if self.donate.endswith("except-first") and args:
-            num_kept += len(jtu.tree_leaves(args[0]))
-        kept = [x for i, x in enumerate(leaves) if i < num_kept and static[i] is DYNAMIC]
-        donated = [x for i, x in enumerate(leaves) if i >= num_kept and static[i] is DYNAMIC]
-        return kept, donated, _DonationKey(treedef, static, num_kept)
+        start, stop = kept = undonated_range(self.donate, self.fun, args)
+        kept_values, donated = [], []
+        for i, (x, s) in enumerate(zip(leaves, static)):
+            if s is DYNAMIC:
+                (kept_values if start <= i < stop else donated).append(x)
+        return kept_values, donated, _DonationKey(treedef, static, kept)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.donate == "none":
@@ -175,6 +176,17 @@ class _JitWrapper(Module):
     def trace(self, *args: Any, **kwargs: Any) -> Any:
         """`jax.jit(...).trace` for the filtered call."""
         return self.jitted.trace(*self._prepare(args, kwargs))
+
+
+def undonated_range(donate: str, fun: Any, args: tuple[Any, ...]) -> tuple[int, int]:
+    """The leaves of ``(fun, args, kwargs)`` that a donating call does not donate, as a
+    ``(start, stop)`` range: none for "all"/"warn"; the first argument's for the
+    "-except-first" modes. The arrays of ``fun`` itself (a Module, a bound method) are
+    donated like the arguments, as in Equinox."""
+    if not (donate.endswith("except-first") and args):
+        return (0, 0)
+    start = len(jtu.tree_leaves(fun))
+    return (start, start + len(jtu.tree_leaves(args[0])))
 
 
 def check_donate(name: str, donate: Any) -> None:

@@ -23,7 +23,7 @@ import jax.tree_util as jtu
 import numpy as np
 
 from ._filters import is_array
-from ._jit import _DonationKey, _interleave, check_donate
+from ._jit import _DonationKey, _interleave, check_donate, undonated_range
 from ._module import Module, bind_partial, field, module_update_wrapper
 from ._plumbing import DYNAMIC, merge, unhashable_error
 from ._vmap_pmap import (
@@ -100,13 +100,13 @@ class _PmapWrapper(Module):
             for i in dynamic_index
         ]
 
-        num_kept = len(leaves)  # leaves before this index are not donated
+        # Leaves in range(start, stop) are not donated.
+        kept_range = (0, len(leaves))
         if self.donate != "none":
-            num_kept = len(fun_leaves)
-            if self.donate.endswith("except-first") and args:
-                num_kept += len(jtu.tree_leaves(args[0]))
-        kept = [i for i, leaf_index in enumerate(dynamic_index) if leaf_index < num_kept]
-        donated = [i for i, leaf_index in enumerate(dynamic_index) if leaf_index >= num_kept]
+            kept_range = undonated_range(self.donate, self.fun, args)
+        start, stop = kept_range
+        kept = [i for i, leaf_index in enumerate(dynamic_index) if start <= leaf_index < stop]
+        donated = [i for i, j in enumerate(dynamic_index) if not start <= j < stop]
         kept_leaves = [dynamic[i] for i in kept]
         kept_axes = [dynamic_axes[i] for i in kept]
         # jax.pmap needs one mapped input to know the axis size: when no input is mapped
@@ -119,7 +119,7 @@ class _PmapWrapper(Module):
             hash(static)
         except TypeError:
             raise unhashable_error(treedef, static, _WHAT) from None
-        key = _DonationKey(treedef, static, num_kept)
+        key = _DonationKey(treedef, static, kept_range)
         call_args = (kept_leaves, [dynamic[i] for i in donated], key)
         cache_key = (tuple(kept_axes), tuple(dynamic_axes[i] for i in donated), placeholder)
         pmapped = self.cache.entries.get(cache_key)
@@ -127,6 +127,26 @@ class _PmapWrapper(Module):
             pmapped = self._build(*cache_key)
             self.cache.entries[cache_key] = pmapped
         return pmapped, call_args
+
+    def _build(
+        self, kept_axes: tuple[Any, ...], donated_axes: tuple[Any, ...], placeholder: bool
+    ) -> Any:
+        config = (
+            kept_axes,
+            donated_axes,
+            placeholder,
+            self.out_axes,
+            self.axis_name,
+            self.donate != "none",
+            self.pmap_kwargs,
+        )
+        try:
+            hash(config)
+        except TypeError:  # e.g. a list in out_axes: this wrapper keeps its own
+            return _build_pmapped(*config)
+        # Shared by all wrappers alike (a fresh `filter_pmap(f)` per step, a bound method
+        # taken anew per call, ...), so that JAX's compilation cache is hit across them.
+        return _shared_pmapped(*config)  # pyright: ignore[reportArgumentType]
 
     def _check_devices(self, size: int) -> None:
         devices = self.pmap_kwargs.get("devices")
@@ -141,27 +161,6 @@ class _PmapWrapper(Module):
                 "device(s) are available; each slice runs on its own device. Reshape the "
                 "inputs to (devices, per_device, ...) or use filter_vmap inside."
             )
-
-    def _build(
-        self, kept_axes: tuple[Any, ...], donated_axes: tuple[Any, ...], placeholder: bool
-    ) -> Any:
-        out_axes = self.out_axes
-
-        def body(kept: list[Any], donated: list[Any], key: _DonationKey) -> Any:
-            if placeholder:
-                kept = kept[1:]
-            fun, args = key.treedef.unflatten(merge(_interleave(kept, donated, key), key.static))
-            return split_batched_output(fun(*args), out_axes, "filter_pmap")
-
-        return jax.pmap(
-            body,
-            axis_name=self.axis_name,
-            in_axes=(list(kept_axes), list(donated_axes)),
-            out_axes=(0, None, None),
-            static_broadcasted_argnums=2,
-            donate_argnums=() if self.donate == "none" else 1,
-            **self.pmap_kwargs,
-        )
 
     def _finish(self, out: tuple[Any, Any, Any]) -> Any:
         batched, unbatched, info = out
@@ -196,6 +195,38 @@ class _PmapWrapper(Module):
             return self
         # A pytree, so that a transformed method keeps its instance's arrays visible.
         return bind_partial(self, instance)
+
+
+def _build_pmapped(
+    kept_axes: tuple[Any, ...],
+    donated_axes: tuple[Any, ...],
+    placeholder: bool,
+    out_axes: Any,
+    axis_name: Hashable | None,
+    donating: bool,
+    pmap_kwargs: dict[str, Any],
+) -> Any:
+    """The `jax.pmap` of the body for one combination of per-leaf axes and settings; the
+    function and its static leaves come in the static key, so it serves any wrapper."""
+
+    def body(kept: list[Any], donated: list[Any], key: _DonationKey) -> Any:
+        if placeholder:
+            kept = kept[1:]
+        fun, args = key.treedef.unflatten(merge(_interleave(kept, donated, key), key.static))
+        return split_batched_output(fun(*args), out_axes, "filter_pmap")
+
+    return jax.pmap(
+        body,
+        axis_name=axis_name,
+        in_axes=(list(kept_axes), list(donated_axes)),
+        out_axes=(0, None, None),
+        static_broadcasted_argnums=2,
+        donate_argnums=1 if donating else (),
+        **pmap_kwargs,
+    )
+
+
+_shared_pmapped = functools.lru_cache(maxsize=512)(_build_pmapped)
 
 
 class _PmapLowered:

@@ -7,6 +7,7 @@ are batched; everything else is broadcast (arrays) or passed through statically.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from collections.abc import Callable, Hashable, Sequence
@@ -16,13 +17,17 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 
-from ._filters import is_array
+from ._filters import is_array, is_array_like
 from ._module import Module, bind_partial, field, module_update_wrapper
 from ._plumbing import DYNAMIC, merge
 
 
-class if_array(Module):
+@dataclasses.dataclass(frozen=True)
+class if_array:
     """An axis spec: `axis` for array leaves, `None` (broadcast) for everything else.
+
+    It is a pytree leaf (as in Equinox), so `jax.tree_util.tree_map` over a spec treats
+    it as one value; it compares and hashes by `axis`.
 
     **Arguments:**
 
@@ -33,7 +38,7 @@ class if_array(Module):
     ```
     """
 
-    axis: int = field(static=True)
+    axis: int
 
     def __call__(self, x: Any) -> int | None:
         return self.axis if is_array(x) else None
@@ -194,6 +199,10 @@ def split_batched_output(
     leaves, treedef, axes = resolve_axes(out_axes, out, "out_axes")
     batched, unbatched, static, kept_axes = [], [], [], []
     for i, (leaf, axis) in enumerate(zip(leaves, axes)):
+        if not is_array(leaf) and axis is not None and is_array_like(leaf):
+            # A Python number given an output axis is batched as an array (every
+            # element the same), as in Equinox.
+            leaf = jnp.asarray(leaf)
         if not is_array(leaf):
             static.append(leaf)
         elif axis is None:

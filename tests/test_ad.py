@@ -340,3 +340,86 @@ def test_hessian_matches_analytic_and_jax():
     assert hess["k"] is None and hess["w"]["k"] is None
     assert aux == 5
     np.testing.assert_allclose(hess2["w"]["w"], hess["w"]["w"])
+
+
+# -- filter_jvp: tracers, symbolic zeros, tangent checks ------------------------------------
+
+
+def test_filter_jvp_on_tracer_primals_inside_jit():
+    # Under jit the primal is a tracer; d/dx (x**3) at 2 is 12, times the tangent 0.5.
+    @jax.jit
+    def run(x):
+        return ec.filter_jvp(lambda a: a**3, (x,), (0.5,))
+
+    out, t_out = run(2.0)
+    np.testing.assert_allclose(out, 8.0)
+    np.testing.assert_allclose(t_out, 6.0)
+
+
+def test_filter_jvp_gives_none_for_outputs_independent_of_the_perturbed_inputs():
+    w = jnp.array([1.0, 2.0])
+
+    def f(x, y):
+        return {"depends": 3.0 * x, "other": y + 1.0, "constant": w, "count": 4}
+
+    out, t_out = ec.filter_jvp(f, (jnp.array(2.0), jnp.array(5.0)), (jnp.array(1.0), None))
+    np.testing.assert_allclose(t_out["depends"], 3.0)
+    assert t_out["other"] is None
+    assert t_out["constant"] is None
+    assert t_out["count"] is None
+    assert out["count"] == 4
+
+
+def test_nested_filter_jvp_separates_the_two_levels():
+    # The inner jvp perturbs y only: x (perturbed by the outer jvp) has a zero inner
+    # tangent, so the inner call reports None for it.
+    seen = {}
+
+    def outer(x):
+        def inner(y):
+            return y * y, x
+
+        (_, _), (t_square, t_x) = ec.filter_jvp(inner, (x,), (1.0,))
+        seen["t_x"] = t_x
+        return t_square
+
+    out, t_out = ec.filter_jvp(outer, (3.0,), (1.0,))
+    assert seen["t_x"] is None
+    np.testing.assert_allclose(out, 6.0)  # d(y*y)/dy at 3
+    np.testing.assert_allclose(t_out, 2.0)  # d(2x)/dx
+
+
+@pytest.mark.parametrize(
+    "tangents",
+    [
+        (jnp.array(1), None),  # an integer tangent for a floating-point primal
+        (None, jnp.array(1.0)),  # a tangent for an integer primal
+    ],
+)
+def test_filter_jvp_rejects_tangents_that_do_not_suit_their_primal(tangents):
+    primals = (jnp.array(1.0), jnp.array(1))
+    for error in (TypeError, ValueError):  # Equinox raises TypeError; ecliptic ValueError
+        with pytest.raises(error, match="filter_jvp"):
+            ec.filter_jvp(lambda a, b: a + b, primals, tangents)
+
+
+def test_filter_jvp_rejects_a_traced_float_tangent_for_an_integer_primal():
+    @ec.filter_jit
+    def run(t):
+        return ec.filter_jvp(lambda a, b: a * b, (jnp.array(2.0), jnp.array(3)), (None, t))
+
+    with pytest.raises(TypeError, match=r"primals\[1\] is not a floating-point array"):
+        run(jnp.array(1.0))
+
+
+def test_grad_needs_its_first_argument_by_position_in_equinox_words():
+    with pytest.raises(TypeError, match="Functions wrapped with filter_grad must have"):
+        ec.filter_grad(lambda x: x**2)(x=jnp.array(1.0))
+
+
+def test_is_inexact_array_like_on_tracers():
+    kinds = []
+    jax.jit(lambda a, b: kinds.extend([ec.is_inexact_array_like(a), ec.is_inexact_array_like(b)]))(
+        1.0, 1
+    )
+    assert kinds == [True, False]

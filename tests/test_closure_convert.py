@@ -64,3 +64,20 @@ def test_errors_for_different_inputs():
         fn(jnp.ones(2))
     with pytest.raises(TypeError, match="callable"):
         ec.filter_closure_convert(3, jnp.ones(2))
+
+
+def test_a_function_closing_over_no_array_is_called_directly():
+    calls = []
+
+    def f(x, n):
+        calls.append(n)
+        return x * n
+
+    fn = ec.filter_closure_convert(f, jnp.ones(2), 3)
+    assert type(fn).__name__ == "_TrivialClosureConvert"
+    assert calls == [3]  # traced once, for the structures
+    assert fn.out_struct == jax.ShapeDtypeStruct((2,), jnp.float32)
+    np.testing.assert_allclose(fn(jnp.array([1.0, 2.0]), 3), [3.0, 6.0])
+    assert calls == [3, 3]  # then the original function runs
+    with pytest.raises(ValueError, match=r"args\[0\] is a float32\[3\] array"):
+        fn(jnp.ones(3), 3)

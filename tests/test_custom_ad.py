@@ -277,3 +277,80 @@ def test_deprecated_defvjp_sets_both_rules_without_perturbed():
     np.testing.assert_allclose(grad, 3 * x**2)
     with pytest.warns(DeprecationWarning), pytest.raises(TypeError, match="fn_bwd"):
         cube.defvjp(fwd, "not a function")
+
+
+# -- Python-number primals -----------------------------------------------------------------
+
+
+def make_square_with_squared_tangent():
+    @ec.filter_custom_jvp
+    def square(fn, x):
+        return fn(x)
+
+    @square.def_jvp
+    def _(primals, tangents):
+        fn, x = primals
+        _, tx = tangents
+        return square(fn, x), tx**2  # a deliberately non-linear "tangent": easy to spot
+
+    return square
+
+
+def test_custom_jvp_rule_applies_at_python_number_primals():
+    square = make_square_with_squared_tangent()
+    f = lambda a: a * a + 1.0  # noqa: E731
+    # The rule says the tangent out is tx**2 = 9, whatever the primal's type.
+    for x, tx in ((2.0, 3.0), (jnp.array(2.0), jnp.array(3.0))):
+        out, t_out = jax.jvp(lambda a: square(f, a), (x,), (tx,))
+        np.testing.assert_allclose(out, 5.0)
+        np.testing.assert_allclose(t_out, 9.0)
+
+
+def test_custom_jvp_rule_with_keywords_at_python_number_primals():
+    @ec.filter_custom_jvp
+    def combine(x, y, *, fn):
+        return fn(x, y)
+
+    @combine.def_jvp
+    def _(primals, tangents, *, fn):
+        (x, y), (tx, ty) = primals, tangents
+        return combine(x, y, fn=fn), 2.0 * tx + 10.0 * ty
+
+    out, t_out = jax.jvp(lambda a, b: combine(a, b, fn=lambda u, v: u * v), (2.0, 4.0), (1.0, 0.5))
+    np.testing.assert_allclose(out, 8.0)
+    np.testing.assert_allclose(t_out, 7.0)
+
+
+def test_custom_vjp_rule_applies_at_python_number_primals():
+    @ec.filter_custom_vjp
+    def scaled(x, k):
+        return x * k
+
+    @scaled.def_fwd
+    def _(perturbed, x, k):
+        return scaled(x, k), None
+
+    @scaled.def_bwd
+    def _(residuals, g, perturbed, x, k):
+        return 3.0 * g * k  # not the true derivative (k): shows the rule ran
+
+    for x in (1.5, jnp.array(1.5)):
+        np.testing.assert_allclose(jax.grad(lambda a: scaled(a, 2.0))(x), 6.0)
+
+
+def test_custom_vjp_differentiating_other_arguments_is_a_runtime_error_too():
+    @ec.filter_custom_vjp
+    def add(x, y):
+        return x + y
+
+    @add.def_fwd
+    def _(perturbed, x, y):
+        return x + y, None
+
+    @add.def_bwd
+    def _(residuals, g, perturbed, x, y):
+        return g
+
+    for error in (RuntimeError, TypeError):
+        with pytest.raises(error, match="cannot be autodifferentiated"):
+            jax.grad(lambda a: add(a, a))(1.0)

@@ -193,3 +193,26 @@ def test_unhashable_static_leaf_with_donation_is_reported_clearly():
     f = ec.filter_jit(lambda x, config: x, donate="all")
     with pytest.raises(TypeError, match=r"args\[1\].*unhashable type set"):
         f(jnp.ones(2), {1, 2})
+
+
+class Accumulator(ec.Module):
+    total: jax.Array
+
+    def __call__(self, x):
+        return Accumulator(self.total + x), 2.0 * x  # two outputs: room for two donations
+
+    def add(self, x):
+        return self(x)
+
+
+@pytest.mark.filterwarnings("ignore:Some donated buffers")
+@pytest.mark.parametrize("donate", ["all", "all-except-first"])
+@pytest.mark.parametrize("how", ["instance", "bound method"])
+def test_donation_frees_the_buffers_of_the_wrapped_instance(donate, how):
+    acc, x = Accumulator(jnp.zeros(1000)), jnp.ones(1000)
+    fun = acc if how == "instance" else acc.add
+    new, doubled = ec.filter_jit(fun, donate=donate)(x)
+    np.testing.assert_array_equal(new.total, np.ones(1000))
+    np.testing.assert_array_equal(doubled, np.full(1000, 2.0))
+    assert acc.total.is_deleted()  # the instance's arrays are donated in both modes
+    assert x.is_deleted() == (donate == "all")  # the first argument is kept by -except-first

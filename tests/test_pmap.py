@@ -159,3 +159,33 @@ def test_unhashable_static_argument_is_named(xs):
 
     with pytest.raises(TypeError, match=r"filter_pmap: the non-array leaf .* unhashable type"):
         eqx.filter_pmap(lambda x, options: x)(xs, Options())
+
+
+def test_a_fresh_wrapper_per_call_does_not_retrace(xs):
+    traces = []
+
+    class Counted(eqx.Module):
+        offset: jax.Array
+
+        def apply(self, x):
+            traces.append("apply")
+            return x + self.offset
+
+    def step(x):
+        traces.append("step")
+        return 2.0 * x
+
+    model = Counted(jnp.float32(1.0))
+    for _ in range(3):
+        np.testing.assert_allclose(eqx.filter_pmap(step)(xs), 2.0 * xs)
+        # a fresh bound method each time, too
+        np.testing.assert_allclose(eqx.filter_pmap(model.apply)(xs), xs + 1.0)
+    assert traces == ["step", "apply"]
+
+
+def test_python_number_output_with_an_output_axis_is_batched():
+    out = eqx.filter_pmap(lambda: 3, out_axes=0, axis_size=N)()
+    assert isinstance(out, jax.Array)
+    np.testing.assert_array_equal(out, np.full(N, 3))
+    # with the default out_axes, it is returned as it is
+    assert eqx.filter_pmap(lambda: 3, axis_size=N)() == 3

@@ -109,3 +109,24 @@ def test_wrapper_keeps_function_metadata():
     wrapped = ec.filter_vmap(described)
     assert wrapped.__name__ == "described" and wrapped.__doc__ == "Doubles."
     assert wrapped.__wrapped__ is described
+
+
+def test_python_number_output_with_an_output_axis_is_batched():
+    out = ec.filter_vmap(lambda: (2.5, "label"), out_axes=0, axis_size=3)()
+    assert isinstance(out[0], jax.Array)
+    np.testing.assert_array_equal(out[0], np.full(3, 2.5, np.float32))
+    assert out[1] == "label"  # non-numbers stay as they are
+    assert ec.filter_vmap(lambda: 2.5, axis_size=3)() == 2.5  # default out_axes: unbatched
+
+
+def test_if_array_is_a_pytree_leaf():
+    spec = (ec.if_array(0), None, {"a": ec.if_array(1)})
+    assert jax.tree_util.tree_leaves(spec) == [ec.if_array(0), ec.if_array(1)]
+    # A spec can be mapped over against the inputs it describes.
+    described = jax.tree_util.tree_map(
+        lambda s, x: s(x), (ec.if_array(0), ec.if_array(1)), (jnp.ones(2), "name")
+    )
+    assert described == (0, None)
+    assert ec.if_array(2) == ec.if_array(2) and hash(ec.if_array(2)) == hash(ec.if_array(2))
+    out = ec.filter_vmap(lambda x, y: x * y, in_axes=(ec.if_array(0), None))(jnp.arange(3.0), 2)
+    np.testing.assert_array_equal(out, [0.0, 2.0, 4.0])
