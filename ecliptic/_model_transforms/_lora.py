@@ -80,7 +80,9 @@ class LoRALinear(Module):
 
     def __init__(self, base: Linear, rank: int, alpha: float | None = None, *, key: Any):
         if not isinstance(base, Linear):
-            raise TypeError(f"LoRALinear: base must be an ecliptic.nn.Linear; got {short_repr(base)}.")
+            raise TypeError(
+                f"LoRALinear: base must be an ecliptic.nn.Linear; got {short_repr(base)}."
+            )
         rank = _check_rank(rank)
         alpha = float(rank) if alpha is None else _check_alpha(alpha)
         n_in, n_out = _features(base.in_features), _features(base.out_features)

@@ -112,9 +112,10 @@ class MixedPrecision(Module):
                 return _InFloat32(cast_floating(node, jnp.float32), self.compute_dtype)
             return cast_floating(node, self.compute_dtype)
 
-        return jtu.tree_map(
-            convert, self.model, is_leaf=lambda x: _is_state(x) or bool(keep and isinstance(x, keep))
-        )
+        def is_leaf(x: Any) -> bool:
+            return _is_state(x) or bool(keep and isinstance(x, keep))
+
+        return jtu.tree_map(convert, self.model, is_leaf=is_leaf)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """**Arguments:** whatever `model` takes; floating arrays among them are cast to
@@ -166,7 +167,9 @@ def mixed_precision(
     ```
     """
     if not callable(model):
-        raise TypeError(f"mixed_precision: model must be a callable model; got {short_repr(model)}.")
+        raise TypeError(
+            f"mixed_precision: model must be a callable model; got {short_repr(model)}."
+        )
     if isinstance(keep_float32, type):
         keep_float32 = (keep_float32,)
     if not isinstance(keep_float32, (tuple, list)) or not all(
