@@ -65,13 +65,18 @@ def _innermost(token: int) -> _Collector | None:
     return None
 
 
-class _Recorder(Module):
-    """A submodule whose outputs are handed to the open collector of capture `token`."""
+class _Recorder(StatefulLayer):
+    """A submodule whose outputs are handed to the open collector of capture `token`.
+    (A `StatefulLayer` answering as the module does, so `Sequential` passes it the
+    state.)"""
 
     module: Any
     slot: int = field(static=True)
     name: str = field(static=True)
     token: int = field(static=True)
+
+    def is_stateful(self) -> bool:
+        return isinstance(self.module, StatefulLayer) and bool(self.module.is_stateful())
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         out = self.module(*args, **kwargs)
@@ -114,13 +119,16 @@ def _saves_products(primitive: Any, *_: Any, **__: Any) -> bool:
     return primitive in (jax.lax.dot_general_p, jax.lax.conv_general_dilated_p)
 
 
-class _ScanRecorder(Module):
+class _ScanRecorder(StatefulLayer):
     """An `nn.Stacked` whose layers hold recorders: the same scan, with each layer's
     captured values returned from the scan body (so they come out stacked)."""
 
     stacked: Stacked
     stateful: bool = field(static=True)
     token: int = field(static=True)
+
+    def is_stateful(self) -> bool:
+        return self.stateful
 
     def __call__(self, x: Any, state: Any = None, *, key: Any = None, **kwargs: Any) -> Any:
         s = self.stacked

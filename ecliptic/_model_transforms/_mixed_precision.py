@@ -22,8 +22,8 @@ import numpy as np
 
 from .._filters import is_array
 from .._misc import short_repr
-from .._module import Module, field
-from ..nn import BatchNorm, GroupNorm, LayerNorm, RMSNorm, State
+from .._module import field
+from ..nn import BatchNorm, GroupNorm, LayerNorm, RMSNorm, State, StatefulLayer
 
 __all__ = ["DEFAULT_FLOAT32_LAYERS", "MixedPrecision", "cast_floating", "mixed_precision"]
 
@@ -74,26 +74,35 @@ def cast_floating(tree: Any, dtype: Any) -> Any:
     return jtu.tree_map(cast, tree, is_leaf=_is_state)
 
 
-class _InFloat32(Module):
+def _stateful(layer: Any) -> bool:
+    return isinstance(layer, StatefulLayer) and bool(layer.is_stateful())
+
+
+class _InFloat32(StatefulLayer):
     """A layer run in float32 inside a mixed-precision call: float32 inputs in, outputs
-    cast back to the compute dtype. Built afresh in each call, never stored."""
+    cast back to the compute dtype. Built afresh in each call, never stored. (A
+    `StatefulLayer` answering as the layer does, so `Sequential` passes it the state.)"""
 
     layer: Any
     compute_dtype: Any = field(static=True)
+
+    def is_stateful(self) -> bool:
+        return _stateful(self.layer)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         args, kwargs = cast_floating((args, kwargs), jnp.float32)
         return cast_floating(self.layer(*args, **kwargs), self.compute_dtype)
 
 
-class MixedPrecision(Module):
+class MixedPrecision(StatefulLayer):
     """A model that computes in a low-precision dtype while its parameters stay float32.
 
     Build it with `mixed_precision`. Calling it calls `model` with its floating
     parameters and floating inputs cast to `compute_dtype` (so matrix products and
     convolutions run in that dtype), except inside the `keep_float32` layer types, which
     get float32 parameters and inputs; floating outputs are cast to `output_dtype`.
-    `State` values pass through uncast.
+    `State` values pass through uncast. It is stateful (for `Sequential`) exactly when
+    the model is.
 
     **Fields:** `model` (the wrapped model, unchanged: train it, save it, load into it),
     `compute_dtype`, `output_dtype`, `keep_float32`.
@@ -103,6 +112,10 @@ class MixedPrecision(Module):
     compute_dtype: Any = field(static=True)
     output_dtype: Any = field(static=True)
     keep_float32: tuple[type, ...] = field(static=True)
+
+    def is_stateful(self) -> bool:
+        """Whether the wrapped model takes and returns a `State`. **Returns:** a bool."""
+        return _stateful(self.model)
 
     def _in_compute_dtype(self) -> Any:
         keep = self.keep_float32
