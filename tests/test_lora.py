@@ -154,3 +154,12 @@ def test_load_lora_state_dict_reports_problems(getkey):
     with pytest.raises(ec.StateDictError, match="unexpected"):
         ec.load_lora_state_dict(model, {**adapters, "base_model.model.extra.lora_A.weight":
                                         np.zeros((2, 5))})
+
+
+def test_attention_with_adapters_has_no_torch_layout(getkey):
+    mha = ec.lora(enn.MultiheadAttention(2, 8, key=getkey()), rank=2, key=getkey())
+    with pytest.raises(AttributeError, match=r"merge_lora\(model\)"):
+        ec.state_dict(mha, format="torch")
+    merged = ec.state_dict(ec.merge_lora(mha), format="torch")
+    assert "in_proj_weight" in merged
+    assert len(ec.state_dict(mha)) == 4 * 3  # native format: every array

@@ -94,6 +94,18 @@ class LoRALinear(Module):
         self.rank = rank
         self.alpha = alpha
 
+    def __getattr__(self, name: str) -> Any:
+        # Reached only for missing attributes: code written for a Linear (e.g. PyTorch's
+        # packed attention layout) asking for `weight`/`bias` gets a pointed message.
+        if name in ("weight", "bias"):
+            raise AttributeError(
+                f"LoRALinear has no {name!r} of its own: the frozen layer's is "
+                f"`.base.{name}` and the adapters are `lora_A`/`lora_B`. Code that needs "
+                "plain Linears (e.g. MultiheadAttention's PyTorch layout) works on "
+                "ecliptic.merge_lora(model)."
+            )
+        raise AttributeError(f"'LoRALinear' object has no attribute {name!r}")
+
     @property
     def scaling(self) -> float:
         """`alpha / rank`, the factor on the low-rank update."""
