@@ -13,7 +13,9 @@ import pytest
 import ecliptic as ec
 import ecliptic.nn as enn
 
-_OP = re.compile(r"stablehlo\.(dot_general|convolution)[^\n]*?:\s*\((tensor<[^>]*>), (tensor<[^>]*>)\)")
+_OP = re.compile(
+    r"stablehlo\.(dot_general|convolution)[^\n]*?:\s*\((tensor<[^>]*>), (tensor<[^>]*>)\)"
+)
 
 
 def _product_operand_types(fn, *args):
