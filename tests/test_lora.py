@@ -163,3 +163,17 @@ def test_attention_with_adapters_has_no_torch_layout(getkey):
     merged = ec.state_dict(ec.merge_lora(mha), format="torch")
     assert "in_proj_weight" in merged
     assert len(ec.state_dict(mha)) == 4 * 3  # native format: every array
+
+
+def test_composes_with_mixed_precision_and_intermediates(getkey):
+    mlp = _mlp(getkey())
+    adapted = ec.lora(mlp, rank=2, key=getkey())
+    adapted = ec.tree_at(lambda m: m.layers[0].lora_B, adapted, jnp.ones((6, 2)))
+    x = jax.random.normal(getkey(), (5,))
+    with jax.numpy_dtype_promotion("strict"):
+        out, hidden = ec.intermediates(
+            ec.mixed_precision(adapted, jnp.bfloat16), where=lambda m: m.model.layers[0]
+        )(x)
+    assert out.dtype == jnp.float32 and hidden.dtype == jnp.bfloat16
+    np.testing.assert_allclose(hidden, adapted.layers[0](x), rtol=0.05, atol=0.05)
+    np.testing.assert_allclose(out, adapted(x), rtol=0.05, atol=0.05)
