@@ -38,6 +38,22 @@ from ._filters import (
 )
 from ._jit import filter_jit
 from ._make_jaxpr import filter_make_jaxpr
+from ._model_transforms import (
+    DynamicLossScale,
+    Intermediates,
+    LoRALinear,
+    MixedPrecision,
+    all_finite,
+    cast_floating,
+    intermediates,
+    load_lora_state_dict,
+    lora,
+    lora_filter,
+    lora_state_dict,
+    merge_lora,
+    mixed_precision,
+    select_tree,
+)
 from ._module import (
     AbstractClassVar,
     AbstractVar,
@@ -161,6 +177,21 @@ __all__ = [
     "summary",
     "tree_deserialise_leaves",
     "tree_serialise_leaves",
+    # Model transformations (mixed precision, LoRA, intermediate outputs)
+    "DynamicLossScale",
+    "Intermediates",
+    "LoRALinear",
+    "MixedPrecision",
+    "all_finite",
+    "cast_floating",
+    "intermediates",
+    "load_lora_state_dict",
+    "lora",
+    "lora_filter",
+    "lora_state_dict",
+    "merge_lora",
+    "mixed_precision",
+    "select_tree",
     # Errors
     "branched_error_if",
     "error_if",

@@ -41,6 +41,9 @@ RUNNABLE_PAGES = [
     "api/serialisation.md",
     "api/errors.md",
     "api/sharding.md",
+    "api/mixed-precision.md",
+    "api/lora.md",
+    "api/intermediates.md",
 ]
 
 _FENCE = re.compile(r"^\s*```(\S*)\s*$")
