@@ -19,17 +19,32 @@ from __future__ import annotations
 import abc
 import dataclasses
 import functools
+import inspect
 import operator
 import sys
 import types
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import jax
 import jax.tree_util as jtu
 import numpy as np
 
-from ._abstract import collect_abstract_attributes
+from ._abstract import strip_abstract_annotations, unresolved_abstract_attributes
+from ._assignment_checks import (
+    TRANSFORM_RESULT_TYPES,
+    warn_if_static_arrays,
+    warn_if_transformed_module,
+)
+from ._class_setup import (
+    CUSTOM_INIT,
+    annotate_converter_inputs,
+    has_custom_init,
+    inherit_init_doc,
+    module_signature,
+    overridden_fields,
+    warn_init_and_post_init,
+)
 from ._field import CONVERTER, STATIC, field
 
 if sys.version_info >= (3, 11):
@@ -38,9 +53,11 @@ else:  # Python 3.10
     from typing_extensions import dataclass_transform
 
 _T = TypeVar("_T")
+_Return = TypeVar("_Return")
 _INITIALISING = "__ecliptic_initialising__"
 _WRAPPER_ATTRIBUTES = ("__module__", "__name__", "__qualname__", "__doc__")
 _WRAPPER_META = "__ecliptic_wrapper_meta__"
+_object_new = object.__new__
 
 
 def _is_mutable_array_default(value: Any) -> bool:
@@ -68,6 +85,10 @@ class _MethodDescriptor:
     def __set_name__(self, owner: type, name: str) -> None:
         self.__name__ = name
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # Found in a class' `__dict__` after class creation, it still calls like the function.
+        return self.method(*args, **kwargs)
+
 
 def _should_wrap(name: str, value: Any) -> bool:
     if not isinstance(value, types.FunctionType):
@@ -87,10 +108,27 @@ def _tuple_getter(names: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[An
     return operator.itemgetter(*names)
 
 
-def _make_flatteners(cls: type) -> None:
+def _make_flatteners(cls: type, optional: frozenset[str] = frozenset()) -> None:
+    """Register `cls` as a pytree node. Fields in `optional` (overridden at class level,
+    see `overridden_fields`) may be missing from an instance: classes with any take a
+    slower path that flattens only the fields an instance has."""
     fields = dataclasses.fields(cls)
-    dynamic = tuple(f.name for f in fields if not f.metadata.get(STATIC, False))
-    static = tuple(f.name for f in fields if f.metadata.get(STATIC, False))
+    dynamic = tuple(
+        f.name for f in fields if not f.metadata.get(STATIC, False) and f.name not in optional
+    )
+    static = tuple(
+        f.name for f in fields if f.metadata.get(STATIC, False) and f.name not in optional
+    )
+    cls.__ecliptic_dynamic_fields__ = dynamic
+    cls.__ecliptic_static_fields__ = static
+    cls.__ecliptic_field_map__ = {f.name: f for f in fields}
+    cls.__ecliptic_optional_fields__ = optional
+    cls.__ecliptic_converters__ = tuple(
+        (f.name, f.metadata[CONVERTER]) for f in fields if CONVERTER in f.metadata
+    )
+    if optional:
+        _make_optional_flatteners(cls, fields, dynamic, static, optional)
+        return
     names = dynamic + static
     keys = tuple(jtu.GetAttrKey(name) for name in dynamic)
     get_dynamic, get_static = _tuple_getter(dynamic), _tuple_getter(static)
@@ -117,9 +155,52 @@ def _make_flatteners(cls: type) -> None:
         return obj
 
     jtu.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
-    cls.__ecliptic_dynamic_fields__ = dynamic
-    cls.__ecliptic_static_fields__ = static
-    cls.__ecliptic_field_map__ = {f.name: f for f in fields}
+
+
+def _make_optional_flatteners(
+    cls: type,
+    fields: tuple[dataclasses.Field[Any], ...],
+    dynamic: tuple[str, ...],
+    static: tuple[str, ...],
+    optional: frozenset[str],
+) -> None:
+    """The pytree registration of a class with fields that an instance may lack. Its aux
+    data is ``(static values, names of the dynamic fields present, names of the static
+    fields present)``; static values come required fields first."""
+    opt_dynamic = tuple(
+        f.name for f in fields if f.name in optional and not f.metadata.get(STATIC, False)
+    )
+    opt_static = tuple(
+        f.name for f in fields if f.name in optional and f.metadata.get(STATIC, False)
+    )
+
+    def flatten(obj: Any) -> tuple[tuple[Any, ...], Any]:
+        d = obj.__dict__
+        dyn = dynamic + tuple(n for n in opt_dynamic if n in d)
+        sta = static + tuple(n for n in opt_static if n in d)
+        aux = (tuple(d[n] for n in sta), dyn, sta)
+        if _WRAPPER_META in d:
+            aux = _WrapperMeta(aux, d[_WRAPPER_META].attributes)
+        return tuple(d[n] for n in dyn), aux
+
+    def flatten_with_keys(obj: Any) -> tuple[tuple[Any, ...], Any]:
+        children, aux = flatten(obj)
+        dyn = (aux.static_values if type(aux) is _WrapperMeta else aux)[1]
+        return tuple((jtu.GetAttrKey(n), c) for n, c in zip(dyn, children)), aux
+
+    def unflatten(aux: Any, children: Any) -> Any:
+        obj = object.__new__(cls)
+        d = obj.__dict__
+        if type(aux) is _WrapperMeta:
+            d[_WRAPPER_META] = aux
+            d.update(aux.attributes)
+            aux = aux.static_values
+        values, dyn, sta = aux
+        d.update(zip(dyn, children))
+        d.update(zip(sta, values))
+        return obj
+
+    jtu.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
 
 
 class _WrapperMeta:
@@ -145,14 +226,16 @@ class _WrapperMeta:
 @dataclass_transform(field_specifiers=(dataclasses.field, field))
 class _ModuleMeta(abc.ABCMeta):
     # Set on every Module class by __new__ / _make_flatteners (declared for type checkers).
-    __ecliptic_abstract_vars__: frozenset[str]
-    __ecliptic_abstract_classvars__: frozenset[str]
+    __abstractvars__: frozenset[str]
+    __abstractclassvars__: frozenset[str]
     __ecliptic_declared_abstract__: bool
     __ecliptic_check_concrete__: bool
     __ecliptic_custom_init__: bool
     __ecliptic_dynamic_fields__: tuple[str, ...]
     __ecliptic_static_fields__: tuple[str, ...]
     __ecliptic_field_map__: dict[str, dataclasses.Field[Any]]
+    __ecliptic_optional_fields__: frozenset[str]
+    __ecliptic_converters__: tuple[tuple[str, Callable[[Any], Any]], ...]
 
     def __new__(
         mcs,
@@ -172,37 +255,51 @@ class _ModuleMeta(abc.ABCMeta):
                     "(it would be shared by every instance). Assign it in __init__ or use "
                     "field(default_factory=lambda: jnp.array(...))."
                 )
-        abstract_vars, abstract_classvars = collect_abstract_attributes(name, namespace, bases)
+        declared_abstract = strip_abstract_annotations(name, namespace)
         wrap = not namespace.pop("__ecliptic_no_method_wrapping__", False)
-        if wrap:
-            for attr, value in list(namespace.items()):
-                if _should_wrap(attr, value):
-                    namespace[attr] = _MethodDescriptor(value)
-        has_custom_init = "__init__" in namespace
+        # Methods stay plain functions while the class is created, so that
+        # `__init_subclass__` and `__set_name__` hooks see them as written.
         cls = super().__new__(mcs, name, bases, namespace, **kw)
-        cls.__ecliptic_abstract_vars__ = abstract_vars
-        cls.__ecliptic_abstract_classvars__ = abstract_classvars
+        if wrap:
+            for attr, value in namespace.items():
+                if _should_wrap(attr, value) and cls.__dict__.get(attr) is value:
+                    type.__setattr__(cls, attr, _MethodDescriptor(value))
         # Declared abstractness belongs to this class alone: subclasses are concrete.
         cls.__ecliptic_declared_abstract__ = is_abstract
+        custom_init = has_custom_init(cls, "__init__" in namespace)
+        setattr(cls, CUSTOM_INIT, custom_init)
+        cls = dataclasses.dataclass(eq=False, repr=False, init=not custom_init)(cls)
+        if custom_init:
+            warn_init_and_post_init(cls)
+        else:
+            inherit_init_doc(cls)
+            annotate_converter_inputs(cls)
+        abstract_vars, abstract_classvars = unresolved_abstract_attributes(
+            cls, namespace, declared_abstract
+        )
+        cls.__abstractvars__ = abstract_vars
+        cls.__abstractclassvars__ = abstract_classvars
         cls.__ecliptic_check_concrete__ = bool(abstract_vars or abstract_classvars or is_abstract)
-        if has_custom_init:
-            cls.__ecliptic_custom_init__ = True
-        elif not any(getattr(b, "__ecliptic_custom_init__", False) for b in bases):
-            cls.__ecliptic_custom_init__ = False
-        # A custom __init__ (own or inherited) is kept; otherwise dataclasses writes one.
-        init = not cls.__ecliptic_custom_init__
-        cls = dataclasses.dataclass(eq=False, repr=False, init=init)(cls)
-        _make_flatteners(cls)
+        _make_flatteners(cls, overridden_fields(cls, custom_init))
         return cls
+
+    @property
+    def __signature__(cls) -> inspect.Signature | None:
+        # `inspect.signature(SomeModule)` would otherwise describe `__call__` below.
+        return module_signature(cls)
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         if cls.__ecliptic_check_concrete__:
             _check_concrete(cls)
-        self = cls.__new__(cls)  # pyright: ignore[reportCallIssue]
+        new = cls.__new__
+        if new is _object_new:
+            self = new(cls)
+        else:
+            self = new(cls, *args, **kwargs)  # pyright: ignore[reportCallIssue]
         self.__dict__[_INITIALISING] = True
         try:
             cls.__init__(self, *args, **kwargs)
-            _fill_defaults_and_check(cls, self)
+            _finish_init(cls, self)
         finally:
             del self.__dict__[_INITIALISING]
         for klass in cls.__mro__:
@@ -233,46 +330,54 @@ def _check_concrete(cls: type) -> None:
             f"Can't instantiate {cls.__qualname__}: it is declared abstract "
             "(is_abstract=True). Instantiate a subclass."
         )
+    # Re-checked here: a class attribute set after class creation resolves a name too.
     missing_vars = sorted(
-        name for name in cls.__ecliptic_abstract_vars__ if not hasattr(cls, name)
-        and name not in {f.name for f in dataclasses.fields(cls)}
+        name for name in cls.__abstractvars__ if not hasattr(cls, name)
+        and name not in cls.__ecliptic_field_map__
     )
     missing_classvars = sorted(
-        name for name in cls.__ecliptic_abstract_classvars__ if not hasattr(cls, name)
+        name for name in cls.__abstractclassvars__ if not hasattr(cls, name)
     )
     if missing_vars or missing_classvars:
-        parts = []
+        parts, kinds = [], []
         if missing_vars:
             parts.append(f"AbstractVar(s) {missing_vars}")
+            kinds.append("abstract attributes")
         if missing_classvars:
             parts.append(f"AbstractClassVar(s) {missing_classvars}")
+            kinds.append("abstract class attributes")
         raise TypeError(
             f"Can't instantiate {cls.__qualname__}: it leaves {' and '.join(parts)} "
-            "unresolved. Define them in a subclass (as fields, class attributes or "
-            "properties)."
+            f"unresolved. Define these {' and '.join(kinds)} in a subclass (as fields, "
+            "class attributes or properties)."
         )
 
 
-def _fill_defaults_and_check(cls: type, self: Any) -> None:
+def _finish_init(cls: Any, self: Any) -> None:
+    """After `__init__`: fill defaults, run the converters, check every field is set."""
     d = self.__dict__
+    optional = cls.__ecliptic_optional_fields__
     missing = []
     for f in cls.__ecliptic_field_map__.values():
-        if f.name in d:
+        if f.name in d or f.name in optional:
             continue
         if f.default is not dataclasses.MISSING:
-            value = f.default
+            d[f.name] = f.default
         elif f.default_factory is not dataclasses.MISSING:
-            value = f.default_factory()
+            d[f.name] = f.default_factory()
         else:
             missing.append(f.name)
-            continue
-        converter = f.metadata.get(CONVERTER)
-        d[f.name] = value if converter is None else converter(value)
     if missing:
         raise _UnassignedFieldError(
-            f"{cls.__qualname__}.__init__ did not assign the field(s) {missing}. "
-            "Every field must be set (self.<name> = ...) before __init__ returns."
+            f"Field {missing[0]!r} was not initialized. {cls.__qualname__}.__init__ did "
+            f"not assign the field(s) {missing}: every field must be set "
+            "(self.<name> = ...) before __init__ returns."
         )
+    for name, converter in cls.__ecliptic_converters__:
+        if name in d:
+            d[name] = converter(d[name])
+    if cls.__ecliptic_static_fields__:
+        warn_if_static_arrays(cls, cls.__ecliptic_static_fields__, d)
 
 
 class _UnassignedFieldError(TypeError, ValueError):
@@ -311,6 +416,9 @@ class Module(metaclass=_ModuleMeta):
     def __setattr__(self, name: str, value: Any) -> None:
         d = self.__dict__
         if _INITIALISING not in d:
+            if name == "__orig_class__":  # set by `SomeModule[T](...)`, as on any generic
+                d[name] = value  # pyright: ignore[reportIndexIssue]
+                return
             raise dataclasses.FrozenInstanceError(
                 f"cannot assign to {type(self).__qualname__}.{name}: Modules are immutable "
                 "after __init__. Make an updated copy instead, e.g. "
@@ -326,9 +434,16 @@ class Module(metaclass=_ModuleMeta):
                 f"Declare it at class level (`{name}: SomeType`); declared fields: "
                 f"{sorted(fields)}."
             )
-        converter = f.metadata.get(CONVERTER)
-        if converter is not None:
-            value = converter(value)
+        kind = type(value)
+        if kind in TRANSFORM_RESULT_TYPES:
+            warn_if_transformed_module(type(self), name, value, Module)
+        elif kind is BoundMethod and value.__dict__["__self__"] is self:
+            raise ValueError(
+                f"Cannot assign methods in __init__: {type(self).__qualname__}.{name} = "
+                f"self.{value.__func__.__name__} would make the instance contain itself. "
+                "Call the method from another method instead, or assign a function that "
+                "takes the instance as an argument."
+            )
         d[name] = value  # pyright: ignore[reportIndexIssue]
 
     def __delattr__(self, name: str) -> None:
@@ -432,8 +547,10 @@ def module_update_wrapper(wrapper: _T, wrapped: Any = None) -> _T:
     return copy
 
 
-class Partial(Module):
+class Partial(Module, Generic[_Return]):
     """A `functools.partial` that is a pytree: the function and the arguments are children.
+
+    Generic in the function's return type, so ``Partial[float]`` works in annotations.
 
     **Arguments:**
 
@@ -446,7 +563,7 @@ class Partial(Module):
     ```
     """
 
-    func: Callable[..., Any]
+    func: Callable[..., _Return]
     args: tuple[Any, ...]
     keywords: dict[str, Any]
 
@@ -457,7 +574,7 @@ class Partial(Module):
         self.args = args
         self.keywords = kwargs
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> _Return:
         return self.func(*self.args, *args, **self.keywords, **kwargs)
 
 
