@@ -260,9 +260,9 @@ class _ModuleMeta(abc.ABCMeta):
         # Methods stay plain functions while the class is created, so that
         # `__init_subclass__` and `__set_name__` hooks see them as written.
         cls = super().__new__(mcs, name, bases, namespace, **kw)
-        if wrap:
-            for attr, value in namespace.items():
-                if _should_wrap(attr, value) and cls.__dict__.get(attr) is value:
+        if wrap:  # including any function an `__init_subclass__` hook put in their place
+            for attr, value in list(cls.__dict__.items()):
+                if _should_wrap(attr, value):
                     type.__setattr__(cls, attr, _MethodDescriptor(value))
         # Declared abstractness belongs to this class alone: subclasses are concrete.
         cls.__ecliptic_declared_abstract__ = is_abstract
@@ -291,11 +291,8 @@ class _ModuleMeta(abc.ABCMeta):
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         if cls.__ecliptic_check_concrete__:
             _check_concrete(cls)
-        new = cls.__new__
-        if new is _object_new:
-            self = new(cls)
-        else:
-            self = new(cls, *args, **kwargs)  # pyright: ignore[reportCallIssue]
+        new = cls.__new__  # a class' own __new__ receives the arguments too
+        self = new(cls) if new is _object_new else new(cls, *args, **kwargs)  # pyright: ignore[reportCallIssue]
         self.__dict__[_INITIALISING] = True
         try:
             cls.__init__(self, *args, **kwargs)
