@@ -24,7 +24,20 @@ TRANSFORM_RESULT_TYPES = frozenset(
 
 # Static values that cannot hold an array, skipped without flattening them.
 _ARRAY_FREE_TYPES = frozenset(
-    {int, float, bool, complex, str, bytes, type(None), types.FunctionType, type}
+    {
+        int,
+        float,
+        bool,
+        complex,
+        str,
+        bytes,
+        type(None),
+        type,
+        types.FunctionType,
+        type(jax.jit(lambda: None)),
+        jax.custom_jvp,
+        jax.custom_vjp,
+    }
 )
 
 

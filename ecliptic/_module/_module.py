@@ -3,15 +3,17 @@
 How it works, in short:
 
 - The metaclass turns every subclass into a dataclass (without dataclasses' own
-  ``frozen``, so that converters run on assignment) and registers it as a pytree node
-  whose children are its non-static fields and whose aux data are its static fields.
+  ``frozen``: the instance is frozen by ``__setattr__`` once built) and registers it as a
+  pytree node whose children are its non-static fields and whose aux data are its static
+  fields (see ``_flatten.py``). A class gets a generated ``__init__`` unless the nearest
+  ``__init__`` in its MRO is hand-written (see ``_class_setup.py``).
 - Instances are created by the metaclass' ``__call__``: it marks the instance as
-  initialising, runs ``__init__``, fills in defaults, checks that every field was set,
-  runs every ``__check_init__`` in the MRO, and then freezes the instance.
-- Functions defined on the class become descriptors returning `BoundMethod`, a Module
-  holding the instance, so that ``model.method`` is a pytree too.
-- Flattening reads ``__dict__`` directly and unflattening bypasses ``__init__``: both are
-  as cheap as a tuple build.
+  initialising, runs ``__init__`` (and so ``__post_init__``), fills in defaults, runs the
+  converters, checks that every field was set, runs every ``__check_init__`` in the MRO,
+  and then freezes the instance.
+- Functions defined on the class stay plain while the class is created (so
+  ``__init_subclass__`` hooks see them), then become descriptors returning `BoundMethod`,
+  a Module holding the instance, so that ``model.method`` is a pytree too.
 """
 
 from __future__ import annotations
@@ -20,11 +22,10 @@ import abc
 import dataclasses
 import functools
 import inspect
-import operator
 import sys
 import types
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import jax
 import jax.tree_util as jtu
@@ -45,7 +46,8 @@ from ._class_setup import (
     overridden_fields,
     warn_init_and_post_init,
 )
-from ._field import CONVERTER, STATIC, field
+from ._field import field
+from ._flatten import WRAPPER_META, WrapperMeta, make_flatteners
 
 if sys.version_info >= (3, 11):
     from typing import dataclass_transform
@@ -53,10 +55,8 @@ else:  # Python 3.10
     from typing_extensions import dataclass_transform
 
 _T = TypeVar("_T")
-_Return = TypeVar("_Return")
 _INITIALISING = "__ecliptic_initialising__"
 _WRAPPER_ATTRIBUTES = ("__module__", "__name__", "__qualname__", "__doc__")
-_WRAPPER_META = "__ecliptic_wrapper_meta__"
 _object_new = object.__new__
 
 
@@ -96,131 +96,6 @@ def _should_wrap(name: str, value: Any) -> bool:
     if name == "__call__":
         return True
     return not (name.startswith("__") and name.endswith("__"))
-
-
-def _tuple_getter(names: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
-    """A C-level getter returning ``tuple(d[n] for n in names)`` (flatten's hot path)."""
-    if not names:
-        return lambda d: ()
-    if len(names) == 1:
-        (name,) = names
-        return lambda d: (d[name],)
-    return operator.itemgetter(*names)
-
-
-def _make_flatteners(cls: type, optional: frozenset[str] = frozenset()) -> None:
-    """Register `cls` as a pytree node. Fields in `optional` (overridden at class level,
-    see `overridden_fields`) may be missing from an instance: classes with any take a
-    slower path that flattens only the fields an instance has."""
-    fields = dataclasses.fields(cls)
-    dynamic = tuple(
-        f.name for f in fields if not f.metadata.get(STATIC, False) and f.name not in optional
-    )
-    static = tuple(
-        f.name for f in fields if f.metadata.get(STATIC, False) and f.name not in optional
-    )
-    cls.__ecliptic_dynamic_fields__ = dynamic
-    cls.__ecliptic_static_fields__ = static
-    cls.__ecliptic_field_map__ = {f.name: f for f in fields}
-    cls.__ecliptic_optional_fields__ = optional
-    cls.__ecliptic_converters__ = tuple(
-        (f.name, f.metadata[CONVERTER]) for f in fields if CONVERTER in f.metadata
-    )
-    if optional:
-        _make_optional_flatteners(cls, fields, dynamic, static, optional)
-        return
-    names = dynamic + static
-    keys = tuple(jtu.GetAttrKey(name) for name in dynamic)
-    get_dynamic, get_static = _tuple_getter(dynamic), _tuple_getter(static)
-    new = object.__new__
-
-    def flatten(obj: Any) -> tuple[tuple[Any, ...], Any]:
-        d = obj.__dict__
-        if _WRAPPER_META in d:  # rare: a copy made by module_update_wrapper
-            return get_dynamic(d), _WrapperMeta(get_static(d), d[_WRAPPER_META].attributes)
-        return get_dynamic(d), get_static(d)
-
-    def flatten_with_keys(obj: Any) -> tuple[tuple[Any, ...], Any]:
-        children, aux = flatten(obj)
-        return tuple(zip(keys, children)), aux
-
-    def unflatten(aux: Any, children: Any) -> Any:
-        obj = new(cls)
-        d = obj.__dict__
-        if type(aux) is _WrapperMeta:
-            d[_WRAPPER_META] = aux
-            d.update(aux.attributes)
-            aux = aux.static_values
-        d.update(zip(names, (*children, *aux)))
-        return obj
-
-    jtu.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
-
-
-def _make_optional_flatteners(
-    cls: type,
-    fields: tuple[dataclasses.Field[Any], ...],
-    dynamic: tuple[str, ...],
-    static: tuple[str, ...],
-    optional: frozenset[str],
-) -> None:
-    """The pytree registration of a class with fields that an instance may lack. Its aux
-    data is ``(static values, names of the dynamic fields present, names of the static
-    fields present)``; static values come required fields first."""
-    opt_dynamic = tuple(
-        f.name for f in fields if f.name in optional and not f.metadata.get(STATIC, False)
-    )
-    opt_static = tuple(
-        f.name for f in fields if f.name in optional and f.metadata.get(STATIC, False)
-    )
-
-    def flatten(obj: Any) -> tuple[tuple[Any, ...], Any]:
-        d = obj.__dict__
-        dyn = dynamic + tuple(n for n in opt_dynamic if n in d)
-        sta = static + tuple(n for n in opt_static if n in d)
-        aux = (tuple(d[n] for n in sta), dyn, sta)
-        if _WRAPPER_META in d:
-            aux = _WrapperMeta(aux, d[_WRAPPER_META].attributes)
-        return tuple(d[n] for n in dyn), aux
-
-    def flatten_with_keys(obj: Any) -> tuple[tuple[Any, ...], Any]:
-        children, aux = flatten(obj)
-        dyn = (aux.static_values if type(aux) is _WrapperMeta else aux)[1]
-        return tuple((jtu.GetAttrKey(n), c) for n, c in zip(dyn, children)), aux
-
-    def unflatten(aux: Any, children: Any) -> Any:
-        obj = object.__new__(cls)
-        d = obj.__dict__
-        if type(aux) is _WrapperMeta:
-            d[_WRAPPER_META] = aux
-            d.update(aux.attributes)
-            aux = aux.static_values
-        values, dyn, sta = aux
-        d.update(zip(dyn, children))
-        d.update(zip(sta, values))
-        return obj
-
-    jtu.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
-
-
-class _WrapperMeta:
-    """Metadata copied by `module_update_wrapper`; rides in the aux data through
-    flatten/unflatten together with the static field values."""
-
-    __slots__ = ("static_values", "attributes")
-
-    def __init__(self, static_values: tuple[Any, ...], attributes: dict[str, Any]):
-        self.static_values = static_values
-        self.attributes = attributes
-
-    def _key(self) -> tuple[Any, ...]:
-        return (self.static_values, tuple(sorted(self.attributes.items())))
-
-    def __eq__(self, other: Any) -> bool:
-        return type(other) is _WrapperMeta and self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
 
 
 @dataclass_transform(field_specifiers=(dataclasses.field, field))
@@ -280,7 +155,7 @@ class _ModuleMeta(abc.ABCMeta):
         cls.__abstractvars__ = abstract_vars
         cls.__abstractclassvars__ = abstract_classvars
         cls.__ecliptic_check_concrete__ = bool(abstract_vars or abstract_classvars or is_abstract)
-        _make_flatteners(cls, overridden_fields(cls, custom_init))
+        make_flatteners(cls, overridden_fields(cls, custom_init))
         return cls
 
     @property
@@ -432,9 +307,12 @@ class Module(metaclass=_ModuleMeta):
                 f"{sorted(fields)}."
             )
         kind = type(value)
-        if kind in TRANSFORM_RESULT_TYPES:
+        if kind not in _CHECKED_ASSIGNMENT_TYPES:  # the common case: one set lookup
+            d[name] = value  # pyright: ignore[reportIndexIssue]
+            return
+        if kind is not BoundMethod:
             warn_if_transformed_module(type(self), name, value, Module)
-        elif kind is BoundMethod and value.__dict__["__self__"] is self:
+        elif value.__dict__["__self__"] is self:
             raise ValueError(
                 f"Cannot assign methods in __init__: {type(self).__qualname__}.{name} = "
                 f"self.{value.__func__.__name__} would make the instance contain itself. "
@@ -539,47 +417,10 @@ def module_update_wrapper(wrapper: _T, wrapped: Any = None) -> _T:
             pass
     leaves, treedef = jtu.tree_flatten(wrapper)
     copy = jtu.tree_unflatten(treedef, leaves)
-    copy.__dict__[_WRAPPER_META] = _WrapperMeta((), attributes)
+    copy.__dict__[WRAPPER_META] = WrapperMeta((), attributes)
     copy.__dict__.update(attributes)
     return copy
 
 
-class Partial(Module, Generic[_Return]):
-    """A `functools.partial` that is a pytree: the function and the arguments are children.
-
-    Generic in the function's return type, so ``Partial[float]`` works in annotations.
-
-    **Arguments:**
-
-    - `func`: the callable (itself may be a pytree, such as a Module).
-    - `*args`, `**kwargs`: arguments bound ahead of the call's own.
-
-    ```python
-    add_one = ecliptic.Partial(jnp.add, jnp.array(1.0))
-    jax.jit(lambda f, x: f(x))(add_one, 2.0)  # 3.0
-    ```
-    """
-
-    func: Callable[..., _Return]
-    args: tuple[Any, ...]
-    keywords: dict[str, Any]
-
-    def __init__(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any):
-        if not callable(func):
-            raise TypeError(f"Partial(func, ...): func must be callable; got {func!r}.")
-        self.func = func
-        self.args = args
-        self.keywords = kwargs
-
-    def __call__(self, *args: Any, **kwargs: Any) -> _Return:
-        return self.func(*self.args, *args, **self.keywords, **kwargs)
-
-
-def bind_partial(func: Callable[..., Any], *args: Any) -> Partial:
-    """`Partial(func, *args)` without the checks of `__init__`: for internal hot paths
-    such as binding a transformed method to its instance."""
-    bound = object.__new__(Partial)
-    bound.__dict__.update(  # pyright: ignore[reportAttributeAccessIssue]
-        func=func, args=args, keywords={}
-    )
-    return bound
+# Values `__setattr__` looks at more closely during `__init__`.
+_CHECKED_ASSIGNMENT_TYPES = TRANSFORM_RESULT_TYPES | {BoundMethod}
