@@ -166,8 +166,8 @@ class _ModuleMeta(abc.ABCMeta):
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         if cls.__ecliptic_check_concrete__:
             _check_concrete(cls)
-        new = cls.__new__  # a class' own __new__ receives the arguments too
-        self = new(cls) if new is _object_new else new(cls, *args, **kwargs)  # pyright: ignore[reportCallIssue]
+        new: Any = cls.__new__  # a class' own __new__ receives the arguments too
+        self: Any = new(cls) if new is _object_new else new(cls, *args, **kwargs)
         self.__dict__[_INITIALISING] = True
         try:
             cls.__init__(self, *args, **kwargs)
