@@ -73,7 +73,7 @@ def warn_if_transformed_module(owner: type, name: str, value: Any, module_type: 
             "transformation when calling instead, or use the filtered transformation "
             "(`filter_jit`, `filter_vmap`, ...), which returns a pytree.",
             UserWarning,
-            stacklevel=4,
+            stacklevel=3,  # the assignment in __init__
         )
 
 
@@ -99,5 +99,5 @@ def warn_if_static_arrays(owner: type, names: tuple[str, ...], values: dict[str,
                 "values are compared and hashed, not traced: this is usually a mistake. "
                 "Make the field non-static.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,  # where the Module is built
             )
