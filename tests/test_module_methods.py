@@ -121,3 +121,24 @@ def test_partial_is_subscriptable():
     assert float(p(2.0)) == 3.0
     assert ec.Partial["T"] is not None
     assert annotated(p) is p
+
+
+def test_function_valued_field_default_is_not_a_method():
+    def increment(x):
+        return x + 1
+
+    class Generated(ec.Module):
+        act: Callable = increment
+
+    class Hand(ec.Module):
+        act: Callable = increment
+        other: Callable = ec.field(default=increment)
+
+        def __init__(self):
+            pass
+
+    for model in (Generated(), Hand()):
+        assert model.act is increment
+        assert model.act(1) == 2
+    assert Hand().other(2) == 3
+    assert jax.tree_util.tree_structure(Hand()) == jax.tree_util.tree_structure(Hand())

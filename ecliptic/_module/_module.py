@@ -136,8 +136,9 @@ class _ModuleMeta(abc.ABCMeta):
         # `__init_subclass__` and `__set_name__` hooks see them as written.
         cls = super().__new__(mcs, name, bases, namespace, **kw)
         if wrap:  # including any function an `__init_subclass__` hook put in their place
+            annotated = namespace.get("__annotations__", {})  # a function-valued default
             for attr, value in list(cls.__dict__.items()):
-                if _should_wrap(attr, value):
+                if attr not in annotated and _should_wrap(attr, value):
                     type.__setattr__(cls, attr, _MethodDescriptor(value))
         # Declared abstractness belongs to this class alone: subclasses are concrete.
         cls.__ecliptic_declared_abstract__ = is_abstract
