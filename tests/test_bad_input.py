@@ -94,23 +94,24 @@ def numpy_array_class_default() -> None:
         a: np.ndarray = dataclasses.field(default=np.zeros(3))
 
 
-def unresolved_abstract_var() -> None:
-    class Base(ec.Module):
-        size: ec.AbstractVar[int]
+def _module_class(name: str, annotations: dict[str, Any], **values: Any) -> Any:
+    """A Module subclass with real (not stringified) annotations: this file's
+    `from __future__ import annotations` would stringify a class body's, and abstract
+    annotations must not be strings."""
+    namespace = {"__annotations__": annotations, "__qualname__": name, **values}
+    return type(ec.Module)(name, (ec.Module,), namespace)
 
-    Base()
+
+def unresolved_abstract_var() -> None:
+    _module_class("Base", {"size": ec.AbstractVar[int]})()
 
 
 def unresolved_abstract_class_var() -> None:
-    class Base(ec.Module):
-        name: ec.AbstractClassVar[str]
-
-    Base()
+    _module_class("Base", {"name": ec.AbstractClassVar[str]})()
 
 
 def abstract_var_with_value() -> None:
-    class Base(ec.Module):
-        size: ec.AbstractVar[int] = 3
+    _module_class("Base", {"size": ec.AbstractVar[int]}, size=3)
 
 
 def abstract_method_left() -> None:

@@ -77,7 +77,8 @@ def _run_blocks(path: pathlib.Path, tmp_path, monkeypatch) -> None:
     module = type(sys)(name)
     monkeypatch.setitem(sys.modules, name, module)
     for line, source in python_blocks(text):
-        code = compile(source, f"{label}:{line}", "exec")
+        # dont_inherit: run the block as a user would, not under this file's __future__ imports.
+        code = compile(source, f"{label}:{line}", "exec", dont_inherit=True)
         try:
             exec(code, module.__dict__)
         except Exception as e:  # pragma: no cover - the message is what matters

@@ -2,7 +2,8 @@
 
 from ._abstract import AbstractClassVar, AbstractVar, StrictConfig
 from ._field import field, static_field
-from ._module import BoundMethod, Module, Partial, bind_partial, module_update_wrapper
+from ._module import BoundMethod, Module, module_update_wrapper
+from ._partial import Partial, bind_partial
 
 __all__ = [
     "AbstractClassVar",

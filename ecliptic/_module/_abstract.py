@@ -29,17 +29,15 @@ else:
 
 
 def _annotation_kind(annotation: Any) -> str | None:
-    """'var', 'classvar' or None, for a (possibly string) annotation."""
+    """'var', 'classvar' or None, for an annotation; raises on the unsupported forms."""
     if isinstance(annotation, str):
-        text = annotation.strip()
-        for prefix, kind in (
-            ("AbstractClassVar", "classvar"),
-            ("AbstractVar", "var"),
-        ):
-            if text.startswith(prefix) or f".{prefix}" in text.split("[", 1)[0]:
-                return kind
+        head = annotation.strip().split("[", 1)[0].strip()
+        if head.rsplit(".", 1)[-1] in ("AbstractVar", "AbstractClassVar"):
+            return "stringified"
         return None
-    origin = getattr(annotation, "__origin__", annotation)
+    if annotation is AbstractVar or annotation is AbstractClassVar:
+        return "unsubscripted"
+    origin = getattr(annotation, "__origin__", None)
     if origin is AbstractClassVar:
         return "classvar"
     if origin is AbstractVar:
@@ -47,13 +45,22 @@ def _annotation_kind(annotation: Any) -> str | None:
     return None
 
 
-def collect_abstract_attributes(
-    cls_name: str, namespace: dict[str, Any], bases: tuple[type, ...]
+def strip_abstract_annotations(
+    cls_name: str, namespace: dict[str, Any]
 ) -> tuple[frozenset[str], frozenset[str]]:
-    """Strip abstract annotations from ``namespace`` and return what remains unresolved.
+    """Remove the ``AbstractVar``/``AbstractClassVar`` annotations from a class body.
 
-    Returns ``(abstract_vars, abstract_class_vars)`` for the new class: those inherited
-    from bases that the class does not resolve, plus those it declares itself.
+    **Arguments:**
+
+    - `cls_name`: the class' name, for error messages.
+    - `namespace`: the class body; its ``__annotations__`` is edited in place.
+
+    **Returns:** ``(declared_vars, declared_classvars)``, the names this body declares
+    abstract.
+
+    Raises `TypeError` for an unsubscripted marker or an abstract name given a value, and
+    `NotImplementedError` for a string annotation (as from
+    ``from __future__ import annotations``), which, like Equinox, is not supported.
     """
     annotations = namespace.get("__annotations__", {})
     declared_vars, declared_classvars = set(), set()
@@ -61,27 +68,63 @@ def collect_abstract_attributes(
         kind = _annotation_kind(annotation)
         if kind is None:
             continue
+        if kind == "stringified":
+            raise NotImplementedError(
+                f"{cls_name}.{name}: stringified abstract annotations are not supported "
+                f"(got {annotation!r}). Remove `from __future__ import annotations` from "
+                "this file, or write the annotation without quotes."
+            )
+        if kind == "unsubscripted":
+            raise TypeError(
+                f"{cls_name}.{name}: cannot use unsubscripted `AbstractVar` or "
+                "`AbstractClassVar`; give the type, e.g. AbstractVar[int]."
+            )
         if name in namespace:
             marker = "AbstractVar" if kind == "var" else "AbstractClassVar"
             raise TypeError(
                 f"{cls_name}.{name} is annotated as {marker} and so must not have a value in "
-                "the same class."
+                f"the same class: an abstract attribute cannot have value "
+                f"(got {namespace[name]!r})."
             )
         del annotations[name]
         (declared_vars if kind == "var" else declared_classvars).add(name)
+    return frozenset(declared_vars), frozenset(declared_classvars)
 
+
+def unresolved_abstract_attributes(
+    cls: type,
+    namespace: dict[str, Any],
+    declared: tuple[frozenset[str], frozenset[str]],
+) -> tuple[frozenset[str], frozenset[str]]:
+    """The abstract attributes a new class (already a dataclass) leaves unresolved.
+
+    **Arguments:**
+
+    - `cls`: the new class.
+    - `namespace`: its class body (after `strip_abstract_annotations`).
+    - `declared`: what `strip_abstract_annotations` returned.
+
+    **Returns:** ``(abstract_vars, abstract_class_vars)``. An inherited abstract name is
+    resolved by anything concrete of that name in the class or its bases: a field (or
+    any other annotation), a class attribute, a property or a method. A name declared
+    `AbstractClassVar` anywhere stays a class variable (redeclaring it as `AbstractVar`
+    does not weaken it); redeclaring an `AbstractVar` as `AbstractClassVar` strengthens it.
+    """
+    declared_vars, declared_classvars = declared
     inherited_vars: set[str] = set()
     inherited_classvars: set[str] = set()
-    for base in bases:
-        inherited_vars |= getattr(base, "__ecliptic_abstract_vars__", frozenset())
-        inherited_classvars |= getattr(base, "__ecliptic_abstract_classvars__", frozenset())
-    resolved = set(namespace) | {
-        name for name in annotations if _annotation_kind(annotations[name]) is None
-    }
-    classvar_resolved = set(namespace)
-    vars_left = (inherited_vars - resolved) | declared_vars
-    classvars_left = (inherited_classvars - classvar_resolved) | declared_classvars
-    return frozenset(vars_left), frozenset(classvars_left)
+    for base in cls.__mro__[1:]:
+        inherited_vars |= base.__dict__.get("__abstractvars__", frozenset())
+        inherited_classvars |= base.__dict__.get("__abstractclassvars__", frozenset())
+    known = getattr(cls, "__dataclass_fields__", {})
+
+    def provided(name: str) -> bool:
+        return name in namespace or name in known or hasattr(cls, name)
+
+    classvars = {n for n in inherited_classvars if not provided(n)} | declared_classvars
+    classvars |= declared_vars & inherited_classvars
+    variables = {n for n in inherited_vars if not provided(n)} | declared_vars
+    return frozenset(variables - classvars), frozenset(classvars)
 
 
 def StrictConfig(force_abstract: bool = False, **kwargs: object) -> bool | None:  # noqa: N802

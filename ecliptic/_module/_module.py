@@ -3,15 +3,17 @@
 How it works, in short:
 
 - The metaclass turns every subclass into a dataclass (without dataclasses' own
-  ``frozen``, so that converters run on assignment) and registers it as a pytree node
-  whose children are its non-static fields and whose aux data are its static fields.
+  ``frozen``: the instance is frozen by ``__setattr__`` once built) and registers it as a
+  pytree node whose children are its non-static fields and whose aux data are its static
+  fields (see ``_flatten.py``). A class gets a generated ``__init__`` unless the nearest
+  ``__init__`` in its MRO is hand-written (see ``_class_setup.py``).
 - Instances are created by the metaclass' ``__call__``: it marks the instance as
-  initialising, runs ``__init__``, fills in defaults, checks that every field was set,
-  runs every ``__check_init__`` in the MRO, and then freezes the instance.
-- Functions defined on the class become descriptors returning `BoundMethod`, a Module
-  holding the instance, so that ``model.method`` is a pytree too.
-- Flattening reads ``__dict__`` directly and unflattening bypasses ``__init__``: both are
-  as cheap as a tuple build.
+  initialising, runs ``__init__`` (and so ``__post_init__``), fills in defaults, runs the
+  converters, checks that every field was set, runs every ``__check_init__`` in the MRO,
+  and then freezes the instance.
+- Functions defined on the class stay plain while the class is created (so
+  ``__init_subclass__`` hooks see them), then become descriptors returning `BoundMethod`,
+  a Module holding the instance, so that ``model.method`` is a pytree too.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import functools
-import operator
+import inspect
 import sys
 import types
 from collections.abc import Callable
@@ -29,8 +31,23 @@ import jax
 import jax.tree_util as jtu
 import numpy as np
 
-from ._abstract import collect_abstract_attributes
-from ._field import CONVERTER, STATIC, field
+from ._abstract import strip_abstract_annotations, unresolved_abstract_attributes
+from ._assignment_checks import (
+    TRANSFORM_RESULT_TYPES,
+    warn_if_static_arrays,
+    warn_if_transformed_module,
+)
+from ._class_setup import (
+    CUSTOM_INIT,
+    annotate_converter_inputs,
+    has_custom_init,
+    inherit_init_doc,
+    module_signature,
+    overridden_fields,
+    warn_init_and_post_init,
+)
+from ._field import field
+from ._flatten import WRAPPER_META, WrapperMeta, make_flatteners
 
 if sys.version_info >= (3, 11):
     from typing import dataclass_transform
@@ -40,7 +57,7 @@ else:  # Python 3.10
 _T = TypeVar("_T")
 _INITIALISING = "__ecliptic_initialising__"
 _WRAPPER_ATTRIBUTES = ("__module__", "__name__", "__qualname__", "__doc__")
-_WRAPPER_META = "__ecliptic_wrapper_meta__"
+_object_new = object.__new__
 
 
 def _is_mutable_array_default(value: Any) -> bool:
@@ -68,6 +85,10 @@ class _MethodDescriptor:
     def __set_name__(self, owner: type, name: str) -> None:
         self.__name__ = name
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # Found in a class' `__dict__` after class creation, it still calls like the function.
+        return self.method(*args, **kwargs)
+
 
 def _should_wrap(name: str, value: Any) -> bool:
     if not isinstance(value, types.FunctionType):
@@ -77,82 +98,19 @@ def _should_wrap(name: str, value: Any) -> bool:
     return not (name.startswith("__") and name.endswith("__"))
 
 
-def _tuple_getter(names: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
-    """A C-level getter returning ``tuple(d[n] for n in names)`` (flatten's hot path)."""
-    if not names:
-        return lambda d: ()
-    if len(names) == 1:
-        (name,) = names
-        return lambda d: (d[name],)
-    return operator.itemgetter(*names)
-
-
-def _make_flatteners(cls: type) -> None:
-    fields = dataclasses.fields(cls)
-    dynamic = tuple(f.name for f in fields if not f.metadata.get(STATIC, False))
-    static = tuple(f.name for f in fields if f.metadata.get(STATIC, False))
-    names = dynamic + static
-    keys = tuple(jtu.GetAttrKey(name) for name in dynamic)
-    get_dynamic, get_static = _tuple_getter(dynamic), _tuple_getter(static)
-    new = object.__new__
-
-    def flatten(obj: Any) -> tuple[tuple[Any, ...], Any]:
-        d = obj.__dict__
-        if _WRAPPER_META in d:  # rare: a copy made by module_update_wrapper
-            return get_dynamic(d), _WrapperMeta(get_static(d), d[_WRAPPER_META].attributes)
-        return get_dynamic(d), get_static(d)
-
-    def flatten_with_keys(obj: Any) -> tuple[tuple[Any, ...], Any]:
-        children, aux = flatten(obj)
-        return tuple(zip(keys, children)), aux
-
-    def unflatten(aux: Any, children: Any) -> Any:
-        obj = new(cls)
-        d = obj.__dict__
-        if type(aux) is _WrapperMeta:
-            d[_WRAPPER_META] = aux
-            d.update(aux.attributes)
-            aux = aux.static_values
-        d.update(zip(names, (*children, *aux)))
-        return obj
-
-    jtu.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
-    cls.__ecliptic_dynamic_fields__ = dynamic
-    cls.__ecliptic_static_fields__ = static
-    cls.__ecliptic_field_map__ = {f.name: f for f in fields}
-
-
-class _WrapperMeta:
-    """Metadata copied by `module_update_wrapper`; rides in the aux data through
-    flatten/unflatten together with the static field values."""
-
-    __slots__ = ("static_values", "attributes")
-
-    def __init__(self, static_values: tuple[Any, ...], attributes: dict[str, Any]):
-        self.static_values = static_values
-        self.attributes = attributes
-
-    def _key(self) -> tuple[Any, ...]:
-        return (self.static_values, tuple(sorted(self.attributes.items())))
-
-    def __eq__(self, other: Any) -> bool:
-        return type(other) is _WrapperMeta and self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-
 @dataclass_transform(field_specifiers=(dataclasses.field, field))
 class _ModuleMeta(abc.ABCMeta):
     # Set on every Module class by __new__ / _make_flatteners (declared for type checkers).
-    __ecliptic_abstract_vars__: frozenset[str]
-    __ecliptic_abstract_classvars__: frozenset[str]
+    __abstractvars__: frozenset[str]
+    __abstractclassvars__: frozenset[str]
     __ecliptic_declared_abstract__: bool
     __ecliptic_check_concrete__: bool
     __ecliptic_custom_init__: bool
     __ecliptic_dynamic_fields__: tuple[str, ...]
     __ecliptic_static_fields__: tuple[str, ...]
     __ecliptic_field_map__: dict[str, dataclasses.Field[Any]]
+    __ecliptic_optional_fields__: frozenset[str]
+    __ecliptic_converters__: tuple[tuple[str, Callable[[Any], Any]], ...]
 
     def __new__(
         mcs,
@@ -172,37 +130,49 @@ class _ModuleMeta(abc.ABCMeta):
                     "(it would be shared by every instance). Assign it in __init__ or use "
                     "field(default_factory=lambda: jnp.array(...))."
                 )
-        abstract_vars, abstract_classvars = collect_abstract_attributes(name, namespace, bases)
+        declared_abstract = strip_abstract_annotations(name, namespace)
         wrap = not namespace.pop("__ecliptic_no_method_wrapping__", False)
-        if wrap:
-            for attr, value in list(namespace.items()):
-                if _should_wrap(attr, value):
-                    namespace[attr] = _MethodDescriptor(value)
-        has_custom_init = "__init__" in namespace
+        # Methods stay plain functions while the class is created, so that
+        # `__init_subclass__` and `__set_name__` hooks see them as written.
         cls = super().__new__(mcs, name, bases, namespace, **kw)
-        cls.__ecliptic_abstract_vars__ = abstract_vars
-        cls.__ecliptic_abstract_classvars__ = abstract_classvars
+        if wrap:  # including any function an `__init_subclass__` hook put in their place
+            annotated = namespace.get("__annotations__", {})  # a function-valued default
+            for attr, value in list(cls.__dict__.items()):
+                if attr not in annotated and _should_wrap(attr, value):
+                    type.__setattr__(cls, attr, _MethodDescriptor(value))
         # Declared abstractness belongs to this class alone: subclasses are concrete.
         cls.__ecliptic_declared_abstract__ = is_abstract
+        custom_init = has_custom_init(cls, "__init__" in namespace)
+        setattr(cls, CUSTOM_INIT, custom_init)
+        cls = dataclasses.dataclass(eq=False, repr=False, init=not custom_init)(cls)
+        if custom_init:
+            warn_init_and_post_init(cls)
+        else:
+            inherit_init_doc(cls)
+            annotate_converter_inputs(cls)
+        abstract_vars, abstract_classvars = unresolved_abstract_attributes(
+            cls, namespace, declared_abstract
+        )
+        cls.__abstractvars__ = abstract_vars
+        cls.__abstractclassvars__ = abstract_classvars
         cls.__ecliptic_check_concrete__ = bool(abstract_vars or abstract_classvars or is_abstract)
-        if has_custom_init:
-            cls.__ecliptic_custom_init__ = True
-        elif not any(getattr(b, "__ecliptic_custom_init__", False) for b in bases):
-            cls.__ecliptic_custom_init__ = False
-        # A custom __init__ (own or inherited) is kept; otherwise dataclasses writes one.
-        init = not cls.__ecliptic_custom_init__
-        cls = dataclasses.dataclass(eq=False, repr=False, init=init)(cls)
-        _make_flatteners(cls)
+        make_flatteners(cls, overridden_fields(cls, custom_init))
         return cls
+
+    @property
+    def __signature__(cls) -> inspect.Signature | None:
+        # `inspect.signature(SomeModule)` would otherwise describe `__call__` below.
+        return module_signature(cls)
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         if cls.__ecliptic_check_concrete__:
             _check_concrete(cls)
-        self = cls.__new__(cls)  # pyright: ignore[reportCallIssue]
+        new: Any = cls.__new__  # a class' own __new__ receives the arguments too
+        self: Any = new(cls) if new is _object_new else new(cls, *args, **kwargs)
         self.__dict__[_INITIALISING] = True
         try:
             cls.__init__(self, *args, **kwargs)
-            _fill_defaults_and_check(cls, self)
+            _finish_init(cls, self)
         finally:
             del self.__dict__[_INITIALISING]
         for klass in cls.__mro__:
@@ -233,46 +203,54 @@ def _check_concrete(cls: type) -> None:
             f"Can't instantiate {cls.__qualname__}: it is declared abstract "
             "(is_abstract=True). Instantiate a subclass."
         )
+    # Re-checked here: a class attribute set after class creation resolves a name too.
     missing_vars = sorted(
-        name for name in cls.__ecliptic_abstract_vars__ if not hasattr(cls, name)
-        and name not in {f.name for f in dataclasses.fields(cls)}
+        name for name in cls.__abstractvars__ if not hasattr(cls, name)
+        and name not in cls.__ecliptic_field_map__
     )
     missing_classvars = sorted(
-        name for name in cls.__ecliptic_abstract_classvars__ if not hasattr(cls, name)
+        name for name in cls.__abstractclassvars__ if not hasattr(cls, name)
     )
     if missing_vars or missing_classvars:
-        parts = []
+        parts, kinds = [], []
         if missing_vars:
             parts.append(f"AbstractVar(s) {missing_vars}")
+            kinds.append("abstract attributes")
         if missing_classvars:
             parts.append(f"AbstractClassVar(s) {missing_classvars}")
+            kinds.append("abstract class attributes")
         raise TypeError(
             f"Can't instantiate {cls.__qualname__}: it leaves {' and '.join(parts)} "
-            "unresolved. Define them in a subclass (as fields, class attributes or "
-            "properties)."
+            f"unresolved. Define these {' and '.join(kinds)} in a subclass (as fields, "
+            "class attributes or properties)."
         )
 
 
-def _fill_defaults_and_check(cls: type, self: Any) -> None:
+def _finish_init(cls: Any, self: Any) -> None:
+    """After `__init__`: fill defaults, run the converters, check every field is set."""
     d = self.__dict__
+    optional = cls.__ecliptic_optional_fields__
     missing = []
     for f in cls.__ecliptic_field_map__.values():
-        if f.name in d:
+        if f.name in d or f.name in optional:
             continue
         if f.default is not dataclasses.MISSING:
-            value = f.default
+            d[f.name] = f.default
         elif f.default_factory is not dataclasses.MISSING:
-            value = f.default_factory()
+            d[f.name] = f.default_factory()
         else:
             missing.append(f.name)
-            continue
-        converter = f.metadata.get(CONVERTER)
-        d[f.name] = value if converter is None else converter(value)
     if missing:
         raise _UnassignedFieldError(
-            f"{cls.__qualname__}.__init__ did not assign the field(s) {missing}. "
-            "Every field must be set (self.<name> = ...) before __init__ returns."
+            f"Field {missing[0]!r} was not initialized. {cls.__qualname__}.__init__ did "
+            f"not assign the field(s) {missing}: every field must be set "
+            "(self.<name> = ...) before __init__ returns."
         )
+    for name, converter in cls.__ecliptic_converters__:
+        if name in d:
+            d[name] = converter(d[name])
+    if cls.__ecliptic_static_fields__:
+        warn_if_static_arrays(cls, cls.__ecliptic_static_fields__, d)
 
 
 class _UnassignedFieldError(TypeError, ValueError):
@@ -311,6 +289,9 @@ class Module(metaclass=_ModuleMeta):
     def __setattr__(self, name: str, value: Any) -> None:
         d = self.__dict__
         if _INITIALISING not in d:
+            if name == "__orig_class__":  # set by `SomeModule[T](...)`, as on any generic
+                d[name] = value  # pyright: ignore[reportIndexIssue]
+                return
             raise dataclasses.FrozenInstanceError(
                 f"cannot assign to {type(self).__qualname__}.{name}: Modules are immutable "
                 "after __init__. Make an updated copy instead, e.g. "
@@ -326,9 +307,19 @@ class Module(metaclass=_ModuleMeta):
                 f"Declare it at class level (`{name}: SomeType`); declared fields: "
                 f"{sorted(fields)}."
             )
-        converter = f.metadata.get(CONVERTER)
-        if converter is not None:
-            value = converter(value)
+        kind = type(value)
+        if kind not in _CHECKED_ASSIGNMENT_TYPES:  # the common case: one set lookup
+            d[name] = value  # pyright: ignore[reportIndexIssue]
+            return
+        if kind is not BoundMethod:
+            warn_if_transformed_module(type(self), name, value, Module)
+        elif value.__dict__["__self__"] is self:
+            raise ValueError(
+                f"Cannot assign methods in __init__: {type(self).__qualname__}.{name} = "
+                f"self.{value.__func__.__name__} would make the instance contain itself. "
+                "Call the method from another method instead, or assign a function that "
+                "takes the instance as an argument."
+            )
         d[name] = value  # pyright: ignore[reportIndexIssue]
 
     def __delattr__(self, name: str) -> None:
@@ -427,45 +418,10 @@ def module_update_wrapper(wrapper: _T, wrapped: Any = None) -> _T:
             pass
     leaves, treedef = jtu.tree_flatten(wrapper)
     copy = jtu.tree_unflatten(treedef, leaves)
-    copy.__dict__[_WRAPPER_META] = _WrapperMeta((), attributes)
+    copy.__dict__[WRAPPER_META] = WrapperMeta((), attributes)
     copy.__dict__.update(attributes)
     return copy
 
 
-class Partial(Module):
-    """A `functools.partial` that is a pytree: the function and the arguments are children.
-
-    **Arguments:**
-
-    - `func`: the callable (itself may be a pytree, such as a Module).
-    - `*args`, `**kwargs`: arguments bound ahead of the call's own.
-
-    ```python
-    add_one = ecliptic.Partial(jnp.add, jnp.array(1.0))
-    jax.jit(lambda f, x: f(x))(add_one, 2.0)  # 3.0
-    ```
-    """
-
-    func: Callable[..., Any]
-    args: tuple[Any, ...]
-    keywords: dict[str, Any]
-
-    def __init__(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any):
-        if not callable(func):
-            raise TypeError(f"Partial(func, ...): func must be callable; got {func!r}.")
-        self.func = func
-        self.args = args
-        self.keywords = kwargs
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.func(*self.args, *args, **self.keywords, **kwargs)
-
-
-def bind_partial(func: Callable[..., Any], *args: Any) -> Partial:
-    """`Partial(func, *args)` without the checks of `__init__`: for internal hot paths
-    such as binding a transformed method to its instance."""
-    bound = object.__new__(Partial)
-    bound.__dict__.update(  # pyright: ignore[reportAttributeAccessIssue]
-        func=func, args=args, keywords={}
-    )
-    return bound
+# Values `__setattr__` looks at more closely during `__init__`.
+_CHECKED_ASSIGNMENT_TYPES = TRANSFORM_RESULT_TYPES | {BoundMethod}

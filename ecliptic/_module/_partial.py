@@ -1,0 +1,51 @@
+"""`Partial`: a `functools.partial` that is a pytree."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from ._module import Module
+
+_Return = TypeVar("_Return")
+
+
+class Partial(Module, Generic[_Return]):
+    """A `functools.partial` that is a pytree: the function and the arguments are children.
+
+    Generic in the function's return type, so ``Partial[float]`` works in annotations.
+
+    **Arguments:**
+
+    - `func`: the callable (itself may be a pytree, such as a Module).
+    - `*args`, `**kwargs`: arguments bound ahead of the call's own.
+
+    ```python
+    add_one = ecliptic.Partial(jnp.add, jnp.array(1.0))
+    jax.jit(lambda f, x: f(x))(add_one, 2.0)  # 3.0
+    ```
+    """
+
+    func: Callable[..., _Return]
+    args: tuple[Any, ...]
+    keywords: dict[str, Any]
+
+    def __init__(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any):
+        if not callable(func):
+            raise TypeError(f"Partial(func, ...): func must be callable; got {func!r}.")
+        self.func = func
+        self.args = args
+        self.keywords = kwargs
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _Return:
+        return self.func(*self.args, *args, **self.keywords, **kwargs)
+
+
+def bind_partial(func: Callable[..., Any], *args: Any) -> Partial:
+    """`Partial(func, *args)` without the checks of `__init__`: for internal hot paths
+    such as binding a transformed method to its instance."""
+    bound = object.__new__(Partial)
+    bound.__dict__.update(  # pyright: ignore[reportAttributeAccessIssue]
+        func=func, args=args, keywords={}
+    )
+    return bound
