@@ -375,30 +375,6 @@ def _stable_markers(model: Any) -> Any:
     return jtu.tree_unflatten(treedef, leaves)
 
 
-class ModelAndState(tuple):
-    """What `make_with_state(...)(...)` returns: the pair `(model, state)`, a tuple in
-    every way (unpack it, index it, map over it), which also explains itself when it is
-    mistakenly called as the model.
-    """
-
-    __slots__ = ()
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError(
-            "'tuple' object is not callable: make_with_state(...)(...) returns a pair "
-            "(model, state), not a model. Unpack it first, `model, state = "
-            "make_with_state(Layer)(...)`, then call `y, state = model(x, state)`."
-        )
-
-
-jtu.register_pytree_with_keys(
-    ModelAndState,
-    lambda pair: (((jtu.SequenceKey(0), pair[0]), (jtu.SequenceKey(1), pair[1])), None),
-    lambda _, children: ModelAndState(children),
-    lambda pair: (tuple(pair), None),
-)
-
-
 def make_with_state(make_model: Callable[..., _T]) -> Callable[..., tuple[_T, State]]:
     """Wrap a model constructor so that it returns `(model, state)`.
 
@@ -422,7 +398,7 @@ def make_with_state(make_model: Callable[..., _T]) -> Callable[..., tuple[_T, St
     def build(*args: Any, **kwargs: Any) -> tuple[_T, State]:
         model = _stable_markers(make_model(*args, **kwargs))
         state = State(model)
-        return ModelAndState((delete_init_state(model), state))
+        return delete_init_state(model), state
 
     return build
 
