@@ -107,6 +107,7 @@ def main_scenario(out_dir: str) -> None:
             results["steps_after_first"] = manager.all_steps()
     manager.wait()
     results["steps"] = manager.all_steps()
+    results["ckpt_losses"] = losses
     results["metadata"] = manager.metadata()["metadata"]
     tree = {"model": model, "state": state, "opt_state": opt_state}
     save_npz(out_dir, "ckpt-3.npz", h.gather(tree))

@@ -174,7 +174,8 @@ class CheckpointManager:
         manager.all_steps()  # [80, 90, 100]
         ```
         """
-        return sorted(self._manager.all_steps(read=True))
+        self._manager.reload()  # steps committed by other processes or managers
+        return sorted(self._manager.all_steps())
 
     def latest_step(self) -> int | None:
         """The newest committed step, or `None` when there is none.
