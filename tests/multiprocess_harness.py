@@ -212,7 +212,9 @@ def restore_and_resume(directory: str, mesh: Mesh) -> dict[str, Any]:
     latest = manager.latest_step()
     tree = manager.restore(checkpoint_tree_like(), mesh=mesh, rules=RULES["fsdp"])
     values = gather(tree)
-    specs = sorted({str(x.sharding.spec) for x in jax.tree_util.tree_leaves(tree["model"])})
+    specs = sorted(
+        {str(x.sharding.spec) for x in jax.tree_util.tree_leaves(tree["model"]) if ec.is_array(x)}
+    )
     param_sh = ec.param_shardings(tree["model"], mesh, RULES["fsdp"])
     opt_sh = ec.opt_state_shardings(tree["opt_state"], param_sh)
     step = make_step(param_sh, opt_sh)

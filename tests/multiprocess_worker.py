@@ -26,11 +26,11 @@ from ecliptic import distributed
 distributed.initialize()
 
 import jax  # noqa: E402
+import multiprocess_harness as h  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
 
 import ecliptic as ec  # noqa: E402
-import multiprocess_harness as h  # noqa: E402
 
 TRAINING = [
     ("mlp", "replicate", "local"),

@@ -13,11 +13,11 @@ from __future__ import annotations
 import os
 
 import jax
+import multiprocess_harness as h
 import numpy as np
 import pytest
 
 import ecliptic as ec
-import multiprocess_harness as h
 
 pytest.importorskip("orbax.checkpoint")
 

@@ -93,11 +93,16 @@ class CheckpointManager:
     """
 
     def __init__(
-        self, directory: str | os.PathLike, *, max_to_keep: int | None = None, async_save: bool = True
+        self,
+        directory: str | os.PathLike,
+        *,
+        max_to_keep: int | None = None,
+        async_save: bool = True,
     ):
         if max_to_keep is not None and (not isinstance(max_to_keep, int) or max_to_keep < 1):
             raise ValueError(
-                f"CheckpointManager(max_to_keep=...) must be None or an int >= 1; got {max_to_keep!r}."
+                "CheckpointManager(max_to_keep=...) must be None or an int >= 1; got "
+                f"{max_to_keep!r}."
             )
         ocp = _orbax()
         self.directory = os.path.abspath(os.fspath(directory))

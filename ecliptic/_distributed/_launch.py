@@ -9,6 +9,7 @@ then killed, and on a time-out every child is killed. Nothing is left running.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -95,7 +96,9 @@ def launch_local(
     ```
     """
     if not isinstance(num_processes, int) or num_processes < 1:
-        raise ValueError(f"launch_local(num_processes=...) must be an int >= 1; got {num_processes!r}.")
+        raise ValueError(
+            f"launch_local(num_processes=...) must be an int >= 1; got {num_processes!r}."
+        )
     if devices_per_process is not None and (
         not isinstance(devices_per_process, int) or devices_per_process < 1
     ):
@@ -106,42 +109,42 @@ def launch_local(
     if not os.path.isfile(script):
         raise FileNotFoundError(f"launch_local(script=...): no such file {script!r}.")
     base = dict(os.environ)
-    base.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE=str(num_processes))
+    base.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE=str(num_processes)
+    )
     if cpu:
         base["JAX_PLATFORMS"] = "cpu"
         if devices_per_process is not None:
             base["JAX_NUM_CPU_DEVICES"] = str(devices_per_process)
     base.update(env or {})
     procs: list[subprocess.Popen] = []
-    outs = []
-    try:
-        for rank in range(num_processes):
-            out = tempfile.TemporaryFile(mode="w+")
-            err = tempfile.TemporaryFile(mode="w+")
-            outs.append((out, err))
-            child_env = dict(base, RANK=str(rank), LOCAL_RANK=str(rank))
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, script, *args],
-                    env=child_env,
-                    stdout=out,
-                    stderr=err,
-                    start_new_session=True,  # its own process group, killed as a whole
-                )
-            )
-        timed_out = _wait(procs, timeout, grace)
-    finally:
-        for proc in procs:
-            _kill_group(proc)
     results = []
-    for rank, (proc, (out, err)) in enumerate(zip(procs, outs)):
-        out.seek(0)
-        err.seek(0)
-        results.append(
-            ProcessResult(rank, proc.returncode, out.read(), err.read(), rank in timed_out)
-        )
-        out.close()
-        err.close()
+    with contextlib.ExitStack() as files:
+        outs = []
+        try:
+            for rank in range(num_processes):
+                out = files.enter_context(tempfile.TemporaryFile(mode="w+"))
+                err = files.enter_context(tempfile.TemporaryFile(mode="w+"))
+                outs.append((out, err))
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, script, *args],
+                        env=dict(base, RANK=str(rank), LOCAL_RANK=str(rank)),
+                        stdout=out,
+                        stderr=err,
+                        start_new_session=True,  # its own process group, killed as a whole
+                    )
+                )
+            timed_out = _wait(procs, timeout, grace)
+        finally:
+            for proc in procs:
+                _kill_group(proc)
+        for rank, (proc, (out, err)) in enumerate(zip(procs, outs)):
+            out.seek(0)
+            err.seek(0)
+            results.append(
+                ProcessResult(rank, proc.returncode, out.read(), err.read(), rank in timed_out)
+            )
     if check and any(r.returncode != 0 for r in results):
         raise LaunchError(_failure_report(results, timeout))
     return results
