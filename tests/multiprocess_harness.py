@@ -31,7 +31,7 @@ RULES = {"replicate": sharding.replicate(), "fsdp": sharding.fsdp("data", min_si
 
 def run_workers(
     scenario: str, out_dir: str, *, num_processes: int = 2, devices_per_process: int = 2,
-    timeout: float = 150.0, check: bool = True, grace: float = 5.0,
+    timeout: float = 420.0, check: bool = True, grace: float = 5.0,
 ) -> tuple[list[Any], list[dict[str, Any]]]:
     """Run `scenario` in `num_processes` processes; return (process results, JSON per rank).
 

@@ -28,7 +28,7 @@ def main_run(tmp_path_factory):
     procs, outputs = h.run_workers("main", out_dir, check=False, grace=2.0)
     # Rank 1 kills itself during the last asynchronous save; rank 0 is then killed by the
     # launcher. Everything before that point must have been written by both ranks.
-    assert procs[1].returncode == -9, procs[1].stderr[-3000:]
+    assert procs[1].returncode == -9 and not procs[1].timed_out, procs[1].stderr[-3000:]
     for rank, out in enumerate(outputs):
         assert out.get("fault_save_started"), (rank, procs[rank].stderr[-3000:])
     return out_dir, outputs
@@ -130,3 +130,15 @@ def test_restore_in_two_processes_of_one_device(main_run):
     assert saved.keys() == restored.keys()
     for path, value in saved.items():
         np.testing.assert_array_equal(restored[path], value, err_msg=path)
+
+
+def test_example_continues_from_the_same_loss():
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "examples", "multiprocess.py")
+    spec = importlib.util.spec_from_file_location("example_multiprocess", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    continued, restored = module.main(steps=2)
+    assert abs(continued - restored) <= 1e-5

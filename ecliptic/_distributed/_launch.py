@@ -41,7 +41,14 @@ class LaunchError(RuntimeError):
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free now (the OS picks it)."""
+    """A TCP port on 127.0.0.1 that is free now (the OS picks it), e.g. for a coordinator.
+
+    **Returns:** the port number (another program may take it later; use it at once).
+
+    ```python
+    port = ecliptic.distributed.free_port()
+    ```
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
