@@ -10,7 +10,10 @@ launch of 2 processes x 1 device.
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import shutil
 
 import jax
 import multiprocess_harness as h
@@ -22,16 +25,41 @@ import ecliptic as ec
 pytest.importorskip("orbax.checkpoint")
 
 
-@pytest.fixture(scope="module")
-def main_run(tmp_path_factory):
-    out_dir = str(tmp_path_factory.mktemp("multiprocess"))
+def _run_main(out_dir: str) -> list[dict]:
     procs, outputs = h.run_workers("main", out_dir, check=False, grace=2.0)
     # Rank 1 kills itself during the last asynchronous save; rank 0 is then killed by the
     # launcher. Everything before that point must have been written by both ranks.
     assert procs[1].returncode == -9 and not procs[1].timed_out, procs[1].stderr[-3000:]
     for rank, out in enumerate(outputs):
         assert out.get("fault_save_started"), (rank, procs[rank].stderr[-3000:])
-    return out_dir, outputs
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def main_run(tmp_path_factory, worker_id):
+    """The `main` scenario's directory and per-rank results, run once per test session:
+    under pytest-xdist the workers share one run (the first to take the lock runs it)."""
+    root = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        root = root.parent  # shared by the xdist workers of this session
+    out_dir = str(root / "multiprocess-main")
+    with open(str(root / "multiprocess-main.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = os.path.join(out_dir, "done.json")
+        if not os.path.exists(done):
+            outputs = _run_main(out_dir)
+            with open(done, "w") as f:
+                json.dump(outputs, f)
+        with open(done) as f:
+            return out_dir, json.load(f)
+
+
+@pytest.fixture
+def checkpoint_copy(main_run, tmp_path):
+    """A private copy of the checkpoint directory (restoring may tidy it up)."""
+    copy = str(tmp_path / "ckpt")
+    shutil.copytree(os.path.join(main_run[0], "ckpt"), copy)
+    return copy
 
 
 def _npz(out_dir: str, name: str) -> dict[str, np.ndarray]:
@@ -105,10 +133,10 @@ def test_checkpoints_async_keep_latest(main_run):
 
 
 @pytest.mark.parametrize("devices", [4, 2])
-def test_restore_in_one_process(main_run, devices):
+def test_restore_in_one_process(main_run, checkpoint_copy, devices):
     """Saved by 2 processes x 2 devices; the save of step 4 was killed mid-way."""
     out_dir, outputs = main_run
-    restored = h.restore_and_resume(os.path.join(out_dir, "ckpt"), _mesh(devices))
+    restored = h.restore_and_resume(checkpoint_copy, _mesh(devices))
     assert restored["steps"] == [2, 3] and restored["latest"] == 3
     assert "P('data',)" in restored["specs"]  # resharded by the rules onto the new mesh
     saved = _npz(out_dir, "ckpt-3.npz")
@@ -118,15 +146,16 @@ def test_restore_in_one_process(main_run, devices):
     assert restored["loss"] == pytest.approx(outputs[0]["resume_loss"], abs=1e-5)
 
 
-def test_restore_in_two_processes_of_one_device(main_run):
+def test_restore_in_two_processes_of_one_device(main_run, checkpoint_copy):
     out_dir, outputs = main_run
-    _, (out0, out1) = h.run_workers("restore", out_dir, devices_per_process=1)
+    restore_dir = os.path.dirname(checkpoint_copy)
+    _, (out0, out1) = h.run_workers("restore", restore_dir, devices_per_process=1)
     assert out0["process_count"] == 2 and out0["devices"] == 2
     assert out0["steps"] == [2, 3] and out0["latest"] == 3
     assert out0["loss"] == out1["loss"]
     assert out0["loss"] == pytest.approx(outputs[0]["resume_loss"], abs=1e-5)
     saved = _npz(out_dir, "ckpt-3.npz")
-    restored = _npz(out_dir, "restore.npz")
+    restored = _npz(restore_dir, "restore.npz")
     assert saved.keys() == restored.keys()
     for path, value in saved.items():
         np.testing.assert_array_equal(restored[path], value, err_msg=path)

@@ -175,3 +175,15 @@ def test_checkpoint_manager_errors(tmp_path):
     with pytest.raises(ec.CheckpointError, match=r"leaf 'b' of step 0 has shape \(2,\)"):
         manager.restore({"a": jnp.zeros(3), "b": jnp.ones(4)})
     manager.close()
+
+
+def test_param_shardings_of_an_abstract_model():
+    """`sharded_init` and `CheckpointManager.restore` place abstract leaves by the rules."""
+    make = lambda key: ec.nn.MLP(8, 4, 32, 2, key=key)
+    abstract = ec.filter_eval_shape(make, jax.random.key(0))
+    rules = sharding.fsdp(min_size=64)
+    got = ec.param_shardings(abstract, _mesh(4), rules)
+    want = ec.param_shardings(make(jax.random.key(0)), _mesh(4), rules)
+    assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
+    assert jax.tree_util.tree_leaves(got) == jax.tree_util.tree_leaves(want)
+    assert got.layers[0].weight.spec == jax.sharding.PartitionSpec("data")
