@@ -15,6 +15,7 @@ builders (`replicate`, `fsdp`, `by_path`) and `sharded_init` (also
 `ecliptic.distributed.sharded_init`) live here.
 """
 
+from ._distributed._sharded_init import sharded_init
 from ._sharding import (
     filter_shard,
     opt_state_shardings,
@@ -23,7 +24,6 @@ from ._sharding import (
     shard_opt_state,
     shard_params,
 )
-from ._distributed._sharded_init import sharded_init
 from ._sharding_rules import ShardingRule, by_path, fsdp, replicate
 
 __all__ = [
