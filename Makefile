@@ -27,6 +27,7 @@ examples: $(VENV)/.stamp-examples
 	$(BIN)/python examples/train_rnn.py
 	$(BIN)/python examples/stateful.py
 	$(BIN)/python examples/parallelism.py
+	$(BIN)/python examples/multiprocess.py
 
 # The documentation site, built in strict mode (broken links and references fail).
 docs: $(VENV)/.stamp-docs

@@ -1,6 +1,7 @@
 """ecliptic: neural networks in JAX. Models are callable PyTrees; transformations are filtered."""
 
 from . import debug as debug
+from . import distributed as distributed
 from . import nn as nn
 from . import sharding as sharding
 from ._ad import (
@@ -127,6 +128,7 @@ __all__ = [
     "filter_shard",
     # Sharding (data / model parallel training)
     "sharding",
+    "distributed",
     "opt_state_shardings",
     "param_shardings",
     "shard_batch",

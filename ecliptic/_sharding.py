@@ -117,7 +117,8 @@ def param_shardings(model: Any, mesh: Mesh, rules: Any = None) -> Any:
 
     **Arguments:**
 
-    - `model`: any pytree (a Module, or a tree of parameters).
+    - `model`: any pytree (a Module, or a tree of parameters). `jax.ShapeDtypeStruct`
+        leaves (e.g. from `filter_eval_shape`) count as arrays.
     - `mesh`: the `jax.sharding.Mesh`.
     - `rules`: `sharding.replicate()` (the default, also for `None`), `sharding.fsdp(...)`,
         `sharding.by_path(...)` or a plain mapping `{pattern: PartitionSpec}`, or any
@@ -137,7 +138,7 @@ def param_shardings(model: Any, mesh: Mesh, rules: Any = None) -> Any:
     rule = as_rule(rules)
 
     def one(path: tuple[Any, ...], leaf: Any) -> Any:
-        if not is_array(leaf):
+        if not (is_array(leaf) or isinstance(leaf, jax.ShapeDtypeStruct)):
             return None
         name = dotted(path)
         spec = rule(name, leaf, mesh)

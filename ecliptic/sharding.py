@@ -11,9 +11,11 @@ x, y = sharding.shard_batch((x, y), mesh, "data")
 ```
 
 The helpers are also available at the top level (`ecliptic.shard_params`, ...); the rule
-builders (`replicate`, `fsdp`, `by_path`) live here.
+builders (`replicate`, `fsdp`, `by_path`) and `sharded_init` (also
+`ecliptic.distributed.sharded_init`) live here.
 """
 
+from ._distributed._sharded_init import sharded_init
 from ._sharding import (
     filter_shard,
     opt_state_shardings,
@@ -35,4 +37,5 @@ __all__ = [
     "shard_batch",
     "shard_opt_state",
     "shard_params",
+    "sharded_init",
 ]
