@@ -94,6 +94,14 @@ def _tensor_table(pytree: Any) -> list[tuple[str, Any]]:
             )
         if not isinstance(leaf, (jax.Array, np.ndarray, np.generic)):
             continue
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            raise CheckpointError(
+                f"save: {display(name)} spans devices of other processes "
+                f"({leaf.dtype}{list(leaf.shape)}, sharded as {leaf.sharding}), so this process "
+                "cannot write it alone: in a multi-process job use "
+                "ecliptic.distributed.CheckpointManager, where each process writes its own "
+                "shards"
+            )
         dtype = _stored_struct(leaf)[1]
         if CODES.get(dtype.newbyteorder("=")) is None:
             raise CheckpointError(

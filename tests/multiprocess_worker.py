@@ -87,6 +87,11 @@ def main_scenario(out_dir: str) -> None:
         for name in ("fsdp", "replicate")
     }
     save_npz(out_dir, "init.npz", h.gather(model))
+    try:  # the single-host checkpoint cannot hold arrays of other processes: a clear error
+        ec.save(os.path.join(out_dir, f"single-{jax.process_index()}.safetensors"), model)
+        results["single_host_save_error"] = None
+    except ec.CheckpointError as e:
+        results["single_host_save_error"] = str(e)
 
     # Checkpoints: model, State, optimizer state; asynchronous; keep the latest 2.
     ckpt = os.path.join(out_dir, "ckpt")

@@ -124,6 +124,15 @@ def test_sharded_init_values_and_bytes(main_run):
         assert ratio <= 1.1 * expected / total
 
 
+def test_single_host_save_points_to_the_checkpoint_manager(main_run):
+    out_dir, outputs = main_run
+    for rank, out in enumerate(outputs):
+        message = out["single_host_save_error"]
+        assert message is not None and "spans devices of other processes" in message
+        assert "ecliptic.distributed.CheckpointManager" in message
+        assert not os.path.exists(os.path.join(out_dir, f"single-{rank}.safetensors"))
+
+
 def test_checkpoints_async_keep_latest(main_run):
     _, outputs = main_run
     for out in outputs:
