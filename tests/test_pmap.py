@@ -282,3 +282,14 @@ def test_out_axes_out_of_range_fails_before_compiling(xs):
     with pytest.raises(ValueError, match=r"out_axes must be in \[-2, 1\]"):
         eqx.filter_pmap(f, out_axes=2)(xs)
     assert f.count == 1  # only the abstract evaluation ran
+
+
+def test_an_output_structure_that_changes_between_traces_is_named():
+    traces = []
+
+    def grows(x):  # returns one more output each time it is traced
+        traces.append(None)
+        return tuple(x for _ in traces)
+
+    with pytest.raises(RuntimeError, match="different output structure when traced again"):
+        eqx.filter_pmap(grows)(jnp.ones(N))
