@@ -385,6 +385,9 @@ def filter_pmap(
     As `filter_vmap`, but each slice runs on its own device, as in `jax.pmap`. Array
     leaves are traced; every other leaf (numbers, strings, functions, ...) is static and
     hashed, as in `filter_jit`: the function compiles once per distinct static part.
+    As in Equinox, each compilation traces the function twice (abstractly, to learn the
+    output's shape, then under `jax.pmap`); a call that reuses a compilation traces
+    nothing.
 
     **Arguments:**
 
