@@ -6,6 +6,7 @@ import jax
 
 from ._filters import _array_type_cache
 from ._plumbing import clear_plan_caches
+from ._pmap import clear_pmap_caches
 
 
 def clear_caches() -> None:
@@ -17,4 +18,5 @@ def clear_caches() -> None:
     """
     _array_type_cache.clear()
     clear_plan_caches()
+    clear_pmap_caches()
     jax.clear_caches()

@@ -7,14 +7,22 @@ always broadcast); every other leaf goes into a `StaticKey`, a static (hashed) a
 of the pmapped body, so one static key compiles once -> outputs split by ``out_axes``
 inside (`split_batched_output`) and rebuilt outside (`merge_batched_output`).
 
-`jax.pmap` fixes its ``in_axes`` when it is created, so each wrapper keeps one pmapped
-body per distinct tuple of per-leaf axes (usually exactly one).
+Before the first call with a new static key or new input shapes/dtypes, the per-device
+function is evaluated abstractly (`jax.eval_shape` of its `jax.vmap`), as Equinox does:
+the function is traced twice per compilation, which code that counts traces observes.
+The result gives the rank of every output, so each ``out_axes`` entry is checked and
+made non-negative before compiling, and `jax.pmap` places every device axis itself.
+
+`jax.pmap` fixes its ``in_axes`` and ``out_axes`` when it is created, so a `_PmapPlan`
+(one per configuration: per-leaf input axes, donation, ``out_axes`` spec, axis name and
+pmap keywords) keeps one pmapped body per tuple of per-output axes (usually one).
 """
 
 from __future__ import annotations
 
 import functools
 import warnings
+import weakref
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -45,7 +53,7 @@ _MAP_LEADING_AXIS = if_array(0)
 
 
 class _PmappedCache:
-    """Per-wrapper cache ``(kept axes, donated axes, placeholder?) -> pmapped body``.
+    """Per-wrapper cache ``(kept axes, donated axes, placeholder?) -> _PmapPlan``.
 
     Hashed and compared by identity, so that a wrapper stays a valid (static) pytree.
     """
@@ -53,7 +61,7 @@ class _PmappedCache:
     __slots__ = ("entries",)
 
     def __init__(self) -> None:
-        self.entries: dict[Any, Any] = {}
+        self.entries: dict[Any, _PmapPlan] = {}
 
 
 class _PmapWrapper(Module):
@@ -75,8 +83,8 @@ class _PmapWrapper(Module):
 
     def _prepare(
         self, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[Any, tuple[Any, ...]]:
-        """``(pmapped body, its positional arguments)`` for this call (static key last)."""
+    ) -> tuple[_PmapPlan, tuple[Any, ...], int]:
+        """``(plan, positional arguments of its pmapped body (static key last), size)``."""
         reject_keywords(kwargs, "filter_pmap")
         in_axes = _named_in_axes(self.fun, self.in_axes, len(args))
         arg_leaves, arg_treedef, arg_axes = resolve_axes(
@@ -122,15 +130,15 @@ class _PmapWrapper(Module):
         key = _DonationKey(treedef, static, kept_range)
         call_args = (kept_leaves, [dynamic[i] for i in donated], key)
         cache_key = (tuple(kept_axes), tuple(dynamic_axes[i] for i in donated), placeholder)
-        pmapped = self.cache.entries.get(cache_key)
-        if pmapped is None:
-            pmapped = self._build(*cache_key)
-            self.cache.entries[cache_key] = pmapped
-        return pmapped, call_args
+        plan = self.cache.entries.get(cache_key)
+        if plan is None:
+            plan = self._plan(*cache_key)
+            self.cache.entries[cache_key] = plan
+        return plan, call_args, size
 
-    def _build(
+    def _plan(
         self, kept_axes: tuple[Any, ...], donated_axes: tuple[Any, ...], placeholder: bool
-    ) -> Any:
+    ) -> _PmapPlan:
         config = (
             kept_axes,
             donated_axes,
@@ -143,10 +151,10 @@ class _PmapWrapper(Module):
         try:
             hash(config)
         except TypeError:  # e.g. a list in out_axes: this wrapper keeps its own
-            return _build_pmapped(*config)
+            return _PmapPlan(*config)
         # Shared by all wrappers alike (a fresh `filter_pmap(f)` per step, a bound method
-        # taken anew per call, ...), so that JAX's compilation cache is hit across them.
-        return _shared_pmapped(*config)  # pyright: ignore[reportArgumentType]
+        # taken anew per call, ...), so that neither JAX nor the plan retraces across them.
+        return _shared_plan(*config)  # pyright: ignore[reportArgumentType]
 
     def _check_devices(self, size: int) -> None:
         devices = self.pmap_kwargs.get("devices")
@@ -167,7 +175,8 @@ class _PmapWrapper(Module):
         return merge_batched_output(batched, unbatched, info)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        pmapped, call_args = self._prepare(args, kwargs)
+        plan, call_args, size = self._prepare(args, kwargs)
+        pmapped = plan.pmapped_for(call_args, size)
         with warnings.catch_warnings():
             if self.donate.startswith("all"):
                 warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
@@ -187,8 +196,8 @@ class _PmapWrapper(Module):
         compiled(x)
         ```
         """
-        pmapped, call_args = self._prepare(args, kwargs)
-        return _PmapLowered(pmapped.lower(*call_args), self)
+        plan, call_args, size = self._prepare(args, kwargs)
+        return _PmapLowered(plan.pmapped_for(call_args, size).lower(*call_args), self)
 
     def __get__(self, instance: Any, owner: Any = None) -> Any:
         if instance is None:
@@ -197,36 +206,143 @@ class _PmapWrapper(Module):
         return bind_partial(self, instance)
 
 
-def _build_pmapped(
-    kept_axes: tuple[Any, ...],
-    donated_axes: tuple[Any, ...],
-    placeholder: bool,
-    out_axes: Any,
-    axis_name: Hashable | None,
-    donating: bool,
-    pmap_kwargs: dict[str, Any],
-) -> Any:
-    """The `jax.pmap` of the body for one combination of per-leaf axes and settings; the
-    function and its static leaves come in the static key, so it serves any wrapper."""
+# Abstract evaluations one plan remembers (oldest dropped first); JAX's own trace caches
+# are larger, so past this a call may evaluate again without retracing in jax.pmap.
+_EVALUATIONS_PER_PLAN = 1024
+_live_plans: weakref.WeakSet[_PmapPlan] = weakref.WeakSet()
 
-    def body(kept: list[Any], donated: list[Any], key: _DonationKey) -> Any:
-        if placeholder:
-            kept = kept[1:]
-        fun, args = key.treedef.unflatten(merge(_interleave(kept, donated, key), key.static))
-        return split_batched_output(fun(*args), out_axes, "filter_pmap")
 
-    return jax.pmap(
-        body,
-        axis_name=axis_name,
-        in_axes=(list(kept_axes), list(donated_axes)),
-        out_axes=(0, None, None),
-        static_broadcasted_argnums=2,
-        donate_argnums=1 if donating else (),
-        **pmap_kwargs,
+class _PmapPlan:
+    """One filter_pmap configuration: the output axes found by abstract evaluation, per
+    static key and input shapes/dtypes, and one `jax.pmap` per tuple of output axes.
+
+    The static key carries the function and its static leaves, so a plan serves every
+    wrapper with the same configuration.
+    """
+
+    __slots__ = (
+        "kept_axes",
+        "donated_axes",
+        "placeholder",
+        "out_axes",
+        "axis_name",
+        "donating",
+        "pmap_kwargs",
+        "evaluated",
+        "pmapped",
+        "__weakref__",
     )
 
+    def __init__(
+        self,
+        kept_axes: tuple[Any, ...],
+        donated_axes: tuple[Any, ...],
+        placeholder: bool,
+        out_axes: Any,
+        axis_name: Hashable | None,
+        donating: bool,
+        pmap_kwargs: dict[str, Any],
+    ) -> None:
+        self.kept_axes = kept_axes
+        self.donated_axes = donated_axes
+        self.placeholder = placeholder
+        self.out_axes = out_axes
+        self.axis_name = axis_name
+        self.donating = donating
+        self.pmap_kwargs = pmap_kwargs
+        # (static key, input shapes/dtypes) -> the jax.pmap to call
+        self.evaluated: dict[Any, Any] = {}
+        # per-output axes (non-negative) -> jax.pmap
+        self.pmapped: dict[tuple[int, ...], Any] = {}
+        _live_plans.add(self)
 
-_shared_pmapped = functools.lru_cache(maxsize=512)(_build_pmapped)
+    def pmapped_for(self, call_args: tuple[Any, ...], size: int) -> Any:
+        """The `jax.pmap` to call with ``call_args``; evaluates the function abstractly
+        first when these static leaves, shapes and dtypes are new (as Equinox does)."""
+        kept, donated, key = call_args
+        # Shapes and dtypes, not weak types: a weak-typed input retraces in jax.pmap only.
+        signature = (
+            key,
+            tuple([(x.shape, x.dtype) for x in kept]),
+            tuple([(x.shape, x.dtype) for x in donated]),
+        )
+        pmapped = self.evaluated.get(signature)
+        if pmapped is None:
+            out_axes = self._output_axes(kept, donated, key, size)
+            pmapped = self.pmapped.get(out_axes)
+            if pmapped is None:
+                pmapped = self.pmapped[out_axes] = self._build(out_axes)
+            if len(self.evaluated) >= _EVALUATIONS_PER_PLAN:
+                del self.evaluated[next(iter(self.evaluated))]
+            self.evaluated[signature] = pmapped
+        return pmapped
+
+    def _body(
+        self, kept: list[Any], donated: list[Any], key: _DonationKey
+    ) -> tuple[list[Any], list[Any], Any]:
+        """The per-device function: rebuild ``(fun, args)``, call, split the output."""
+        if self.placeholder:
+            kept = kept[1:]
+        fun, args = key.treedef.unflatten(merge(_interleave(kept, donated, key), key.static))
+        return split_batched_output(fun(*args), self.out_axes, "filter_pmap")
+
+    def _output_axes(
+        self, kept: list[Any], donated: list[Any], key: _DonationKey, size: int
+    ) -> tuple[int, ...]:
+        """Trace the function once abstractly, across ``size`` devices (a `jax.vmap`, so
+        that collectives on ``axis_name`` work), and return where each output array's
+        device axis goes, made non-negative from its rank (checked by the split)."""
+
+        def struct(x: Any) -> jax.ShapeDtypeStruct:
+            return jax.ShapeDtypeStruct(x.shape, x.dtype, weak_type=getattr(x, "weak_type", False))
+
+        per_device = jax.vmap(
+            functools.partial(self._body, key=key),
+            in_axes=(list(self.kept_axes), list(self.donated_axes)),
+            axis_name=self.axis_name,
+            axis_size=size,
+        )
+        batched, _, info = jax.eval_shape(
+            per_device, [struct(x) for x in kept], [struct(x) for x in donated]
+        )
+        return tuple(axis % x.ndim for x, axis in zip(batched, info.axes))
+
+    def _build(self, out_axes: tuple[int, ...]) -> Any:
+        """The `jax.pmap` of the body for these output axes: jax.pmap puts each output's
+        device axis in place, so the outputs are returned without moving an axis."""
+
+        def body(kept: list[Any], donated: list[Any], key: _DonationKey) -> Any:
+            batched, unbatched, info = self._body(kept, donated, key)
+            if len(batched) != len(out_axes):
+                raise RuntimeError(
+                    "filter_pmap: the function returned a different output structure when "
+                    "traced again for the same inputs (an output depends on something "
+                    "other than its inputs' shapes, dtypes and static values)."
+                )
+            # Fresh from this trace: jax.pmap has put the axes in place, nothing to move.
+            info.axes = (0,) * len(batched)
+            return batched, unbatched, info
+
+        return jax.pmap(
+            body,
+            axis_name=self.axis_name,
+            in_axes=(list(self.kept_axes), list(self.donated_axes)),
+            out_axes=(list(out_axes), None, None),
+            static_broadcasted_argnums=2,
+            donate_argnums=1 if self.donating else (),
+            **self.pmap_kwargs,
+        )
+
+
+_shared_plan = functools.lru_cache(maxsize=512)(_PmapPlan)
+
+
+def clear_pmap_caches() -> None:
+    """Forget every plan's abstract evaluations and pmapped bodies (`clear_caches`)."""
+    _shared_plan.cache_clear()
+    for plan in list(_live_plans):
+        plan.evaluated.clear()
+        plan.pmapped.clear()
 
 
 class _PmapLowered:
@@ -247,7 +363,7 @@ class _PmapCompiled:
         self._wrapper = wrapper
 
     def __call__(self, *args: Any) -> Any:
-        _, call_args = self._wrapper._prepare(args, {})
+        _, call_args, _ = self._wrapper._prepare(args, {})
         return self._wrapper._finish(self._compiled(*call_args[:-1]))
 
     def __getattr__(self, name: str) -> Any:
@@ -269,6 +385,9 @@ def filter_pmap(
     As `filter_vmap`, but each slice runs on its own device, as in `jax.pmap`. Array
     leaves are traced; every other leaf (numbers, strings, functions, ...) is static and
     hashed, as in `filter_jit`: the function compiles once per distinct static part.
+    As in Equinox, each compilation traces the function twice (abstractly, to learn the
+    output's shape, then under `jax.pmap`); a call that reuses a compilation traces
+    nothing.
 
     **Arguments:**
 

@@ -61,14 +61,15 @@ def test_static_arguments_compile_once_per_value(xs):
         traces.append(mode)
         return x * scale if mode == "mul" else x + scale
 
+    # Each compilation traces twice, as in Equinox: abstract evaluation, then jax.pmap.
     np.testing.assert_allclose(f(xs, 2.0, "mul"), xs * 2)
     np.testing.assert_allclose(f(xs + 1, 2.0, "mul"), (xs + 1) * 2)
-    assert len(traces) == 1
+    assert len(traces) == 2
     np.testing.assert_allclose(f(xs, 2.0, "add"), xs + 2)
     np.testing.assert_allclose(f(xs, 3.0, "mul"), xs * 3)
-    assert len(traces) == 3
+    assert len(traces) == 6
     f(xs, 2.0, "mul")
-    assert len(traces) == 3
+    assert len(traces) == 6
 
 
 def test_axis_name_collectives_and_unmapped_outputs(xs):
@@ -180,7 +181,7 @@ def test_a_fresh_wrapper_per_call_does_not_retrace(xs):
         np.testing.assert_allclose(eqx.filter_pmap(step)(xs), 2.0 * xs)
         # a fresh bound method each time, too
         np.testing.assert_allclose(eqx.filter_pmap(model.apply)(xs), xs + 1.0)
-    assert traces == ["step", "apply"]
+    assert traces == ["step", "step", "apply", "apply"]  # abstract evaluation + pmap
 
 
 def test_python_number_output_with_an_output_axis_is_batched():
@@ -189,3 +190,106 @@ def test_python_number_output_with_an_output_axis_is_batched():
     np.testing.assert_array_equal(out, np.full(N, 3))
     # with the default out_axes, it is returned as it is
     assert eqx.filter_pmap(lambda: 3, axis_size=N)() == 3
+
+
+class _TraceCounter:
+    """A function that records how many times its body runs, i.e. how often it is traced."""
+
+    def __init__(self, body):
+        self.body = body
+        self.count = 0
+
+    def __call__(self, *args):
+        self.count += 1
+        return self.body(*args)
+
+    def new_traces(self, call):
+        before = self.count
+        call()
+        return self.count - before
+
+
+def test_each_compilation_traces_twice_as_in_equinox(xs):
+    # Equinox traces the function once abstractly (to learn its output) and once under
+    # jax.pmap for every new compilation, and not at all for a cached call. Code that
+    # counts traces must see the same numbers under ecliptic.
+    f = _TraceCounter(lambda x, scale: x * scale)
+    g = eqx.filter_pmap(f)
+    assert f.new_traces(lambda: g(xs, 2)) == 2
+    assert f.new_traces(lambda: g(xs + 1.0, 2)) == 0  # same shapes and static value
+    assert f.new_traces(lambda: eqx.filter_pmap(f)(xs, 2)) == 0  # a fresh wrapper
+    assert f.new_traces(lambda: g(xs, 3)) == 2  # a new static value
+    assert f.new_traces(lambda: g(xs[:, :2], 3)) == 2  # a new shape
+    assert f.new_traces(lambda: g(xs.astype(jnp.float16), 3)) == 2  # a new dtype
+    assert f.new_traces(lambda: g(xs[:, :2], 3)) == 0
+    # ahead-of-time: lowering compiles like a call, and the compiled call traces nothing
+    assert f.new_traces(lambda: g.lower(xs, 2).compile()) == 0
+    lowered = f.new_traces(lambda: g.lower(xs[:, :1], 2))
+    assert lowered == 2
+    assert f.new_traces(lambda: g(xs[:, :1], 2)) == 0
+    # clear_caches forgets the abstract evaluations too
+    eqx.clear_caches()
+    assert f.new_traces(lambda: g(xs, 2)) == 2
+
+
+@pytest.mark.filterwarnings("ignore:Some donated buffers")
+@pytest.mark.parametrize("donate", ["none", "all", "all-except-first", "warn"])
+def test_trace_count_with_donation_methods_and_unmapped_inputs(donate):
+    f = _TraceCounter(lambda a, b: a * b)
+    g = eqx.filter_pmap(f, donate=donate)
+    assert f.new_traces(lambda: g(jnp.ones((N, 2)), jnp.ones((N, 2)))) == 2
+    assert f.new_traces(lambda: g(jnp.ones((N, 2)), jnp.ones((N, 2)))) == 0
+
+    # no mapped input: the device count comes from axis_size
+    h = eqx.filter_pmap(f, in_axes=None, axis_size=4, donate=donate)
+    assert f.new_traces(lambda: h(jnp.ones(3), jnp.float32(2))) == 2
+    out = h(jnp.ones(3), jnp.float32(2))
+    np.testing.assert_allclose(out, np.full((4, 3), 2.0))
+    assert f.count == 4
+
+    counter = _TraceCounter(lambda self, x: x + self.offset)
+
+    class Shifted(eqx.Module):
+        offset: int
+
+        @eqx.filter_pmap(donate=donate)
+        def apply(self, x):
+            return counter(self, x)
+
+    x = jnp.arange(float(N))
+    assert counter.new_traces(lambda: Shifted(1).apply(x)) == 2
+    assert counter.new_traces(lambda: Shifted(1).apply(x + 1)) == 0
+    assert counter.new_traces(lambda: Shifted(2).apply(x)) == 2  # a new static field
+    np.testing.assert_allclose(Shifted(2).apply(x), np.arange(N) + 2.0)
+
+
+def test_collectives_trace_twice_and_out_axes_are_placed_by_pmap(xs):
+    f = _TraceCounter(lambda x: (x, jax.lax.psum(x, "d")))
+    g = eqx.filter_pmap(f, axis_name="d", out_axes=(1, None))
+    assert f.new_traces(lambda: g(xs)) == 2  # the abstract evaluation knows the axis name
+    spread, total = g(xs)
+    np.testing.assert_allclose(spread, np.asarray(xs).T)
+    np.testing.assert_allclose(total, np.asarray(xs).sum(0), rtol=1e-6)
+    # a negative out_axes counts from the end of the output with its device axis
+    h = eqx.filter_pmap(lambda x: x[:, None] * 2, out_axes=-1)
+    np.testing.assert_allclose(h(xs), 2 * np.asarray(xs)[:, :, None].transpose(1, 2, 0))
+    expected = jax.pmap(lambda x: x[:, None] * 2, out_axes=2)(xs)
+    np.testing.assert_allclose(h(xs), expected)
+
+
+def test_out_axes_out_of_range_fails_before_compiling(xs):
+    f = _TraceCounter(lambda x: x)
+    with pytest.raises(ValueError, match=r"out_axes must be in \[-2, 1\]"):
+        eqx.filter_pmap(f, out_axes=2)(xs)
+    assert f.count == 1  # only the abstract evaluation ran
+
+
+def test_an_output_structure_that_changes_between_traces_is_named():
+    traces = []
+
+    def grows(x):  # returns one more output each time it is traced
+        traces.append(None)
+        return tuple(x for _ in traces)
+
+    with pytest.raises(RuntimeError, match="different output structure when traced again"):
+        eqx.filter_pmap(grows)(jnp.ones(N))
