@@ -60,7 +60,12 @@ class PReLU(Module):
             self.negative_slope = alpha
         else:
             shape = () if num_parameters == 1 else (int(num_parameters),)
-            self.negative_slope = filled(shape, init_alpha, resolve_dtype(dtype))
+            if dtype is None:
+                # A Python number gives a weakly typed slope (as in Equinox): it takes a
+                # floating input's dtype instead of promoting it.
+                self.negative_slope = jnp.full(shape, float(init_alpha))
+            else:
+                self.negative_slope = filled(shape, init_alpha, resolve_dtype(dtype))
 
     def __call__(self, x: Any, *, key: Any = None) -> jax.Array:
         """**Arguments:**
@@ -82,8 +87,15 @@ class PReLU(Module):
             slope = slope.reshape((c,) + (1,) * (x.ndim - 1))
         else:
             slope = slope.reshape(())
-        if jnp.issubdtype(x.dtype, jnp.inexact):
-            # An activation keeps its input's dtype (bf16 in, bf16 out).
-            slope = slope.astype(x.dtype)
+        # The output dtype, promoted explicitly so that strict dtype promotion accepts any
+        # input: an integer input takes the slope's dtype; a floating input keeps its own
+        # against a weakly typed slope (from a Python number), else the two promote.
+        if not jnp.issubdtype(x.dtype, jnp.inexact):
+            out_dtype = slope.dtype
+        elif getattr(slope, "weak_type", False):
+            out_dtype = x.dtype
+        else:
+            out_dtype = jnp.promote_types(x.dtype, slope.dtype)
+        x, slope = x.astype(out_dtype), slope.astype(out_dtype)
         # `x > 0` (not >=) so that the gradient at 0 is the slope's, as in PyTorch.
         return jnp.where(x > 0, x, slope * x)

@@ -74,7 +74,7 @@ def make_ecliptic_net(key):
             self.stem = enn.Sequential(
                 [enn.Conv1d(C_IN, C, 3, padding=1, key=ks[0]), enn.PReLU(jnp.full(C, 0.25))]
             )
-            self.bn = enn.BatchNorm(C, "batch", inference=True)
+            self.bn = enn.BatchNorm(C, "batch", inference=True, mode="torch")
             self.convt = enn.ConvTranspose1d(C, C, 2, stride=2, groups=2, key=ks[1])
             self.gnorm = enn.GroupNorm(2, C)
             self.attn = enn.MultiheadAttention(
