@@ -225,7 +225,8 @@ def bn_vmapped(x: Any, state: Any = None, axis_name: str = "batch") -> Any:
 
 
 def other_models_state() -> Any:
-    return nn.make_with_state(nn.Sequential)([nn.Identity(), nn.BatchNorm(3, "batch", mode="torch")])[1]
+    layers = [nn.Identity(), nn.BatchNorm(3, "batch", mode="torch")]
+    return nn.make_with_state(nn.Sequential)(layers)[1]
 
 
 def bn_call(*args: Any, **kwargs: Any) -> Any:
@@ -258,12 +259,15 @@ STATE_CASES = [
            r"got shape \(8, 3\)\. BatchNorm acts on one example: batch with jax\.vmap"),
     misuse("BatchNorm/batch-of-one", bn_vmapped(jnp.ones((1, 3))), ValueError,
            r"BatchNorm: training needs more than one value per channel"),
-    misuse("BatchNorm/momentum-above-one", lambda: nn.BatchNorm(3, "batch", momentum=1.5, mode="torch"),
+    misuse("BatchNorm/momentum-above-one",
+           lambda: nn.BatchNorm(3, "batch", momentum=1.5, mode="torch"),
            ValueError, r"BatchNorm: momentum must be in \[0, 1\].*got 1\.5"),
-    misuse("BatchNorm/axis_name-a-list", lambda: nn.BatchNorm(3, ["batch"], mode="torch"), TypeError,
+    misuse("BatchNorm/axis_name-a-list", lambda: nn.BatchNorm(3, ["batch"], mode="torch"),
+           TypeError,
            r"BatchNorm: axis_name must be the name given to the batching vmap"),
     misuse("BatchNorm/unknown-mode", lambda: nn.BatchNorm(3, "batch", mode="running"),
-           ValueError, r"BatchNorm: mode must be one of \('ema', 'batch', 'torch'\); got 'running'"),
+           ValueError,
+           r"BatchNorm: mode must be one of \('ema', 'batch', 'torch'\); got 'running'"),
     misuse("BatchNorm/state-of-another-model",
            bn_vmapped(jnp.ones((2, 3)), state=other_models_state), ValueError,
            r"State\.get: this state has no entry for the StateIndex .*belongs to another "
