@@ -102,6 +102,8 @@ class PReLU(Module):
                 )
             if self.channels_first:
                 slope = slope.reshape((c,) + (1,) * (x.ndim - 1))
+            else:  # explicit, so that rank promotion set to "raise" accepts it
+                slope = slope.reshape((1,) * (x.ndim - 1) + (c,))
         else:
             slope = slope.reshape(())
         # The output dtype, promoted explicitly so that strict dtype promotion accepts any
