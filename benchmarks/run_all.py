@@ -26,6 +26,7 @@ BENCHMARKS = (
     "module_machinery",
     "compile_stacked",
     "cnn_throughput",
+    "attention",
 )
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 
