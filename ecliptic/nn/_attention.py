@@ -298,23 +298,23 @@ class MultiheadAttention(Module):
         q_seq, kv_seq = q.shape[0], k.shape[0]
         if mask is not None:
             mask = self._check_mask(mask, q_seq, kv_seq)
-        dropout_active = 0.0 < self.dropout.p < 1.0 and not _resolve_inference(
+        training = not _resolve_inference(
             self.dropout.inference, inference, deterministic, "MultiheadAttention()"
         )
+        dropout_active = training and 0.0 < self.dropout.p < 1.0
         if dropout_active and key is None:
             raise MissingKeyError(
                 f"MultiheadAttention(dropout_p={self.dropout.p}) needs a PRNG key for its "
                 "attention dropout: pass key=jax.random.key(...) to the call, or set "
                 "inference=True (for a whole model: ecliptic.nn.inference_mode(model))."
             )
-        weights_fn = None
-        if dropout_active or self.dropout.p >= 1.0:
-            # Dropout on the weights: the explicit path, which materialises them. (p = 1
-            # in training drops everything; the Dropout layer decides what that means.)
-            def weights_fn(weights: jax.Array) -> jax.Array:
-                return self.dropout(
-                    weights, key=key, inference=inference, deterministic=deterministic
-                )
+
+        def drop_weights(weights: jax.Array) -> jax.Array:
+            return self.dropout(weights, key=key, inference=inference, deterministic=deterministic)
+
+        # Dropout on the weights needs the explicit path, which materialises them. (p = 1
+        # in training drops everything; the Dropout layer decides what that means.)
+        weights_fn = drop_weights if training and self.dropout.p > 0.0 else None
 
         # Through jax.nn.dot_product_attention (fused) when nothing needs the weights.
         attended = multihead_attention(q, k, v, mask, weights_fn).reshape(q_seq, -1)
