@@ -1,7 +1,8 @@
-"""MultiheadAttention's two paths: fused `jax.nn.dot_product_attention` whenever nothing
-needs the attention weights, the explicit softmax otherwise (dropout on the weights).
-Which one runs is read off the jaxpr; both are checked against a float64 NumPy reference,
-fully masked rows included. Also Equinox's single-head helpers."""
+"""MultiheadAttention's two paths: fused `jax.nn.dot_product_attention` (by default on
+GPU only) whenever nothing needs the attention weights, the explicit softmax otherwise
+(dropout on the weights). Which one runs is read off the jaxpr; both are checked against
+a float64 NumPy reference, fully masked rows included. Also Equinox's single-head
+helpers."""
 
 import itertools
 
@@ -12,6 +13,7 @@ import pytest
 
 import ecliptic as ec
 from ecliptic import nn
+from ecliptic.nn import _attention_functions
 from ecliptic.nn._attention_functions import FUSED_NAME, multihead_attention
 
 KEY = jax.random.key(0)
@@ -29,6 +31,12 @@ def reference(q, k, v, mask=None):
     weights = np.exp(logits - logits.max(-1, keepdims=True))
     weights /= weights.sum(-1, keepdims=True)
     return np.einsum("hqk,khd->qhd", weights, v)
+
+
+@pytest.fixture
+def gpu_policy(monkeypatch):
+    """The default choice as on a GPU backend (where the fused call is preferred)."""
+    monkeypatch.setattr(_attention_functions, "prefers_fused", lambda: True)
 
 
 def uses_fused(fn, *args) -> bool:
@@ -49,12 +57,16 @@ def test_both_paths_match_float64_reference(mask_kind):
     q, k, v, mask = heads(1)
     mask = {"none": None, "2d": mask[0], "3d": mask}[mask_kind]
     want = reference(q, k, v, mask)
-    fused = jax.jit(multihead_attention)
-    explicit = jax.jit(lambda q, k, v, m: multihead_attention(q, k, v, m, lambda w: w))
+    fused = jax.jit(lambda q, k, v, m: multihead_attention(q, k, v, m, fused=True))
+    explicit = jax.jit(lambda q, k, v, m: multihead_attention(q, k, v, m, fused=False))
+    weights_seen = jax.jit(
+        lambda q, k, v, m: multihead_attention(q, k, v, m, lambda w: w, fused=True)
+    )
     assert uses_fused(fused, q, k, v, mask)
     assert not uses_fused(explicit, q, k, v, mask)
-    np.testing.assert_allclose(fused(q, k, v, mask), want, rtol=2e-5, atol=2e-6)
-    np.testing.assert_allclose(explicit(q, k, v, mask), want, rtol=2e-5, atol=2e-6)
+    assert not uses_fused(weights_seen, q, k, v, mask)
+    for path in (fused, explicit, weights_seen):
+        np.testing.assert_allclose(path(q, k, v, mask), want, rtol=2e-5, atol=2e-6)
     if mask is not None:  # fully masked rows: the plain mean of the values on both paths
         np.testing.assert_allclose(fused(q, k, v, mask)[0], v.mean(0), rtol=1e-5, atol=1e-6)
 
@@ -63,7 +75,7 @@ CASES = list(itertools.product(["none", "2d", "3d"], [0.0, 0.5], [False, True], 
 
 
 @pytest.mark.parametrize("mask_kind, p, inference, rope", CASES)
-def test_layer_path_choice(mask_kind, p, inference, rope):
+def test_layer_path_choice(mask_kind, p, inference, rope, gpu_policy):
     mha = nn.MultiheadAttention(2, 8, dropout_p=p, inference=inference, key=KEY)
     rng = np.random.default_rng(2)
     x = rng.standard_normal((5, 8)).astype(np.float32)
@@ -81,7 +93,17 @@ def test_layer_path_choice(mask_kind, p, inference, rope):
     assert uses_fused(call, x, mask) == (not dropout_active)
 
 
-def test_layer_falls_back_when_the_fused_call_cannot_express_it():
+def test_cpu_default_is_the_explicit_path():
+    # On CPU, XLA's fallback of the fused call is slower and needs more memory
+    # (benchmarks/attention.py), so the layer keeps the explicit softmax there.
+    mha = nn.MultiheadAttention(2, 8, key=KEY)
+    x = np.ones((3, 8), np.float32)
+    on_gpu = jax.default_backend() in ("gpu", "cuda", "rocm")
+    assert _attention_functions.prefers_fused() == on_gpu
+    assert uses_fused(lambda x: mha(x, x, x), x) == on_gpu
+
+
+def test_layer_falls_back_when_the_fused_call_cannot_express_it(gpu_policy):
     x = np.random.default_rng(3).standard_normal((4, 6)).astype(np.float32)
     # Values and keys of different head sizes: the fused call needs equal shapes.
     mha = nn.MultiheadAttention(2, 6, qk_size=3, vo_size=2, key=KEY)
@@ -94,7 +116,9 @@ def test_layer_falls_back_when_the_fused_call_cannot_express_it():
     assert uses_fused(lambda x: dropping(x, x, x, inference=True), x)
 
 
-def test_layer_matches_float64_reference_with_fully_masked_rows():
+@pytest.mark.parametrize("policy", ["gpu", "cpu"])
+def test_layer_matches_float64_reference_with_fully_masked_rows(policy, monkeypatch):
+    monkeypatch.setattr(_attention_functions, "prefers_fused", lambda: policy == "gpu")
     mha = nn.MultiheadAttention(2, 8, use_query_bias=True, use_output_bias=True, key=KEY)
     rng = np.random.default_rng(4)
     x = rng.standard_normal((5, 8)).astype(np.float32)

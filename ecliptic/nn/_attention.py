@@ -316,7 +316,7 @@ class MultiheadAttention(Module):
         # in training drops everything; the Dropout layer decides what that means.)
         weights_fn = drop_weights if training and self.dropout.p > 0.0 else None
 
-        # Through jax.nn.dot_product_attention (fused) when nothing needs the weights.
+        # Through jax.nn.dot_product_attention (fused) on GPU when nothing needs the weights.
         attended = multihead_attention(q, k, v, mask, weights_fn).reshape(q_seq, -1)
         return jax.vmap(self.output_proj)(attended)
 

@@ -1,6 +1,6 @@
 """Scaled dot-product attention as functions: Equinox's single-head helpers and the
-multi-head core of `MultiheadAttention`, which goes through JAX's fused
-`jax.nn.dot_product_attention` (cuDNN's flash attention on GPU) whenever it can.
+multi-head core of `MultiheadAttention`, which on GPU goes through JAX's fused
+`jax.nn.dot_product_attention` (cuDNN's flash attention) whenever it can.
 
 The fused path runs inside a `jax.jit` named ``fused_attention``, so a jaxpr shows
 which path a call took; nested in an outer jit it is inlined for free.
@@ -93,6 +93,14 @@ def dot_product_attention(
     return jnp.einsum("qk,kd->qd", weights, jnp.asarray(value))
 
 
+def prefers_fused() -> bool:
+    """Whether the default backend gains from the fused call: on GPU it is cuDNN's flash
+    attention; on CPU, XLA's fallback of `jax.nn.dot_product_attention` measured slower
+    (1.6-2.8x) and with twice the scratch memory of the explicit softmax for sequences
+    of 512..4096 (`benchmarks/attention.py`), so the explicit path stays there."""
+    return jax.default_backend() in ("gpu", "cuda", "rocm")
+
+
 def can_fuse(q: jax.Array, k: jax.Array, v: jax.Array) -> bool:
     """Whether `jax.nn.dot_product_attention` can compute these heads: the same dtype
     everywhere (a floating one), values with the keys' shape, and not float16 on CPU
@@ -128,12 +136,15 @@ def multihead_attention(
     v: jax.Array,
     mask: jax.Array | None = None,
     weights_fn: Callable[[jax.Array], jax.Array] | None = None,
+    *,
+    fused: bool | None = None,
 ) -> jax.Array:
     """Scaled dot-product attention of every head at once.
 
     Uses `jax.nn.dot_product_attention` (fused; on GPU cuDNN's kernel, which never
-    materialises the `(heads, q_seq, kv_seq)` weights) unless `weights_fn` must see the
-    weights or `can_fuse` is false; then the explicit softmax.
+    materialises the `(heads, q_seq, kv_seq)` weights) when `fused` (default:
+    `prefers_fused()`, i.e. on GPU), unless `weights_fn` must see the weights or
+    `can_fuse` is false; otherwise the explicit softmax.
 
     **Arguments:**
 
@@ -142,6 +153,8 @@ def multihead_attention(
         a query may attend. A query that may attend to nothing gets uniform weights.
     - `weights_fn`: optional function applied to the `(heads, q_seq, kv_seq)` weights
         before they multiply the values (e.g. dropout); forces the explicit path.
+    - `fused`: `True`/`False` to ask for (where possible) or rule out the fused call;
+        `None` decides by backend.
 
     **Returns:** `(q_seq, heads, d_v)`.
 
@@ -149,6 +162,8 @@ def multihead_attention(
     out = multihead_attention(jnp.ones((5, 2, 8)), jnp.ones((7, 2, 8)), jnp.ones((7, 2, 8)))
     ```
     """
-    if weights_fn is None and can_fuse(q, k, v):
+    if fused is None:
+        fused = prefers_fused()
+    if fused and weights_fn is None and can_fuse(q, k, v):
         return fused_attention(q, k, v, mask)
     return _explicit(q, k, v, mask, weights_fn)
