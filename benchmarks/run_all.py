@@ -28,6 +28,7 @@ BENCHMARKS = (
     "compile_stacked",
     "cnn_throughput",
     "checkpoint_io",
+    "attention",
 )
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 

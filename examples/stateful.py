@@ -48,9 +48,9 @@ class CNN(ec.Module):
     def __init__(self, *, key: jax.Array):
         k1, k2, k3 = jax.random.split(key, 3)
         self.conv1 = nn.Conv2d(1, 16, 3, padding=1, key=k1)
-        self.bn1 = nn.BatchNorm(16, axis_name="batch", momentum=0.9)
+        self.bn1 = nn.BatchNorm(16, axis_name="batch", momentum=0.9, mode="torch")
         self.conv2 = nn.Conv2d(16, 32, 3, padding=1, key=k2)
-        self.bn2 = nn.BatchNorm(32, axis_name="batch", momentum=0.9)
+        self.bn2 = nn.BatchNorm(32, axis_name="batch", momentum=0.9, mode="torch")
         self.pool = nn.MaxPool2d(2, stride=2)
         self.dropout = nn.Dropout(0.3)
         self.head = nn.Linear(32 * 2 * 2, 10, key=k3)

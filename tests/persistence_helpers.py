@@ -63,10 +63,10 @@ def _build_zoo(dtype: Any) -> dict[str, tuple[Any, Any]]:
         ),
     }
     out: dict[str, tuple[Any, Any]] = {name: (m, None) for name, m in zoo.items()}
-    out["batchnorm"] = enn.make_with_state(enn.BatchNorm)(4, "batch", dtype=dtype)
+    out["batchnorm"] = enn.make_with_state(enn.BatchNorm)(4, "batch", dtype=dtype, mode="torch")
     out["batchnorm_ema"] = enn.make_with_state(enn.BatchNorm)(4, "batch", mode="ema", dtype=dtype)
     out["stacked_batchnorm"] = enn.make_with_state(enn.Stacked)(
-        lambda k: enn.BatchNorm(4, "batch", dtype=dtype), 2, key=next(ks)
+        lambda k: enn.BatchNorm(4, "batch", dtype=dtype, mode="torch"), 2, key=next(ks)
     )
     out["spectralnorm"] = enn.make_with_state(enn.SpectralNorm)(
         enn.Linear(3, 2, **d, key=next(ks)), key=next(ks)

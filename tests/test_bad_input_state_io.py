@@ -248,7 +248,7 @@ STATE_DICT_CASES = [
     misuse("state_dict/state-a-dict", lambda: ec.state_dict(linear(), state={}), TypeError,
            r"state must be an ecliptic\.nn\.State or None; got dict"),
     misuse("state_dict/torch-batchnorm-without-state",
-           lambda: ec.state_dict(nn.make_with_state(nn.BatchNorm)(3, "batch")[0],
+           lambda: ec.state_dict(nn.make_with_state(nn.BatchNorm)(3, "batch", mode="torch")[0],
                                  format="torch"), ec.CheckpointError,
            r"a BatchNorm keeps running_mean/running_var in a State: pass the model's state"),
     misuse("named_parameters/unknown-format",
@@ -259,7 +259,7 @@ STATE_DICT_CASES = [
 
 @functools.cache
 def batch_norm() -> Any:
-    return nn.make_with_state(nn.BatchNorm)(3, "batch")
+    return nn.make_with_state(nn.BatchNorm)(3, "batch", mode="torch")
 
 
 def bn_vmapped(x: Any, state: Any = None, axis_name: str = "batch") -> Any:
@@ -273,7 +273,8 @@ def bn_vmapped(x: Any, state: Any = None, axis_name: str = "batch") -> Any:
 
 
 def other_models_state() -> Any:
-    return nn.make_with_state(nn.Sequential)([nn.Identity(), nn.BatchNorm(3, "batch")])[1]
+    layers = [nn.Identity(), nn.BatchNorm(3, "batch", mode="torch")]
+    return nn.make_with_state(nn.Sequential)(layers)[1]
 
 
 def bn_call(*args: Any, **kwargs: Any) -> Any:
@@ -306,12 +307,15 @@ STATE_CASES = [
            r"got shape \(8, 3\)\. BatchNorm acts on one example: batch with jax\.vmap"),
     misuse("BatchNorm/batch-of-one", bn_vmapped(jnp.ones((1, 3))), ValueError,
            r"BatchNorm: training needs more than one value per channel"),
-    misuse("BatchNorm/momentum-above-one", lambda: nn.BatchNorm(3, "batch", momentum=1.5),
+    misuse("BatchNorm/momentum-above-one",
+           lambda: nn.BatchNorm(3, "batch", momentum=1.5, mode="torch"),
            ValueError, r"BatchNorm: momentum must be in \[0, 1\].*got 1\.5"),
-    misuse("BatchNorm/axis_name-a-list", lambda: nn.BatchNorm(3, ["batch"]), TypeError,
+    misuse("BatchNorm/axis_name-a-list", lambda: nn.BatchNorm(3, ["batch"], mode="torch"),
+           TypeError,
            r"BatchNorm: axis_name must be the name given to the batching vmap"),
     misuse("BatchNorm/unknown-mode", lambda: nn.BatchNorm(3, "batch", mode="running"),
-           ValueError, r"BatchNorm: mode must be one of \('batch', 'ema'\); got 'running'"),
+           ValueError,
+           r"BatchNorm: mode must be one of \('ema', 'batch', 'torch'\); got 'running'"),
     misuse("BatchNorm/state-of-another-model",
            bn_vmapped(jnp.ones((2, 3)), state=other_models_state), ValueError,
            r"State\.get: this state has no entry for the StateIndex .*belongs to another "

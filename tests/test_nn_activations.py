@@ -30,10 +30,16 @@ def test_defaults_and_init_alpha():
     np.testing.assert_array_equal(layer.negative_slope, 0.25)
     slopes = PReLU(0.1, num_parameters=3).negative_slope
     np.testing.assert_array_equal(slopes, np.full(3, 0.1, np.float32))
-    per_channel = PReLU(np.array([0.1, 0.2], np.float32))
+    per_channel = PReLU(np.array([0.1, 0.2], np.float32), channels_first=True)
     assert per_channel.negative_slope.shape == (2,)
     x = -np.ones((2, 3), np.float32)
     np.testing.assert_allclose(jcall(per_channel, x), [[-0.1] * 3, [-0.2] * 3], rtol=1e-6)
+    # Without channels_first (Equinox's default for an array of slopes): NumPy
+    # broadcasting, so the slopes run along the last axis.
+    last_axis = PReLU(np.array([0.1, 0.2, 0.3], np.float32))
+    np.testing.assert_allclose(jcall(last_axis, x), [[-0.1, -0.2, -0.3]] * 2, rtol=1e-6)
+    ints = jcall(last_axis, -np.ones((2, 3), np.int32))  # integers take the slope's dtype
+    assert ints.dtype == jnp.float32
     np.testing.assert_allclose(jcall(layer, np.array([-2.0, 3.0])), [-0.5, 3.0])
 
 

@@ -31,6 +31,7 @@ def make_from_golden(case: str) -> tuple[nn.BatchNorm, nn.State]:
         eps=cfg["eps"],
         channelwise_affine=cfg["affine"],
         momentum=cfg["momentum"],
+        mode="torch",
     )
     if cfg["affine"]:
         bn = ecliptic.tree_at(
@@ -83,21 +84,21 @@ def test_gradients_match_pytorch(case: str) -> None:
 
 
 def test_defaults_and_fields() -> None:
-    bn = nn.BatchNorm(4, "batch")
-    assert bn.momentum == 0.99 and bn.eps == 1e-5 and bn.mode == "batch"
+    bn = nn.BatchNorm(4, "batch", mode="torch")
+    assert bn.momentum == 0.99 and bn.eps == 1e-5 and bn.mode == "torch"
     assert bn.weight.shape == (4,) and bn.bias.shape == (4,)
     assert not bn.inference and bn.is_stateful()
     state = nn.State(bn)
     mean, var = state.get(bn.batch_state_index)
     np.testing.assert_array_equal(mean, np.zeros(4))
     np.testing.assert_array_equal(var, np.ones(4))
-    plain = nn.BatchNorm(4, "batch", channelwise_affine=False)
+    plain = nn.BatchNorm(4, "batch", channelwise_affine=False, mode="torch")
     assert plain.weight is None and plain.bias is None
-    assert nn.BatchNorm(2, "b", dtype=jnp.float16).weight.dtype == jnp.float16
+    assert nn.BatchNorm(2, "b", dtype=jnp.float16, mode="torch").weight.dtype == jnp.float16
 
 
 def test_filter_vmap_inside_filter_jit() -> None:
-    bn, state = nn.make_with_state(nn.BatchNorm)(3, "batch", momentum=0.9)
+    bn, state = nn.make_with_state(nn.BatchNorm)(3, "batch", momentum=0.9, mode="torch")
     x = np.random.default_rng(3).normal(size=(8, 3, 4)).astype(np.float32)
 
     @ecliptic.filter_jit
@@ -114,12 +115,12 @@ def test_filter_vmap_inside_filter_jit() -> None:
 
 
 def test_tuple_of_axis_names() -> None:
-    bn, state = nn.make_with_state(nn.BatchNorm)(3, ("outer", "inner"), momentum=0.5)
+    bn, state = nn.make_with_state(nn.BatchNorm)(3, ("outer", "inner"), momentum=0.5, mode="torch")
     x = np.random.default_rng(2).normal(size=(2, 4, 3)).astype(np.float32)
     inner = jax.vmap(bn, axis_name="inner", in_axes=(0, None), out_axes=(0, None))
     outer = jax.vmap(inner, axis_name="outer", in_axes=(0, None), out_axes=(0, None))
     y, state2 = jax.jit(outer)(x, state)
-    flat_bn, flat_state = nn.make_with_state(nn.BatchNorm)(3, "batch", momentum=0.5)
+    flat_bn, flat_state = nn.make_with_state(nn.BatchNorm)(3, "batch", momentum=0.5, mode="torch")
     y_flat, flat_state2 = batched(flat_bn)(x.reshape(8, 3), flat_state)
     np.testing.assert_allclose(y.reshape(8, 3), y_flat, rtol=1e-5, atol=1e-6)
     for a, b in zip(state2.get(bn.batch_state_index), flat_state2.get(flat_bn.batch_state_index)):
@@ -147,7 +148,7 @@ def test_ema_mode() -> None:
 
 
 def test_half_precision_input() -> None:
-    bn, state = nn.make_with_state(nn.BatchNorm)(3, "batch", dtype=jnp.bfloat16)
+    bn, state = nn.make_with_state(nn.BatchNorm)(3, "batch", dtype=jnp.bfloat16, mode="torch")
     x = np.random.default_rng(1).normal(size=(16, 3, 2)).astype(jnp.bfloat16)
     y, state = batched(bn)(x, state)
     assert y.dtype == jnp.bfloat16
@@ -158,7 +159,7 @@ def test_half_precision_input() -> None:
 
 
 def test_error_outside_vmap_names_axis() -> None:
-    bn, state = nn.make_with_state(nn.BatchNorm)(3, "my_batch")
+    bn, state = nn.make_with_state(nn.BatchNorm)(3, "my_batch", mode="torch")
     with pytest.raises(NameError, match="axis_name='my_batch'"):
         bn(jnp.ones((3, 4)), state)
     wrong = jax.vmap(bn, axis_name="other", in_axes=(0, None), out_axes=(0, None))
@@ -167,7 +168,7 @@ def test_error_outside_vmap_names_axis() -> None:
 
 
 def test_error_without_state() -> None:
-    bn, _ = nn.make_with_state(nn.BatchNorm)(3, "batch")
+    bn, _ = nn.make_with_state(nn.BatchNorm)(3, "batch", mode="torch")
     with pytest.raises(TypeError, match="stateful layer"):
         jax.vmap(bn, axis_name="batch")(jnp.ones((2, 3)))
     with pytest.raises(TypeError, match="must be an ecliptic.nn.State"):
@@ -175,7 +176,7 @@ def test_error_without_state() -> None:
 
 
 def test_error_state_from_other_model() -> None:
-    bn, _ = nn.make_with_state(nn.BatchNorm)(3, "batch")
+    bn, _ = nn.make_with_state(nn.BatchNorm)(3, "batch", mode="torch")
     other = nn.State(nn.SpectralNorm(nn.Linear(2, 2, key=jax.random.key(0)), key=jax.random.key(1)))
     with pytest.raises(ValueError, match="belongs to another model"):
         batched(bn)(jnp.ones((2, 3)), other)
@@ -183,14 +184,14 @@ def test_error_state_from_other_model() -> None:
 
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="momentum"):
-        nn.BatchNorm(3, "batch", momentum=1.5)
+        nn.BatchNorm(3, "batch", momentum=1.5, mode="torch")
     with pytest.raises(ValueError, match="mode"):
-        nn.BatchNorm(3, "batch", mode="legacy")
+        nn.BatchNorm(3, "batch", mode="running")
     with pytest.raises(TypeError, match="axis_name"):
-        nn.BatchNorm(3, None)
+        nn.BatchNorm(3, None, mode="torch")
     with pytest.raises(ValueError, match="input_size"):
-        nn.BatchNorm(0, "batch")
-    bn, state = nn.make_with_state(nn.BatchNorm)(3, "batch")
+        nn.BatchNorm(0, "batch", mode="torch")
+    bn, state = nn.make_with_state(nn.BatchNorm)(3, "batch", mode="torch")
     with pytest.raises(ValueError, match=r"\(3, \.\.\.\)"):
         batched(bn)(jnp.ones((2, 4)), state)
     with pytest.raises(ValueError, match="more than one value"):

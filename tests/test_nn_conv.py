@@ -102,6 +102,12 @@ ADJOINT_CASES = [
     (1, 2, [(3, 1)], 1, 1, 1, "CIRCULAR", (8,)),
     (2, 2, "SAME_LOWER", 0, (1, 2), 2, "CIRCULAR", (6, 8)),
     (1, 1, 5, 0, 1, 1, "CIRCULAR", (3,)),  # padding wider than the input: wraps twice
+    # "SAME" with output_padding: the output has size stride * size - output_padding (as
+    # in Equinox), the adjoint of the "SAME" convolution of an input that long.
+    (1, 2, "SAME", 1, 1, 1, "ZEROS", (7,)),
+    (1, 3, "SAME_LOWER", 2, 2, 1, "ZEROS", (7,)),
+    (2, 2, "SAME", 1, (2, 1), 1, "ZEROS", (5, 9)),
+    (1, 2, "SAME", 1, 1, 1, "CIRCULAR", (9,)),
 ]
 
 

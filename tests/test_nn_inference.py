@@ -23,7 +23,7 @@ def build() -> dict:
     k1, k2 = jax.random.split(jax.random.key(0))
     return {
         "dropout": nn.Dropout(0.5),
-        "bn": nn.BatchNorm(3, "batch"),
+        "bn": nn.BatchNorm(3, "batch", mode="torch"),
         "sn": [nn.SpectralNorm(nn.Linear(2, 2, key=k1), key=k2)],
         "attention": nn.MultiheadAttention(2, 4, dropout_p=0.1, key=k1),
         "custom": Custom(False, nn.Dropout(0.2)),

@@ -110,14 +110,24 @@ def test_linear_errors(getkey):
         layer(jnp.ones(4))
     with pytest.raises(ValueError, match="rank 0"):
         enn.Linear("scalar", 2, key=getkey())(jnp.ones(1))
-    with pytest.raises(ValueError, match="in_features must be >= 1"):
-        enn.Linear(0, 2, key=getkey())
+    with pytest.raises(ValueError, match="in_features must be >= 0"):
+        enn.Linear(-1, 2, key=getkey())
     with pytest.raises(TypeError, match="out_features"):
         enn.Linear(2, "vector", key=getkey())
     with pytest.raises(TypeError, match="PRNG key"):
         enn.Linear(2, 2, key=None)
     with pytest.raises(TypeError, match="floating"):
         enn.Linear(2, 2, dtype=jnp.int32, key=getkey())
+
+
+def test_linear_zero_features(getkey):
+    # As in Equinox: empty inputs or outputs are allowed (an empty sum is zero).
+    empty_in = enn.Linear(0, 3, key=getkey())
+    np.testing.assert_array_equal(empty_in(jnp.ones(0)), empty_in.bias)
+    assert enn.Linear(4, 0, key=getkey())(jnp.ones(4)).shape == (0,)
+    complex_layer = enn.Linear(2, "scalar", dtype=jnp.complex64, key=getkey())
+    assert complex_layer.weight.dtype == jnp.complex64
+    assert float(jnp.abs(complex_layer.weight.imag).max()) > 0
 
 
 def test_identity(getkey):

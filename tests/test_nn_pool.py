@@ -30,7 +30,7 @@ def test_pool_matches_torch(name):
 @pytest.mark.parametrize("name", case_names("adaptive"))
 def test_adaptive_pool_matches_torch(name):
     cfg, arrays = case(name)
-    pool = ADAPTIVE[cfg["kind"], cfg["n"]](cfg["target"])
+    pool = ADAPTIVE[cfg["kind"], cfg["n"]](cfg["target"], bins="torch")
     check_against_golden(pool, arrays, ("x",))
 
 
@@ -70,24 +70,24 @@ def test_asymmetric_padding_and_generic_pool():
                                [[1.0, 3.0]])
 
 
-def test_adaptive_generic_operation_matches_fast_path():
+def test_adaptive_generic_operation_matches_fast_path():  # PyTorch's bins
     x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 5, 7)), jnp.float32)
     r5, r8 = jnp.arange(5.0)[None], jnp.arange(8.0)[None]
 
     @jax.jit  # one program for all the cases: cheap to compile
     def run(x):
         return dict(
-            fast=enn.AdaptivePool((3, 4), 2, jnp.max)(x),
-            generic=enn.AdaptivePool((3, 4), 2, lambda v: jnp.sort(v)[-1])(x),
-            mean=enn.AdaptiveAvgPool2d((3, 4))(x),
-            mean_generic=enn.AdaptivePool((3, 4), 2, lambda v: v.sum() / v.size)(x),
+            fast=enn.AdaptivePool((3, 4), 2, jnp.max, bins="torch")(x),
+            generic=enn.AdaptivePool((3, 4), 2, lambda v: jnp.sort(v)[-1], bins="torch")(x),
+            mean=enn.AdaptiveAvgPool2d((3, 4), bins="torch")(x),
+            mean_generic=enn.AdaptivePool((3, 4), 2, lambda v: v.sum() / v.size, bins="torch")(x),
             # A non-separable operation sees each bin's values together.
-            median=enn.AdaptivePool(3, 1, jnp.median)(r5),
+            median=enn.AdaptivePool(3, 1, jnp.median, bins="torch")(r5),
             # Dividing sizes take the reshape path, for both kinds of operation.
-            max_div=enn.AdaptiveMaxPool1d(4)(r8),
-            median_div=enn.AdaptivePool(2, 1, jnp.median)(r8),
-            min=enn.AdaptivePool(3, 1, jnp.min)(r5),
-            sum=enn.AdaptivePool(3, 1, jnp.sum)(r5),
+            max_div=enn.AdaptiveMaxPool1d(4, bins="torch")(r8),
+            median_div=enn.AdaptivePool(2, 1, jnp.median, bins="torch")(r8),
+            min=enn.AdaptivePool(3, 1, jnp.min, bins="torch")(r5),
+            sum=enn.AdaptivePool(3, 1, jnp.sum, bins="torch")(r5),
         )
 
     out = run(x)
@@ -99,6 +99,37 @@ def test_adaptive_generic_operation_matches_fast_path():
     np.testing.assert_allclose(out["median_div"], [[1.5, 5.5]])
     np.testing.assert_allclose(out["min"], [[0.0, 1.0, 3.0]])
     np.testing.assert_allclose(out["sum"], [[1.0, 6.0, 7.0]])
+
+
+def equinox_bins_reference(x: np.ndarray, target: int, reduce) -> np.ndarray:
+    """Contiguous bins, the first ``L % target`` one longer: Equinox's adaptive pooling,
+    computed with a NumPy loop over the last axis."""
+    short, extra = divmod(x.shape[-1], target)
+    out, start = [], 0
+    for i in range(target):
+        length = short + (i < extra)
+        out.append(reduce(x[..., start:start + length], axis=-1))
+        start += length
+    return np.stack(out, axis=-1)
+
+
+@pytest.mark.parametrize("size, target", [(14, 4), (7, 3), (9, 5), (8, 4), (5, 5)])
+def test_adaptive_pool_equinox_bins_by_default(size, target):
+    x = np.random.default_rng(size).standard_normal((2, 3, size))
+    ref_max = equinox_bins_reference(x, target, np.max)
+    ref_mean = equinox_bins_reference(x, target, np.mean)
+    x32 = jnp.asarray(x, jnp.float32)
+    np.testing.assert_allclose(enn.AdaptiveMaxPool1d(target)(x32[0]), ref_max[0], rtol=1e-6)
+    np.testing.assert_allclose(enn.AdaptiveAvgPool1d(target)(x32[0]), ref_mean[0], rtol=1e-5)
+    # 2-D: separable bins, the same rule along each axis.
+    ref2 = equinox_bins_reference(np.swapaxes(ref_mean, -1, -2), 2, np.mean)
+    got2 = enn.AdaptiveAvgPool2d((2, target))(x32)
+    np.testing.assert_allclose(got2, np.swapaxes(ref2, -1, -2), rtol=1e-5, atol=1e-6)
+    generic = enn.AdaptivePool(target, 1, lambda v: jnp.sort(v)[-1])(x32[0])
+    np.testing.assert_allclose(generic, ref_max[0], rtol=1e-6)
+    with pytest.raises(ValueError, match="bins='torch'"):
+        enn.AdaptiveAvgPool1d(size + 1)(x32[0])
+    assert enn.AdaptiveAvgPool1d(size + 1, bins="torch")(x32[0]).shape == (3, size + 1)
 
 
 ALL_POOLS = [

@@ -196,7 +196,7 @@ def test_mlp_errors():
     with pytest.raises(ValueError, match="depth"):
         enn.MLP(2, 2, 3, -1, key=KEY)
     with pytest.raises(ValueError, match="width_size"):
-        enn.MLP(2, 2, 0, 1, key=KEY)
+        enn.MLP(2, 2, -1, 1, key=KEY)
     with pytest.raises(TypeError, match="callable"):
         enn.MLP(2, 2, 3, 1, activation="relu", key=KEY)
     with pytest.raises(ValueError, match=r"shape \(2,\); got shape \(3,\)"):

@@ -48,7 +48,7 @@ class Block(nn.StatefulLayer):
 
     def __init__(self, key):
         self.linear = nn.Linear(3, 3, key=key)
-        self.norm = nn.BatchNorm(3, "batch")
+        self.norm = nn.BatchNorm(3, "batch", mode="torch")
 
     def __call__(self, x, state, *, key=None):
         y, state = self.norm(self.linear(x), state)

@@ -102,7 +102,7 @@ def test_make_with_state_and_delete_init_state() -> None:
     fresh = TwoCounters()
     assert len(jtu.tree_leaves(nn.delete_init_state(fresh))) == 2  # just the offsets
     assert len(jtu.tree_leaves(fresh)) == 4  # the original is untouched
-    bn, bn_state = nn.make_with_state(nn.BatchNorm)(2, "batch")
+    bn, bn_state = nn.make_with_state(nn.BatchNorm)(2, "batch", mode="torch")
     assert len(bn_state) == 2
 
 
@@ -258,7 +258,7 @@ def test_sequential_threads_state() -> None:
     model, state = make(
         [
             nn.Linear(3, 4, key=k1),
-            nn.BatchNorm(4, "batch", momentum=0.5),
+            nn.BatchNorm(4, "batch", momentum=0.5, mode="torch"),
             jax.nn.relu,
             nn.Sequential([Counter(4), nn.Dropout(0.5, inference=True)]),
             nn.Linear(4, 2, key=k2),

@@ -11,6 +11,7 @@ from ._adaptive_pool import (
     AdaptivePool,
 )
 from ._attention import MultiheadAttention
+from ._attention_functions import dot_product_attention, dot_product_attention_weights
 from ._batch_norm import BatchNorm
 from ._conv import Conv, Conv1d, Conv2d, Conv3d
 from ._conv_transpose import ConvTranspose, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
@@ -77,6 +78,8 @@ __all__: list[str] = [
     "PReLU",
     "RMSNorm",
     "RotaryPositionalEmbedding",
+    "dot_product_attention",
+    "dot_product_attention_weights",
     # State, inference mode and weight tying.
     "BatchNorm",
     "Shared",

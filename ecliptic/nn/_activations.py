@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._module import Module
+from .._module import Module, field
 from ._misc import filled, resolve_dtype
 
 
@@ -23,13 +23,18 @@ class PReLU(Module):
     - `dtype`: parameter dtype (default float32, float64 with x64 on).
     - `num_parameters`: PyTorch's per-channel option: with a float `init_alpha`, build
         `num_parameters` slopes (all `init_alpha`). Default 1: one shared slope.
+    - `channels_first`: where per-channel slopes `(C,)` apply. `False` (as Equinox):
+        they broadcast against the input as NumPy does, i.e. along its LAST axis.
+        `True` (as PyTorch for one unbatched example): along its first axis, the input
+        being `(C, *spatial)`. Default `None`: `True` for slopes built with
+        `num_parameters > 1` (PyTorch's option), `False` otherwise.
 
     **Parameters:** `negative_slope` of shape `()` for one shared slope (Equinox's
     layout; PyTorch's `PReLU.weight` is the same value with shape `(1,)`), or `(C,)` per
     channel.
 
-    **Shapes:** input any shape, channels first: `(C, *spatial)` when the slope is per
-    channel (as PyTorch's channel dimension for an unbatched example); output the same.
+    **Shapes:** input any shape (`(..., C)`, or `(C, *spatial)` with `channels_first`,
+    when the slope is per channel); output the same.
 
     ```python
     act = ecliptic.nn.PReLU()
@@ -38,14 +43,23 @@ class PReLU(Module):
     """
 
     negative_slope: jax.Array
+    channels_first: bool = field(static=True)
 
     def __init__(
-        self, init_alpha: Any = 0.25, dtype: Any = None, *, num_parameters: int = 1
+        self,
+        init_alpha: Any = 0.25,
+        dtype: Any = None,
+        *,
+        num_parameters: int = 1,
+        channels_first: bool | None = None,
     ):
         if isinstance(num_parameters, bool) or not isinstance(num_parameters, (int, np.integer)):
             raise TypeError(f"PReLU: num_parameters must be an int; got {num_parameters!r}.")
         if num_parameters < 1:
             raise ValueError(f"PReLU: num_parameters must be >= 1; got {num_parameters}.")
+        self.channels_first = (
+            num_parameters > 1 if channels_first is None else bool(channels_first)
+        )
         if isinstance(init_alpha, (jax.Array, np.ndarray)):
             alpha = jnp.asarray(init_alpha, resolve_dtype(dtype) if dtype is not None else None)
             if not jnp.issubdtype(alpha.dtype, jnp.floating):
@@ -60,7 +74,12 @@ class PReLU(Module):
             self.negative_slope = alpha
         else:
             shape = () if num_parameters == 1 else (int(num_parameters),)
-            self.negative_slope = filled(shape, init_alpha, resolve_dtype(dtype))
+            if dtype is None:
+                # A Python number gives a weakly typed slope (as in Equinox): it takes a
+                # floating input's dtype instead of promoting it.
+                self.negative_slope = jnp.full(shape, float(init_alpha))
+            else:
+                self.negative_slope = filled(shape, init_alpha, resolve_dtype(dtype))
 
     def __call__(self, x: Any, *, key: Any = None) -> jax.Array:
         """**Arguments:**
@@ -74,16 +93,28 @@ class PReLU(Module):
         slope = self.negative_slope
         if slope.size > 1:
             c = slope.shape[0]
-            if x.ndim < 1 or x.shape[0] != c:
+            axis = 0 if self.channels_first else -1
+            if x.ndim < 1 or x.shape[axis] != c:
+                expected = f"({c}, *spatial)" if self.channels_first else f"(..., {c})"
                 raise ValueError(
                     f"PReLU has {c} per-channel slopes and expects an input of shape "
-                    f"({c}, *spatial); got shape {tuple(x.shape)}."
+                    f"{expected}; got shape {tuple(x.shape)}."
                 )
-            slope = slope.reshape((c,) + (1,) * (x.ndim - 1))
+            if self.channels_first:
+                slope = slope.reshape((c,) + (1,) * (x.ndim - 1))
+            else:  # explicit, so that rank promotion set to "raise" accepts it
+                slope = slope.reshape((1,) * (x.ndim - 1) + (c,))
         else:
             slope = slope.reshape(())
-        if jnp.issubdtype(x.dtype, jnp.inexact):
-            # An activation keeps its input's dtype (bf16 in, bf16 out).
-            slope = slope.astype(x.dtype)
+        # The output dtype, promoted explicitly so that strict dtype promotion accepts any
+        # input: an integer input takes the slope's dtype; a floating input keeps its own
+        # against a weakly typed slope (from a Python number), else the two promote.
+        if not jnp.issubdtype(x.dtype, jnp.inexact):
+            out_dtype = slope.dtype
+        elif getattr(slope, "weak_type", False):
+            out_dtype = x.dtype
+        else:
+            out_dtype = jnp.promote_types(x.dtype, slope.dtype)
+        x, slope = x.astype(out_dtype), slope.astype(out_dtype)
         # `x > 0` (not >=) so that the gradient at 0 is the slope's, as in PyTorch.
         return jnp.where(x > 0, x, slope * x)

@@ -1,8 +1,11 @@
 """Adaptive pooling: `AdaptivePool`, `AdaptiveAvgPool1d/2d/3d`, `AdaptiveMaxPool1d/2d/3d`.
 
-Output bin i of a dimension of size L pooled to `out` covers
-``[floor(i * L / out), ceil((i + 1) * L / out))``, as in PyTorch; bins overlap and
-differ in length when `out` does not divide L. The bins are static, so index and mask
+By default (as in Equinox) a dimension of size L pooled to `out` is cut into `out`
+contiguous bins, the first ``L % out`` of length ``ceil(L / out)`` and the rest of
+length ``floor(L / out)``. With ``bins="torch"``, bin i covers
+``[floor(i * L / out), ceil((i + 1) * L / out))``, as in PyTorch; those bins overlap
+and differ in length when `out` does not divide L. The two agree when `out` divides L.
+The bins are static, so index and mask
 arrays are built with NumPy at trace time and each call is a single gather and a single
 reduction (a reshape and a reduction when every size divides).
 """
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 import jax
 import jax.numpy as jnp
@@ -29,12 +32,19 @@ _KNOWN_REDUCTIONS: tuple[tuple[Any, str], ...] = (
 )
 
 
-def _bins(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
+_BIN_STYLES = ("equinox", "torch")
+
+
+def _bins(size: int, out: int, style: str) -> tuple[np.ndarray, np.ndarray]:
     """Start and length of each of the ``out`` bins over ``size`` positions."""
-    i = np.arange(out)
-    starts = (i * size) // out
-    ends = -((-(i + 1) * size) // out)
-    return starts, ends - starts
+    if style == "torch":
+        i = np.arange(out)
+        starts = (i * size) // out
+        ends = -((-(i + 1) * size) // out)
+        return starts, ends - starts
+    short, extra = divmod(size, out)
+    lengths = np.full(out, short) + (np.arange(out) < extra)
+    return np.cumsum(lengths) - lengths, lengths
 
 
 def _gather_windows(
@@ -76,7 +86,7 @@ def _apply_known(kind: str, windows: jax.Array, axes: tuple[int, ...],
     counts = lengths[0]
     for c in lengths[1:]:
         counts = np.multiply.outer(counts, c)
-    return total / counts.astype(total.dtype)
+    return total / counts.astype(total.dtype)[None]
 
 
 def _apply_generic(operation: Callable[[jax.Array], jax.Array], windows: jax.Array,
@@ -89,7 +99,7 @@ def _apply_generic(operation: Callable[[jax.Array], jax.Array], windows: jax.Arr
 
 
 class AdaptivePool(Module):
-    """N-dimensional adaptive pooling to a fixed output shape, with PyTorch's bins.
+    """N-dimensional adaptive pooling to a fixed output shape.
 
     **Arguments:**
 
@@ -98,10 +108,12 @@ class AdaptivePool(Module):
     - `operation`: the reduction over a bin. `jnp.max`, `jnp.min`, `jnp.mean` and
       `jnp.sum` run as one vectorised masked reduction; any other function is called
       on each bin's values as one 1-D vector and must return a scalar.
-
-    Bin i of a dimension of size L covers `[floor(i L / out), ceil((i + 1) L / out))`,
-    so neighbouring bins may overlap and differ in length when `out` does not divide L
-    (exactly as PyTorch's `AdaptiveAvgPool`/`AdaptiveMaxPool`).
+    - `bins`: how a dimension of size L is cut into `out` bins (keyword only).
+      `"equinox"` (default, as Equinox): contiguous bins, the first `L % out` of length
+      `ceil(L / out)`, the others `floor(L / out)`; needs `L >= out`. `"torch"` (as
+      PyTorch's `AdaptiveAvgPool`/`AdaptiveMaxPool`): bin i covers
+      `[floor(i L / out), ceil((i + 1) L / out))`, so neighbouring bins may overlap.
+      Both give the same bins when `out` divides L.
 
     **Parameters:** none. **Input:** `(channels, *spatial)`; **output:**
     `(channels, *target_shape)`.
@@ -114,19 +126,25 @@ class AdaptivePool(Module):
 
     target_shape: tuple[int, ...] = field(static=True)
     operation: Callable[[jax.Array], jax.Array] = field(static=True)
+    bins: str = field(static=True)
 
     def __init__(
         self,
         target_shape: Union[int, Sequence[int]],
         num_spatial_dims: int,
         operation: Callable[[jax.Array], jax.Array],
+        *,
+        bins: Literal["equinox", "torch"] = "equinox",
     ):
         name = type(self).__name__
         n = check_num_spatial_dims(num_spatial_dims, name)
         if not callable(operation):
             raise TypeError(f"{name}: operation must be callable; got {operation!r}.")
+        if bins not in _BIN_STYLES:
+            raise ValueError(f"{name}: bins must be one of {_BIN_STYLES}; got {bins!r}.")
         self.target_shape = as_tuple(target_shape, n, f"{name}: target_shape")
         self.operation = operation
+        self.bins = bins
 
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         """**Arguments:** `x` of shape `(channels, *spatial)`; `key` is ignored.
@@ -139,12 +157,18 @@ class AdaptivePool(Module):
         sizes = x.shape[1:]
         if any(s < 1 for s in sizes):
             raise ValueError(f"{name}: empty spatial dimension in input shape {x.shape}.")
+        if self.bins == "equinox" and any(s < o for s, o in zip(sizes, self.target_shape)):
+            raise ValueError(
+                f"{name}: input spatial shape {tuple(sizes)} is smaller than target_shape "
+                f"{self.target_shape}; Equinox's bins need at least one value each. Pass "
+                "bins='torch' for PyTorch's (overlapping) bins."
+            )
         # By identity: an operation need not be hashable or comparable.
         kind = next((k for f, k in _KNOWN_REDUCTIONS if f is self.operation), None)
         if kind == "mean" and not jnp.issubdtype(x.dtype, jnp.inexact):
             x = x.astype(jnp.result_type(float))
         axes = tuple(range(2, 2 * n + 1, 2))
-        bins = [_bins(s, o) for s, o in zip(sizes, self.target_shape)]
+        bins = [_bins(s, o, self.bins) for s, o in zip(sizes, self.target_shape)]
         lengths = [length for _, length in bins]
 
         if all(s % o == 0 for s, o in zip(sizes, self.target_shape)):
@@ -193,10 +217,12 @@ class AdaptivePool(Module):
 
 def _doc(kind: str, n: int) -> str:
     op = "jnp.mean" if kind == "Avg" else "jnp.max"
-    return f"""{n}-dimensional adaptive {"average" if kind == "Avg" else "max"} pooling, as
-    PyTorch's `nn.Adaptive{kind}Pool{n}d`: `AdaptivePool(target_shape, {n}, {op})`.
+    return f"""{n}-dimensional adaptive {"average" if kind == "Avg" else "max"} pooling:
+    `AdaptivePool(target_shape, {n}, {op}, bins=bins)`.
 
-    **Arguments:** `target_shape`, an int or {n} ints. **Parameters:** none.
+    **Arguments:** `target_shape`, an int or {n} ints; `bins` (keyword only),
+    `"equinox"` (default: Equinox's contiguous bins) or `"torch"` (PyTorch's
+    `nn.Adaptive{kind}Pool{n}d` bins, which may overlap). **Parameters:** none.
 
     **Input:** `(channels{", L" * n})`; **output:** `(channels, *target_shape)`.
 
@@ -210,40 +236,70 @@ def _doc(kind: str, n: int) -> str:
 class AdaptiveAvgPool1d(AdaptivePool):
     __doc__ = _doc("Avg", 1)
 
-    def __init__(self, target_shape: Union[int, Sequence[int]]):
-        super().__init__(target_shape, 1, jnp.mean)
+    def __init__(
+        self,
+        target_shape: Union[int, Sequence[int]],
+        *,
+        bins: Literal["equinox", "torch"] = "equinox",
+    ):
+        super().__init__(target_shape, 1, jnp.mean, bins=bins)
 
 
 class AdaptiveAvgPool2d(AdaptivePool):
     __doc__ = _doc("Avg", 2)
 
-    def __init__(self, target_shape: Union[int, Sequence[int]]):
-        super().__init__(target_shape, 2, jnp.mean)
+    def __init__(
+        self,
+        target_shape: Union[int, Sequence[int]],
+        *,
+        bins: Literal["equinox", "torch"] = "equinox",
+    ):
+        super().__init__(target_shape, 2, jnp.mean, bins=bins)
 
 
 class AdaptiveAvgPool3d(AdaptivePool):
     __doc__ = _doc("Avg", 3)
 
-    def __init__(self, target_shape: Union[int, Sequence[int]]):
-        super().__init__(target_shape, 3, jnp.mean)
+    def __init__(
+        self,
+        target_shape: Union[int, Sequence[int]],
+        *,
+        bins: Literal["equinox", "torch"] = "equinox",
+    ):
+        super().__init__(target_shape, 3, jnp.mean, bins=bins)
 
 
 class AdaptiveMaxPool1d(AdaptivePool):
     __doc__ = _doc("Max", 1)
 
-    def __init__(self, target_shape: Union[int, Sequence[int]]):
-        super().__init__(target_shape, 1, jnp.max)
+    def __init__(
+        self,
+        target_shape: Union[int, Sequence[int]],
+        *,
+        bins: Literal["equinox", "torch"] = "equinox",
+    ):
+        super().__init__(target_shape, 1, jnp.max, bins=bins)
 
 
 class AdaptiveMaxPool2d(AdaptivePool):
     __doc__ = _doc("Max", 2)
 
-    def __init__(self, target_shape: Union[int, Sequence[int]]):
-        super().__init__(target_shape, 2, jnp.max)
+    def __init__(
+        self,
+        target_shape: Union[int, Sequence[int]],
+        *,
+        bins: Literal["equinox", "torch"] = "equinox",
+    ):
+        super().__init__(target_shape, 2, jnp.max, bins=bins)
 
 
 class AdaptiveMaxPool3d(AdaptivePool):
     __doc__ = _doc("Max", 3)
 
-    def __init__(self, target_shape: Union[int, Sequence[int]]):
-        super().__init__(target_shape, 3, jnp.max)
+    def __init__(
+        self,
+        target_shape: Union[int, Sequence[int]],
+        *,
+        bins: Literal["equinox", "torch"] = "equinox",
+    ):
+        super().__init__(target_shape, 3, jnp.max, bins=bins)

@@ -13,12 +13,16 @@ import jax.tree_util as jtu
 import numpy as np
 
 from .._module import Module, field
+from ._attention_functions import dot_product_attention as dot_product_attention
+from ._attention_functions import (
+    dot_product_attention_weights as dot_product_attention_weights,
+)
+from ._attention_functions import multihead_attention
 from ._dropout import Dropout, _resolve_inference
 from ._linear import Linear
 from ._misc import (
     MissingKeyError,
     check_key,
-    compute_dtype,
     fan_in_bound,
     resolve_dtype,
     uniform_init,
@@ -292,26 +296,28 @@ class MultiheadAttention(Module):
                     f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}."
                 )
         q_seq, kv_seq = q.shape[0], k.shape[0]
-        acc_dtype = compute_dtype(jnp.result_type(q.dtype, k.dtype))
-        # Scale the queries, not the (larger) logits; accumulate half precision in float32.
-        q = q * jnp.asarray(1.0 / math.sqrt(q.shape[-1]), q.dtype)
-        logits = jnp.einsum("qhd,khd->hqk", q, k, preferred_element_type=acc_dtype)
         if mask is not None:
             mask = self._check_mask(mask, q_seq, kv_seq)
-            # The dtype's lowest finite value (not -inf): fully masked rows stay finite.
-            logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
-        weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-        dropout_active = 0.0 < self.dropout.p < 1.0 and not _resolve_inference(
+        training = not _resolve_inference(
             self.dropout.inference, inference, deterministic, "MultiheadAttention()"
         )
+        dropout_active = training and 0.0 < self.dropout.p < 1.0
         if dropout_active and key is None:
             raise MissingKeyError(
                 f"MultiheadAttention(dropout_p={self.dropout.p}) needs a PRNG key for its "
                 "attention dropout: pass key=jax.random.key(...) to the call, or set "
                 "inference=True (for a whole model: ecliptic.nn.inference_mode(model))."
             )
-        weights = self.dropout(weights, key=key, inference=inference, deterministic=deterministic)
-        attended = jnp.einsum("hqk,khd->qhd", weights, v).reshape(q_seq, -1)
+
+        def drop_weights(weights: jax.Array) -> jax.Array:
+            return self.dropout(weights, key=key, inference=inference, deterministic=deterministic)
+
+        # Dropout on the weights needs the explicit path, which materialises them. (p = 1
+        # in training drops everything; the Dropout layer decides what that means.)
+        weights_fn = drop_weights if training and self.dropout.p > 0.0 else None
+
+        # Through jax.nn.dot_product_attention (fused) on GPU when nothing needs the weights.
+        attended = multihead_attention(q, k, v, mask, weights_fn).reshape(q_seq, -1)
         return jax.vmap(self.output_proj)(attended)
 
     def _check_mask(self, mask: Any, q_seq: int, kv_seq: int) -> jax.Array:

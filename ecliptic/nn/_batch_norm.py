@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Hashable
 from typing import Any, Literal
 
@@ -14,7 +15,15 @@ from .._module import field
 from ._misc import compute_dtype, explain_parameter_shapes, resolve_dtype
 from ._stateful import MISSING_STATE, State, StatefulLayer, StateIndex, check_state
 
-_MODES = ("batch", "ema")
+_MODES = ("ema", "batch", "torch")
+
+# Equinox's wording, for the same situation: `mode` left unspecified.
+_DEFAULT_MODE_WARNING = (
+    "When `eqx.nn.BatchNorm(..., mode=...)` is unspecified it defaults to 'ema', for "
+    "backward compatibility. This typically has a performance impact, and for new code "
+    "the user is encouraged to use 'batch' instead. See "
+    "`https://github.com/patrick-kidger/equinox/issues/659`."
+)
 
 
 def _check_axis_name(axis_name: Any) -> Hashable | tuple[Hashable, ...]:
@@ -63,27 +72,32 @@ class BatchNorm(StatefulLayer):
         unchanged (no vmap needed). Toggle with `ecliptic.nn.inference_mode`.
     - `dtype`: the dtype of the parameters and running statistics (float32 by default).
         Half-precision inputs are normalised in float32.
-    - `mode`:
-        - `"batch"` (default, PyTorch's behaviour): training normalises with the batch
-            mean and (biased) variance; the running mean and the **unbiased** running
-            variance start at 0 and 1 and are updated as PyTorch does; inference uses
-            them. (Equinox's `"batch"` mode also normalises with batch statistics in
-            training, but debiases its running averages like Adam instead.)
-        - `"ema"` (Equinox's `"ema"` mode): the running mean and (biased) variance are
-            set to the first batch's statistics, then updated as above, and the running
-            values (this batch's included) are what training normalises with.
+    - `mode`: how the running statistics are kept, and what training normalises with.
+        Left unspecified it is `"ema"` (with a warning), as in Equinox.
+        - `"ema"` (Equinox's `"ema"`): the running mean and (biased) variance start at
+            0 and 0, are set to the first batch's statistics, then updated as above; the
+            running values (this batch's included) are what training normalises with.
+        - `"batch"` (Equinox's `"batch"`): training normalises with the batch mean and
+            (biased) variance; the running mean and variance start at 0 and 1, are
+            updated as above, and inference divides them by `1 - momentum**n` after `n`
+            batches (Adam's debiasing; the raw 0 and 1 before any batch).
+        - `"torch"` (PyTorch's behaviour): training normalises with the batch mean and
+            (biased) variance; the running mean and the **unbiased** running variance
+            start at 0 and 1 and are updated as above (as PyTorch does with momentum
+            `1 - momentum`); inference uses them as they are. Training needs more than
+            one value per channel, as in PyTorch.
 
     **Parameters:** `weight` (ones) and `bias` (zeros), of shape `(C,)`, or `None`
-    without `channelwise_affine`. **State:** in `"batch"` mode `batch_counter` (the
-    number of batches seen, PyTorch's `num_batches_tracked`) and `batch_state_index`
-    (`(running_mean, running_var)`, each `(C,)`); in `"ema"` mode `ema_first_time_index`
-    and `ema_state_index`.
+    without `channelwise_affine`. **State:** in `"batch"` and `"torch"` modes
+    `batch_counter` (the number of batches seen, PyTorch's `num_batches_tracked`) and
+    `batch_state_index` (`(running_mean, running_var)`, each `(C,)`); in `"ema"` mode
+    `ema_first_time_index` and `ema_state_index`.
 
     **Shapes:** input `(C, *spatial)` per example (any number of spatial dims, or none);
     output the same.
 
     ```python
-    bn, state = ecliptic.nn.make_with_state(ecliptic.nn.BatchNorm)(3, "batch")
+    bn, state = ecliptic.nn.make_with_state(ecliptic.nn.BatchNorm)(3, "batch", mode="batch")
     batched = jax.vmap(bn, axis_name="batch", in_axes=(0, None), out_axes=(0, None))
     y, state = batched(jnp.ones((8, 3, 5)), state)  # y: (8, 3, 5)
     ```
@@ -112,7 +126,7 @@ class BatchNorm(StatefulLayer):
         momentum: float = 0.99,
         inference: bool = False,
         dtype: Any = None,
-        mode: Literal["batch", "ema"] = "batch",
+        mode: Literal["ema", "batch", "torch", "legacy"] = "legacy",
     ):
         if isinstance(input_size, bool) or not isinstance(input_size, (int, np.integer)):
             raise TypeError(f"BatchNorm: input_size must be a positive int; got {input_size!r}.")
@@ -129,6 +143,9 @@ class BatchNorm(StatefulLayer):
                 f"BatchNorm: momentum must be in [0, 1] (the weight of the old running "
                 f"value; PyTorch's momentum is 1 - this); got {momentum!r}."
             )
+        if mode == "legacy":  # Equinox's spelling of "unspecified"
+            warnings.warn(_DEFAULT_MODE_WARNING, stacklevel=2)
+            mode = "ema"
         if mode not in _MODES:
             raise ValueError(f"BatchNorm: mode must be one of {_MODES}; got {mode!r}.")
         dtype = resolve_dtype(dtype)
@@ -137,17 +154,16 @@ class BatchNorm(StatefulLayer):
         c = int(input_size)
         self.weight = jnp.ones((c,), dtype) if channelwise_affine else None
         self.bias = jnp.zeros((c,), dtype) if channelwise_affine else None
-        stats = (jnp.zeros((c,), dtype), jnp.ones((c,), dtype))
         if mode == "ema":
             self.ema_first_time_index = StateIndex(jnp.array(True))
-            self.ema_state_index = StateIndex(stats)
+            self.ema_state_index = StateIndex((jnp.zeros((c,), dtype), jnp.zeros((c,), dtype)))
             self.batch_counter = None
             self.batch_state_index = None
         else:
             self.ema_first_time_index = None
             self.ema_state_index = None
             self.batch_counter = StateIndex(jnp.array(0, jnp.int32))
-            self.batch_state_index = StateIndex(stats)
+            self.batch_state_index = StateIndex((jnp.zeros((c,), dtype), jnp.ones((c,), dtype)))
         self.inference = bool(inference)
         self.axis_name = _check_axis_name(axis_name)
         self.input_size = c
@@ -195,9 +211,7 @@ class BatchNorm(StatefulLayer):
         calc = compute_dtype(out_dtype)
         xc = x.astype(calc)
         if inference:
-            index = self.ema_state_index if self.mode == "ema" else self.batch_state_index
-            mean, var = state.get(index)  # type: ignore[arg-type]
-            mean, var = mean.astype(calc), var.astype(calc)
+            mean, var = self._running_statistics(state, calc)
         elif self.mode == "ema":
             mean, var, state = self._train_ema(xc, state)
         else:
@@ -225,9 +239,24 @@ class BatchNorm(StatefulLayer):
         var = jax.lax.pmean(jnp.mean(centred * centred, axis=spatial), self.axis_name)
         return mean, var, count
 
+    def _running_statistics(self, state: State, calc: Any) -> tuple[jax.Array, jax.Array]:
+        """The mean and variance inference normalises with, in dtype ``calc``."""
+        index = self.ema_state_index if self.mode == "ema" else self.batch_state_index
+        mean, var = state.get(index)  # type: ignore[arg-type]
+        mean, var = mean.astype(calc), var.astype(calc)
+        if self.mode == "batch":
+            # Debias the averages (started at 0 and 1) as Adam does, once there are any.
+            assert self.batch_counter is not None
+            count = state.get(self.batch_counter)
+            correction = 1 - jnp.asarray(self.momentum, calc) ** count.astype(calc)
+            seen = count > 0
+            mean = jnp.where(seen, mean / correction, mean)
+            var = jnp.where(seen, var / correction, var)
+        return mean, var
+
     def _train_batch(self, xc: jax.Array, state: State) -> tuple[jax.Array, jax.Array, State]:
         mean, var, count = self._batch_statistics(xc)
-        if count < 2:
+        if self.mode == "torch" and count < 2:
             raise ValueError(
                 "BatchNorm: training needs more than one value per channel (batch size x "
                 f"spatial size = {count}); the unbiased running variance is undefined."
@@ -235,9 +264,11 @@ class BatchNorm(StatefulLayer):
         assert self.batch_state_index is not None and self.batch_counter is not None
         running_mean, running_var = state.get(self.batch_state_index)
         m = self.momentum
-        unbiased = jax.lax.stop_gradient(var) * (count / (count - 1))
+        batch_var = jax.lax.stop_gradient(var)
+        if self.mode == "torch":  # PyTorch keeps the unbiased variance
+            batch_var = batch_var * (count / (count - 1))
         new_mean = m * running_mean + (1 - m) * jax.lax.stop_gradient(mean)
-        new_var = m * running_var + (1 - m) * unbiased
+        new_var = m * running_var + (1 - m) * batch_var
         state = state.set(
             self.batch_state_index,
             (new_mean.astype(running_mean.dtype), new_var.astype(running_var.dtype)),

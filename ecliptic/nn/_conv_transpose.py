@@ -83,11 +83,13 @@ class ConvTranspose(Module):
     - `kernel_size`, `stride`, `dilation`: an int or N ints, each >= 1.
     - `padding`: the padding of the corresponding forward convolution, which removes
       that much from each output side: an int, N ints, N `(low, high)` pairs, `"VALID"`
-      (none), or `"SAME"`/`"SAME_LOWER"`: output size `stride * size`, whatever the
-      `output_padding` (an odd total trims the extra element from the end for "SAME",
-      from the start for "SAME_LOWER").
+      (none), or `"SAME"`/`"SAME_LOWER"`: output size `stride * size - output_padding`
+      (as in Equinox): the adjoint of the "SAME" convolution of an input that long (an
+      odd total padding trims the extra element from the end for "SAME", from the start
+      for "SAME_LOWER").
     - `output_padding`: extra size added at the end of each output dimension (to pick
-      among the sizes a strided convolution maps to the same size); an int or N ints,
+      among the sizes a strided convolution maps to the same size; with "SAME" padding,
+      the size taken off `stride * size` instead); an int or N ints,
       each smaller than the stride or the dilation (as PyTorch requires).
     - `groups`: must divide both channel counts. `use_bias`: whether to add a bias.
     - `padding_mode`: `"ZEROS"`, or `"CIRCULAR"` (the adjoint of a circularly padded
@@ -184,23 +186,29 @@ class ConvTranspose(Module):
             out_channels, n, use_bias, resolve_dtype(dtype),
         )
 
-    def _forward_pads(self) -> tuple[tuple[int, int], ...]:
-        """The padding (low, high) of the forward convolution this is the transpose of;
-        for "SAME" chosen so that the output size is exactly ``stride * size``."""
+    def _forward_pads(
+        self, in_sizes: Sequence[int]
+    ) -> tuple[tuple[tuple[int, int], ...], tuple[int, ...]]:
+        """The padding (low, high) of the forward convolution this is the transpose of,
+        and the extra size added at the end of each output dimension.
+
+        For "SAME"/"SAME_LOWER" (as in Equinox) the forward convolution is the "SAME" one
+        whose input has size ``stride * size - output_padding``: its padding, and the
+        extra size that makes the output exactly that long."""
+        n = self.num_spatial_dims
         if self.padding == "VALID":
-            return ((0, 0),) * self.num_spatial_dims
+            return ((0, 0),) * n, self.output_padding
         if not isinstance(self.padding, str):
-            return self.padding
-        pads = []
+            return self.padding, self.output_padding
+        pads, extras = [], []
         spans = effective_kernel(self.kernel_size, self.dilation)
-        for span, s, a in zip(spans, self.stride, self.output_padding):
-            total = span - s + a
-            if total < 0:  # kernel shorter than the stride: pad the output's end instead
-                pads.append((0, total))
-                continue
+        for size, span, s, a in zip(in_sizes, spans, self.stride, self.output_padding):
+            target = size * s - a
+            total = max((size - 1) * s + span - target, 0)
             lo = (total + 1) // 2 if self.padding == "SAME_LOWER" else total // 2
             pads.append((lo, total - lo))
-        return tuple(pads)
+            extras.append(target - ((size - 1) * s - total + span))
+        return tuple(pads), tuple(extras)
 
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         """**Arguments:** `x` of shape `(in_channels, *spatial)`; `key` is ignored.
@@ -211,14 +219,14 @@ class ConvTranspose(Module):
         n = self.num_spatial_dims
         check_input(x, n, self.in_channels, name)
         spans = effective_kernel(self.kernel_size, self.dilation)
-        fwd = self._forward_pads()
+        fwd, extras = self._forward_pads(x.shape[1:])
         sizes = tuple(
             (size - 1) * s - lo - hi + span + a
             for size, s, (lo, hi), span, a in zip(
-                x.shape[1:], self.stride, fwd, spans, self.output_padding
+                x.shape[1:], self.stride, fwd, spans, extras
             )
         )
-        if any(size < 1 for size in sizes):
+        if any(size < 0 for size in sizes):
             raise ValueError(
                 f"{name}: padding {fwd} leaves an empty output (spatial shape {sizes}) "
                 f"for input shape {tuple(x.shape)}."
@@ -229,7 +237,7 @@ class ConvTranspose(Module):
         conv_fwd: Sequence[tuple[int, int]] = ((0, 0),) * n if circular else fwd
         pads = tuple(
             (span - 1 - lo, span - 1 - hi + a)
-            for span, (lo, hi), a in zip(spans, conv_fwd, self.output_padding)
+            for span, (lo, hi), a in zip(spans, conv_fwd, extras)
         )
         dtype = common_dtype(x, self.weight)
         y = lax.conv_general_dilated(

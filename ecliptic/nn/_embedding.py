@@ -165,7 +165,8 @@ class RotaryPositionalEmbedding(Module):
     - `embedding_size`: the feature size `d`; must be even.
     - `theta`: the base of the frequencies.
     - `dtype`: dtype to compute the angles and the rotation in; default `None` uses the
-        input's dtype (float32 for float16/bfloat16 inputs). The output has the input's
+        input's dtype (float32 for float16/bfloat16 inputs, mixed in by JAX's promotion, which
+        strict dtype promotion rejects, as in Equinox). The output has the input's
         dtype either way.
 
     **Parameters:** none.
@@ -249,7 +250,8 @@ class RotaryPositionalEmbedding(Module):
         # (seq, half) -> (seq, 1, ..., 1, half) to broadcast over any middle axes.
         angles = angles.reshape((x.shape[0],) + (1,) * (x.ndim - 2) + (half,))
         cos, sin = jnp.cos(angles), jnp.sin(angles)
-        xc = x.astype(dtype)
-        x1, x2 = xc[..., :half], xc[..., half:]
+        # No explicit cast of `x`: a float16 input against float32 angles promotes as JAX
+        # promotes (an error under strict dtype promotion, as in Equinox).
+        x1, x2 = x[..., :half], x[..., half:]
         out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
         return out.astype(x.dtype)

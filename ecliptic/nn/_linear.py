@@ -25,9 +25,9 @@ def _check_size(value: Any, name: str, layer: str) -> int:
     if isinstance(value, str) and value == "scalar":
         return 1
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{layer}: {name} must be a positive int or 'scalar'; got {value!r}.")
-    if value < 1:
-        raise ValueError(f"{layer}: {name} must be >= 1 (or 'scalar'); got {value}.")
+        raise TypeError(f"{layer}: {name} must be an int >= 0 or 'scalar'; got {value!r}.")
+    if value < 0:
+        raise ValueError(f"{layer}: {name} must be >= 0 (or 'scalar'); got {value}.")
     return value
 
 

@@ -37,7 +37,7 @@ def uniform_init(key: Any, shape: Sequence[int], dtype: Any, bound: float) -> ja
         rkey, ikey = jax.random.split(key)
         real = jax.random.uniform(rkey, shape, real_dtype, -bound, bound)
         imag = jax.random.uniform(ikey, shape, real_dtype, -bound, bound)
-        return (real + 1j * imag).astype(dtype)
+        return jax.lax.complex(real, imag).astype(dtype)
     return jax.random.uniform(key, shape, dtype, minval=-bound, maxval=bound)
 
 

@@ -141,7 +141,7 @@ class State:
     `update(substate)`.
 
     ```python
-    model, state = ecliptic.nn.make_with_state(ecliptic.nn.BatchNorm)(3, "batch")
+    model, state = ecliptic.nn.make_with_state(ecliptic.nn.BatchNorm)(3, "batch", mode="batch")
     batched = jax.vmap(model, axis_name="batch", in_axes=(0, None), out_axes=(0, None))
     y, state = batched(x, state)  # x of shape (batch, 3)
     ```
@@ -342,7 +342,7 @@ def delete_init_state(model: Any) -> Any:
     placeholder.
 
     ```python
-    model = ecliptic.nn.BatchNorm(3, "batch")
+    model = ecliptic.nn.BatchNorm(3, "batch", mode="batch")
     state = ecliptic.nn.State(model)
     model = ecliptic.nn.delete_init_state(model)
     ```
@@ -389,7 +389,7 @@ def make_with_state(make_model: Callable[..., _T]) -> Callable[..., tuple[_T, St
     `(model, state)`.
 
     ```python
-    model, state = ecliptic.nn.make_with_state(ecliptic.nn.BatchNorm)(3, "batch")
+    model, state = ecliptic.nn.make_with_state(ecliptic.nn.BatchNorm)(3, "batch", mode="batch")
     ```
     """
     if not callable(make_model):

@@ -72,9 +72,12 @@ def make_ecliptic_net(key):
         def __init__(self, key):
             ks = jax.random.split(key, 6)
             self.stem = enn.Sequential(
-                [enn.Conv1d(C_IN, C, 3, padding=1, key=ks[0]), enn.PReLU(jnp.full(C, 0.25))]
+                [
+                    enn.Conv1d(C_IN, C, 3, padding=1, key=ks[0]),
+                    enn.PReLU(jnp.full(C, 0.25), channels_first=True),
+                ]
             )
-            self.bn = enn.BatchNorm(C, "batch", inference=True)
+            self.bn = enn.BatchNorm(C, "batch", inference=True, mode="torch")
             self.convt = enn.ConvTranspose1d(C, C, 2, stride=2, groups=2, key=ks[1])
             self.gnorm = enn.GroupNorm(2, C)
             self.attn = enn.MultiheadAttention(
