@@ -336,6 +336,34 @@ def test_module_update_wrapper():
         ec.module_update_wrapper(target)
 
 
+@pytest.mark.parametrize(
+    "transform", [ec.filter_jit, ec.filter_grad, ec.filter_vmap, ec.filter_value_and_grad]
+)
+def test_transform_wrappers_keep_metadata_through_jit(transform):
+    def scaled(x: jax.Array, k: int = 2) -> jax.Array:
+        """Scales."""
+        return jnp.sum(k * x)
+
+    seen = {}
+
+    @ec.filter_jit
+    def inspect(wrapper):
+        seen.update(
+            name=wrapper.__name__, doc=wrapper.__doc__, annotations=wrapper.__annotations__
+        )
+
+    inspect(transform(scaled))  # rebuilt from its leaves inside the trace
+    assert seen == {
+        "name": "scaled",
+        "doc": "Scales.",
+        "annotations": {"x": jax.Array, "k": int, "return": jax.Array},
+    }
+    # Equal wrappers of the same function share a compiled call; the metadata is hashable.
+    assert hash(jtu.tree_structure(transform(scaled))) == hash(
+        jtu.tree_structure(transform(scaled))
+    )
+
+
 def test_static_field_deprecated_alias():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -60,7 +60,7 @@ def test_masked_arrays_are_refused():
 
 
 def test_batchnorm_count_too_large_for_the_state_is_refused():
-    bn, state = enn.make_with_state(enn.BatchNorm)(3, "batch")
+    bn, state = enn.make_with_state(enn.BatchNorm)(3, "batch", mode="torch")
     sd = ecliptic.state_dict(bn, state=state, format="torch")
     [count_dtype] = {np.asarray(x).dtype for x in jax.tree.leaves(state)
                      if jnp.issubdtype(x.dtype, jnp.integer)}

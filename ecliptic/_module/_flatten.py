@@ -138,11 +138,14 @@ class WrapperMeta:
         self.static_values = static_values
         self.attributes = attributes
 
-    def _key(self) -> tuple[Any, ...]:
-        return (self.static_values, tuple(sorted(self.attributes.items())))
-
     def __eq__(self, other: Any) -> bool:
-        return type(other) is WrapperMeta and self._key() == other._key()
+        return (
+            type(other) is WrapperMeta
+            and self.static_values == other.static_values
+            and self.attributes == other.attributes
+        )
 
     def __hash__(self) -> int:
-        return hash(self._key())
+        # Hash the names only: `__annotations__` is a dict (compared by `__eq__`).
+        named = tuple(sorted((k, v) for k, v in self.attributes.items() if isinstance(v, str)))
+        return hash((self.static_values, named))

@@ -56,7 +56,7 @@ else:  # Python 3.10
 
 _T = TypeVar("_T")
 _INITIALISING = "__ecliptic_initialising__"
-_WRAPPER_ATTRIBUTES = ("__module__", "__name__", "__qualname__", "__doc__")
+_WRAPPER_ATTRIBUTES = ("__module__", "__name__", "__qualname__", "__doc__", "__annotations__")
 _object_new = object.__new__
 
 
@@ -390,8 +390,8 @@ class BoundMethod(Module):
 def module_update_wrapper(wrapper: _T, wrapped: Any = None) -> _T:
     """Make a wrapper Module look like the function it wraps, as `functools.update_wrapper`.
 
-    Copies `__module__`, `__name__`, `__qualname__` and `__doc__` from `wrapped` onto a
-    copy of `wrapper`; they survive flattening and unflattening.
+    Copies `__module__`, `__name__`, `__qualname__`, `__doc__` and `__annotations__` from
+    `wrapped` onto a copy of `wrapper`; they survive flattening and unflattening.
 
     **Arguments:**
 
