@@ -35,6 +35,7 @@ docs: $(VENV)/.stamp-docs
 
 lint: $(VENV)/.stamp-test
 	$(BIN)/ruff check ecliptic tests examples benchmarks
+	$(BIN)/ruff format --check ecliptic tests examples benchmarks
 
 # pyright (basic mode, settings in pyrightconfig.json) over the package.
 typecheck: $(VENV)/.stamp-test

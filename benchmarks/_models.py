@@ -84,14 +84,10 @@ def _wide_classes(base: type, static_field: Callable[..., Any]) -> tuple[type, t
 def _wide_arrays(key: jax.Array, blocks: int) -> list[tuple[jax.Array, jax.Array]]:
     keys = jax.random.split(key, blocks)
     f = WIDE_FEATURES
-    return [
-        (jax.random.normal(k, (f, f)) / f**0.5, jnp.zeros(f)) for k in keys
-    ]
+    return [(jax.random.normal(k, (f, f)) / f**0.5, jnp.zeros(f)) for k in keys]
 
 
-def _build_wide(
-    base: type, static_field: Callable[..., Any], key: jax.Array, blocks: int
-) -> Any:
+def _build_wide(base: type, static_field: Callable[..., Any], key: jax.Array, blocks: int) -> Any:
     Block, Wide = _wide_classes(base, static_field)
     arrays = _wide_arrays(key, blocks)
     return Wide(

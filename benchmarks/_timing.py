@@ -98,9 +98,7 @@ def interleaved(
     finally:
         if gc_was_enabled:
             gc.enable()
-    return {
-        name: Stats(statistics.median(s), min(s), tuple(s)) for name, s in samples.items()
-    }
+    return {name: Stats(statistics.median(s), min(s), tuple(s)) for name, s in samples.items()}
 
 
 def time_call(fn: Callable[[], Any], *, number: int = 2000, repeat: int = 15) -> float:
@@ -157,7 +155,7 @@ def optional(name: str) -> ModuleType | None:
 
 
 def goal_met(row: Row) -> str:
-    """"yes"/"no" for a row whose goal is a ratio bound such as "<=1.15x", else ""."""
+    """ "yes"/"no" for a row whose goal is a ratio bound such as "<=1.15x", else ""."""
     goal = row.goal.strip()
     if row.ratio is None or not goal.startswith("<=") or not goal.endswith("x"):
         return ""

@@ -71,13 +71,32 @@ def main(smoke: bool = False) -> list[Row]:
         for name, s in stats.items():
             ratio = None if name == baseline else s.median / stats[baseline].median
             mem_ratio = (
-                None if name == baseline or not memory[baseline]
+                None
+                if name == baseline or not memory[baseline]
                 else memory[name] / memory[baseline]
             )
-            rows.append(Row(group, f"{name} time", s.median / 1e3, "ms/call", ratio, "",
-                            f"min {s.min / 1e3:.3g} ms"))
-            rows.append(Row(group, f"{name} peak temp memory", memory[name] / 2**20, "MiB",
-                            mem_ratio, "", "compiled memory_analysis()"))
+            rows.append(
+                Row(
+                    group,
+                    f"{name} time",
+                    s.median / 1e3,
+                    "ms/call",
+                    ratio,
+                    "",
+                    f"min {s.min / 1e3:.3g} ms",
+                )
+            )
+            rows.append(
+                Row(
+                    group,
+                    f"{name} peak temp memory",
+                    memory[name] / 2**20,
+                    "MiB",
+                    mem_ratio,
+                    "",
+                    "compiled memory_analysis()",
+                )
+            )
     return rows
 
 

@@ -117,8 +117,11 @@ def peak_memory(directory: str, count: int, side: int, name: str) -> dict[str, i
     if not os.path.exists("/proc/self/clear_refs"):
         return None
     code = _MEMORY_CHILD.format(
-        bench=os.path.dirname(os.path.abspath(__file__)), count=count, side=side,
-        directory=directory, name=name,
+        bench=os.path.dirname(os.path.abspath(__file__)),
+        count=count,
+        side=side,
+        directory=directory,
+        name=name,
     )
     env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
     done = subprocess.run(
@@ -150,15 +153,19 @@ def main(smoke: bool = False, directory: str | None = None) -> list[Row]:
             base = stats[names[0]]
             for n in names:
                 s = stats[n]
-                rows.append(Row(
-                    f"checkpoint {kind} ({count} x f32[{side},{side}], {mb})", n,
-                    s.median / 1e3, "ms",
-                    None if n == names[0] else s.median / base.median,
-                    "" if n == names[0] else goal,
-                    f"min {s.min / 1e3:.3g} ms"
-                    + ("" if n == names[0] else f" ({s.min / base.min:.2f}x)"),
-                    None if n == names[0] else s.min / base.min,
-                ))
+                rows.append(
+                    Row(
+                        f"checkpoint {kind} ({count} x f32[{side},{side}], {mb})",
+                        n,
+                        s.median / 1e3,
+                        "ms",
+                        None if n == names[0] else s.median / base.median,
+                        "" if n == names[0] else goal,
+                        f"min {s.min / 1e3:.3g} ms"
+                        + ("" if n == names[0] else f" ({s.min / base.min:.2f}x)"),
+                        None if n == names[0] else s.min / base.min,
+                    )
+                )
         bound = largest + BUFFER
         peaks = {}
         for n in ops:
@@ -174,15 +181,24 @@ def main(smoke: bool = False, directory: str | None = None) -> list[Row]:
             for n in names:
                 ours = n != names[0]
                 within = "within" if extras[n] <= bound else "ABOVE"
-                rows.append(Row(
-                    f"checkpoint {kind} peak extra host memory", n, extras[n] / 2**20, "MB",
-                    extras[n] / base if ours else None, "",
-                    f"RSS rise {peaks[n]['rss'] / 2**20:.0f} MB"
-                    + (f" minus the loaded {mb}" if result else "")
-                    + f"; Python allocations {peaks[n]['python'] / 2**20:.0f} MB"
-                    + (f"; {within} largest array + buffer = {bound / 2**20:.0f} MB"
-                       if ours else ""),
-                ))
+                rows.append(
+                    Row(
+                        f"checkpoint {kind} peak extra host memory",
+                        n,
+                        extras[n] / 2**20,
+                        "MB",
+                        extras[n] / base if ours else None,
+                        "",
+                        f"RSS rise {peaks[n]['rss'] / 2**20:.0f} MB"
+                        + (f" minus the loaded {mb}" if result else "")
+                        + f"; Python allocations {peaks[n]['python'] / 2**20:.0f} MB"
+                        + (
+                            f"; {within} largest array + buffer = {bound / 2**20:.0f} MB"
+                            if ours
+                            else ""
+                        ),
+                    )
+                )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return rows

@@ -79,14 +79,21 @@ def main(smoke: bool = False) -> list[Row]:
     x = jax.random.normal(kx, (batch, 1, shape[0], shape[0]))
     y = jax.random.randint(ky, (batch,), 0, 10)
     stats = interleaved(
-        contenders(x, y, shape), number=1 if smoke else 5, rounds=1 if smoke else 15,
-        warmup=1 if smoke else 3, batch_seconds=0.1,
+        contenders(x, y, shape),
+        number=1 if smoke else 5,
+        rounds=1 if smoke else 15,
+        warmup=1 if smoke else 3,
+        batch_seconds=0.1,
     )
     base = stats["raw jax.jit step"]
     return [
         Row(
-            f"CNN train step {shape[0]}x{shape[0]}, batch {batch}", name, s.median / 1e3, "ms/step",
-            None if name == "raw jax.jit step" else s.median / base.median, "",
+            f"CNN train step {shape[0]}x{shape[0]}, batch {batch}",
+            name,
+            s.median / 1e3,
+            "ms/step",
+            None if name == "raw jax.jit step" else s.median / base.median,
+            "",
             f"{batch / (s.median * 1e-6):.0f} img/s; min {s.min / 1e3:.3g} ms",
         )
         for name, s in stats.items()

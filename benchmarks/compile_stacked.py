@@ -165,31 +165,61 @@ def main(smoke: bool = False) -> list[Row]:
                     raise AssertionError(f"{group}, N={n}: outputs differ by {diff}")
                 rows.append(Row(f"compile {group}", f"N={n} unrolled", best["unrolled"], "s"))
                 rows.append(
-                    Row(f"compile {group}", f"N={n} Stacked", best["Stacked"], "s",
-                        best["Stacked"] / best["unrolled"], "<=0.2x" if n == 32 else "",
-                        f"max abs diff {diff:.1e}")
+                    Row(
+                        f"compile {group}",
+                        f"N={n} Stacked",
+                        best["Stacked"],
+                        "s",
+                        best["Stacked"] / best["unrolled"],
+                        "<=0.2x" if n == 32 else "",
+                        f"max abs diff {diff:.1e}",
+                    )
                 )
                 if "one block" in best:
                     rows.append(
-                        Row(f"compile {group}", "1 block, no loop (floor)", best["one block"],
-                            "s", best["one block"] / best["unrolled"], "",
-                            f"lower bound on the N={n} Stacked ratio")
+                        Row(
+                            f"compile {group}",
+                            "1 block, no loop (floor)",
+                            best["one block"],
+                            "s",
+                            best["one block"] / best["unrolled"],
+                            "",
+                            f"lower bound on the N={n} Stacked ratio",
+                        )
                     )
                 for variant, model in models[n].items():
-                    runtime[f"N={n} {variant}"] = (
-                        lambda c=compiled[variant], m=model, x=x: c(m, x)
-                    )
+                    runtime[f"N={n} {variant}"] = lambda c=compiled[variant], m=model, x=x: c(m, x)
             stats = interleaved(
-                runtime, number=2 if smoke else 50, rounds=1 if smoke else 21,
-                warmup=1 if smoke else 3, batch_seconds=0.05,
+                runtime,
+                number=2 if smoke else 50,
+                rounds=1 if smoke else 21,
+                warmup=1 if smoke else 3,
+                batch_seconds=0.05,
             )
             for n in sizes:
                 base, s = stats[f"N={n} unrolled"], stats[f"N={n} Stacked"]
-                rows.append(Row(f"run time {group}", f"N={n} unrolled", base.median, "us/call",
-                                None, "", f"min {base.min:.3g}"))
-                rows.append(Row(f"run time {group}", f"N={n} Stacked", s.median, "us/call",
-                                s.median / base.median, "<=1.1x",
-                                f"min {s.min:.3g} ({s.min / base.min:.2f}x)"))
+                rows.append(
+                    Row(
+                        f"run time {group}",
+                        f"N={n} unrolled",
+                        base.median,
+                        "us/call",
+                        None,
+                        "",
+                        f"min {base.min:.3g}",
+                    )
+                )
+                rows.append(
+                    Row(
+                        f"run time {group}",
+                        f"N={n} Stacked",
+                        s.median,
+                        "us/call",
+                        s.median / base.median,
+                        "<=1.1x",
+                        f"min {s.min:.3g} ({s.min / base.min:.2f}x)",
+                    )
+                )
     return rows
 
 

@@ -35,9 +35,7 @@ def _contenders(name: str, key: jax.Array, x: jax.Array, smoke: bool) -> dict[st
         "ecliptic.filter_jit": lambda: filtered(model, x),
     }
     if models.eqx is not None:
-        eqx_model = (
-            models.equinox_mlp(key) if name == "MLP" else models.equinox_wide(key, blocks)
-        )
+        eqx_model = models.equinox_mlp(key) if name == "MLP" else models.equinox_wide(key, blocks)
         eqx_jit = models.eqx.filter_jit(_forward)
         fns["equinox.filter_jit"] = lambda: eqx_jit(eqx_model, x)
     if models.nnx is not None:

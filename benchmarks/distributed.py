@@ -59,8 +59,7 @@ def _worker(out_dir: str, smoke: bool) -> None:
                 shard.data.nbytes
             )
     memory = distributed.sharded_init_memory(make, key, mesh=mesh, rules=rules)
-    replicated = distributed.sharded_init_memory(make, key, mesh=mesh,
-                                                 rules=sharding.replicate())
+    replicated = distributed.sharded_init_memory(make, key, mesh=mesh, rules=sharding.replicate())
 
     optimizer = optax.adam(1e-3)
     param_sh = ec.param_shardings(model, mesh, rules)
@@ -106,9 +105,18 @@ def _worker(out_dir: str, smoke: bool) -> None:
     manager.close()
     if jax.process_index() == 0:
         with open(os.path.join(out_dir, "result.json"), "w") as f:
-            json.dump({"plain": plain, "saving": saving, "blocked": blocked, "total": total,
-                       "per_device": per_device, "memory": memory,
-                       "replicated": replicated}, f)
+            json.dump(
+                {
+                    "plain": plain,
+                    "saving": saving,
+                    "blocked": blocked,
+                    "total": total,
+                    "per_device": per_device,
+                    "memory": memory,
+                    "replicated": replicated,
+                },
+                f,
+            )
 
 
 def main(smoke: bool = False) -> list[Row]:
@@ -125,18 +133,35 @@ def main(smoke: bool = False) -> list[Row]:
     n = 4
     return [
         Row("async save (2 processes)", "step, no save", plain * 1e3, "ms/step"),
-        Row("async save (2 processes)", "step, save in flight", saving * 1e3, "ms/step",
-            saving / plain, "<=1.2x",
+        Row(
+            "async save (2 processes)",
+            "step, save in flight",
+            saving * 1e3,
+            "ms/step",
+            saving / plain,
+            "<=1.2x",
             f"min {min(r['saving']) / min(r['plain']):.2f}x; save() blocked "
             f"{statistics.median(r['blocked']) * 1e3:.1f} ms",
-            min(r["saving"]) / min(r["plain"])),
+            min(r["saving"]) / min(r["plain"]),
+        ),
         Row("FSDP bytes (2 processes)", "model bytes", r["total"] / 2**20, "MiB"),
-        Row("FSDP bytes (2 processes)", "params per device", per_device / 2**20, "MiB",
-            per_device / r["total"], f"~1/{n}"),
-        Row("FSDP bytes (2 processes)", "init peak per device", peak / 2**20, "MiB",
-            peak / r["total"], "",
-            f"XLA estimate, outputs + temporaries; {peak / replicated:.2f}x the replicated "
-            "build's"),
+        Row(
+            "FSDP bytes (2 processes)",
+            "params per device",
+            per_device / 2**20,
+            "MiB",
+            per_device / r["total"],
+            f"~1/{n}",
+        ),
+        Row(
+            "FSDP bytes (2 processes)",
+            "init peak per device",
+            peak / 2**20,
+            "MiB",
+            peak / r["total"],
+            "",
+            f"XLA estimate, outputs + temporaries; {peak / replicated:.2f}x the replicated build's",
+        ),
     ]
 
 

@@ -36,25 +36,31 @@ def main(smoke: bool = False) -> list[Row]:
         "ecliptic.filter_vmap": lambda: ec.filter_vmap(model)(x),
     }
     grads = {
-        "jax.grad (partitioned)": lambda: jax.grad(
-            lambda p: _loss(ec.combine(p, static), x, y)
-        )(params),
+        "jax.grad (partitioned)": lambda: jax.grad(lambda p: _loss(ec.combine(p, static), x, y))(
+            params
+        ),
         "ecliptic.filter_grad": lambda: ec.filter_grad(_loss)(model, x, y),
     }
     if eqx is not None:
         vmaps["equinox.filter_vmap"] = lambda: eqx.filter_vmap(eqx_model)(x)
         grads["equinox.filter_grad"] = lambda: eqx.filter_grad(_loss)(eqx_model, x, y)
     options = dict(
-        number=1 if smoke else 20, rounds=1 if smoke else 21, warmup=1 if smoke else 3,
+        number=1 if smoke else 20,
+        rounds=1 if smoke else 21,
+        warmup=1 if smoke else 3,
         batch_seconds=0.05,
     )
     rows = rows_from_stats(
-        "vmap outside jit (MLP, batch 8)", interleaved(vmaps, **options), "jax.vmap",
+        "vmap outside jit (MLP, batch 8)",
+        interleaved(vmaps, **options),
+        "jax.vmap",
         goals={"ecliptic.filter_vmap": "<=1.2x"},
     )
     rows += rows_from_stats(
-        "grad outside jit (MLP, batch 8)", interleaved(grads, **options),
-        "jax.grad (partitioned)", goals={"ecliptic.filter_grad": "<=1.2x"},
+        "grad outside jit (MLP, batch 8)",
+        interleaved(grads, **options),
+        "jax.grad (partitioned)",
+        goals={"ecliptic.filter_grad": "<=1.2x"},
     )
     return rows
 

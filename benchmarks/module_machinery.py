@@ -80,21 +80,29 @@ def main(smoke: bool = False) -> list[Row]:
         build["flax nnx (4 nnx.Linear)"] = lambda: models.nnx_mlp()
     fast = dict(number=2 if smoke else 2000, rounds=1 if smoke else 31, warmup=1 if smoke else 5)
     slow = dict(
-        number=1 if smoke else 50, rounds=1 if smoke else 21, warmup=1 if smoke else 3,
+        number=1 if smoke else 50,
+        rounds=1 if smoke else 21,
+        warmup=1 if smoke else 3,
         batch_seconds=0.05,
     )
     flat_base = "equinox" if eqx is not None else "ecliptic"
     build_base = "equinox nn.MLP" if eqx is not None else "ecliptic nn.MLP"
     rows = rows_from_stats(
-        "flatten+unflatten MLP", interleaved(flatten, **fast), flat_base,
+        "flatten+unflatten MLP",
+        interleaved(flatten, **fast),
+        flat_base,
         goals={"ecliptic": "<=1.0x"},
     )
     rows += rows_from_stats(
-        "filter_jit call, 20 blocks", interleaved(_check_init_contenders(), **fast),
-        "no __check_init__", goals={"with __check_init__": "<=1.1x"},
+        "filter_jit call, 20 blocks",
+        interleaved(_check_init_contenders(), **fast),
+        "no __check_init__",
+        goals={"with __check_init__": "<=1.1x"},
     )
     rows += rows_from_stats(
-        "build nn.MLP(32,32,64,3)", interleaved(build, **slow), build_base,
+        "build nn.MLP(32,32,64,3)",
+        interleaved(build, **slow),
+        build_base,
         goals={"ecliptic nn.MLP": "<=1.0x"},
     )
     return rows

@@ -64,17 +64,13 @@ def contenders(x: jax.Array, y: jax.Array) -> dict[str, Callable[[], Any]]:
     params, static = ec.partition(model, ec.is_inexact_array)
     fns = {
         "raw jax.jit step": _stepper(raw_step(static, opt), params, opt.init(params), x, y),
-        "ecliptic filtered step": _stepper(
-            filtered_step(ec, opt), model, opt.init(params), x, y
-        ),
+        "ecliptic filtered step": _stepper(filtered_step(ec, opt), model, opt.init(params), x, y),
     }
     if models.eqx is not None:
         eqx = models.eqx
         eqx_model = models.equinox_mlp(key)
         eqx_state = opt.init(eqx.filter(eqx_model, eqx.is_inexact_array))
-        fns["equinox filtered step"] = _stepper(
-            filtered_step(eqx, opt), eqx_model, eqx_state, x, y
-        )
+        fns["equinox filtered step"] = _stepper(filtered_step(eqx, opt), eqx_model, eqx_state, x, y)
     if models.nnx is not None:
         nnx = models.nnx
         nnx_model = models.nnx_mlp()
@@ -101,7 +97,9 @@ def main(smoke: bool = False) -> list[Row]:
         warmup=1 if smoke else 5,
     )
     return rows_from_stats(
-        "train step MLP (adam)", stats, "raw jax.jit step",
+        "train step MLP (adam)",
+        stats,
+        "raw jax.jit step",
         goals={"ecliptic filtered step": "<=1.1x"},
     )
 

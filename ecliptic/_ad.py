@@ -265,9 +265,7 @@ def filter_jvp(
     probe = PerturbationProbe()
 
     def inner(diff_leaves: list[Any], anchor: Any) -> Any:
-        out, out_static = split_output(
-            fn(*treedef.unflatten(merge(diff_leaves, static)), **kwargs)
-        )
+        out, out_static = split_output(fn(*treedef.unflatten(merge(diff_leaves, static)), **kwargs))
         return probe.probe(out, anchor), out_static
 
     anchor = np.zeros((), np.float32)
@@ -275,9 +273,7 @@ def filter_jvp(
         inner, (diff_p, anchor), (diff_t, np.ones((), np.float32))
     )
     # Outputs that do not depend on the differentiated inputs get None, as in Equinox.
-    t_iter = iter(
-        [_tangent_or_none(t) if p else None for t, p in zip(t_out, probe.perturbed)]
-    )
+    t_iter = iter([_tangent_or_none(t) if p else None for t, p in zip(t_out, probe.perturbed)])
     t_tree = out_static.treedef.unflatten(
         [next(t_iter) if s is DYNAMIC else None for s in out_static.static]
     )

@@ -261,7 +261,6 @@ class MethodWrapper(Module):
         return Partial(self, instance)
 
 
-
 class PerturbationProbe:
     """Finds which outputs of a function differentiated by `jax.jvp` have a tangent that
     is known to be zero (does not depend on the differentiated inputs), so that

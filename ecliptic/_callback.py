@@ -135,8 +135,9 @@ def filter_pure_callback(
     ```
     """
     if not callable(callback):
-        raise TypeError(f"{_NAME}(callback, ...): callback must be callable; got "
-                        f"{short_repr(callback)}.")
+        raise TypeError(
+            f"{_NAME}(callback, ...): callback must be callable; got {short_repr(callback)}."
+        )
     leaves, treedef = jtu.tree_flatten((args, kwargs))
     dynamic, static = split(leaves)
     r_leaves, r_def = jtu.tree_flatten(result_shape_dtypes)

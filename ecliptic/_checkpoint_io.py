@@ -271,9 +271,7 @@ def _ecliptic_meta(path: Any, metadata: dict[str, str]) -> dict[str, Any] | None
             f"(version {version!r}; this ecliptic reads version {VERSION!r})"
         )
     try:
-        out = {
-            key: json.loads(metadata[PREFIX + key]) for key in ("leaves", "nodes", "sha256")
-        }
+        out = {key: json.loads(metadata[PREFIX + key]) for key in ("leaves", "nodes", "sha256")}
         out["fingerprint"] = metadata[PREFIX + "fingerprint"]
     except (KeyError, ValueError, RecursionError) as e:
         raise corrupt(path, f"ecliptic's metadata is damaged ({e})") from None
@@ -379,9 +377,7 @@ def _check_like(like: Any) -> None:
         )
 
 
-def load(
-    path: Any, like: Any, *, check_static: bool = True, verify: bool | str = True
-) -> Any:
+def load(path: Any, like: Any, *, check_static: bool = True, verify: bool | str = True) -> Any:
     """Load a checkpoint written by `save` (or any safetensors file) into `like`'s shape.
 
     **Arguments:**

@@ -64,9 +64,7 @@ def is_array_like(element: Any) -> bool:
     **Returns:** a Python bool.
     """
     return (
-        is_array(element)
-        or isinstance(element, _SCALAR_TYPES)
-        or hasattr(element, "__jax_array__")
+        is_array(element) or isinstance(element, _SCALAR_TYPES) or hasattr(element, "__jax_array__")
     )
 
 
@@ -209,9 +207,7 @@ def filter(
     """
     mask = _resolve_mask(pytree, filter_spec, is_leaf)
     keep = (lambda m: not m) if inverse else bool
-    return jtu.tree_map(
-        lambda m, x: x if keep(m) else replace, mask, pytree, is_leaf=is_leaf
-    )
+    return jtu.tree_map(lambda m, x: x if keep(m) else replace, mask, pytree, is_leaf=is_leaf)
 
 
 def partition(
@@ -265,9 +261,7 @@ def combine(*pytrees: Any, is_leaf: Callable[[Any], bool] | None = None) -> Any:
     try:
         return jtu.tree_map(_first_not_none, *pytrees, is_leaf=leaf_test)
     except ValueError as e:
-        structures = ", ".join(
-            str(jtu.tree_structure(t, is_leaf=leaf_test)) for t in pytrees
-        )
+        structures = ", ".join(str(jtu.tree_structure(t, is_leaf=leaf_test)) for t in pytrees)
         raise ValueError(
             "combine() needs pytrees of the same structure (None counts as a leaf); "
             f"got structures: {structures}."

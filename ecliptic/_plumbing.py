@@ -49,9 +49,7 @@ def split(
     return dynamic, static
 
 
-def split_by_mask(
-    leaves: Sequence[Any], mask: Sequence[bool]
-) -> tuple[list[Any], tuple[Any, ...]]:
+def split_by_mask(leaves: Sequence[Any], mask: Sequence[bool]) -> tuple[list[Any], tuple[Any, ...]]:
     """As `split`, with a precomputed bool per leaf."""
     static = tuple([DYNAMIC if m else leaf for leaf, m in zip(leaves, mask)])
     dynamic = [leaf for leaf, m in zip(leaves, mask) if m]
@@ -177,9 +175,7 @@ def plan_for(leaves: Sequence[Any]) -> SplitPlan:
         mask = tuple(is_array(leaf) for leaf in leaves)
         static_types = tuple(kind for kind, m in zip(types, mask) if not m)
         nested = any(issubclass(kind, _NESTED_TYPES) for kind in static_types)
-        plan = _plans_by_static_types.setdefault(
-            (mask, static_types), SplitPlan(mask, nested)
-        )
+        plan = _plans_by_static_types.setdefault((mask, static_types), SplitPlan(mask, nested))
         _plans_by_types[types] = plan
         return plan
 

@@ -87,9 +87,7 @@ class _PmapWrapper(Module):
         """``(plan, positional arguments of its pmapped body (static key last), size)``."""
         reject_keywords(kwargs, "filter_pmap")
         in_axes = _named_in_axes(self.fun, self.in_axes, len(args))
-        arg_leaves, arg_treedef, arg_axes = resolve_axes(
-            in_axes, args, "filter_pmap(in_axes=...)"
-        )
+        arg_leaves, arg_treedef, arg_axes = resolve_axes(in_axes, args, "filter_pmap(in_axes=...)")
         size = batch_size(arg_leaves, arg_axes, arg_treedef, self.axis_size, _WHAT)
         self._check_devices(size)
         fun_leaves, fun_treedef = jtu.tree_flatten(self.fun)

@@ -225,8 +225,10 @@ def _fields_doc(name: str, obj: Any, opts: _Options, on_path: set[int]) -> _Brac
             continue
         # `__dict__` rather than getattr: a repr taken mid-__init__ may meet unset fields.
         store = getattr(obj, "__dict__", None)
-        value = store.get(f.name, _UNINITIALISED) if store is not None else getattr(
-            obj, f.name, _UNINITIALISED
+        value = (
+            store.get(f.name, _UNINITIALISED)
+            if store is not None
+            else getattr(obj, f.name, _UNINITIALISED)
         )
         if value is f.default:
             continue

@@ -108,9 +108,7 @@ def _parse_entry(path: Any, name: str, info: Any) -> Entry:
     np_dtype = DTYPES[dtype]
     begin, end = offsets
     if end - begin != math.prod(shape) * np_dtype.itemsize:
-        raise corrupt(
-            path, f"tensor {name!r}: data_offsets {offsets} do not hold a {dtype}{shape}"
-        )
+        raise corrupt(path, f"tensor {name!r}: data_offsets {offsets} do not hold a {dtype}{shape}")
     return Entry(name, np_dtype, tuple(shape), begin, end)
 
 
@@ -128,8 +126,9 @@ def read_header(f: BinaryIO, path: Any) -> tuple[dict[str, Entry], dict[str, str
         raise corrupt(path, f"it has only {size} bytes")
     if prefix.startswith(b"\x93NUMPY"):
         raise corrupt(
-            path, "it is an Equinox-style leaf file (.eqx, written by tree_serialise_leaves);"
-            " read it with tree_deserialise_leaves(path, like)"
+            path,
+            "it is an Equinox-style leaf file (.eqx, written by tree_serialise_leaves);"
+            " read it with tree_deserialise_leaves(path, like)",
         )
     n = int.from_bytes(prefix, "little")
     if n < 2 or n > MAX_HEADER or n > size - 8:
@@ -139,7 +138,8 @@ def read_header(f: BinaryIO, path: Any) -> tuple[dict[str, Entry], dict[str, str
         raise corrupt(path, "the header is not a JSON object")
     try:
         header = json.loads(
-            raw.decode("utf-8"), object_pairs_hook=_no_duplicates,
+            raw.decode("utf-8"),
+            object_pairs_hook=_no_duplicates,
             parse_constant=_reject_constant,
         )
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
@@ -166,7 +166,8 @@ def read_header(f: BinaryIO, path: Any) -> tuple[dict[str, Entry], dict[str, str
         position = entry.end
     if position != size - 8 - n:
         raise corrupt(
-            path, f"the tensors need {position} bytes of data, the file holds {size - 8 - n}"
-            " (truncated or padded?)"
+            path,
+            f"the tensors need {position} bytes of data, the file holds {size - 8 - n}"
+            " (truncated or padded?)",
         )
     return entries, metadata, base + 8 + n

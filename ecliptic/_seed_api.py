@@ -68,9 +68,7 @@ class _StaticArray:
 
 
 def _unwrap_static_arrays(tree: Any) -> Any:
-    return jtu.tree_map(
-        lambda x: x.value if type(x) is _StaticArray else x, tree
-    )
+    return jtu.tree_map(lambda x: x.value if type(x) is _StaticArray else x, tree)
 
 
 def _call_unwrapped(fun: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -155,9 +153,7 @@ def _normalise_argnums(argnums: int | Sequence[int], name: str) -> tuple[tuple[i
 
 
 def _check_differentiable(name: str, tree: Any, mask: Any) -> None:
-    for (path, leaf), selected in zip(
-        jtu.tree_flatten_with_path(tree)[0], jtu.tree_leaves(mask)
-    ):
+    for (path, leaf), selected in zip(jtu.tree_flatten_with_path(tree)[0], jtu.tree_leaves(mask)):
         if selected and not is_inexact_array(leaf):
             raise TypeError(
                 f"{name}: the filter selects the leaf at {jtu.keystr(path) or '<root>'} for "

@@ -136,7 +136,7 @@ def describe(shape: tuple[int, ...], dtype: Any) -> str:
         name = f"V{dtype.itemsize}" if dtype.type is np.void else dtype.name
     for long, short in _SHORT_DTYPES:
         if name.startswith(long):
-            name = short + name[len(long):]
+            name = short + name[len(long) :]
             break
     return f"{name}[{','.join(str(int(d)) for d in shape)}]"
 
@@ -175,9 +175,7 @@ def _read_exact(f: BinaryIO, n: int, what: str) -> bytes:
     except OSError as e:
         raise CheckpointError(f"could not read {what}: {e}") from e
     if remaining:
-        raise CheckpointError(
-            f"file ends early: {what} needs {n} bytes, only {n - remaining} left"
-        )
+        raise CheckpointError(f"file ends early: {what} needs {n} bytes, only {n - remaining} left")
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
@@ -212,9 +210,7 @@ def read_npy_header(
     descr, fortran, shape = header["descr"], header["fortran_order"], header["shape"]
     if not isinstance(descr, str) or not isinstance(fortran, bool):
         raise CheckpointError(f"malformed .npy header {raw[:60]!r}")
-    if not isinstance(shape, tuple) or not all(
-        type(d) is int and 0 <= d < 2**62 for d in shape
-    ):
+    if not isinstance(shape, tuple) or not all(type(d) is int and 0 <= d < 2**62 for d in shape):
         raise CheckpointError(f"malformed shape {shape!r} in .npy header")
     try:
         dtype = np.dtype(descr)
@@ -416,9 +412,7 @@ def _equinox_wording(error: Exception, path: tuple[Any, ...]) -> str:
 
 def _at_leaf(error: Exception, path: tuple[Any, ...]) -> Exception:
     if isinstance(error, CheckpointError):
-        return LeafFileError(
-            f"{display(dotted(path))}: {error} ({_equinox_wording(error, path)})"
-        )
+        return LeafFileError(f"{display(dotted(path))}: {error} ({_equinox_wording(error, path)})")
     if hasattr(error, "add_note"):
         error.add_note(  # pyright: ignore[reportAttributeAccessIssue]
             f"(at the leaf {display(dotted(path))}: {_equinox_wording(error, path)})"

@@ -80,9 +80,7 @@ def _uses_explicit_axes(sharding: Any) -> bool:
         return False
     types = dict(zip(mesh.axis_names, mesh.axis_types))
     explicit = jax.sharding.AxisType.Explicit
-    return any(
-        types.get(name) == explicit for entry in spec for name in _entry_names(entry)
-    )
+    return any(types.get(name) == explicit for entry in spec for name in _entry_names(entry))
 
 
 def _entry_names(entry: Any) -> tuple[Any, ...]:
@@ -312,4 +310,3 @@ def shard_opt_state(opt_state: Any, params: Any, mesh: Mesh | None = None) -> An
     ```
     """
     return filter_shard(opt_state, opt_state_shardings(opt_state, params, mesh))
-

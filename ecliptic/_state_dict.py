@@ -271,9 +271,7 @@ def _walk_import(
     return treedef.unflatten(new_children), state
 
 
-def _import_stacked(
-    node: Stacked, name: str, state: Any, io: Reader | Renamed
-) -> tuple[Any, Any]:
+def _import_stacked(node: Stacked, name: str, state: Any, io: Reader | Renamed) -> tuple[Any, Any]:
     layers, layer_states = [], []
     for i, (layer, layer_state) in enumerate(layer_views(node, state)):
         layer, layer_state = _walk_import(layer, join(name, str(i)), True, layer_state, io)
@@ -283,9 +281,7 @@ def _import_stacked(
     return new, restack_state(node, state, layer_states)
 
 
-def _import_parametrised(
-    node: Any, name: str, state: Any, io: Reader | Renamed
-) -> tuple[Any, Any]:
+def _import_parametrised(node: Any, name: str, state: Any, io: Reader | Renamed) -> tuple[Any, Any]:
     check_parametrised(node, name)
     renamed = Renamed(io, weight_renames(node, name))
     layer, state = _walk_import(node.layer, name, True, state, renamed)

@@ -39,9 +39,7 @@ def to_numpy(value: Any, name: str) -> np.ndarray:
             f"{display(name)}: cannot read a {type(value).__name__} as an array ({e})"
         ) from e
     if array.dtype.hasobject or array.dtype.names is not None:
-        raise CheckpointError(
-            f"{display(name)}: a {type(value).__name__} is not a numeric array"
-        )
+        raise CheckpointError(f"{display(name)}: a {type(value).__name__} is not a numeric array")
     return array
 
 
@@ -138,9 +136,7 @@ class Scoped:
     def __init__(self, reader: Reader | Renamed, prefix: str):
         self.reader, self.prefix = reader, prefix
 
-    def get(
-        self, name: str, shape: tuple[int, ...], dtype: Any, optional: bool = False
-    ) -> Any:
+    def get(self, name: str, shape: tuple[int, ...], dtype: Any, optional: bool = False) -> Any:
         return self.reader.get(join(self.prefix, name), shape, dtype, optional)
 
     def problem(self, name: str, message: str) -> None:
@@ -165,8 +161,6 @@ def expected(leaf: Any) -> tuple[tuple[int, ...], np.dtype]:
         data = jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct(leaf.shape, leaf.dtype))
         return tuple(data.shape), np.dtype(data.dtype)
     return tuple(leaf.shape), np.dtype(leaf.dtype)
-
-
 
 
 class Renamed:

@@ -38,8 +38,8 @@ def layer_views(stacked: Stacked, state: Any) -> list[tuple[Any, Any]]:
     views = []
     for i in range(stacked.n):
         layer = jtu.tree_map(lambda leaf, i=i: _take(leaf, i), stacked.layers)
-        layer_state = None if substate is None else jtu.tree_map(
-            lambda leaf, i=i: _take(leaf, i), substate
+        layer_state = (
+            None if substate is None else jtu.tree_map(lambda leaf, i=i: _take(leaf, i), substate)
         )
         views.append((layer, layer_state))
     return views
@@ -93,7 +93,7 @@ def check_parametrised(node: Any, name: str) -> None:
         raise CheckpointError(
             f"{display(name)}: a {type(node).__name__} around a {type(layer).__name__} has "
             "no PyTorch format here (the layer's weight is laid out differently in "
-            "PyTorch); use format=\"native\""
+            'PyTorch); use format="native"'
         )
 
 

@@ -196,6 +196,7 @@ def _mha_export(layer: Any, state: Any) -> dict[str, Any]:
             out[f"{name}_proj_weight"] = _np(p.weight)
     out["out_proj.weight"] = _np(layer.output_proj.weight)
     if _has_bias(layer):
+
         def bias(p: Any) -> np.ndarray:
             dtype = p.weight.dtype
             return _np(p.bias) if p.bias is not None else np.zeros(p.weight.shape[0], dtype)

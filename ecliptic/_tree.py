@@ -156,7 +156,6 @@ class _TreeIndex:
         return self.by_id.get(id(obj))
 
 
-
 def _call_where(where: Callable[[Any], Any], index: _TreeIndex) -> Any:
     try:
         return where(index.mirror)

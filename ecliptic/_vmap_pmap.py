@@ -45,8 +45,10 @@ class if_array:
 
 
 def _is_axis_spec_leaf(spec: Any) -> bool:
-    return spec is None or isinstance(spec, (int, if_array)) or (
-        callable(spec) and jtu.treedef_is_leaf(jtu.tree_structure(spec))
+    return (
+        spec is None
+        or isinstance(spec, (int, if_array))
+        or (callable(spec) and jtu.treedef_is_leaf(jtu.tree_structure(spec)))
     )
 
 
@@ -225,9 +227,7 @@ def split_batched_output(
 
 def merge_batched_output(batched: list[Any], unbatched: list[Any], info: _OutputSplit) -> Any:
     """Outside the transform: move batch axes into place and rebuild the output."""
-    moved = [
-        x if axis == 0 else jnp.moveaxis(x, 0, axis) for x, axis in zip(batched, info.axes)
-    ]
+    moved = [x if axis == 0 else jnp.moveaxis(x, 0, axis) for x, axis in zip(batched, info.axes)]
     batched_iter, unbatched_iter = iter(moved), iter(unbatched)
     leaves = [
         next(batched_iter) if s is DYNAMIC else next(unbatched_iter) if s is _UNBATCHED else s

@@ -96,15 +96,18 @@ def train(trainable, frozen, data, steps, lr, seed):
     return ec.combine(trainable, frozen)
 
 
-def main(steps: int = 400, rank: int = 8, seed: int = 0,
-         out: pathlib.Path | None = None) -> dict[str, float]:
+def main(
+    steps: int = 400, rank: int = 8, seed: int = 0, out: pathlib.Path | None = None
+) -> dict[str, float]:
     data = load_split(seed)
     model_key, lora_key = jax.random.split(jax.random.key(seed))
     model = SmallCNN(key=model_key)
     params, static = ec.partition(model, ec.is_array)
     model = train(params, static, data["old_train"], steps, 3e-3, seed)
-    results = {"pretrained on 0-4, acc 0-4": accuracy(model, *data["old_test"]),
-               "pretrained on 0-4, acc 5-9": accuracy(model, *data["new_test"])}
+    results = {
+        "pretrained on 0-4, acc 0-4": accuracy(model, *data["old_test"]),
+        "pretrained on 0-4, acc 5-9": accuracy(model, *data["new_test"]),
+    }
 
     adapted = ec.lora(model, rank=rank, alpha=2 * rank, key=lora_key)
     # Train the adapters, and the head's bias (the new classes' logits start far below

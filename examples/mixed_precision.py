@@ -35,16 +35,18 @@ def load_data(seed: int) -> tuple[np.ndarray, ...]:
 
 def make_cnn(key: jax.Array) -> nn.Sequential:
     k1, k2, k3 = jax.random.split(key, 3)
-    return nn.Sequential([
-        nn.Conv2d(1, 16, 3, padding=1, key=k1),
-        nn.GroupNorm(4, 16),
-        nn.Lambda(jax.nn.relu),
-        nn.Conv2d(16, 32, 3, padding=1, key=k2),
-        nn.Lambda(jax.nn.relu),
-        nn.MaxPool2d(2, stride=2),
-        nn.Lambda(lambda x: x.reshape(-1)),
-        nn.Linear(32 * 4 * 4, 10, key=k3),
-    ])
+    return nn.Sequential(
+        [
+            nn.Conv2d(1, 16, 3, padding=1, key=k1),
+            nn.GroupNorm(4, 16),
+            nn.Lambda(jax.nn.relu),
+            nn.Conv2d(16, 32, 3, padding=1, key=k2),
+            nn.Lambda(jax.nn.relu),
+            nn.MaxPool2d(2, stride=2),
+            nn.Lambda(lambda x: x.reshape(-1)),
+            nn.Linear(32 * 4 * 4, 10, key=k3),
+        ]
+    )
 
 
 def loss_fn(model, images, labels):
@@ -89,8 +91,11 @@ def run(dtype, data, steps: int, seed: int) -> tuple[float, float, list[float]]:
 def main(steps: int = 300, seed: int = 0) -> dict[str, tuple[float, float]]:
     data = load_data(seed)
     results = {}
-    for name, dtype in (("float32", jnp.float32), ("bfloat16", jnp.bfloat16),
-                        ("float16", jnp.float16)):
+    for name, dtype in (
+        ("float32", jnp.float32),
+        ("bfloat16", jnp.bfloat16),
+        ("float16", jnp.float16),
+    ):
         loss, acc, scales = run(dtype, data, steps, seed)
         results[name] = (loss, acc)
         print(f"{name:9s} test loss {loss:.4f}  accuracy {acc:.3f}")

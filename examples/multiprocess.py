@@ -112,7 +112,7 @@ def _worker(phase: str, directory: str, steps: int) -> None:
 def _result(results) -> dict:
     for line in results[0].stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+            return json.loads(line[len("RESULT ") :])
     raise RuntimeError("the worker printed no result:\n" + results[0].stderr[-3000:])
 
 
@@ -124,13 +124,21 @@ def main(steps: int = 4) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as directory:
         ckpt = os.path.join(directory, "ckpt")
         args = [ckpt, str(steps)]
-        trained = _result(distributed.launch_local(
-            here, ["--worker", "train", *args], num_processes=2, devices_per_process=2))
+        trained = _result(
+            distributed.launch_local(
+                here, ["--worker", "train", *args], num_processes=2, devices_per_process=2
+            )
+        )
         print(f"2 processes x 2 devices: losses {[round(v, 5) for v in trained['losses']]}")
-        resumed = _result(distributed.launch_local(
-            here, ["--worker", "resume", *args], num_processes=2, devices_per_process=1))
-    print(f"step {steps + 1}: loss {trained['next_loss']:.6f} (2x2, continuing), "
-          f"{resumed['loss']:.6f} (2x1, restored from step {resumed['step']})")
+        resumed = _result(
+            distributed.launch_local(
+                here, ["--worker", "resume", *args], num_processes=2, devices_per_process=1
+            )
+        )
+    print(
+        f"step {steps + 1}: loss {trained['next_loss']:.6f} (2x2, continuing), "
+        f"{resumed['loss']:.6f} (2x1, restored from step {resumed['step']})"
+    )
     if resumed["step"] != steps or abs(trained["next_loss"] - resumed["loss"]) > 1e-5:
         raise SystemExit("the restored run does not continue from the same loss")
     return trained["next_loss"], resumed["loss"]

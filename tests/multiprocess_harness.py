@@ -30,8 +30,14 @@ RULES = {"replicate": sharding.replicate(), "fsdp": sharding.fsdp("data", min_si
 
 
 def run_workers(
-    scenario: str, out_dir: str, *, num_processes: int = 2, devices_per_process: int = 2,
-    timeout: float = 420.0, check: bool = True, grace: float = 5.0,
+    scenario: str,
+    out_dir: str,
+    *,
+    num_processes: int = 2,
+    devices_per_process: int = 2,
+    timeout: float = 420.0,
+    check: bool = True,
+    grace: float = 5.0,
 ) -> tuple[list[Any], list[dict[str, Any]]]:
     """Run `scenario` in `num_processes` processes; return (process results, JSON per rank).
 
@@ -39,8 +45,13 @@ def run_workers(
     """
     os.makedirs(out_dir, exist_ok=True)
     procs = distributed.launch_local(
-        WORKER, [scenario, out_dir], num_processes=num_processes,
-        devices_per_process=devices_per_process, timeout=timeout, grace=grace, check=check,
+        WORKER,
+        [scenario, out_dir],
+        num_processes=num_processes,
+        devices_per_process=devices_per_process,
+        timeout=timeout,
+        grace=grace,
+        check=check,
     )
     outputs = []
     for rank in range(num_processes):
@@ -155,8 +166,16 @@ def feed(batch: tuple[np.ndarray, np.ndarray], mesh: Mesh, how: str) -> Any:
     return tuple(jax.make_array_from_process_local_data(sh, a) for a in local)
 
 
-def train(kind: str, model: Any, mesh: Mesh, rules: Any, how: str, steps: int = STEPS,
-          first_step: int = 0, opt_state: Any = None):
+def train(
+    kind: str,
+    model: Any,
+    mesh: Mesh,
+    rules: Any,
+    how: str,
+    steps: int = STEPS,
+    first_step: int = 0,
+    opt_state: Any = None,
+):
     """Train `steps` steps; return (model, opt_state, losses as floats)."""
     if opt_state is None:
         model, opt_state, param_sh, opt_sh = place(model, mesh, rules)
@@ -221,5 +240,4 @@ def restore_and_resume(directory: str, mesh: Mesh) -> dict[str, Any]:
     x, y = feed(make_batch("mlp", latest), mesh, "global")
     _, _, loss = step(tree["model"], tree["opt_state"], x, y)
     manager.close()
-    return {"steps": steps, "latest": latest, "values": values, "loss": float(loss),
-            "specs": specs}
+    return {"steps": steps, "latest": latest, "values": values, "loss": float(loss), "specs": specs}

@@ -75,15 +75,17 @@ def main_scenario(out_dir: str) -> None:
         save_npz(out_dir, f"train-{kind}-{rules}-{how}.npz", h.gather(model))
 
     # Sharded initialisation.
-    model = distributed.sharded_init(h.make_model, "transformer", key, mesh=mesh,
-                                     rules=h.RULES["fsdp"])
+    model = distributed.sharded_init(
+        h.make_model, "transformer", key, mesh=mesh, rules=h.RULES["fsdp"]
+    )
     results["init_bytes_per_device"] = bytes_per_device(model)
     results["init_specs"] = sorted(
         {str(x.sharding.spec) for x in jax.tree_util.tree_leaves(model) if ec.is_array(x)}
     )
     results["init_memory"] = {
-        name: distributed.sharded_init_memory(h.make_model, "transformer", key, mesh=mesh,
-                                              rules=h.RULES[name])
+        name: distributed.sharded_init_memory(
+            h.make_model, "transformer", key, mesh=mesh, rules=h.RULES[name]
+        )
         for name in ("fsdp", "replicate")
     }
     save_npz(out_dir, "init.npz", h.gather(model))
@@ -105,8 +107,11 @@ def main_scenario(out_dir: str) -> None:
         x, y = h.feed(h.make_batch("mlp", i), mesh, "local")
         model, opt_state, loss = step(model, opt_state, x, y)
         losses.append(float(loss))
-        manager.save(i + 1, {"model": model, "state": state, "opt_state": opt_state},
-                     metadata={"loss": losses[-1]})
+        manager.save(
+            i + 1,
+            {"model": model, "state": state, "opt_state": opt_state},
+            metadata={"loss": losses[-1]},
+        )
         if i == 0:
             manager.wait()
             results["steps_after_first"] = manager.all_steps()
@@ -133,8 +138,9 @@ def restore_scenario(out_dir: str) -> None:
     mesh = h.make_mesh()
     out = h.restore_and_resume(os.path.join(out_dir, "ckpt"), mesh)
     save_npz(out_dir, "restore.npz", out.pop("values"))
-    write(out_dir, "restore", dict(out, devices=jax.device_count(),
-                                   process_count=jax.process_count()))
+    write(
+        out_dir, "restore", dict(out, devices=jax.device_count(), process_count=jax.process_count())
+    )
 
 
 if __name__ == "__main__":

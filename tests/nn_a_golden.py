@@ -38,8 +38,11 @@ def case(name: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The case's configuration and its arrays (x, weight, bias, out, ct, grad.*)."""
     data = _load()
     cfg = json.loads(str(data[f"{name}.cfg"]))
-    arrays = {k[len(name) + 1:]: v for k, v in data.items()
-              if k.startswith(name + ".") and not k.endswith(".cfg")}
+    arrays = {
+        k[len(name) + 1 :]: v
+        for k, v in data.items()
+        if k.startswith(name + ".") and not k.endswith(".cfg")
+    }
     return cfg, arrays
 
 
@@ -77,8 +80,9 @@ def set_params(module: Any, **values: Any) -> Any:
     return jtu.tree_unflatten(treedef, new)
 
 
-def check_against_golden(fn: Callable[..., jax.Array], arrays: dict[str, np.ndarray],
-                         wrt: tuple[str, ...]) -> None:
+def check_against_golden(
+    fn: Callable[..., jax.Array], arrays: dict[str, np.ndarray], wrt: tuple[str, ...]
+) -> None:
     """``fn(*[arrays[k] for k in wrt])`` must give the golden output, and its VJP with
     the golden cotangent the golden gradients."""
     args = [jnp.asarray(arrays[k]) for k in wrt]
@@ -92,8 +96,9 @@ def check_against_golden(fn: Callable[..., jax.Array], arrays: dict[str, np.ndar
     out, grads = value_and_vjp(args, jnp.asarray(arrays["ct"]))
     np.testing.assert_allclose(out, arrays["out"], rtol=RTOL, atol=ATOL)
     for k, g in zip(wrt, grads):
-        np.testing.assert_allclose(g, arrays[f"grad.{k}"], rtol=RTOL, atol=ATOL,
-                                   err_msg=f"gradient w.r.t. {k}")
+        np.testing.assert_allclose(
+            g, arrays[f"grad.{k}"], rtol=RTOL, atol=ATOL, err_msg=f"gradient w.r.t. {k}"
+        )
 
 
 def check_init_uniform(samples: np.ndarray, bound: float) -> None:

@@ -145,16 +145,27 @@ def abstract(tree: Any) -> Any:
     )
 
 
-
-
 # ------------------------------------------------------------------ random pytrees
 
 #: Every dtype safetensors can hold; the JAX ones also as JAX arrays (64-bit ones only
 #: as NumPy, since JAX runs without x64 here).
 ALL_DTYPES = [
-    np.bool_, np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.uint64,
-    np.int64, np.float16, jnp.bfloat16, np.float32, np.float64, np.complex64,
-    jnp.float8_e4m3fn, jnp.float8_e5m2,
+    np.bool_,
+    np.uint8,
+    np.int8,
+    np.uint16,
+    np.int16,
+    np.uint32,
+    np.int32,
+    np.uint64,
+    np.int64,
+    np.float16,
+    jnp.bfloat16,
+    np.float32,
+    np.float64,
+    np.complex64,
+    jnp.float8_e4m3fn,
+    jnp.float8_e5m2,
 ]
 _JAX_OK = {np.dtype(d) for d in ALL_DTYPES if np.dtype(d).itemsize <= 4 and d is not np.complex64}
 
@@ -206,6 +217,15 @@ random_trees = st.recursive(
 )
 
 __all__ = [
-    "ALL_DTYPES", "DTYPES", "Node", "abstract", "abstract_zoo", "bits_equal", "fill", "layer_zoo",
-    "random_arrays", "random_trees", "raw_bytes",
+    "ALL_DTYPES",
+    "DTYPES",
+    "Node",
+    "abstract",
+    "abstract_zoo",
+    "bits_equal",
+    "fill",
+    "layer_zoo",
+    "random_arrays",
+    "random_trees",
+    "raw_bytes",
 ]

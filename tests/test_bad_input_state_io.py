@@ -46,8 +46,11 @@ def abstract(in_size: int = 3, out_size: int = 4, **kwargs: Any) -> nn.Linear:
 @functools.cache
 def linear(in_size: int = 3, out_size: int = 4, **kwargs: Any) -> nn.Linear:
     """A Linear with zero NumPy parameters (cheap to build, save and compare)."""
-    return jax.tree.map(lambda x: np.zeros(x.shape, x.dtype) if _is_struct(x) else x,
-                        abstract(in_size, out_size, **kwargs), is_leaf=_is_struct)
+    return jax.tree.map(
+        lambda x: np.zeros(x.shape, x.dtype) if _is_struct(x) else x,
+        abstract(in_size, out_size, **kwargs),
+        is_leaf=_is_struct,
+    )
 
 
 @functools.cache
@@ -117,103 +120,231 @@ def load(kind: str, like: Any = None, edit: Any = None) -> Any:
 
 MISSING = "no-such-dir/model.safetensors"
 CHECKPOINT_CASES = [
-    misuse("save/missing-directory", lambda: ec.save(workdir() / MISSING, linear()),
-           ec.CheckpointError, r"cannot save to '.*model\.safetensors': the directory "
-           r"'.*no-such-dir' does not exist"),
-    misuse("save/path-is-a-directory", lambda: ec.save(workdir(), linear()),
-           ec.CheckpointError, r"cannot save to '.*': it is a directory"),
-    misuse("save/metadata-not-str", lambda: ec.save(workdir() / "m.safetensors", linear(),
-                                                    metadata={"epoch": 1}), TypeError,
-           r"save\(metadata=\.\.\.\) must be a dict\[str, str\]"),
-    misuse("save/reserved-metadata-key",
-           lambda: ec.save(workdir() / "m.safetensors", linear(),
-                           metadata={"ecliptic.version": "9"}), ValueError,
-           r"save\(metadata=\.\.\.\): the keys \['ecliptic\.version'\] are reserved"),
-    misuse("load/missing-file", lambda: ec.load(workdir() / "none.safetensors", linear()),
-           ec.CheckpointError, r"cannot read '.*none\.safetensors': No such file"),
-    misuse("load/wrong-architecture", load("safetensors", lambda: abstract(4, 3)),
-           ec.CheckpointError, r"(?s)cannot load .* into `like`.*weight: expected "
-           r"f32\[3,4\], file has f32\[4,3\]"),
-    misuse("load/other-model-type", load("safetensors", lambda: mlp()),
-           ec.CheckpointError, r"(?s)layers\.0\.weight: expected f32\[8,3\], not in the file"),
-    misuse("load/dtype-mismatch", load("safetensors", lambda: abstract(dtype=jnp.float16)),
-           ec.CheckpointError, r"(?s)weight: expected f16\[4,3\], file has f32\[4,3\]"),
-    misuse("load/static-field-changed", load("safetensors", lambda: abstract(use_bias=False)),
-           ec.CheckpointError, r"(?s)bias: in the file \(f32\[4\]\) but not in like.*"
-           r"use_bias: file has True, like has False \(static\)"),
-    misuse("load/truncated-file", load("safetensors", edit=lambda d: d[: len(d) - 10]),
-           ec.CheckpointError, r"is not a valid safetensors file: the tensors need 64 bytes "
-           r"of data, the file holds 54"),
-    misuse("load/corrupted-header", load("safetensors", edit=break_header),
-           ec.CheckpointError, r"is not a valid safetensors file"),
-    misuse("load/corrupted-data", load("safetensors", edit=flip_last_byte), ec.CheckpointError,
-           r"bias: the data in '.*' does not match its recorded checksum: the file is "
-           r"corrupted"),
-    misuse("load/empty-file", load("safetensors", edit=lambda d: b""), ec.CheckpointError,
-           r"is not a valid safetensors file: it has only 0 bytes"),
-    misuse("load/not-a-safetensors-file", lambda: ec.load(saved("eqx"), linear()),
-           ec.CheckpointError, r"linear\.eqx' is not a valid safetensors file: it is an "
-           r"Equinox-style leaf file \(\.eqx, written by tree_serialise_leaves\); read it "
-           r"with tree_deserialise_leaves\(path, like\)"),
-    misuse("save/arguments-swapped", lambda: ec.save(linear(), workdir() / "s.safetensors"),
-           TypeError, r"save\(path, pytree\): path must be a str/os\.PathLike path or a "
-           r"writable binary file object; got Linear \(the arguments look swapped"),
-    misuse("save/text-mode-file", lambda: ec.save(io.StringIO(), linear()), TypeError,
-           r"save\(path, pytree\): path is a text-mode file; pass a binary file object"),
-    misuse("save/inside-jit", lambda: jax.jit(lambda m: ec.save(io.BytesIO(), m))(linear()),
-           TypeError, r"save: weight is a traced array \(float32\[4, 3\]\), not a concrete "
-           r"one: saving needs concrete values, so call save outside jax\.jit / filter_jit"),
-    misuse("save/inside-filter_jit",
-           lambda: ec.filter_jit(lambda m: ec.save(workdir() / "j.safetensors", m))(linear()),
-           TypeError, r"save: weight is a traced array .* call save outside jax\.jit"),
-    misuse("load/like-a-class", lambda: ec.load(saved("safetensors"), nn.Linear), TypeError,
-           r"load\(path, like\): like must be a pytree of the expected structure .*got the "
-           r"class Linear itself: build one, e\.g\. ecliptic\.filter_eval_shape\(Linear"),
-    misuse("load/verify-unknown", lambda: ec.load(saved("safetensors"), linear(), verify="yes"),
-           ValueError, r"load\(verify=\.\.\.\) must be one of \(True, False, 'require'\); "
-           r"got 'yes'"),
-    misuse("load/verify-require-foreign-file",
-           lambda: ec.load(foreign(), linear(), verify="require"), ec.CheckpointError,
-           r"has no ecliptic checksums .*refuses files whose data cannot be verified"),
-    misuse("load/format-version-0", load("safetensors", edit=version_zero), ec.CheckpointError,
-           r"was written in an older, unsupported ecliptic checkpoint format \(version '0'"),
-    misuse("load_metadata/missing-file", lambda: ec.load_metadata(workdir() / "none"),
-           ec.CheckpointError, r"cannot read '.*none'"),
-    misuse("tree_deserialise_leaves/missing-file",
-           lambda: ec.tree_deserialise_leaves(workdir() / "none.eqx", linear()),
-           ec.CheckpointError, r"cannot open '.*none\.eqx'.*No such file"),
-    misuse("tree_deserialise_leaves/text-mode-file",
-           lambda: ec.tree_deserialise_leaves(io.StringIO("x"), linear()),
-           TypeError, r"path_or_file is a text-mode file.*open\(path, 'rb'\)"),
-    misuse("tree_deserialise_leaves/wrong-architecture", load("eqx", lambda: abstract(4, 3)),
-           ec.CheckpointError, r"weight: expected f32\[3,4\], file has f32\[4,3\]"),
-    misuse("tree_deserialise_leaves/larger-model",
-           load("eqx", lambda: mlp()), ec.CheckpointError,
-           r"layers\.0\.weight: expected f32\[8,3\], file has f32\[4,3\]"),
-    misuse("tree_deserialise_leaves/smaller-like", load("eqx", lambda: [jnp.ones((4, 3))]),
-           ec.CheckpointError, r"has 144 bytes left after the last leaf of `like`: it was "
-           r"saved from a different \(larger\) pytree"),
-    misuse("tree_deserialise_leaves/dtype-mismatch",
-           load("eqx", lambda: abstract(dtype=jnp.float16)), ec.CheckpointError,
-           r"weight: expected f16\[4,3\], file has f32\[4,3\]"),
-    misuse("tree_deserialise_leaves/truncated", load("eqx", edit=lambda d: d[: len(d) - 5]),
-           ec.CheckpointError, r"bias: file ends early: the data of a f32\[4\] array needs "
-           r"16 bytes, only 11 left"),
-    misuse("tree_deserialise_leaves/corrupted-header", load("eqx", edit=lambda d: b"\0" + d[1:]),
-           ec.CheckpointError, r"weight: not an \.npy record"),
-    misuse("tree_deserialise_leaves/safetensors-file",
-           lambda: ec.tree_deserialise_leaves(saved("safetensors"), linear()),
-           ec.CheckpointError, r"linear\.safetensors' is a safetensors checkpoint.*"
-           r"tree_deserialise_leaves reads Equinox leaf files.*ecliptic\.load\(path, like\)"),
-    misuse("tree_serialise_leaves/path-a-float", lambda: ec.tree_serialise_leaves(3.5, linear()),
-           TypeError, r"path_or_file must be a str/os\.PathLike path or a binary file object; "
-           r"got float"),
-    misuse("tree_serialise_leaves/missing-directory",
-           lambda: ec.tree_serialise_leaves(workdir() / "nope" / "x.eqx", linear()),
-           ec.CheckpointError, r"cannot open '.*x\.eqx'"),
-    misuse("tree_serialise_leaves/filter_spec-an-int",
-           lambda: ec.tree_serialise_leaves(io.BytesIO(), linear(), filter_spec=3), TypeError,
-           r"filter_spec leaves must be callables \(file, leaf\) -> \.\.\.; got 3"),
+    misuse(
+        "save/missing-directory",
+        lambda: ec.save(workdir() / MISSING, linear()),
+        ec.CheckpointError,
+        r"cannot save to '.*model\.safetensors': the directory "
+        r"'.*no-such-dir' does not exist",
+    ),
+    misuse(
+        "save/path-is-a-directory",
+        lambda: ec.save(workdir(), linear()),
+        ec.CheckpointError,
+        r"cannot save to '.*': it is a directory",
+    ),
+    misuse(
+        "save/metadata-not-str",
+        lambda: ec.save(workdir() / "m.safetensors", linear(), metadata={"epoch": 1}),
+        TypeError,
+        r"save\(metadata=\.\.\.\) must be a dict\[str, str\]",
+    ),
+    misuse(
+        "save/reserved-metadata-key",
+        lambda: ec.save(workdir() / "m.safetensors", linear(), metadata={"ecliptic.version": "9"}),
+        ValueError,
+        r"save\(metadata=\.\.\.\): the keys \['ecliptic\.version'\] are reserved",
+    ),
+    misuse(
+        "load/missing-file",
+        lambda: ec.load(workdir() / "none.safetensors", linear()),
+        ec.CheckpointError,
+        r"cannot read '.*none\.safetensors': No such file",
+    ),
+    misuse(
+        "load/wrong-architecture",
+        load("safetensors", lambda: abstract(4, 3)),
+        ec.CheckpointError,
+        r"(?s)cannot load .* into `like`.*weight: expected "
+        r"f32\[3,4\], file has f32\[4,3\]",
+    ),
+    misuse(
+        "load/other-model-type",
+        load("safetensors", lambda: mlp()),
+        ec.CheckpointError,
+        r"(?s)layers\.0\.weight: expected f32\[8,3\], not in the file",
+    ),
+    misuse(
+        "load/dtype-mismatch",
+        load("safetensors", lambda: abstract(dtype=jnp.float16)),
+        ec.CheckpointError,
+        r"(?s)weight: expected f16\[4,3\], file has f32\[4,3\]",
+    ),
+    misuse(
+        "load/static-field-changed",
+        load("safetensors", lambda: abstract(use_bias=False)),
+        ec.CheckpointError,
+        r"(?s)bias: in the file \(f32\[4\]\) but not in like.*"
+        r"use_bias: file has True, like has False \(static\)",
+    ),
+    misuse(
+        "load/truncated-file",
+        load("safetensors", edit=lambda d: d[: len(d) - 10]),
+        ec.CheckpointError,
+        r"is not a valid safetensors file: the tensors need 64 bytes "
+        r"of data, the file holds 54",
+    ),
+    misuse(
+        "load/corrupted-header",
+        load("safetensors", edit=break_header),
+        ec.CheckpointError,
+        r"is not a valid safetensors file",
+    ),
+    misuse(
+        "load/corrupted-data",
+        load("safetensors", edit=flip_last_byte),
+        ec.CheckpointError,
+        r"bias: the data in '.*' does not match its recorded checksum: the file is "
+        r"corrupted",
+    ),
+    misuse(
+        "load/empty-file",
+        load("safetensors", edit=lambda d: b""),
+        ec.CheckpointError,
+        r"is not a valid safetensors file: it has only 0 bytes",
+    ),
+    misuse(
+        "load/not-a-safetensors-file",
+        lambda: ec.load(saved("eqx"), linear()),
+        ec.CheckpointError,
+        r"linear\.eqx' is not a valid safetensors file: it is an "
+        r"Equinox-style leaf file \(\.eqx, written by tree_serialise_leaves\); read it "
+        r"with tree_deserialise_leaves\(path, like\)",
+    ),
+    misuse(
+        "save/arguments-swapped",
+        lambda: ec.save(linear(), workdir() / "s.safetensors"),
+        TypeError,
+        r"save\(path, pytree\): path must be a str/os\.PathLike path or a "
+        r"writable binary file object; got Linear \(the arguments look swapped",
+    ),
+    misuse(
+        "save/text-mode-file",
+        lambda: ec.save(io.StringIO(), linear()),
+        TypeError,
+        r"save\(path, pytree\): path is a text-mode file; pass a binary file object",
+    ),
+    misuse(
+        "save/inside-jit",
+        lambda: jax.jit(lambda m: ec.save(io.BytesIO(), m))(linear()),
+        TypeError,
+        r"save: weight is a traced array \(float32\[4, 3\]\), not a concrete "
+        r"one: saving needs concrete values, so call save outside jax\.jit / filter_jit",
+    ),
+    misuse(
+        "save/inside-filter_jit",
+        lambda: ec.filter_jit(lambda m: ec.save(workdir() / "j.safetensors", m))(linear()),
+        TypeError,
+        r"save: weight is a traced array .* call save outside jax\.jit",
+    ),
+    misuse(
+        "load/like-a-class",
+        lambda: ec.load(saved("safetensors"), nn.Linear),
+        TypeError,
+        r"load\(path, like\): like must be a pytree of the expected structure .*got the "
+        r"class Linear itself: build one, e\.g\. ecliptic\.filter_eval_shape\(Linear",
+    ),
+    misuse(
+        "load/verify-unknown",
+        lambda: ec.load(saved("safetensors"), linear(), verify="yes"),
+        ValueError,
+        r"load\(verify=\.\.\.\) must be one of \(True, False, 'require'\); "
+        r"got 'yes'",
+    ),
+    misuse(
+        "load/verify-require-foreign-file",
+        lambda: ec.load(foreign(), linear(), verify="require"),
+        ec.CheckpointError,
+        r"has no ecliptic checksums .*refuses files whose data cannot be verified",
+    ),
+    misuse(
+        "load/format-version-0",
+        load("safetensors", edit=version_zero),
+        ec.CheckpointError,
+        r"was written in an older, unsupported ecliptic checkpoint format \(version '0'",
+    ),
+    misuse(
+        "load_metadata/missing-file",
+        lambda: ec.load_metadata(workdir() / "none"),
+        ec.CheckpointError,
+        r"cannot read '.*none'",
+    ),
+    misuse(
+        "tree_deserialise_leaves/missing-file",
+        lambda: ec.tree_deserialise_leaves(workdir() / "none.eqx", linear()),
+        ec.CheckpointError,
+        r"cannot open '.*none\.eqx'.*No such file",
+    ),
+    misuse(
+        "tree_deserialise_leaves/text-mode-file",
+        lambda: ec.tree_deserialise_leaves(io.StringIO("x"), linear()),
+        TypeError,
+        r"path_or_file is a text-mode file.*open\(path, 'rb'\)",
+    ),
+    misuse(
+        "tree_deserialise_leaves/wrong-architecture",
+        load("eqx", lambda: abstract(4, 3)),
+        ec.CheckpointError,
+        r"weight: expected f32\[3,4\], file has f32\[4,3\]",
+    ),
+    misuse(
+        "tree_deserialise_leaves/larger-model",
+        load("eqx", lambda: mlp()),
+        ec.CheckpointError,
+        r"layers\.0\.weight: expected f32\[8,3\], file has f32\[4,3\]",
+    ),
+    misuse(
+        "tree_deserialise_leaves/smaller-like",
+        load("eqx", lambda: [jnp.ones((4, 3))]),
+        ec.CheckpointError,
+        r"has 144 bytes left after the last leaf of `like`: it was "
+        r"saved from a different \(larger\) pytree",
+    ),
+    misuse(
+        "tree_deserialise_leaves/dtype-mismatch",
+        load("eqx", lambda: abstract(dtype=jnp.float16)),
+        ec.CheckpointError,
+        r"weight: expected f16\[4,3\], file has f32\[4,3\]",
+    ),
+    misuse(
+        "tree_deserialise_leaves/truncated",
+        load("eqx", edit=lambda d: d[: len(d) - 5]),
+        ec.CheckpointError,
+        r"bias: file ends early: the data of a f32\[4\] array needs "
+        r"16 bytes, only 11 left",
+    ),
+    misuse(
+        "tree_deserialise_leaves/corrupted-header",
+        load("eqx", edit=lambda d: b"\0" + d[1:]),
+        ec.CheckpointError,
+        r"weight: not an \.npy record",
+    ),
+    misuse(
+        "tree_deserialise_leaves/safetensors-file",
+        lambda: ec.tree_deserialise_leaves(saved("safetensors"), linear()),
+        ec.CheckpointError,
+        r"linear\.safetensors' is a safetensors checkpoint.*"
+        r"tree_deserialise_leaves reads Equinox leaf files.*ecliptic\.load\(path, like\)",
+    ),
+    misuse(
+        "tree_serialise_leaves/path-a-float",
+        lambda: ec.tree_serialise_leaves(3.5, linear()),
+        TypeError,
+        r"path_or_file must be a str/os\.PathLike path or a binary file object; "
+        r"got float",
+    ),
+    misuse(
+        "tree_serialise_leaves/missing-directory",
+        lambda: ec.tree_serialise_leaves(workdir() / "nope" / "x.eqx", linear()),
+        ec.CheckpointError,
+        r"cannot open '.*x\.eqx'",
+    ),
+    misuse(
+        "tree_serialise_leaves/filter_spec-an-int",
+        lambda: ec.tree_serialise_leaves(io.BytesIO(), linear(), filter_spec=3),
+        TypeError,
+        r"filter_spec leaves must be callables \(file, leaf\) -> \.\.\.; got 3",
+    ),
 ]
 
 
@@ -227,33 +358,69 @@ def state_dict_with(edit: Any, **kwargs: Any) -> Any:
 
 
 STATE_DICT_CASES = [
-    misuse("load_state_dict/missing-key", state_dict_with(lambda sd: sd.pop("bias")),
-           ec.StateDictError, r"(?s)missing keys \(1\):\s+bias"),
-    misuse("load_state_dict/unexpected-key",
-           state_dict_with(lambda sd: sd.update(extra=np.ones(2))), ec.StateDictError,
-           r"(?s)unexpected keys \(1\):\s+extra"),
-    misuse("load_state_dict/wrong-shape",
-           state_dict_with(lambda sd: sd.update(weight=np.ones((3, 4), np.float32))),
-           ec.StateDictError, r"(?s)mismatched keys \(1\):\s+weight: expected f32\[4,3\], "
-           r"got f32\[3,4\]"),
-    misuse("load_state_dict/string-value", state_dict_with(lambda sd: sd.update(weight="w")),
-           ec.StateDictError, r"(?s)mismatched keys.*weight: expected f32\[4,3\]"),
-    misuse("load_state_dict/not-a-mapping",
-           lambda: ec.load_state_dict(linear(), [("weight", np.ones((4, 3)))]), TypeError,
-           r"state_dict must be a mapping name -> array; got list"),
-    misuse("load_state_dict/int-keys", lambda: ec.load_state_dict(linear(), {1: np.ones(1)}),
-           TypeError, r"state_dict keys must be strings; got \[1\]"),
-    misuse("state_dict/unknown-format", lambda: ec.state_dict(linear(), format="pytorch"),
-           ValueError, r"format must be one of \('native', 'torch'\); got 'pytorch'"),
-    misuse("state_dict/state-a-dict", lambda: ec.state_dict(linear(), state={}), TypeError,
-           r"state must be an ecliptic\.nn\.State or None; got dict"),
-    misuse("state_dict/torch-batchnorm-without-state",
-           lambda: ec.state_dict(nn.make_with_state(nn.BatchNorm)(3, "batch", mode="torch")[0],
-                                 format="torch"), ec.CheckpointError,
-           r"a BatchNorm keeps running_mean/running_var in a State: pass the model's state"),
-    misuse("named_parameters/unknown-format",
-           lambda: list(ec.named_parameters(linear(), format="x")), ValueError,
-           r"format must be one of \('native', 'torch'\); got 'x'"),
+    misuse(
+        "load_state_dict/missing-key",
+        state_dict_with(lambda sd: sd.pop("bias")),
+        ec.StateDictError,
+        r"(?s)missing keys \(1\):\s+bias",
+    ),
+    misuse(
+        "load_state_dict/unexpected-key",
+        state_dict_with(lambda sd: sd.update(extra=np.ones(2))),
+        ec.StateDictError,
+        r"(?s)unexpected keys \(1\):\s+extra",
+    ),
+    misuse(
+        "load_state_dict/wrong-shape",
+        state_dict_with(lambda sd: sd.update(weight=np.ones((3, 4), np.float32))),
+        ec.StateDictError,
+        r"(?s)mismatched keys \(1\):\s+weight: expected f32\[4,3\], "
+        r"got f32\[3,4\]",
+    ),
+    misuse(
+        "load_state_dict/string-value",
+        state_dict_with(lambda sd: sd.update(weight="w")),
+        ec.StateDictError,
+        r"(?s)mismatched keys.*weight: expected f32\[4,3\]",
+    ),
+    misuse(
+        "load_state_dict/not-a-mapping",
+        lambda: ec.load_state_dict(linear(), [("weight", np.ones((4, 3)))]),
+        TypeError,
+        r"state_dict must be a mapping name -> array; got list",
+    ),
+    misuse(
+        "load_state_dict/int-keys",
+        lambda: ec.load_state_dict(linear(), {1: np.ones(1)}),
+        TypeError,
+        r"state_dict keys must be strings; got \[1\]",
+    ),
+    misuse(
+        "state_dict/unknown-format",
+        lambda: ec.state_dict(linear(), format="pytorch"),
+        ValueError,
+        r"format must be one of \('native', 'torch'\); got 'pytorch'",
+    ),
+    misuse(
+        "state_dict/state-a-dict",
+        lambda: ec.state_dict(linear(), state={}),
+        TypeError,
+        r"state must be an ecliptic\.nn\.State or None; got dict",
+    ),
+    misuse(
+        "state_dict/torch-batchnorm-without-state",
+        lambda: ec.state_dict(
+            nn.make_with_state(nn.BatchNorm)(3, "batch", mode="torch")[0], format="torch"
+        ),
+        ec.CheckpointError,
+        r"a BatchNorm keeps running_mean/running_var in a State: pass the model's state",
+    ),
+    misuse(
+        "named_parameters/unknown-format",
+        lambda: list(ec.named_parameters(linear(), format="x")),
+        ValueError,
+        r"format must be one of \('native', 'torch'\); got 'x'",
+    ),
 ]
 
 
@@ -291,62 +458,143 @@ def set_state_attribute() -> None:
 
 STATS = lambda: batch_norm()[0].batch_state_index  # noqa: E731
 STATE_CASES = [
-    misuse("BatchNorm/outside-vmap", bn_call(jnp.ones((3, 4)), batch_norm()[1]), NameError,
-           r"BatchNorm\(axis_name='batch'\) computes statistics over the batch, so it must run "
-           r"inside jax\.vmap"),
-    misuse("BatchNorm/vmap-with-other-axis-name", bn_vmapped(jnp.ones((2, 3)), axis_name="b"),
-           NameError, r"BatchNorm\(axis_name='batch'\).*unbound axis name: batch"),
-    misuse("BatchNorm/no-state", bn_call(jnp.ones(3)), TypeError,
-           r"BatchNorm is a stateful layer: call it as `y, state = layer\(x, state\)`"),
-    misuse("BatchNorm/state-a-dict", bn_call(jnp.ones(3), {}), TypeError,
-           r"BatchNorm\(x, state\): state must be an ecliptic\.nn\.State; got dict"),
-    misuse("BatchNorm/wrong-channels", bn_vmapped(jnp.ones((2, 4))), ValueError,
-           r"BatchNorm expects an input of shape \(input_size, \*spatial\) = \(3, \.\.\.\); "
-           r"got shape \(4,\)"),
-    misuse("BatchNorm/batched-input", bn_call(jnp.ones((8, 3)), batch_norm()[1]), ValueError,
-           r"got shape \(8, 3\)\. BatchNorm acts on one example: batch with jax\.vmap"),
-    misuse("BatchNorm/batch-of-one", bn_vmapped(jnp.ones((1, 3))), ValueError,
-           r"BatchNorm: training needs more than one value per channel"),
-    misuse("BatchNorm/momentum-above-one",
-           lambda: nn.BatchNorm(3, "batch", momentum=1.5, mode="torch"),
-           ValueError, r"BatchNorm: momentum must be in \[0, 1\].*got 1\.5"),
-    misuse("BatchNorm/axis_name-a-list", lambda: nn.BatchNorm(3, ["batch"], mode="torch"),
-           TypeError,
-           r"BatchNorm: axis_name must be the name given to the batching vmap"),
-    misuse("BatchNorm/unknown-mode", lambda: nn.BatchNorm(3, "batch", mode="running"),
-           ValueError,
-           r"BatchNorm: mode must be one of \('ema', 'batch', 'torch'\); got 'running'"),
-    misuse("BatchNorm/state-of-another-model",
-           bn_vmapped(jnp.ones((2, 3)), state=other_models_state), ValueError,
-           r"State\.get: this state has no entry for the StateIndex .*belongs to another "
-           r"model"),
-    misuse("State/get-foreign-index", lambda: batch_norm()[1].get(nn.StateIndex(jnp.zeros(2))),
-           ValueError, r"State\.get: this state has no entry for the StateIndex"),
-    misuse("State/get-a-string", state_call("get", "mean"), TypeError,
-           r"State\.get\(index, \.\.\.\): index must be a StateIndex; got str"),
-    misuse("State/set-wrong-shape",
-           lambda: batch_norm()[1].set(STATS(), (jnp.zeros(4), jnp.zeros(3))), ValueError,
-           r"State\.set: the new value for '\.batch_state_index' is \('float32\[4\]', "
-           r"'float32\[3\]'\), but the state holds \('float32\[3\]', 'float32\[3\]'\)"),
-    misuse("State/set-wrong-structure", lambda: batch_norm()[1].set(STATS(), jnp.zeros(3)),
-           ValueError, r"State\.set: the new value for '\.batch_state_index' has structure"),
-    misuse("State/update-with-a-dict", state_call("update", {}), TypeError,
-           r"State\.update\(substate\): substate must be a State; got dict"),
-    misuse("State/update-foreign-substate",
-           lambda: batch_norm()[1].update(other_models_state()), ValueError,
-           r"State\.update: the substate has entries .* that this state does not have"),
-    misuse("State/assign-attribute", set_state_attribute, AttributeError,
-           r"cannot set State\.values: a State is immutable.*state\.set\(index, value\)"),
-    misuse("State/from-stripped-model", lambda: nn.State(batch_norm()[0]), ValueError,
-           r"State\(model\): the model's initial state values were removed"),
-    misuse("StateIndex/string-init", lambda: nn.StateIndex("abc"), TypeError,
-           r"StateIndex\(init\): init must be an array or a pytree of arrays; got a leaf of "
-           r"type str"),
-    misuse("make_with_state/not-callable", lambda: nn.make_with_state(3), TypeError,
-           r"make_with_state\(make_model\): must be callable; got 3"),
-    misuse("Sequential/stateful-layer-without-state",
-           lambda: nn.Sequential([nn.Identity(), batch_norm()[0]])(jnp.ones(3)), TypeError,
-           r"Sequential: layers\[1\] \(BatchNorm\) is stateful, so the Sequential needs a state"),
+    misuse(
+        "BatchNorm/outside-vmap",
+        bn_call(jnp.ones((3, 4)), batch_norm()[1]),
+        NameError,
+        r"BatchNorm\(axis_name='batch'\) computes statistics over the batch, so it must run "
+        r"inside jax\.vmap",
+    ),
+    misuse(
+        "BatchNorm/vmap-with-other-axis-name",
+        bn_vmapped(jnp.ones((2, 3)), axis_name="b"),
+        NameError,
+        r"BatchNorm\(axis_name='batch'\).*unbound axis name: batch",
+    ),
+    misuse(
+        "BatchNorm/no-state",
+        bn_call(jnp.ones(3)),
+        TypeError,
+        r"BatchNorm is a stateful layer: call it as `y, state = layer\(x, state\)`",
+    ),
+    misuse(
+        "BatchNorm/state-a-dict",
+        bn_call(jnp.ones(3), {}),
+        TypeError,
+        r"BatchNorm\(x, state\): state must be an ecliptic\.nn\.State; got dict",
+    ),
+    misuse(
+        "BatchNorm/wrong-channels",
+        bn_vmapped(jnp.ones((2, 4))),
+        ValueError,
+        r"BatchNorm expects an input of shape \(input_size, \*spatial\) = \(3, \.\.\.\); "
+        r"got shape \(4,\)",
+    ),
+    misuse(
+        "BatchNorm/batched-input",
+        bn_call(jnp.ones((8, 3)), batch_norm()[1]),
+        ValueError,
+        r"got shape \(8, 3\)\. BatchNorm acts on one example: batch with jax\.vmap",
+    ),
+    misuse(
+        "BatchNorm/batch-of-one",
+        bn_vmapped(jnp.ones((1, 3))),
+        ValueError,
+        r"BatchNorm: training needs more than one value per channel",
+    ),
+    misuse(
+        "BatchNorm/momentum-above-one",
+        lambda: nn.BatchNorm(3, "batch", momentum=1.5, mode="torch"),
+        ValueError,
+        r"BatchNorm: momentum must be in \[0, 1\].*got 1\.5",
+    ),
+    misuse(
+        "BatchNorm/axis_name-a-list",
+        lambda: nn.BatchNorm(3, ["batch"], mode="torch"),
+        TypeError,
+        r"BatchNorm: axis_name must be the name given to the batching vmap",
+    ),
+    misuse(
+        "BatchNorm/unknown-mode",
+        lambda: nn.BatchNorm(3, "batch", mode="running"),
+        ValueError,
+        r"BatchNorm: mode must be one of \('ema', 'batch', 'torch'\); got 'running'",
+    ),
+    misuse(
+        "BatchNorm/state-of-another-model",
+        bn_vmapped(jnp.ones((2, 3)), state=other_models_state),
+        ValueError,
+        r"State\.get: this state has no entry for the StateIndex .*belongs to another "
+        r"model",
+    ),
+    misuse(
+        "State/get-foreign-index",
+        lambda: batch_norm()[1].get(nn.StateIndex(jnp.zeros(2))),
+        ValueError,
+        r"State\.get: this state has no entry for the StateIndex",
+    ),
+    misuse(
+        "State/get-a-string",
+        state_call("get", "mean"),
+        TypeError,
+        r"State\.get\(index, \.\.\.\): index must be a StateIndex; got str",
+    ),
+    misuse(
+        "State/set-wrong-shape",
+        lambda: batch_norm()[1].set(STATS(), (jnp.zeros(4), jnp.zeros(3))),
+        ValueError,
+        r"State\.set: the new value for '\.batch_state_index' is \('float32\[4\]', "
+        r"'float32\[3\]'\), but the state holds \('float32\[3\]', 'float32\[3\]'\)",
+    ),
+    misuse(
+        "State/set-wrong-structure",
+        lambda: batch_norm()[1].set(STATS(), jnp.zeros(3)),
+        ValueError,
+        r"State\.set: the new value for '\.batch_state_index' has structure",
+    ),
+    misuse(
+        "State/update-with-a-dict",
+        state_call("update", {}),
+        TypeError,
+        r"State\.update\(substate\): substate must be a State; got dict",
+    ),
+    misuse(
+        "State/update-foreign-substate",
+        lambda: batch_norm()[1].update(other_models_state()),
+        ValueError,
+        r"State\.update: the substate has entries .* that this state does not have",
+    ),
+    misuse(
+        "State/assign-attribute",
+        set_state_attribute,
+        AttributeError,
+        r"cannot set State\.values: a State is immutable.*state\.set\(index, value\)",
+    ),
+    misuse(
+        "State/from-stripped-model",
+        lambda: nn.State(batch_norm()[0]),
+        ValueError,
+        r"State\(model\): the model's initial state values were removed",
+    ),
+    misuse(
+        "StateIndex/string-init",
+        lambda: nn.StateIndex("abc"),
+        TypeError,
+        r"StateIndex\(init\): init must be an array or a pytree of arrays; got a leaf of "
+        r"type str",
+    ),
+    misuse(
+        "make_with_state/not-callable",
+        lambda: nn.make_with_state(3),
+        TypeError,
+        r"make_with_state\(make_model\): must be callable; got 3",
+    ),
+    misuse(
+        "Sequential/stateful-layer-without-state",
+        lambda: nn.Sequential([nn.Identity(), batch_norm()[0]])(jnp.ones(3)),
+        TypeError,
+        r"Sequential: layers\[1\] \(BatchNorm\) is stateful, so the Sequential needs a state",
+    ),
 ]
 
 
@@ -363,46 +611,101 @@ def make_linear(k: Any) -> Any:
 
 
 SHARED_STACKED_CASES = [
-    misuse("Shared/mismatched-shapes",
-           tie(lambda p: p[1].weight, lambda p: p[0].weight, lambda: linear(4, 3)), ValueError,
-           r"Every node being shared together must have the same pytree structure.*Shared\("
-           r"pytree, where, get\), `where` selected \(\(3, 4\), 'float32'\) but `get` selected "
-           r"\(\(4, 3\)"),
-    misuse("Shared/mismatched-count",
-           tie(lambda p: (p[1].weight, p[1].bias), lambda p: p[0].weight), ValueError,
-           r"Every node being shared together must have the same pytree structure"),
-    misuse("Shared/mismatched-dtypes",
-           tie(lambda p: p[1].weight, lambda p: p[0].weight, lambda: linear(dtype=jnp.float16)),
-           ValueError, r"`where` selected \(\(4, 3\), 'float16'\) but `get` selected "
-           r"\(\(4, 3\), 'float32'\)"),
-    misuse("Shared/where-not-callable", lambda: nn.Shared((1,), 3, lambda p: p), TypeError,
-           r"Shared\(pytree, where, get\): where must be a function pytree -> node\(s\); got 3"),
-    misuse("Shared/get-inside-where", lambda: nn.Shared(linear(), lambda p: p, lambda p: p),
-           ValueError, r"Shared: `get` selects \(part of\) a node that `where` selects"),
-    misuse("Stacked/zero-layers", lambda: nn.Stacked(make_linear, 0, key=KEY), ValueError,
-           r"Stacked: n \(the number of layers\) must be an int >= 1; got 0"),
-    misuse("Stacked/make_layer-not-callable", lambda: nn.Stacked(3, 2, key=KEY), TypeError,
-           r"Stacked\(make_layer, n\): make_layer must be a callable key -> layer; got 3"),
-    misuse("Stacked/make_layer-returns-non-layer", lambda: nn.Stacked(lambda k: 3, 2, key=KEY),
-           TypeError, r"Stacked: make_layer\(key\) must return a callable layer; got 3"),
-    misuse("Stacked/zero-unroll", lambda: nn.Stacked(make_linear, 2, key=KEY, unroll=0),
-           ValueError, r"Stacked: unroll must be an int >= 1; got 0"),
-    misuse("Stacked/index-out-of-range",
-           lambda: ec.filter_eval_shape(nn.Stacked, make_linear, 2, key=KEY)[5], IndexError,
-           r"Stacked index 5 is out of range for n=2 layers"),
-    misuse("stack_layers/static-field-differs",
-           stack(lambda: linear(), lambda: linear(use_bias=False)), ValueError,
-           r"stack_layers: every layer must have the same structure.*layers\[0\] and "
-           r"layers\[1\] differ at \.use_bias \(static field\): True vs False"),
-    misuse("stack_layers/shapes-differ", stack(lambda: linear(), lambda: linear(3, 5)),
-           ValueError, r"layers\[0\] and layers\[1\] differ at \.out_features \(static "
-           r"field\): 4 vs 5"),
-    misuse("stack_layers/types-differ", stack(lambda: linear(), nn.Identity), ValueError,
-           r"layers\[0\] and layers\[1\] differ at the layer itself"),
-    misuse("stack_layers/empty", lambda: nn.stack_layers([]), ValueError,
-           r"stack_layers: n \(the number of layers\) must be an int >= 1; got 0"),
-    misuse("stack_layers/a-single-layer", lambda: nn.stack_layers(linear()), TypeError,
-           r"stack_layers\(layers\): layers must be a list or tuple of layers"),
+    misuse(
+        "Shared/mismatched-shapes",
+        tie(lambda p: p[1].weight, lambda p: p[0].weight, lambda: linear(4, 3)),
+        ValueError,
+        r"Every node being shared together must have the same pytree structure.*Shared\("
+        r"pytree, where, get\), `where` selected \(\(3, 4\), 'float32'\) but `get` selected "
+        r"\(\(4, 3\)",
+    ),
+    misuse(
+        "Shared/mismatched-count",
+        tie(lambda p: (p[1].weight, p[1].bias), lambda p: p[0].weight),
+        ValueError,
+        r"Every node being shared together must have the same pytree structure",
+    ),
+    misuse(
+        "Shared/mismatched-dtypes",
+        tie(lambda p: p[1].weight, lambda p: p[0].weight, lambda: linear(dtype=jnp.float16)),
+        ValueError,
+        r"`where` selected \(\(4, 3\), 'float16'\) but `get` selected "
+        r"\(\(4, 3\), 'float32'\)",
+    ),
+    misuse(
+        "Shared/where-not-callable",
+        lambda: nn.Shared((1,), 3, lambda p: p),
+        TypeError,
+        r"Shared\(pytree, where, get\): where must be a function pytree -> node\(s\); got 3",
+    ),
+    misuse(
+        "Shared/get-inside-where",
+        lambda: nn.Shared(linear(), lambda p: p, lambda p: p),
+        ValueError,
+        r"Shared: `get` selects \(part of\) a node that `where` selects",
+    ),
+    misuse(
+        "Stacked/zero-layers",
+        lambda: nn.Stacked(make_linear, 0, key=KEY),
+        ValueError,
+        r"Stacked: n \(the number of layers\) must be an int >= 1; got 0",
+    ),
+    misuse(
+        "Stacked/make_layer-not-callable",
+        lambda: nn.Stacked(3, 2, key=KEY),
+        TypeError,
+        r"Stacked\(make_layer, n\): make_layer must be a callable key -> layer; got 3",
+    ),
+    misuse(
+        "Stacked/make_layer-returns-non-layer",
+        lambda: nn.Stacked(lambda k: 3, 2, key=KEY),
+        TypeError,
+        r"Stacked: make_layer\(key\) must return a callable layer; got 3",
+    ),
+    misuse(
+        "Stacked/zero-unroll",
+        lambda: nn.Stacked(make_linear, 2, key=KEY, unroll=0),
+        ValueError,
+        r"Stacked: unroll must be an int >= 1; got 0",
+    ),
+    misuse(
+        "Stacked/index-out-of-range",
+        lambda: ec.filter_eval_shape(nn.Stacked, make_linear, 2, key=KEY)[5],
+        IndexError,
+        r"Stacked index 5 is out of range for n=2 layers",
+    ),
+    misuse(
+        "stack_layers/static-field-differs",
+        stack(lambda: linear(), lambda: linear(use_bias=False)),
+        ValueError,
+        r"stack_layers: every layer must have the same structure.*layers\[0\] and "
+        r"layers\[1\] differ at \.use_bias \(static field\): True vs False",
+    ),
+    misuse(
+        "stack_layers/shapes-differ",
+        stack(lambda: linear(), lambda: linear(3, 5)),
+        ValueError,
+        r"layers\[0\] and layers\[1\] differ at \.out_features \(static "
+        r"field\): 4 vs 5",
+    ),
+    misuse(
+        "stack_layers/types-differ",
+        stack(lambda: linear(), nn.Identity),
+        ValueError,
+        r"layers\[0\] and layers\[1\] differ at the layer itself",
+    ),
+    misuse(
+        "stack_layers/empty",
+        lambda: nn.stack_layers([]),
+        ValueError,
+        r"stack_layers: n \(the number of layers\) must be an int >= 1; got 0",
+    ),
+    misuse(
+        "stack_layers/a-single-layer",
+        lambda: nn.stack_layers(linear()),
+        TypeError,
+        r"stack_layers\(layers\): layers must be a list or tuple of layers",
+    ),
 ]
 
 CASES = CHECKPOINT_CASES + STATE_DICT_CASES + STATE_CASES + SHARED_STACKED_CASES

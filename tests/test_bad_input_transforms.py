@@ -47,101 +47,230 @@ def aot_lowered(*args: Any) -> Any:
 
 
 JIT_CASES = [
-    misuse("filter_jit/object-dtype-numpy-array",
-           lambda: ec.filter_jit(identity)(np.array([object(), 1])), TypeError,
-           r"filter_jit: the argument at args\[0\] is a numpy\.ndarray of dtype object "
-           r"\(shape \(2,\)\), which JAX cannot trace"),
-    misuse("filter_jit/not-callable", lambda: ec.filter_jit(3), TypeError,
-           r"filter_jit\(fun\): fun must be callable; got 3"),
-    misuse("filter_jit/bad-donate", lambda: ec.filter_jit(identity, donate="yes"), ValueError,
-           r"filter_jit\(donate=\.\.\.\) must be one of \('none', 'all'.*got 'yes'"),
-    misuse("filter_jit/bad-donate-as-decorator", lambda: ec.filter_jit(donate="some"),
-           ValueError, r"filter_jit\(donate=\.\.\.\) must be one of .*got 'some'"),
-    misuse("filter_jit/static_argnums", lambda: ec.filter_jit(identity, static_argnums=0),
-           TypeError, r"filter_jit does not take static_argnums: non-array arguments are static"),
-    misuse("filter_jit/donate_argnums", lambda: ec.filter_jit(identity, donate_argnums=0),
-           TypeError, r"filter_jit does not take donate_argnums.*donate=\.\.\."),
-    misuse("filter_jit/unknown-jit-kwarg", lambda: ec.filter_jit(identity, inline=True, fooo=1),
-           TypeError, r"filter_jit got unexpected keyword argument\(s\) \['fooo'\].*jax\.jit"),
-    misuse("filter_jit/unhashable-static-arg",
-           lambda: ec.filter_jit(lambda x, y: x)(X3, Unhashable()), TypeError,
-           r"filter_jit: the non-array leaf at args\[1\] is of unhashable type .*Unhashable"),
-    misuse("filter_jit/set-in-static-dict",
-           lambda: ec.filter_jit(lambda x, y: x)(X3, {"a": set()}), TypeError,
-           r"filter_jit: the non-array leaf at args\[1\]\['a'\] is of unhashable type set"),
-    misuse("filter_jit/array-in-static-field", static_array_field_twice, TypeError,
-           r"filter_jit: the static field at args\[0\]\.scale holds a value of type .*Array"),
-    misuse("filter_jit/aot-different-shape",
-           lambda: aot_lowered(jnp.ones(2), 2)(X3, 2), TypeError,
-           r"called with different arguments than it was lowered for: args\[0\] is a "
-           r"float32\[3\] array, but it was lowered for a float32\[2\] array"),
-    misuse("filter_jit/aot-different-static",
-           lambda: aot_lowered(jnp.ones(2), 2)(jnp.ones(2), 3), TypeError,
-           r"args\[1\] is a static value 3, but it was lowered for a static value 2"),
+    misuse(
+        "filter_jit/object-dtype-numpy-array",
+        lambda: ec.filter_jit(identity)(np.array([object(), 1])),
+        TypeError,
+        r"filter_jit: the argument at args\[0\] is a numpy\.ndarray of dtype object "
+        r"\(shape \(2,\)\), which JAX cannot trace",
+    ),
+    misuse(
+        "filter_jit/not-callable",
+        lambda: ec.filter_jit(3),
+        TypeError,
+        r"filter_jit\(fun\): fun must be callable; got 3",
+    ),
+    misuse(
+        "filter_jit/bad-donate",
+        lambda: ec.filter_jit(identity, donate="yes"),
+        ValueError,
+        r"filter_jit\(donate=\.\.\.\) must be one of \('none', 'all'.*got 'yes'",
+    ),
+    misuse(
+        "filter_jit/bad-donate-as-decorator",
+        lambda: ec.filter_jit(donate="some"),
+        ValueError,
+        r"filter_jit\(donate=\.\.\.\) must be one of .*got 'some'",
+    ),
+    misuse(
+        "filter_jit/static_argnums",
+        lambda: ec.filter_jit(identity, static_argnums=0),
+        TypeError,
+        r"filter_jit does not take static_argnums: non-array arguments are static",
+    ),
+    misuse(
+        "filter_jit/donate_argnums",
+        lambda: ec.filter_jit(identity, donate_argnums=0),
+        TypeError,
+        r"filter_jit does not take donate_argnums.*donate=\.\.\.",
+    ),
+    misuse(
+        "filter_jit/unknown-jit-kwarg",
+        lambda: ec.filter_jit(identity, inline=True, fooo=1),
+        TypeError,
+        r"filter_jit got unexpected keyword argument\(s\) \['fooo'\].*jax\.jit",
+    ),
+    misuse(
+        "filter_jit/unhashable-static-arg",
+        lambda: ec.filter_jit(lambda x, y: x)(X3, Unhashable()),
+        TypeError,
+        r"filter_jit: the non-array leaf at args\[1\] is of unhashable type .*Unhashable",
+    ),
+    misuse(
+        "filter_jit/set-in-static-dict",
+        lambda: ec.filter_jit(lambda x, y: x)(X3, {"a": set()}),
+        TypeError,
+        r"filter_jit: the non-array leaf at args\[1\]\['a'\] is of unhashable type set",
+    ),
+    misuse(
+        "filter_jit/array-in-static-field",
+        static_array_field_twice,
+        TypeError,
+        r"filter_jit: the static field at args\[0\]\.scale holds a value of type .*Array",
+    ),
+    misuse(
+        "filter_jit/aot-different-shape",
+        lambda: aot_lowered(jnp.ones(2), 2)(X3, 2),
+        TypeError,
+        r"called with different arguments than it was lowered for: args\[0\] is a "
+        r"float32\[3\] array, but it was lowered for a float32\[2\] array",
+    ),
+    misuse(
+        "filter_jit/aot-different-static",
+        lambda: aot_lowered(jnp.ones(2), 2)(jnp.ones(2), 3),
+        TypeError,
+        r"args\[1\] is a static value 3, but it was lowered for a static value 2",
+    ),
 ]
 
 GRAD_CASES = [
-    misuse("filter_grad/no-float-leaves", lambda: ec.filter_grad(total)(I3), TypeError,
-           r"filter_grad: the first argument `x` has no floating-point arrays.*int32"),
-    misuse("filter_grad/non-scalar-output", lambda: ec.filter_grad(identity)(X3), TypeError,
-           r"filter_grad: the function must return a scalar \(shape \(\)\).*shape \(3,\)"),
-    misuse("filter_grad/int-output", lambda: ec.filter_grad(lambda x: 1)(X3), TypeError,
-           r"filter_grad: the function must return a floating-point scalar.*int"),
-    misuse("filter_grad/tuple-output-without-has_aux",
-           lambda: ec.filter_grad(lambda x: (total(x), 1))(X3), TypeError,
-           r"floating-point scalar as its output; got a tuple of length 2.*has_aux=True"),
-    misuse("filter_grad/has_aux-not-a-bool", lambda: ec.filter_grad(total, has_aux="yes"),
-           TypeError, r"filter_grad\(has_aux=\.\.\.\) must be True or False; got 'yes'"),
-    misuse("filter_hessian/integer-input", lambda: ec.filter_hessian(total)(I3),
-           TypeError, r"filter_hessian: the first argument .* no floating-point arrays"),
-    misuse("filter_grad/has_aux-not-a-pair", lambda: ec.filter_grad(total, has_aux=True)(X3),
-           TypeError, r"filter_grad\(has_aux=True\): the function must return a pair"),
-    misuse("filter_grad/not-callable", lambda: ec.filter_grad(3), TypeError,
-           r"filter_grad\(fun\): fun must be callable; got 3"),
-    misuse("filter_grad/argnums", lambda: ec.filter_grad(total, argnums=1), TypeError,
-           r"filter_grad does not take argnums: it differentiates the first argument"),
-    misuse("filter_grad/keyword-only-call", lambda: ec.filter_grad(total)(x=X3), TypeError,
-           r"filter_grad: the wrapped function must be called with at least one positional"),
-    misuse("filter_value_and_grad/non-scalar", lambda: ec.filter_value_and_grad(identity)(X3),
-           TypeError, r"filter_value_and_grad: the function must return a scalar"),
-    misuse("filter_value_and_grad/aux-triple",
-           lambda: ec.filter_value_and_grad(lambda x: (total(x), 1, 2), has_aux=True)(X3),
-           TypeError, r"filter_value_and_grad\(has_aux=True\).*pair.*tuple of length 3"),
-    misuse("filter_jacfwd/no-float-leaves", lambda: ec.filter_jacfwd(identity)(I3), TypeError,
-           r"filter_jacfwd: the first argument `x` has no floating-point arrays"),
-    misuse("filter_jvp/tangent-shape",
-           lambda: ec.filter_jvp(identity, (X3,), (jnp.ones(2),)), ValueError,
-           r"filter_jvp: the tangent for primals\[0\] has shape \(2,\), but the primal has "
-           r"shape \(3,\)"),
-    misuse("filter_jvp/tangent-structure",
-           lambda: ec.filter_jvp(identity, (X3,), [X3, 1]), ValueError,
-           r"filter_jvp: tangents must have the same pytree structure as primals"),
-    misuse("filter_jvp/primals-not-a-tuple", lambda: ec.filter_jvp(identity, X3, X3),
-           TypeError, r"filter_jvp\(primals=\.\.\.\) must be a tuple or list"),
-    misuse("filter_jvp/tangent-for-int-primal",
-           lambda: ec.filter_jvp(identity, (I3,), (X3,)), ValueError,
-           r"filter_jvp: primals\[0\] is not a floating-point array.*tangent must be None"),
-    misuse("filter_vjp/cotangent-shape",
-           lambda: ec.filter_vjp(identity, X3)[1](jnp.ones(2)), ValueError,
-           r"filter_vjp: the cotangent for output has shape \(2,\); the output there has "
-           r"shape \(3,\)"),
-    misuse("filter_vjp/cotangent-structure",
-           lambda: ec.filter_vjp(lambda x: (x, x), X3)[1](X3), ValueError,
-           r"filter_vjp: the cotangent must have the same pytree structure as output"),
-    misuse("filter_vjp/has_aux-not-a-pair",
-           lambda: ec.filter_vjp(identity, X3, has_aux=True), TypeError,
-           r"filter_vjp\(has_aux=True\): the function must return a pair"),
-    misuse("filter_checkpoint/policy-not-callable",
-           lambda: ec.filter_checkpoint(identity, policy=3), TypeError,
-           r"filter_checkpoint\(policy=\.\.\.\) must be None or a checkpoint policy.*got 3"),
-    misuse("filter_closure_convert/different-input",
-           lambda: ec.filter_closure_convert(identity, X3)(jnp.ones(2)), ValueError,
-           r"filter_closure_convert: input args\[0\] is a float32\[2\] array, but the "
-           r"function was converted for a float32\[3\] array"),
-    misuse("filter_eval_shape/not-callable", lambda: ec.filter_eval_shape(3), TypeError,
-           r"filter_eval_shape\(fun, \.\.\.\): fun must be callable; got 3"),
-    misuse("filter_make_jaxpr/not-callable", lambda: ec.filter_make_jaxpr(3), TypeError,
-           r"filter_make_jaxpr\(fun\): fun must be callable; got 3"),
+    misuse(
+        "filter_grad/no-float-leaves",
+        lambda: ec.filter_grad(total)(I3),
+        TypeError,
+        r"filter_grad: the first argument `x` has no floating-point arrays.*int32",
+    ),
+    misuse(
+        "filter_grad/non-scalar-output",
+        lambda: ec.filter_grad(identity)(X3),
+        TypeError,
+        r"filter_grad: the function must return a scalar \(shape \(\)\).*shape \(3,\)",
+    ),
+    misuse(
+        "filter_grad/int-output",
+        lambda: ec.filter_grad(lambda x: 1)(X3),
+        TypeError,
+        r"filter_grad: the function must return a floating-point scalar.*int",
+    ),
+    misuse(
+        "filter_grad/tuple-output-without-has_aux",
+        lambda: ec.filter_grad(lambda x: (total(x), 1))(X3),
+        TypeError,
+        r"floating-point scalar as its output; got a tuple of length 2.*has_aux=True",
+    ),
+    misuse(
+        "filter_grad/has_aux-not-a-bool",
+        lambda: ec.filter_grad(total, has_aux="yes"),
+        TypeError,
+        r"filter_grad\(has_aux=\.\.\.\) must be True or False; got 'yes'",
+    ),
+    misuse(
+        "filter_hessian/integer-input",
+        lambda: ec.filter_hessian(total)(I3),
+        TypeError,
+        r"filter_hessian: the first argument .* no floating-point arrays",
+    ),
+    misuse(
+        "filter_grad/has_aux-not-a-pair",
+        lambda: ec.filter_grad(total, has_aux=True)(X3),
+        TypeError,
+        r"filter_grad\(has_aux=True\): the function must return a pair",
+    ),
+    misuse(
+        "filter_grad/not-callable",
+        lambda: ec.filter_grad(3),
+        TypeError,
+        r"filter_grad\(fun\): fun must be callable; got 3",
+    ),
+    misuse(
+        "filter_grad/argnums",
+        lambda: ec.filter_grad(total, argnums=1),
+        TypeError,
+        r"filter_grad does not take argnums: it differentiates the first argument",
+    ),
+    misuse(
+        "filter_grad/keyword-only-call",
+        lambda: ec.filter_grad(total)(x=X3),
+        TypeError,
+        r"filter_grad: the wrapped function must be called with at least one positional",
+    ),
+    misuse(
+        "filter_value_and_grad/non-scalar",
+        lambda: ec.filter_value_and_grad(identity)(X3),
+        TypeError,
+        r"filter_value_and_grad: the function must return a scalar",
+    ),
+    misuse(
+        "filter_value_and_grad/aux-triple",
+        lambda: ec.filter_value_and_grad(lambda x: (total(x), 1, 2), has_aux=True)(X3),
+        TypeError,
+        r"filter_value_and_grad\(has_aux=True\).*pair.*tuple of length 3",
+    ),
+    misuse(
+        "filter_jacfwd/no-float-leaves",
+        lambda: ec.filter_jacfwd(identity)(I3),
+        TypeError,
+        r"filter_jacfwd: the first argument `x` has no floating-point arrays",
+    ),
+    misuse(
+        "filter_jvp/tangent-shape",
+        lambda: ec.filter_jvp(identity, (X3,), (jnp.ones(2),)),
+        ValueError,
+        r"filter_jvp: the tangent for primals\[0\] has shape \(2,\), but the primal has "
+        r"shape \(3,\)",
+    ),
+    misuse(
+        "filter_jvp/tangent-structure",
+        lambda: ec.filter_jvp(identity, (X3,), [X3, 1]),
+        ValueError,
+        r"filter_jvp: tangents must have the same pytree structure as primals",
+    ),
+    misuse(
+        "filter_jvp/primals-not-a-tuple",
+        lambda: ec.filter_jvp(identity, X3, X3),
+        TypeError,
+        r"filter_jvp\(primals=\.\.\.\) must be a tuple or list",
+    ),
+    misuse(
+        "filter_jvp/tangent-for-int-primal",
+        lambda: ec.filter_jvp(identity, (I3,), (X3,)),
+        ValueError,
+        r"filter_jvp: primals\[0\] is not a floating-point array.*tangent must be None",
+    ),
+    misuse(
+        "filter_vjp/cotangent-shape",
+        lambda: ec.filter_vjp(identity, X3)[1](jnp.ones(2)),
+        ValueError,
+        r"filter_vjp: the cotangent for output has shape \(2,\); the output there has "
+        r"shape \(3,\)",
+    ),
+    misuse(
+        "filter_vjp/cotangent-structure",
+        lambda: ec.filter_vjp(lambda x: (x, x), X3)[1](X3),
+        ValueError,
+        r"filter_vjp: the cotangent must have the same pytree structure as output",
+    ),
+    misuse(
+        "filter_vjp/has_aux-not-a-pair",
+        lambda: ec.filter_vjp(identity, X3, has_aux=True),
+        TypeError,
+        r"filter_vjp\(has_aux=True\): the function must return a pair",
+    ),
+    misuse(
+        "filter_checkpoint/policy-not-callable",
+        lambda: ec.filter_checkpoint(identity, policy=3),
+        TypeError,
+        r"filter_checkpoint\(policy=\.\.\.\) must be None or a checkpoint policy.*got 3",
+    ),
+    misuse(
+        "filter_closure_convert/different-input",
+        lambda: ec.filter_closure_convert(identity, X3)(jnp.ones(2)),
+        ValueError,
+        r"filter_closure_convert: input args\[0\] is a float32\[2\] array, but the "
+        r"function was converted for a float32\[3\] array",
+    ),
+    misuse(
+        "filter_eval_shape/not-callable",
+        lambda: ec.filter_eval_shape(3),
+        TypeError,
+        r"filter_eval_shape\(fun, \.\.\.\): fun must be callable; got 3",
+    ),
+    misuse(
+        "filter_make_jaxpr/not-callable",
+        lambda: ec.filter_make_jaxpr(3),
+        TypeError,
+        r"filter_make_jaxpr\(fun\): fun must be callable; got 3",
+    ),
 ]
 
 
@@ -178,99 +307,210 @@ def custom_without_rules(kind: Any) -> Any:
 
 
 CUSTOM_AD_CASES = [
-    misuse("filter_custom_vjp/no-rules", custom_without_rules(ec.filter_custom_vjp),
-           TypeError, r"filter_custom_vjp: identity is missing its rules.*def_fwd and def_bwd"),
-    misuse("filter_custom_jvp/no-rule", custom_without_rules(ec.filter_custom_jvp), TypeError,
-           r"filter_custom_jvp: identity has no JVP rule.*def_jvp"),
-    misuse("filter_custom_vjp/fwd-not-a-pair", lambda: custom_vjp(False, None), TypeError,
-           r"filter_custom_vjp: fn_fwd must return a pair"),
-    misuse("filter_custom_vjp/bwd-wrong-shape", lambda: custom_vjp(True, jnp.ones(3)),
-           ValueError, r"filter_custom_vjp: fn_bwd returned a cotangent of shape \(3,\).*"
-           r"has shape \(2,\)"),
-    misuse("filter_custom_jvp/tangent-wrong-shape", custom_jvp_bad_tangent, ValueError,
-           r"filter_custom_jvp: the tangent for primal_out has shape \(3,\), but the primal "
-           r"output there has shape \(2,\)"),
-    misuse("filter_custom_jvp/def_jvp-not-callable",
-           lambda: ec.filter_custom_jvp(identity).def_jvp(3), TypeError,
-           r"def_jvp\(fn_jvp\): must be callable; got 3"),
+    misuse(
+        "filter_custom_vjp/no-rules",
+        custom_without_rules(ec.filter_custom_vjp),
+        TypeError,
+        r"filter_custom_vjp: identity is missing its rules.*def_fwd and def_bwd",
+    ),
+    misuse(
+        "filter_custom_jvp/no-rule",
+        custom_without_rules(ec.filter_custom_jvp),
+        TypeError,
+        r"filter_custom_jvp: identity has no JVP rule.*def_jvp",
+    ),
+    misuse(
+        "filter_custom_vjp/fwd-not-a-pair",
+        lambda: custom_vjp(False, None),
+        TypeError,
+        r"filter_custom_vjp: fn_fwd must return a pair",
+    ),
+    misuse(
+        "filter_custom_vjp/bwd-wrong-shape",
+        lambda: custom_vjp(True, jnp.ones(3)),
+        ValueError,
+        r"filter_custom_vjp: fn_bwd returned a cotangent of shape \(3,\).*"
+        r"has shape \(2,\)",
+    ),
+    misuse(
+        "filter_custom_jvp/tangent-wrong-shape",
+        custom_jvp_bad_tangent,
+        ValueError,
+        r"filter_custom_jvp: the tangent for primal_out has shape \(3,\), but the primal "
+        r"output there has shape \(2,\)",
+    ),
+    misuse(
+        "filter_custom_jvp/def_jvp-not-callable",
+        lambda: ec.filter_custom_jvp(identity).def_jvp(3),
+        TypeError,
+        r"def_jvp\(fn_jvp\): must be callable; got 3",
+    ),
 ]
 
 VMAP_CASES = [
-    misuse("filter_vmap/inconsistent-sizes",
-           lambda: ec.filter_vmap(lambda a, b: a + b)(X3, jnp.ones(4)), ValueError,
-           r"filter_vmap: inconsistent sizes along the batch axes \(args\[0\]: 3, args\[1\]: 4\)"),
-    misuse("filter_vmap/in_axes-not-a-prefix",
-           lambda: ec.filter_vmap(lambda a: a, in_axes=([0, 0, 0],))([X3, X3]), ValueError,
-           r"filter_vmap\(in_axes=\.\.\.\) must be a pytree prefix of the values"),
-    misuse("filter_vmap/in_axes-out-of-range",
-           lambda: ec.filter_vmap(identity, in_axes=2)(X3), ValueError,
-           r"filter_vmap: cannot batch the input args\[0\] of shape \(3,\) along axis 2"),
-    misuse("filter_vmap/scalar-input", lambda: ec.filter_vmap(identity)(jnp.array(1.0)),
-           ValueError, r"filter_vmap: cannot batch the input args\[0\] of shape \(\)"),
-    misuse("filter_vmap/nothing-batched", lambda: ec.filter_vmap(identity)(1), ValueError,
-           r"filter_vmap: no input is batched.*axis_size=\.\.\."),
-    misuse("filter_vmap/in_axes-a-string", lambda: ec.filter_vmap(identity, in_axes="x")(X3),
-           TypeError, r"filter_vmap\(in_axes=\.\.\.\) leaves must be an int, None or a "
-           r"callable.*got 'x'"),
-    misuse("filter_vmap/axis_size-disagrees",
-           lambda: ec.filter_vmap(identity, axis_size=4)(X3), ValueError,
-           r"inconsistent sizes along the batch axes \(args\[0\]: 3 and axis_size=4\)"),
-    misuse("filter_vmap/negative-axis_size", lambda: ec.filter_vmap(identity, axis_size=-1),
-           ValueError, r"filter_vmap\(axis_size=\.\.\.\) must be a positive int; got -1"),
-    misuse("filter_vmap/out_axes-out-of-range",
-           lambda: ec.filter_vmap(lambda a: {"y": a}, out_axes=3)(X3), ValueError,
-           r"filter_vmap\(out_axes=\.\.\.\): cannot put the batch axis of output\['y'\] at "
-           r"axis 3.*must be in \[-1, 0\]"),
-    misuse("filter_vmap/out_axes-not-a-prefix",
-           lambda: ec.filter_vmap(lambda a: (a, a), out_axes=(0, 0, 0))(X3), ValueError,
-           r"out_axes must be a pytree prefix of the values it describes"),
-    misuse("filter_vmap/unbatched-output-depends-on-batch",
-           lambda: ec.filter_vmap(identity, out_axes=None)(X3), ValueError,
-           r"filter_vmap: an output that out_axes marks as unbatched \(None\) depends on"),
-    misuse("filter_vmap/keyword-arguments", lambda: ec.filter_vmap(identity)(a=X3), TypeError,
-           r"filter_vmap takes positional arguments only \(got keywords \['a'\]\)"),
-    misuse("filter_vmap/in_axes-names-unknown-arg",
-           lambda: ec.filter_vmap(identity, in_axes=dict(y=0))(X3), ValueError,
-           r"in_axes names \['y'\] that are not among the positional arguments"),
-    misuse("filter_vmap/not-callable", lambda: ec.filter_vmap(3), TypeError,
-           r"filter_vmap\(fun\): fun must be callable; got 3"),
-    misuse("filter_vmap/int-keys-for-a-layer",
-           lambda: ec.filter_vmap(lambda k: nn.Linear(2, 2, key=k))(I3), TypeError,
-           r"Linear: key must be a JAX PRNG key such as jax\.random\.key\(0\); got an array "
-           r"of dtype int32"),
-    misuse("filter_pmap/more-slices-than-devices",
-           lambda: ec.filter_pmap(identity)(jnp.ones(64)), ValueError,
-           r"filter_pmap: the mapped axis has size 64, but only \d+ device\(s\)"),
-    misuse("filter_pmap/inconsistent-sizes",
-           lambda: ec.filter_pmap(lambda a, b: a)(jnp.ones(2), X3), ValueError,
-           r"filter_pmap: inconsistent sizes along the batch axes"),
+    misuse(
+        "filter_vmap/inconsistent-sizes",
+        lambda: ec.filter_vmap(lambda a, b: a + b)(X3, jnp.ones(4)),
+        ValueError,
+        r"filter_vmap: inconsistent sizes along the batch axes \(args\[0\]: 3, args\[1\]: 4\)",
+    ),
+    misuse(
+        "filter_vmap/in_axes-not-a-prefix",
+        lambda: ec.filter_vmap(lambda a: a, in_axes=([0, 0, 0],))([X3, X3]),
+        ValueError,
+        r"filter_vmap\(in_axes=\.\.\.\) must be a pytree prefix of the values",
+    ),
+    misuse(
+        "filter_vmap/in_axes-out-of-range",
+        lambda: ec.filter_vmap(identity, in_axes=2)(X3),
+        ValueError,
+        r"filter_vmap: cannot batch the input args\[0\] of shape \(3,\) along axis 2",
+    ),
+    misuse(
+        "filter_vmap/scalar-input",
+        lambda: ec.filter_vmap(identity)(jnp.array(1.0)),
+        ValueError,
+        r"filter_vmap: cannot batch the input args\[0\] of shape \(\)",
+    ),
+    misuse(
+        "filter_vmap/nothing-batched",
+        lambda: ec.filter_vmap(identity)(1),
+        ValueError,
+        r"filter_vmap: no input is batched.*axis_size=\.\.\.",
+    ),
+    misuse(
+        "filter_vmap/in_axes-a-string",
+        lambda: ec.filter_vmap(identity, in_axes="x")(X3),
+        TypeError,
+        r"filter_vmap\(in_axes=\.\.\.\) leaves must be an int, None or a "
+        r"callable.*got 'x'",
+    ),
+    misuse(
+        "filter_vmap/axis_size-disagrees",
+        lambda: ec.filter_vmap(identity, axis_size=4)(X3),
+        ValueError,
+        r"inconsistent sizes along the batch axes \(args\[0\]: 3 and axis_size=4\)",
+    ),
+    misuse(
+        "filter_vmap/negative-axis_size",
+        lambda: ec.filter_vmap(identity, axis_size=-1),
+        ValueError,
+        r"filter_vmap\(axis_size=\.\.\.\) must be a positive int; got -1",
+    ),
+    misuse(
+        "filter_vmap/out_axes-out-of-range",
+        lambda: ec.filter_vmap(lambda a: {"y": a}, out_axes=3)(X3),
+        ValueError,
+        r"filter_vmap\(out_axes=\.\.\.\): cannot put the batch axis of output\['y'\] at "
+        r"axis 3.*must be in \[-1, 0\]",
+    ),
+    misuse(
+        "filter_vmap/out_axes-not-a-prefix",
+        lambda: ec.filter_vmap(lambda a: (a, a), out_axes=(0, 0, 0))(X3),
+        ValueError,
+        r"out_axes must be a pytree prefix of the values it describes",
+    ),
+    misuse(
+        "filter_vmap/unbatched-output-depends-on-batch",
+        lambda: ec.filter_vmap(identity, out_axes=None)(X3),
+        ValueError,
+        r"filter_vmap: an output that out_axes marks as unbatched \(None\) depends on",
+    ),
+    misuse(
+        "filter_vmap/keyword-arguments",
+        lambda: ec.filter_vmap(identity)(a=X3),
+        TypeError,
+        r"filter_vmap takes positional arguments only \(got keywords \['a'\]\)",
+    ),
+    misuse(
+        "filter_vmap/in_axes-names-unknown-arg",
+        lambda: ec.filter_vmap(identity, in_axes=dict(y=0))(X3),
+        ValueError,
+        r"in_axes names \['y'\] that are not among the positional arguments",
+    ),
+    misuse(
+        "filter_vmap/not-callable",
+        lambda: ec.filter_vmap(3),
+        TypeError,
+        r"filter_vmap\(fun\): fun must be callable; got 3",
+    ),
+    misuse(
+        "filter_vmap/int-keys-for-a-layer",
+        lambda: ec.filter_vmap(lambda k: nn.Linear(2, 2, key=k))(I3),
+        TypeError,
+        r"Linear: key must be a JAX PRNG key such as jax\.random\.key\(0\); got an array "
+        r"of dtype int32",
+    ),
+    misuse(
+        "filter_pmap/more-slices-than-devices",
+        lambda: ec.filter_pmap(identity)(jnp.ones(64)),
+        ValueError,
+        r"filter_pmap: the mapped axis has size 64, but only \d+ device\(s\)",
+    ),
+    misuse(
+        "filter_pmap/inconsistent-sizes",
+        lambda: ec.filter_pmap(lambda a, b: a)(jnp.ones(2), X3),
+        ValueError,
+        r"filter_pmap: inconsistent sizes along the batch axes",
+    ),
 ]
 
 SEED_API_CASES = [
-    misuse("jitf/both-filters", lambda: ec.jitf(identity, filter_fn=ec.is_array,
-                                                 filter_tree=True), TypeError,
-           r"jitf needs exactly one of filter_fn .* or filter_tree .*; both was given"),
-    misuse("jitf/neither-filter", lambda: ec.jitf(identity), TypeError,
-           r"jitf needs exactly one of filter_fn .* or filter_tree.*neither was given"),
-    misuse("jitf/filter_fn-not-callable", lambda: ec.jitf(identity, filter_fn=3), TypeError,
-           r"jitf\(filter_fn=\.\.\.\) must be callable leaf -> bool; got 3"),
-    misuse("jitf/filter_tree-mismatch",
-           lambda: ec.jitf(lambda x, y: x, filter_tree=(True,))(X3, X3), ValueError,
-           r"jitf\(filter_tree=\.\.\.\) must be a pytree prefix of the positional arguments"),
-    misuse("gradf/both-filters", lambda: ec.gradf(identity, filter_fn=ec.is_array,
-                                                   filter_tree=True), TypeError,
-           r"gradf needs exactly one of filter_fn .* or filter_tree.*both was given"),
-    misuse("gradf/neither-filter", lambda: ec.gradf(identity), TypeError,
-           r"gradf needs exactly one of filter_fn.*neither was given"),
-    misuse("gradf/int-leaf-selected",
-           lambda: ec.gradf(total, filter_fn=lambda x: True)(I3), TypeError,
-           r"gradf: the filter selects the leaf at <root> for differentiation, but it is "
-           r".*int32.*filter_fn=ecliptic\.is_inexact_array"),
-    misuse("gradf/argnums-a-string", lambda: ec.gradf(total, filter_fn=ec.is_array,
-                                                       argnums="a"), TypeError,
-           r"gradf\(argnums=\.\.\.\) must be an int or a non-empty tuple of ints"),
-    misuse("value_and_grad_f/neither-filter", lambda: ec.value_and_grad_f(identity),
-           TypeError, r"value_and_grad_f needs exactly one of filter_fn.*neither was given"),
+    misuse(
+        "jitf/both-filters",
+        lambda: ec.jitf(identity, filter_fn=ec.is_array, filter_tree=True),
+        TypeError,
+        r"jitf needs exactly one of filter_fn .* or filter_tree .*; both was given",
+    ),
+    misuse(
+        "jitf/neither-filter",
+        lambda: ec.jitf(identity),
+        TypeError,
+        r"jitf needs exactly one of filter_fn .* or filter_tree.*neither was given",
+    ),
+    misuse(
+        "jitf/filter_fn-not-callable",
+        lambda: ec.jitf(identity, filter_fn=3),
+        TypeError,
+        r"jitf\(filter_fn=\.\.\.\) must be callable leaf -> bool; got 3",
+    ),
+    misuse(
+        "jitf/filter_tree-mismatch",
+        lambda: ec.jitf(lambda x, y: x, filter_tree=(True,))(X3, X3),
+        ValueError,
+        r"jitf\(filter_tree=\.\.\.\) must be a pytree prefix of the positional arguments",
+    ),
+    misuse(
+        "gradf/both-filters",
+        lambda: ec.gradf(identity, filter_fn=ec.is_array, filter_tree=True),
+        TypeError,
+        r"gradf needs exactly one of filter_fn .* or filter_tree.*both was given",
+    ),
+    misuse(
+        "gradf/neither-filter",
+        lambda: ec.gradf(identity),
+        TypeError,
+        r"gradf needs exactly one of filter_fn.*neither was given",
+    ),
+    misuse(
+        "gradf/int-leaf-selected",
+        lambda: ec.gradf(total, filter_fn=lambda x: True)(I3),
+        TypeError,
+        r"gradf: the filter selects the leaf at <root> for differentiation, but it is "
+        r".*int32.*filter_fn=ecliptic\.is_inexact_array",
+    ),
+    misuse(
+        "gradf/argnums-a-string",
+        lambda: ec.gradf(total, filter_fn=ec.is_array, argnums="a"),
+        TypeError,
+        r"gradf\(argnums=\.\.\.\) must be an int or a non-empty tuple of ints",
+    ),
+    misuse(
+        "value_and_grad_f/neither-filter",
+        lambda: ec.value_and_grad_f(identity),
+        TypeError,
+        r"value_and_grad_f needs exactly one of filter_fn.*neither was given",
+    ),
 ]
 
 MESH = jax.make_mesh((8,), ("data",))
@@ -282,52 +522,103 @@ def shard(rules: Any, model: Any = LINEAR, mesh: Any = MESH) -> Any:
 
 
 SHARDING_CASES = [
-    misuse("filter_shard/string-device", lambda: ec.filter_shard(X3, "cpu"), TypeError,
-           r"filter_shard\(x, device_or_shardings\): device_or_shardings must hold "
-           r"jax\.Device or jax\.sharding\.Sharding objects.*got 'cpu'"),
-    misuse("filter_shard/not-a-prefix",
-           lambda: ec.filter_shard([X3], [jax.devices()[0]] * 2), ValueError,
-           r"filter_shard\(x, device_or_shardings\): device_or_shardings must be .*prefix"),
-    misuse("param_shardings/mesh-not-a-mesh", lambda: ec.param_shardings(LINEAR, "mesh"),
-           TypeError, r"param_shardings\(mesh=\.\.\.\) must be a jax\.sharding\.Mesh; got "
-           r"'mesh'"),
-    misuse("sharding/fsdp-missing-mesh-axis", shard(ec.sharding.fsdp("model", min_size=1)),
-           ValueError, r"fsdp\(axis='model'.*parameter 'weight'.*mesh axis 'model' is not in "
-           r"the mesh; expected one of \('data',\)"),
-    misuse("sharding/by_path-missing-mesh-axis",
-           shard(ec.sharding.by_path({"weight": P("model")})), ValueError,
-           r"parameter 'weight'.*mesh axis 'model' is not in the mesh"),
-    misuse("sharding/spec-longer-than-rank",
-           shard(ec.sharding.by_path({"bias": P(None, "data")})), ValueError,
-           r"parameter 'bias' \(shape \(8,\)\).*has 2 entries but the parameter has only 1"),
-    misuse("sharding/indivisible-dimension",
-           shard(ec.sharding.by_path({"weight": P("data")}), nn.Linear(3, 3, key=KEY)),
-           ValueError, r"parameter 'weight' \(shape \(3, 3\)\): dimension 0 has size 3, which "
-           r"is not divisible by the 8 devices of mesh axis 'data'"),
-    misuse("sharding/mesh-axis-used-twice",
-           shard(ec.sharding.by_path({"weight": P("a", "a")}),
-                 mesh=jax.make_mesh((2, 4), ("a", "b"))), ValueError,
-           r"parameter 'weight'.*mesh axis 'a' is used twice"),
-    misuse("sharding/rule-returns-a-string", shard(lambda name, leaf, mesh: "data"),
-           TypeError, r"for parameter 'weight'.*expected a jax\.sharding\.PartitionSpec, got "
-           r"'data'"),
-    misuse("sharding/rules-an-int", shard(3), TypeError,
-           r"rules must be a sharding rule .*got 3"),
-    misuse("sharding/fsdp-negative-min_size", lambda: ec.sharding.fsdp("data", min_size=-1),
-           ValueError, r"fsdp\(min_size=\.\.\.\) must be a non-negative int; got -1"),
-    misuse("sharding/fsdp-axis-an-int", lambda: ec.sharding.fsdp(3), TypeError,
-           r"fsdp\(axis=\.\.\.\) must be a mesh axis name or a tuple of them; got 3"),
-    misuse("sharding/by_path-a-list", lambda: ec.sharding.by_path(["weight"]), TypeError,
-           r"by_path\(rules=\.\.\.\) must be a mapping from name pattern to PartitionSpec"),
-    misuse("sharding/by_path-bad-value", lambda: ec.sharding.by_path({"w": 3}), TypeError,
-           r"by_path\(rules=\.\.\.\): the value for 'w' must be a PartitionSpec or a rule"),
-    misuse("shard_batch/missing-mesh-axis",
-           lambda: ec.shard_batch(jnp.ones((8, 2)), MESH, "batch"), ValueError,
-           r"shard_batch\(axis=\.\.\.\): mesh axis 'batch' is not in the mesh"),
-    misuse("shard_batch/indivisible-batch",
-           lambda: ec.shard_batch(jnp.ones((5, 2)), MESH, "data"), ValueError,
-           r"shard_batch: the leading dimension of batch \(shape \(5, 2\)\) must be divisible "
-           r"by the 8 devices of mesh axis 'data'"),
+    misuse(
+        "filter_shard/string-device",
+        lambda: ec.filter_shard(X3, "cpu"),
+        TypeError,
+        r"filter_shard\(x, device_or_shardings\): device_or_shardings must hold "
+        r"jax\.Device or jax\.sharding\.Sharding objects.*got 'cpu'",
+    ),
+    misuse(
+        "filter_shard/not-a-prefix",
+        lambda: ec.filter_shard([X3], [jax.devices()[0]] * 2),
+        ValueError,
+        r"filter_shard\(x, device_or_shardings\): device_or_shardings must be .*prefix",
+    ),
+    misuse(
+        "param_shardings/mesh-not-a-mesh",
+        lambda: ec.param_shardings(LINEAR, "mesh"),
+        TypeError,
+        r"param_shardings\(mesh=\.\.\.\) must be a jax\.sharding\.Mesh; got "
+        r"'mesh'",
+    ),
+    misuse(
+        "sharding/fsdp-missing-mesh-axis",
+        shard(ec.sharding.fsdp("model", min_size=1)),
+        ValueError,
+        r"fsdp\(axis='model'.*parameter 'weight'.*mesh axis 'model' is not in "
+        r"the mesh; expected one of \('data',\)",
+    ),
+    misuse(
+        "sharding/by_path-missing-mesh-axis",
+        shard(ec.sharding.by_path({"weight": P("model")})),
+        ValueError,
+        r"parameter 'weight'.*mesh axis 'model' is not in the mesh",
+    ),
+    misuse(
+        "sharding/spec-longer-than-rank",
+        shard(ec.sharding.by_path({"bias": P(None, "data")})),
+        ValueError,
+        r"parameter 'bias' \(shape \(8,\)\).*has 2 entries but the parameter has only 1",
+    ),
+    misuse(
+        "sharding/indivisible-dimension",
+        shard(ec.sharding.by_path({"weight": P("data")}), nn.Linear(3, 3, key=KEY)),
+        ValueError,
+        r"parameter 'weight' \(shape \(3, 3\)\): dimension 0 has size 3, which "
+        r"is not divisible by the 8 devices of mesh axis 'data'",
+    ),
+    misuse(
+        "sharding/mesh-axis-used-twice",
+        shard(ec.sharding.by_path({"weight": P("a", "a")}), mesh=jax.make_mesh((2, 4), ("a", "b"))),
+        ValueError,
+        r"parameter 'weight'.*mesh axis 'a' is used twice",
+    ),
+    misuse(
+        "sharding/rule-returns-a-string",
+        shard(lambda name, leaf, mesh: "data"),
+        TypeError,
+        r"for parameter 'weight'.*expected a jax\.sharding\.PartitionSpec, got "
+        r"'data'",
+    ),
+    misuse("sharding/rules-an-int", shard(3), TypeError, r"rules must be a sharding rule .*got 3"),
+    misuse(
+        "sharding/fsdp-negative-min_size",
+        lambda: ec.sharding.fsdp("data", min_size=-1),
+        ValueError,
+        r"fsdp\(min_size=\.\.\.\) must be a non-negative int; got -1",
+    ),
+    misuse(
+        "sharding/fsdp-axis-an-int",
+        lambda: ec.sharding.fsdp(3),
+        TypeError,
+        r"fsdp\(axis=\.\.\.\) must be a mesh axis name or a tuple of them; got 3",
+    ),
+    misuse(
+        "sharding/by_path-a-list",
+        lambda: ec.sharding.by_path(["weight"]),
+        TypeError,
+        r"by_path\(rules=\.\.\.\) must be a mapping from name pattern to PartitionSpec",
+    ),
+    misuse(
+        "sharding/by_path-bad-value",
+        lambda: ec.sharding.by_path({"w": 3}),
+        TypeError,
+        r"by_path\(rules=\.\.\.\): the value for 'w' must be a PartitionSpec or a rule",
+    ),
+    misuse(
+        "shard_batch/missing-mesh-axis",
+        lambda: ec.shard_batch(jnp.ones((8, 2)), MESH, "batch"),
+        ValueError,
+        r"shard_batch\(axis=\.\.\.\): mesh axis 'batch' is not in the mesh",
+    ),
+    misuse(
+        "shard_batch/indivisible-batch",
+        lambda: ec.shard_batch(jnp.ones((5, 2)), MESH, "data"),
+        ValueError,
+        r"shard_batch: the leading dimension of batch \(shape \(5, 2\)\) must be divisible "
+        r"by the 8 devices of mesh axis 'data'",
+    ),
 ]
 
 CASES = JIT_CASES + GRAD_CASES + CUSTOM_AD_CASES + VMAP_CASES + SEED_API_CASES + SHARDING_CASES
@@ -336,7 +627,6 @@ CASES = JIT_CASES + GRAD_CASES + CUSTOM_AD_CASES + VMAP_CASES + SEED_API_CASES +
 @pytest.mark.parametrize("fn, exception, regex", CASES)
 def test_misuse(fn: Any, exception: type[BaseException], regex: str) -> None:
     check_misuse(fn, exception, regex)
-
 
 
 def test_valid_edge_inputs_are_still_accepted() -> None:

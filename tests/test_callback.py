@@ -52,9 +52,14 @@ def test_wrong_outputs_raise_clear_errors():
         ec.filter_pure_callback(3, x, result_shape_dtypes=RESULT)
     # inside jit the error surfaces from the compiled call, still naming the leaf
     with pytest.raises(Exception, match=r"result\['y'\]"):
-        jax.jit(lambda x: ec.filter_pure_callback(
-            lambda x, m: {"y": np.zeros(2, np.float32), "mode": m}, x, "sort",
-            result_shape_dtypes=RESULT)["y"])(x).block_until_ready()
+        jax.jit(
+            lambda x: ec.filter_pure_callback(
+                lambda x, m: {"y": np.zeros(2, np.float32), "mode": m},
+                x,
+                "sort",
+                result_shape_dtypes=RESULT,
+            )["y"]
+        )(x).block_until_ready()
 
 
 def test_output_mismatches_are_also_runtime_errors_as_in_equinox():

@@ -40,10 +40,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def arrays_by_name(tree):
-    return {
-        name: leaf
-        for name, leaf in ecliptic.named_parameters(tree, remove_duplicate=False)
-    }
+    return {name: leaf for name, leaf in ecliptic.named_parameters(tree, remove_duplicate=False)}
 
 
 # --------------------------------------------------------------------------- round trips
@@ -112,7 +109,8 @@ def test_loads_onto_like_sharding(tmp_path):
 def test_reads_foreign_safetensors_and_metadata(tmp_path):
     path = tmp_path / "foreign.safetensors"
     safetensors.numpy.save_file(
-        {"weight": np.ones((2, 3), np.float32), "bias": np.zeros(2, np.float32)}, path,
+        {"weight": np.ones((2, 3), np.float32), "bias": np.zeros(2, np.float32)},
+        path,
         metadata={"format": "np"},
     )
     like = fill(ecliptic.filter_eval_shape(ecliptic.nn.Linear, 3, 2, key=jax.random.key(0)))
@@ -338,7 +336,9 @@ def _spawn_writer(path, mode):
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
     return subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(_KILLED_WRITER), str(path), mode],
-        stdout=subprocess.PIPE, env=env, cwd=REPO,
+        stdout=subprocess.PIPE,
+        env=env,
+        cwd=REPO,
     )
 
 
@@ -415,7 +415,8 @@ def test_header_is_plain_json_with_metadata(saved):
     meta = header["__metadata__"]
     assert meta["ecliptic.version"] == "1"
     assert [name for name, _ in json.loads(meta["ecliptic.leaves"])][:2] == [
-        "layers.0.weight", "layers.0.bias"
+        "layers.0.weight",
+        "layers.0.bias",
     ]
     assert header["layers.0.weight"] == {"dtype": "F32", "shape": [8, 4], "data_offsets": [0, 128]}
 

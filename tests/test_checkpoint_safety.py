@@ -56,8 +56,11 @@ def test_verify_require_refuses_files_without_checksums(saved):
     stripped = path.with_name("stripped.safetensors")
     stripped.write_bytes(join(header, bytes(body)))
     assert not bits_equal(ecliptic.load(stripped, tree), tree)  # documented limitation
-    with pytest.raises(CheckpointError, match=r"stripped\.safetensors' has no ecliptic "
-                       r"checksums .*verify='require'\) refuses"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"stripped\.safetensors' has no ecliptic "
+        r"checksums .*verify='require'\) refuses",
+    ):
         ecliptic.load(stripped, tree, verify="require")
     assert bits_equal(ecliptic.load(path, tree, verify="require"), tree)
     foreign = path.with_name("foreign.safetensors")
@@ -70,19 +73,28 @@ def test_verify_require_refuses_files_without_checksums(saved):
 @pytest.mark.parametrize("verify", ["required", 1, None, "True"])
 def test_verify_must_be_a_known_mode(saved, verify):
     path, tree = saved
-    with pytest.raises(ValueError, match=r"load\(verify=\.\.\.\) must be one of \(True, "
-                       r"False, 'require'\); got"):
+    with pytest.raises(
+        ValueError,
+        match=r"load\(verify=\.\.\.\) must be one of \(True, "
+        r"False, 'require'\); got",
+    ):
         ecliptic.load(path, tree, verify=verify)
 
 
 @pytest.mark.parametrize(
     "version, pattern",
     [
-        ("0", r"written in an older, unsupported ecliptic checkpoint format \(version '0'; "
-              r"this ecliptic reads version '1'\)"),
+        (
+            "0",
+            r"written in an older, unsupported ecliptic checkpoint format \(version '0'; "
+            r"this ecliptic reads version '1'\)",
+        ),
         ("2", r"written in a newer ecliptic checkpoint format \(version '2'"),
-        ("one", r"is not a valid safetensors file: its ecliptic format version 'one' is "
-                r"invalid"),
+        (
+            "one",
+            r"is not a valid safetensors file: its ecliptic format version 'one' is "
+            r"invalid",
+        ),
         ("", r"format version '' is invalid"),
     ],
 )
@@ -121,8 +133,11 @@ class WriteOnly:
 
 
 def test_save_to_file_objects(tmp_path):
-    tree = {"w": jnp.arange(6.0).reshape(2, 3), "k": jax.random.key(1),
-            "big": np.arange(1 << 19, dtype=np.float32)}
+    tree = {
+        "w": jnp.arange(6.0).reshape(2, 3),
+        "k": jax.random.key(1),
+        "big": np.arange(1 << 19, dtype=np.float32),
+    }
     buffer = io.BytesIO()
     ecliptic.save(buffer, tree, metadata={"step": "3"})
     stream = WriteOnly()
@@ -159,8 +174,11 @@ def test_large_tensors_are_hashed_and_checked_in_parallel(tmp_path):
     begin = header["t3"]["data_offsets"][0]
     data[8 + n + begin + 12345] ^= 1
     path.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match=r"t3: the data in .* does not match its "
-                       r"recorded checksum"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"t3: the data in .* does not match its "
+        r"recorded checksum",
+    ):
         ecliptic.load(path, tree)
 
 
@@ -189,8 +207,11 @@ def test_very_large_tensor_is_hashed_chunk_by_chunk_as_it_is_read(tmp_path):
     begin, end = header["big"]["data_offsets"]
     data[8 + n + end - 5] ^= 2  # in the last, partial chunk
     path.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match=r"big: the data in .* does not match its "
-                       r"recorded checksum"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"big: the data in .* does not match its "
+        r"recorded checksum",
+    ):
         ecliptic.load(path, tree)
     data[8 + n + end - 5] ^= 2
     data[8 + n + begin + 17 * 2**20] ^= 2  # in the second chunk

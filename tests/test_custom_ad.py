@@ -174,9 +174,9 @@ def test_custom_vjp_under_jit_and_vmap():
     def loss(v, factor):
         return jnp.sum(scaled(v, factor, label="L")["out"])
 
-    per_factor = ec.filter_jit(
-        jax.vmap(lambda f: ec.filter_grad(loss)(VJP_ARG, f)["w"])
-    )(jnp.array([1.0, 2.0]))
+    per_factor = ec.filter_jit(jax.vmap(lambda f: ec.filter_grad(loss)(VJP_ARG, f)["w"]))(
+        jnp.array([1.0, 2.0])
+    )
     np.testing.assert_allclose(per_factor, [[1.0, 1.0], [2.0, 2.0]])
 
 

@@ -200,9 +200,9 @@ def test_backward_nan_report_layout_is_equinox_and_scalar_cotangents_work(capsys
     expected = "foo:\n   primals=array(1., dtype=float32)\ncotangents=array(nan, dtype=float32)\n"
     assert out == expected
     tree = {"w": jnp.array([1.0, -1.0]), "n": jnp.arange(2)}
-    jax.grad(
-        lambda t: jnp.sqrt(debug.backward_nan(t, terminate=False)["w"]).sum(), allow_int=True
-    )(tree)
+    jax.grad(lambda t: jnp.sqrt(debug.backward_nan(t, terminate=False)["w"]).sum(), allow_int=True)(
+        tree
+    )
     jax.effects_barrier()
     out = capsys.readouterr().out
     assert out.startswith("   primals={") and "'n': None" in out and "nan" in out

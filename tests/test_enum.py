@@ -78,9 +78,7 @@ def test_where_rejects_bad_arguments():
 
 
 def test_batched_repr_lists_messages():
-    batch = jax.vmap(lambda f: Status.where(f, Status.ok, Status.failed))(
-        jnp.array([True, False])
-    )
+    batch = jax.vmap(lambda f: Status.where(f, Status.ok, Status.failed))(jnp.array([True, False]))
     assert repr(batch).endswith("Status<['all good' 'it failed']>")
 
 

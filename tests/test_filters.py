@@ -274,8 +274,10 @@ def test_partition_combine_round_trip(tree, predicate):
     assert ec.tree_equal(back, tree, typematch=True)
     assert jtu.tree_structure(back) == jtu.tree_structure(tree)
     # The two halves are disjoint and cover every leaf.
-    for a, b in zip(jtu.tree_leaves(left, is_leaf=lambda x: x is None),
-                    jtu.tree_leaves(right, is_leaf=lambda x: x is None)):
+    for a, b in zip(
+        jtu.tree_leaves(left, is_leaf=lambda x: x is None),
+        jtu.tree_leaves(right, is_leaf=lambda x: x is None),
+    ):
         assert (a is None) != (b is None)
 
 

@@ -82,8 +82,12 @@ def test_under_filter_jit_grad_and_vmap(getkey):
 
 
 def test_inside_stacked_one_value_per_layer(getkey):
-    stack = enn.Stacked(lambda k: enn.Linear(4, 4, key=k), 3, key=getkey(),
-                        apply=lambda layer, x: x + jnp.tanh(layer(x)))
+    stack = enn.Stacked(
+        lambda k: enn.Linear(4, 4, key=k),
+        3,
+        key=getkey(),
+        apply=lambda layer, x: x + jnp.tanh(layer(x)),
+    )
     x = jax.random.normal(getkey(), (4,))
     out, per_layer = ec.intermediates(stack, where=lambda s: s.layers)(x)
     assert per_layer.shape == (3, 4)
@@ -93,6 +97,7 @@ def test_inside_stacked_one_value_per_layer(getkey):
         h = h + jnp.tanh(expected[-1])
     np.testing.assert_allclose(per_layer, np.stack(expected), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out, h, rtol=1e-5, atol=1e-6)
+
     # Under jit and grad as well.
     def loss(s, x):
         return jnp.sum(ec.intermediates(s, where=lambda s: s.layers)(x)[1][1])
@@ -110,14 +115,16 @@ def test_inside_stateful_stacked(getkey):
     stack, state = enn.make_with_state(enn.Stacked)(block, 2, key=getkey())
     capture = ec.intermediates(stack, where=lambda s: s.layers.layers[0])
     xs = jax.random.normal(getkey(), (6, 3))
-    fn = ec.filter_vmap(lambda f, x, s: f(x, s), in_axes=(None, 0, None),
-                        out_axes=((0, None), 0), axis_name="batch")
+    fn = ec.filter_vmap(
+        lambda f, x, s: f(x, s), in_axes=(None, 0, None), out_axes=((0, None), 0), axis_name="batch"
+    )
     (out, new_state), linear_out = fn(capture, xs, state)
     assert linear_out.shape == (6, 2, 3)
     first = jax.vmap(stack[0].layers[0])(xs)
     np.testing.assert_allclose(linear_out[:, 0], first, rtol=1e-5)
-    plain = ec.filter_vmap(lambda m, x, s: m(x, s), in_axes=(None, 0, None),
-                           out_axes=(0, None), axis_name="batch")(stack, xs, state)
+    plain = ec.filter_vmap(
+        lambda m, x, s: m(x, s), in_axes=(None, 0, None), out_axes=(0, None), axis_name="batch"
+    )(stack, xs, state)
     np.testing.assert_allclose(out, plain[0], rtol=1e-6)
 
 

@@ -38,8 +38,9 @@ def test_matches_float64_numpy_reference(getkey):
     lora_b = jax.random.normal(getkey(), (4, 3))
     layer = ec.tree_at(lambda m: m.lora_B, layer, lora_b)
     x = jax.random.normal(getkey(), (7,))
-    w, b, a, bb, x64 = (np.asarray(v, np.float64) for v in (base.weight, base.bias,
-                                                            layer.lora_A, lora_b, x))
+    w, b, a, bb, x64 = (
+        np.asarray(v, np.float64) for v in (base.weight, base.bias, layer.lora_A, lora_b, x)
+    )
     expected = w @ x64 + b + (6.0 / 3) * bb @ (a @ x64)
     np.testing.assert_allclose(layer(x), expected, rtol=1e-5, atol=1e-5)
     assert layer.scaling == 2.0
@@ -66,12 +67,9 @@ def test_where_selects_layers(getkey):
     assert isinstance(adapted.layers[1], ec.LoRALinear)
     assert isinstance(adapted.layers[0], enn.Linear)
     both = ec.lora(mlp, rank=2, where=lambda m: (m.layers[0], m.layers[2]), key=getkey())
-    assert [type(layer).__name__ for layer in both.layers] == [
-        "LoRALinear", "Linear", "LoRALinear"
-    ]
+    assert [type(layer).__name__ for layer in both.layers] == ["LoRALinear", "Linear", "LoRALinear"]
     with pytest.raises(TypeError, match="must select ecliptic.nn.Linear layers; it selected"):
-        ec.lora(enn.Sequential([enn.LayerNorm(3)]), 2, where=lambda m: m.layers[0],
-                key=getkey())
+        ec.lora(enn.Sequential([enn.LayerNorm(3)]), 2, where=lambda m: m.layers[0], key=getkey())
     with pytest.raises(ValueError, match="rank must be an int >= 1; got 0"):
         ec.lora(mlp, rank=0, key=getkey())
 
@@ -117,8 +115,8 @@ def test_stacked_layers_get_stacked_adapters(getkey):
 def test_peft_golden_round_trip():
     golden = dict(np.load(GOLDEN))
     rank, alpha = int(golden["rank"]), float(golden["alpha"])
-    base_sd = {k[len("base/"):]: v for k, v in golden.items() if k.startswith("base/")}
-    adapters = {k[len("adapter/"):]: v for k, v in golden.items() if k.startswith("adapter/")}
+    base_sd = {k[len("base/") :]: v for k, v in golden.items() if k.startswith("base/")}
+    adapters = {k[len("adapter/") :]: v for k, v in golden.items() if k.startswith("adapter/")}
     mlp = ec.load_state_dict(_mlp(jax.random.key(0)), base_sd, format="torch")
     model = ec.lora(mlp, rank=rank, alpha=alpha, key=jax.random.key(1))
     model = ec.load_lora_state_dict(model, adapters)
@@ -135,9 +133,10 @@ def test_peft_golden_round_trip():
     full = ec.state_dict(model, format="torch")
     expected_base = {f"layers.{i}.base_layer.{p}" for i in range(3) for p in ("weight", "bias")}
     prefix = "base_model.model."
-    assert set(full) == expected_base | {k[len(prefix):] for k in adapters}
-    back = ec.load_state_dict(ec.lora(mlp, rank=rank, alpha=alpha, key=jax.random.key(2)),
-                              full, format="torch")
+    assert set(full) == expected_base | {k[len(prefix) :] for k in adapters}
+    back = ec.load_state_dict(
+        ec.lora(mlp, rank=rank, alpha=alpha, key=jax.random.key(2)), full, format="torch"
+    )
     np.testing.assert_array_equal(jax.vmap(back)(golden["x"]), jax.vmap(model)(golden["x"]))
 
 
@@ -152,8 +151,9 @@ def test_load_lora_state_dict_reports_problems(getkey):
     with pytest.raises(ec.StateDictError, match="mismatched"):
         ec.load_lora_state_dict(model, wrong_rank)
     with pytest.raises(ec.StateDictError, match="unexpected"):
-        ec.load_lora_state_dict(model, {**adapters, "base_model.model.extra.lora_A.weight":
-                                        np.zeros((2, 5))})
+        ec.load_lora_state_dict(
+            model, {**adapters, "base_model.model.extra.lora_A.weight": np.zeros((2, 5))}
+        )
 
 
 def test_attention_with_adapters_has_no_torch_layout(getkey):

@@ -43,8 +43,12 @@ def test_products_run_in_the_compute_dtype(getkey, dtype):
         # Without the policy the same layer computes in float32: the check can fail.
         plain = _product_operand_types(lambda m, *a: m(*a), layer, *args)
         assert all(a == "f32>" for _, a, _ in plain)
-    kinds = {op for op, _, _ in _product_operand_types(
-        lambda m, x: m(x), ec.mixed_precision(cases[1][0], dtype), jnp.ones((3, 6, 6)))}
+    kinds = {
+        op
+        for op, _, _ in _product_operand_types(
+            lambda m, x: m(x), ec.mixed_precision(cases[1][0], dtype), jnp.ones((3, 6, 6))
+        )
+    }
     assert kinds == {"convolution"}
 
 
@@ -98,12 +102,14 @@ def test_state_is_never_cast(getkey):
         [enn.Linear(4, 4, key=getkey()), enn.BatchNorm(4, axis_name="batch")]
     )
     wrapped = ec.mixed_precision(model, jnp.bfloat16)
-    fn = ec.filter_vmap(lambda m, x, s: m(x, s), in_axes=(None, 0, None), out_axes=(0, None),
-                        axis_name="batch")
+    fn = ec.filter_vmap(
+        lambda m, x, s: m(x, s), in_axes=(None, 0, None), out_axes=(0, None), axis_name="batch"
+    )
     y, new_state = fn(wrapped, jax.random.normal(getkey(), (8, 4)), state)
     assert y.dtype == jnp.float32
-    assert all(leaf.dtype in (jnp.float32, jnp.bool_, jnp.int32)
-               for leaf in jax.tree.leaves(new_state))
+    assert all(
+        leaf.dtype in (jnp.float32, jnp.bool_, jnp.int32) for leaf in jax.tree.leaves(new_state)
+    )
 
 
 def _data(key):
@@ -141,8 +147,9 @@ def test_bfloat16_training_reaches_float32_loss(getkey):
     assert loss32 < 0.3  # it learned
     # Stated tolerance: within 0.05 nats (or 25%) of the float32 run's final loss.
     assert abs(loss16 - loss32) < max(0.05, 0.25 * loss32), (loss16, loss32)
-    assert all(leaf.dtype == jnp.float32
-               for leaf in jax.tree.leaves(ec.filter(trained, ec.is_array)))
+    assert all(
+        leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(ec.filter(trained, ec.is_array))
+    )
 
 
 def test_float16_loss_scaling_skips_an_injected_overflow(getkey):
@@ -184,8 +191,7 @@ def test_float16_loss_scaling_skips_an_injected_overflow(getkey):
                 np.testing.assert_array_equal(a, b)  # the step was skipped
         else:
             assert bool(finite)
-    assert all(np.all(np.isfinite(leaf))
-               for leaf in jax.tree.leaves(ec.filter(model, ec.is_array)))
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(ec.filter(model, ec.is_array)))
     assert loss(model) < 0.7 * first
     assert float(scale.scale_value) > 2.0**9  # grew again after the overflow
 

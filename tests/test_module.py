@@ -348,9 +348,7 @@ def test_transform_wrappers_keep_metadata_through_jit(transform):
 
     @ec.filter_jit
     def inspect(wrapper):
-        seen.update(
-            name=wrapper.__name__, doc=wrapper.__doc__, annotations=wrapper.__annotations__
-        )
+        seen.update(name=wrapper.__name__, doc=wrapper.__doc__, annotations=wrapper.__annotations__)
 
     inspect(transform(scaled))  # rebuilt from its leaves inside the trace
     assert seen == {

@@ -71,20 +71,24 @@ def _mesh(n: int):
     return h.make_mesh(jax.devices()[:n])
 
 
-@pytest.mark.parametrize("kind, rules, how", [
-    ("mlp", "replicate", "local"),
-    ("mlp", "fsdp", "global"),
-    ("transformer", "replicate", "global"),
-    ("transformer", "fsdp", "local"),
-])
+@pytest.mark.parametrize(
+    "kind, rules, how",
+    [
+        ("mlp", "replicate", "local"),
+        ("mlp", "fsdp", "global"),
+        ("transformer", "replicate", "global"),
+        ("transformer", "fsdp", "local"),
+    ],
+)
 def test_training_matches_one_process(main_run, kind, rules, how):
     out_dir, outputs = main_run
     name = f"train-{kind}-{rules}-{how}"
     assert outputs[0]["process_count"] == 2 and outputs[0]["devices"] == 4
     # Both processes see the same (replicated) losses.
     assert outputs[0][name] == outputs[1][name]
-    model, _, losses = h.train(kind, h.make_model(kind, jax.random.key(h.KEY)), _mesh(4),
-                               h.RULES[rules], "global")
+    model, _, losses = h.train(
+        kind, h.make_model(kind, jax.random.key(h.KEY)), _mesh(4), h.RULES[rules], "global"
+    )
     np.testing.assert_allclose(outputs[0][name], losses, rtol=0, atol=1e-5)
     assert losses[-1] < losses[0]  # it trains
     got = _npz(out_dir, f"{name}.npz")
@@ -109,8 +113,9 @@ def test_sharded_init_values_and_bytes(main_run):
     total = sum(x.nbytes for x in arrays)
     small = sum(x.nbytes for x, s in zip(arrays, specs) if s.is_fully_replicated)
     assert small < 0.1 * total
-    expected = sum(x.nbytes if s.is_fully_replicated else x.nbytes // 4
-                   for x, s in zip(arrays, specs))
+    expected = sum(
+        x.nbytes if s.is_fully_replicated else x.nbytes // 4 for x, s in zip(arrays, specs)
+    )
     for out in outputs:
         assert sorted(out["init_bytes_per_device"].values()) == [expected, expected]
         assert expected <= total / 4 + small
@@ -173,8 +178,9 @@ def test_restore_in_two_processes_of_one_device(main_run, checkpoint_copy):
 def test_example_continues_from_the_same_loss():
     import importlib.util
 
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "examples", "multiprocess.py")
+    path = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "multiprocess.py"
+    )
     spec = importlib.util.spec_from_file_location("example_multiprocess", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

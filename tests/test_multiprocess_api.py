@@ -101,7 +101,9 @@ def test_cluster_from_env(monkeypatch):
         distributed.cluster_from_env()
     monkeypatch.setenv("RANK", "2")
     assert distributed.cluster_from_env() == {
-        "coordinator_address": "10.1.2.3:1234", "num_processes": 4, "process_id": 2,
+        "coordinator_address": "10.1.2.3:1234",
+        "num_processes": 4,
+        "process_id": 2,
     }
 
 
@@ -115,8 +117,9 @@ def test_sharded_init_matches_an_unsharded_build():
     key = jax.random.key(3)
     model = distributed.sharded_init(make, key, mesh=_mesh(4), rules=sharding.fsdp(min_size=16))
     reference = make(key)
-    assert ec.tree_equal(ec.filter(model, ec.is_array, inverse=True),
-                         ec.filter(reference, ec.is_array, inverse=True))
+    assert ec.tree_equal(
+        ec.filter(model, ec.is_array, inverse=True), ec.filter(reference, ec.is_array, inverse=True)
+    )
     for got, want in zip(jax.tree_util.tree_leaves(model), jax.tree_util.tree_leaves(reference)):
         if ec.is_array(got):
             np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
@@ -150,9 +153,7 @@ def test_checkpoint_manager_one_process(tmp_path):
         like = ec.filter_eval_shape(_tree, jax.random.key(1))
         restored = manager.restore(like, mesh=_mesh(2), rules=sharding.fsdp(min_size=8))
         assert manager.metadata(2)["metadata"] == {"step": 2}
-    assert ec.tree_equal(
-        jax.random.key_data(restored["key"]), jax.random.key_data(tree["key"])
-    )
+    assert ec.tree_equal(jax.random.key_data(restored["key"]), jax.random.key_data(tree["key"]))
     restored["key"], tree["key"] = None, None
     assert ec.tree_equal(restored, tree)
     assert restored["model"].layers[0].weight.sharding.spec == jax.sharding.PartitionSpec("data")

@@ -18,9 +18,7 @@ def test_prelu_matches_torch(case):
     shape = layer.negative_slope.shape
     assert layer.negative_slope.size == g.params["weight"].size
     # prelu_a has inputs exactly 0, where PyTorch's gradient is the slope's.
-    check_golden(
-        g, lambda p, i: replace(layer, negative_slope=p["weight"].reshape(shape))(i["x"])
-    )
+    check_golden(g, lambda p, i: replace(layer, negative_slope=p["weight"].reshape(shape))(i["x"]))
 
 
 def test_defaults_and_init_alpha():

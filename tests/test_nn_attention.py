@@ -25,6 +25,7 @@ from ecliptic.nn import MultiheadAttention, RotaryPositionalEmbedding
 
 def from_torch(mha, p):
     """Our layer with PyTorch-layout projection weights `wq, bq, ..., wo, bo`."""
+
     def proj(linear, w, b):
         return replace(linear, weight=p[w], bias=p.get(b))
 
@@ -40,8 +41,15 @@ def from_torch(mha, p):
 def build(cfg, key):
     qk = cfg.get("qk_size")
     return MultiheadAttention(
-        cfg["num_heads"], cfg["query_size"], cfg["key_size"], cfg["value_size"],
-        cfg.get("output_size"), qk, cfg.get("vo_size"), *cfg["bias"], key=key,
+        cfg["num_heads"],
+        cfg["query_size"],
+        cfg["key_size"],
+        cfg["value_size"],
+        cfg.get("output_size"),
+        qk,
+        cfg.get("vo_size"),
+        *cfg["bias"],
+        key=key,
     )
 
 
@@ -49,12 +57,18 @@ def build(cfg, key):
 def test_matches_torch(case, getkey):
     g = golden(case)
     mha = build(g.cfg, getkey())
-    check_golden(g, lambda p, i: from_torch(mha, p)(i["query"], i["key"], i["value"],
-                                                   i.get("mask")))
+    check_golden(
+        g, lambda p, i: from_torch(mha, p)(i["query"], i["key"], i["value"], i.get("mask"))
+    )
     if "module_out" in g.extra:
         # The same case through torch.nn.MultiheadAttention(batch_first=True).
-        out = jcall(from_torch(mha, g.params), g.inputs["query"], g.inputs["key"],
-                    g.inputs["value"], g.inputs.get("mask"))
+        out = jcall(
+            from_torch(mha, g.params),
+            g.inputs["query"],
+            g.inputs["key"],
+            g.inputs["value"],
+            g.inputs.get("mask"),
+        )
         np.testing.assert_allclose(out, g.extra["module_out"], rtol=1e-5, atol=1e-5)
 
 
@@ -122,8 +136,12 @@ def test_dropout_on_weights(getkey):
 def test_init_matches_torch(getkey):
     for name, kwargs in [("mha_packed", {}), ("mha_sep", {"key_size": 5, "value_size": 3})]:
         layers = many_inits(lambda k, kw=kwargs: MultiheadAttention(2, 8, **kw, key=k))
-        for short, proj in [("wq", layers.query_proj), ("wk", layers.key_proj),
-                            ("wv", layers.value_proj), ("wo", layers.output_proj)]:
+        for short, proj in [
+            ("wq", layers.query_proj),
+            ("wk", layers.key_proj),
+            ("wv", layers.value_proj),
+            ("wo", layers.output_proj),
+        ]:
             values = np.asarray(proj.weight)
             want = init_stat(f"{name}.{short}")
             assert abs(values.std() - want.std) < 0.04 * want.std, (name, short)
@@ -137,6 +155,7 @@ def test_init_matches_torch(getkey):
 
 def test_one_contraction_for_all_heads(getkey):
     """The number of dot products does not grow with the number of heads."""
+
     def count_dots(heads):
         mha = MultiheadAttention(heads, 8, key=getkey())
         x = jnp.zeros((3, 8))
@@ -149,9 +168,7 @@ def test_one_contraction_for_all_heads(getkey):
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
 def test_low_precision(dtype, getkey):
     mha = MultiheadAttention(2, 8, use_query_bias=True, dtype=dtype, key=getkey())
-    ref = jax.tree_util.tree_map(
-        lambda a: a.astype(jnp.float32) if ec.is_array(a) else a, mha
-    )
+    ref = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32) if ec.is_array(a) else a, mha)
     assert mha.query_proj.weight.dtype == dtype
     x = randn(4, 8)
     y = jcall(mha, x.astype(dtype), x.astype(dtype), x.astype(dtype))
@@ -164,8 +181,9 @@ def test_finite_differences_float64(getkey):
     key = getkey()
     q, kv, mask = randn(3, 4), randn(2, 6), np.array([[True, False], [True, True], [False, True]])
     with jax.enable_x64(True):
-        mha = MultiheadAttention(2, 4, key_size=6, value_size=6, qk_size=3, vo_size=2,
-                                 use_key_bias=True, key=key)
+        mha = MultiheadAttention(
+            2, 4, key_size=6, value_size=6, qk_size=3, vo_size=2, use_key_bias=True, key=key
+        )
         assert mha.key_proj.weight.dtype == jnp.float64
         wk = mha.key_proj.weight
         check_grads_f64(

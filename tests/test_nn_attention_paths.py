@@ -131,8 +131,9 @@ def test_layer_matches_float64_reference_with_fully_masked_rows(policy, monkeypa
         return x @ w.T + b
 
     x64 = x.astype(np.float64)
-    q, k, v = (project(p, x64).reshape(5, 2, 4) for p in
-               (mha.query_proj, mha.key_proj, mha.value_proj))
+    q, k, v = (
+        project(p, x64).reshape(5, 2, 4) for p in (mha.query_proj, mha.key_proj, mha.value_proj)
+    )
     want = project(mha.output_proj, reference(q, k, v, mask).reshape(5, 8))
     got = ec.filter_jit(lambda layer, x, mask: layer(x, x, x, mask))(mha, x, mask)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
@@ -149,8 +150,7 @@ def test_equinox_single_head_helpers():
     weights = nn.dot_product_attention_weights(q, k, mask)
     assert weights.shape == (3, 6) and weights.dtype == jnp.float32
     np.testing.assert_allclose(weights[1], np.full(6, 1 / 6), rtol=1e-6)
-    np.testing.assert_allclose(nn.dot_product_attention(q, k, v, mask), want, rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(nn.dot_product_attention(q, k, v, mask), want, rtol=1e-5, atol=1e-6)
     half = nn.dot_product_attention_weights(q.astype(np.float16), k.astype(np.float16))
     assert half.dtype == jnp.float16
     dropout = nn.Dropout(0.5)

@@ -103,9 +103,7 @@ def test_filter_vmap_inside_filter_jit() -> None:
 
     @ecliptic.filter_jit
     def step(model, x, state):
-        fn = ecliptic.filter_vmap(
-            model, in_axes=(0, None), out_axes=(0, None), axis_name="batch"
-        )
+        fn = ecliptic.filter_vmap(model, in_axes=(0, None), out_axes=(0, None), axis_name="batch")
         return fn(x, state)
 
     y, state2 = step(bn, x, state)

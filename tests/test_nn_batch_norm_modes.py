@@ -23,8 +23,11 @@ def normalise(x: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
 
 
 def test_default_mode_is_ema_with_equinox_warning() -> None:
-    with pytest.warns(UserWarning, match=r"^When `eqx\.nn\.BatchNorm\(\.\.\., mode=\.\.\.\)` is "
-                      r"unspecified it defaults to 'ema', for backward compatibility\."):
+    with pytest.warns(
+        UserWarning,
+        match=r"^When `eqx\.nn\.BatchNorm\(\.\.\., mode=\.\.\.\)` is "
+        r"unspecified it defaults to 'ema', for backward compatibility\.",
+    ):
         bn, state = nn.make_with_state(nn.BatchNorm)(3, "batch")
     assert bn.mode == "ema" and bn.batch_state_index is None
     # Equinox's ema layout: a first-time flag, and statistics that start at zero.
@@ -39,8 +42,9 @@ def test_default_mode_is_ema_with_equinox_warning() -> None:
 
 def test_equinox_batch_mode_debiases_running_averages() -> None:
     m = 0.8
-    bn, state = nn.make_with_state(nn.BatchNorm)(2, "batch", momentum=m, mode="batch",
-                                                 channelwise_affine=False)
+    bn, state = nn.make_with_state(nn.BatchNorm)(
+        2, "batch", momentum=m, mode="batch", channelwise_affine=False
+    )
     rng = np.random.default_rng(0)
     probe = rng.normal(size=(3, 2, 4)).astype(np.float32)
     # Before any batch: the raw starting values 0 and 1.

@@ -27,14 +27,24 @@ def _padding(p):
     return [tuple(pair) for pair in p] if isinstance(p, list) and isinstance(p[0], list) else p
 
 
-@pytest.mark.parametrize("name", case_names("conv1d") + case_names("conv2d")
-                         + case_names("conv3d"))
+@pytest.mark.parametrize("name", case_names("conv1d") + case_names("conv2d") + case_names("conv3d"))
 def test_conv_matches_torch(name):
     cfg, arrays = case(name)
     n = cfg["n"]
-    layer = abstract(lambda: enn.Conv(
-        n, cfg["in"], cfg["out"], cfg["kernel_size"], cfg["stride"], _padding(cfg["padding"]),
-        cfg["dilation"], cfg["groups"], padding_mode=cfg["padding_mode"], key=KEY))
+    layer = abstract(
+        lambda: enn.Conv(
+            n,
+            cfg["in"],
+            cfg["out"],
+            cfg["kernel_size"],
+            cfg["stride"],
+            _padding(cfg["padding"]),
+            cfg["dilation"],
+            cfg["groups"],
+            padding_mode=cfg["padding_mode"],
+            key=KEY,
+        )
+    )
     assert layer.weight.shape == arrays["weight"].shape  # PyTorch's layout, unchanged
     assert layer.bias.shape == (cfg["out"],) + (1,) * n
 
@@ -48,9 +58,20 @@ def test_conv_matches_torch(name):
 def test_conv_transpose_matches_torch(name):
     cfg, arrays = case(name)
     n, groups = cfg["n"], cfg["groups"]
-    layer = abstract(lambda: enn.ConvTranspose(
-        n, cfg["in"], cfg["out"], cfg["kernel_size"], cfg["stride"], cfg["padding"],
-        cfg["output_padding"], cfg["dilation"], groups, key=KEY))
+    layer = abstract(
+        lambda: enn.ConvTranspose(
+            n,
+            cfg["in"],
+            cfg["out"],
+            cfg["kernel_size"],
+            cfg["stride"],
+            cfg["padding"],
+            cfg["output_padding"],
+            cfg["dilation"],
+            groups,
+            key=KEY,
+        )
+    )
     assert layer.weight.shape == weight_from_torch(arrays["weight"], groups).shape
 
     def fn(w, b, x):
@@ -61,9 +82,11 @@ def test_conv_transpose_matches_torch(name):
 
 
 def test_fixed_dimension_classes():
-    for n, conv, convt in [(1, enn.Conv1d, enn.ConvTranspose1d),
-                           (2, enn.Conv2d, enn.ConvTranspose2d),
-                           (3, enn.Conv3d, enn.ConvTranspose3d)]:
+    for n, conv, convt in [
+        (1, enn.Conv1d, enn.ConvTranspose1d),
+        (2, enn.Conv2d, enn.ConvTranspose2d),
+        (3, enn.Conv3d, enn.ConvTranspose3d),
+    ]:
         c = abstract(lambda conv=conv: conv(4, 6, 3, stride=2, padding=1, groups=2, key=KEY))
         assert isinstance(c, enn.Conv) and c.num_spatial_dims == n
         assert c.weight.shape == (6, 2) + (3,) * n and c.stride == (2,) * n
@@ -71,8 +94,7 @@ def test_fixed_dimension_classes():
         t = abstract(lambda convt=convt: convt(4, 6, 3, 2, 1, 1, groups=2, key=KEY))
         assert isinstance(t, enn.ConvTranspose) and t.weight.shape == (6, 2) + (3,) * n
         assert t.output_padding == (1,) * n
-        y = jax.eval_shape(lambda t, x: t(x), t, jax.ShapeDtypeStruct((4,) + (5,) * n,
-                                                                       jnp.float32))
+        y = jax.eval_shape(lambda t, x: t(x), t, jax.ShapeDtypeStruct((4,) + (5,) * n, jnp.float32))
         assert y.shape == (6,) + (10,) * n
 
 
@@ -114,11 +136,37 @@ ADJOINT_CASES = [
 @pytest.mark.parametrize("n, stride, padding, op, dil, groups, mode, size", ADJOINT_CASES)
 def test_conv_transpose_is_adjoint_of_conv(n, stride, padding, op, dil, groups, mode, size):
     c_small, c_big, k = 4, 2, 3
-    fwd = materialise(lambda: enn.Conv(n, c_big, c_small, k, stride, padding, dil, groups,
-                                       use_bias=False, padding_mode=mode, key=KEY))
-    bwd = abstract(lambda: enn.ConvTranspose(n, c_small, c_big, k, stride, padding, op, dil,
-                                             groups, use_bias=False, padding_mode=mode,
-                                             key=KEY))
+    fwd = materialise(
+        lambda: enn.Conv(
+            n,
+            c_big,
+            c_small,
+            k,
+            stride,
+            padding,
+            dil,
+            groups,
+            use_bias=False,
+            padding_mode=mode,
+            key=KEY,
+        )
+    )
+    bwd = abstract(
+        lambda: enn.ConvTranspose(
+            n,
+            c_small,
+            c_big,
+            k,
+            stride,
+            padding,
+            op,
+            dil,
+            groups,
+            use_bias=False,
+            padding_mode=mode,
+            key=KEY,
+        )
+    )
     bwd = set_params(bwd, weight=weight_from_torch(fwd.weight, groups))
     x = jnp.zeros((c_big,) + size)
     y_shape = jax.eval_shape(fwd, x).shape
@@ -141,14 +189,19 @@ def test_same_padding_shapes_and_sides():
     # Kernel 4, stride 1: total padding 3, the extra element at the end for "SAME" and at
     # the start for "SAME_LOWER".
     same = enn.Conv1d(2, 1, 4, padding="same", key=KEY)
-    lower = set_params(enn.Conv1d(2, 1, 4, padding="SAME_LOWER", key=KEY), weight=same.weight,
-                       bias=same.bias)
+    lower = set_params(
+        enn.Conv1d(2, 1, 4, padding="SAME_LOWER", key=KEY), weight=same.weight, bias=same.bias
+    )
     explicit = enn.Conv1d(2, 1, 4, padding=[(1, 2)], key=KEY)
     explicit = set_params(explicit, weight=same.weight, bias=same.bias)
     np.testing.assert_allclose(same(x), explicit(x), rtol=1e-6)
-    np.testing.assert_allclose(lower(x), set_params(
-        enn.Conv1d(2, 1, 4, padding=[(2, 1)], key=KEY), weight=same.weight, bias=same.bias
-    )(x), rtol=1e-6)
+    np.testing.assert_allclose(
+        lower(x),
+        set_params(
+            enn.Conv1d(2, 1, 4, padding=[(2, 1)], key=KEY), weight=same.weight, bias=same.bias
+        )(x),
+        rtol=1e-6,
+    )
     valid = enn.Conv1d(2, 1, 4, padding="valid", key=KEY)
     assert valid.padding == "VALID" and valid(x).shape == (1, 4)
 
@@ -169,8 +222,9 @@ def test_conv_low_precision(dtype):
     # Initialisation traced in this dtype (materialise: without compiling it), then
     # forward and gradient in one program.
     conv = materialise(lambda: enn.Conv2d(2, 3, 3, padding=1, dtype=dtype, key=KEY))
-    convt = materialise(lambda: enn.ConvTranspose2d(3, 2, 3, 2, 1, 1, padding_mode="CIRCULAR",
-                                                    dtype=dtype, key=KEY))
+    convt = materialise(
+        lambda: enn.ConvTranspose2d(3, 2, 3, 2, 1, 1, padding_mode="CIRCULAR", dtype=dtype, key=KEY)
+    )
     assert conv.weight.dtype == dtype and convt.bias.dtype == dtype
     x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 5, 5)), dtype)
 
@@ -192,17 +246,21 @@ def test_conv_low_precision(dtype):
 
 def test_conv_jit_vmap_grad():
     layers = [
-        materialise(lambda: enn.Conv2d(2, 3, 3, stride=2, padding=1, padding_mode="REFLECT",
-                                       key=KEY)),
+        materialise(
+            lambda: enn.Conv2d(2, 3, 3, stride=2, padding=1, padding_mode="REFLECT", key=KEY)
+        ),
         materialise(lambda: enn.Conv1d(2, 4, 2, padding="SAME", groups=2, key=KEY)),
         materialise(lambda: enn.Conv3d(2, 2, 2, use_bias=False, key=KEY)),
         materialise(lambda: enn.ConvTranspose1d(2, 3, 3, 2, 1, key=KEY)),
-        materialise(lambda: enn.ConvTranspose3d(2, 2, 2, padding_mode="CIRCULAR",
-                                                padding="SAME", key=KEY)),
+        materialise(
+            lambda: enn.ConvTranspose3d(2, 2, 2, padding_mode="CIRCULAR", padding="SAME", key=KEY)
+        ),
     ]
     rng = np.random.default_rng(1)
-    inputs = [jnp.asarray(rng.standard_normal((4, 2) + (6, 5, 4)[:layer.num_spatial_dims]),
-                          jnp.float32) for layer in layers]
+    inputs = [
+        jnp.asarray(rng.standard_normal((4, 2) + (6, 5, 4)[: layer.num_spatial_dims]), jnp.float32)
+        for layer in layers
+    ]
 
     @jax.jit
     def run(layers, inputs):
@@ -222,12 +280,23 @@ def test_conv_jit_vmap_grad():
 
 
 FD_CASES = [
-    lambda: enn.Conv2d(2, 4, (3, 2), (2, 1), ((1, 0), (2, 1)), (1, 2), 2,
-                       padding_mode="REFLECT", dtype=jnp.float64, key=KEY),
+    lambda: enn.Conv2d(
+        2,
+        4,
+        (3, 2),
+        (2, 1),
+        ((1, 0), (2, 1)),
+        (1, 2),
+        2,
+        padding_mode="REFLECT",
+        dtype=jnp.float64,
+        key=KEY,
+    ),
     lambda: enn.Conv1d(2, 2, 3, 2, 2, padding_mode="CIRCULAR", dtype=jnp.float64, key=KEY),
     lambda: enn.ConvTranspose2d(2, 4, 3, 2, 1, 1, groups=2, dtype=jnp.float64, key=KEY),
-    lambda: enn.ConvTranspose1d(2, 3, 3, 2, padding="SAME", padding_mode="CIRCULAR",
-                                dtype=jnp.float64, key=KEY),
+    lambda: enn.ConvTranspose1d(
+        2, 3, 3, 2, padding="SAME", padding_mode="CIRCULAR", dtype=jnp.float64, key=KEY
+    ),
 ]
 
 
@@ -235,8 +304,9 @@ FD_CASES = [
 def test_conv_finite_differences(i):
     with jax.enable_x64(True):
         layer = materialise(FD_CASES[i])
-        x = jax.random.normal(jax.random.key(1), (2, 5, 4)[: layer.num_spatial_dims + 1],
-                              jnp.float64)
+        x = jax.random.normal(
+            jax.random.key(1), (2, 5, 4)[: layer.num_spatial_dims + 1], jnp.float64
+        )
         f = jax.jit(lambda w, b, x: set_params(layer, weight=w, bias=b)(x))
         check_grads(f, (layer.weight, layer.bias, x), order=1, modes=("rev",))
 

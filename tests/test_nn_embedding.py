@@ -122,8 +122,9 @@ def test_rope_helpers_rebuild_the_rotation():
     # y = x * cos + rotate_half(x) * sin, with cos/sin repeated over both halves.
     tile = lambda a: np.concatenate([a, a], axis=1)
     expected = x * tile(cos) + np.asarray(rotated) * tile(sin)
-    np.testing.assert_allclose(jcall(RotaryPositionalEmbedding(6, theta=100.0), x), expected,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        jcall(RotaryPositionalEmbedding(6, theta=100.0), x), expected, rtol=1e-5, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])

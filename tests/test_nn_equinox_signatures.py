@@ -78,8 +78,10 @@ def mismatches(ours, theirs, where=("", "")):
         elif not same_default(q.default, p.default):
             problems.append(f"{name}: default {q.default!r} vs Equinox's {p.default!r}")
     for name, q in ours_params.items():
-        if name not in theirs_params and q.default is inspect.Parameter.empty and (
-            q.kind not in VARIADIC
+        if (
+            name not in theirs_params
+            and q.default is inspect.Parameter.empty
+            and (q.kind not in VARIADIC)
         ):
             problems.append(f"extra required argument {name!r}")
     return problems

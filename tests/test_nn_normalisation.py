@@ -21,22 +21,19 @@ from ecliptic.nn import GroupNorm, LayerNorm, RMSNorm
 @pytest.mark.parametrize("case", ["ln_a", "ln_b", "ln_c", "ln_d"])
 def test_layer_norm_matches_torch(case):
     g = golden(case)
-    layer = LayerNorm(tuple(g.cfg["shape"]), use_weight=g.cfg["use_weight"],
-                      use_bias=g.cfg["use_bias"])
+    layer = LayerNorm(
+        tuple(g.cfg["shape"]), use_weight=g.cfg["use_weight"], use_bias=g.cfg["use_bias"]
+    )
     assert (layer.weight is not None) == g.cfg["use_weight"]
     assert (layer.bias is not None) == g.cfg["use_bias"]
-    check_golden(
-        g, lambda p, i: replace(layer, weight=p.get("weight"), bias=p.get("bias"))(i["x"])
-    )
+    check_golden(g, lambda p, i: replace(layer, weight=p.get("weight"), bias=p.get("bias"))(i["x"]))
 
 
 @pytest.mark.parametrize("case", ["gn_a", "gn_b", "gn_c"])
 def test_group_norm_matches_torch(case):
     g = golden(case)
     layer = GroupNorm(g.cfg["groups"], g.cfg["channels"], channelwise_affine=g.cfg["affine"])
-    check_golden(
-        g, lambda p, i: replace(layer, weight=p.get("weight"), bias=p.get("bias"))(i["x"])
-    )
+    check_golden(g, lambda p, i: replace(layer, weight=p.get("weight"), bias=p.get("bias"))(i["x"]))
 
 
 @pytest.mark.parametrize("case", ["rms_a", "rms_b"])
@@ -103,9 +100,7 @@ def test_low_precision_in_same_dtype_out(dtype):
         assert y.dtype == dtype
         # Squares of 200 overflow float16: the statistics must be taken in float32.
         assert bool(jnp.all(jnp.isfinite(y)))
-        np.testing.assert_allclose(
-            np.asarray(y, np.float32), jcall(ref, x32), rtol=0.05, atol=0.05
-        )
+        np.testing.assert_allclose(np.asarray(y, np.float32), jcall(ref, x32), rtol=0.05, atol=0.05)
 
 
 def test_finite_differences_float64():

@@ -11,19 +11,31 @@ from nn_a_golden import case, case_names, check_against_golden
 
 import ecliptic.nn as enn
 
-WINDOW = {("max", 1): enn.MaxPool1d, ("max", 2): enn.MaxPool2d, ("max", 3): enn.MaxPool3d,
-          ("avg", 1): enn.AvgPool1d, ("avg", 2): enn.AvgPool2d, ("avg", 3): enn.AvgPool3d}
-ADAPTIVE = {("max", 1): enn.AdaptiveMaxPool1d, ("max", 2): enn.AdaptiveMaxPool2d,
-            ("max", 3): enn.AdaptiveMaxPool3d, ("avg", 1): enn.AdaptiveAvgPool1d,
-            ("avg", 2): enn.AdaptiveAvgPool2d, ("avg", 3): enn.AdaptiveAvgPool3d}
+WINDOW = {
+    ("max", 1): enn.MaxPool1d,
+    ("max", 2): enn.MaxPool2d,
+    ("max", 3): enn.MaxPool3d,
+    ("avg", 1): enn.AvgPool1d,
+    ("avg", 2): enn.AvgPool2d,
+    ("avg", 3): enn.AvgPool3d,
+}
+ADAPTIVE = {
+    ("max", 1): enn.AdaptiveMaxPool1d,
+    ("max", 2): enn.AdaptiveMaxPool2d,
+    ("max", 3): enn.AdaptiveMaxPool3d,
+    ("avg", 1): enn.AdaptiveAvgPool1d,
+    ("avg", 2): enn.AdaptiveAvgPool2d,
+    ("avg", 3): enn.AdaptiveAvgPool3d,
+}
 
 
 @pytest.mark.parametrize("name", case_names("maxpool") + case_names("avgpool"))
 def test_pool_matches_torch(name):
     cfg, arrays = case(name)
     # Ecliptic's default stride is 1; the goldens pass PyTorch's explicitly.
-    pool = WINDOW[cfg["kind"], cfg["n"]](cfg["kernel_size"], cfg["stride"], cfg["padding"],
-                                         cfg["use_ceil"])
+    pool = WINDOW[cfg["kind"], cfg["n"]](
+        cfg["kernel_size"], cfg["stride"], cfg["padding"], cfg["use_ceil"]
+    )
     check_against_golden(pool, arrays, ("x",))
 
 
@@ -66,8 +78,7 @@ def test_asymmetric_padding_and_generic_pool():
     np.testing.assert_allclose(avg(x)[0], expected / 4)
     # A generic Pool with a learnable-looking init still works under plain jax.jit.
     mx = enn.Pool(-jnp.inf, lax.max, 1, 2, 2)
-    np.testing.assert_allclose(jax.jit(lambda p, x: p(x))(mx, jnp.arange(4.0)[None]),
-                               [[1.0, 3.0]])
+    np.testing.assert_allclose(jax.jit(lambda p, x: p(x))(mx, jnp.arange(4.0)[None]), [[1.0, 3.0]])
 
 
 def test_adaptive_generic_operation_matches_fast_path():  # PyTorch's bins
@@ -108,7 +119,7 @@ def equinox_bins_reference(x: np.ndarray, target: int, reduce) -> np.ndarray:
     out, start = [], 0
     for i in range(target):
         length = short + (i < extra)
-        out.append(reduce(x[..., start:start + length], axis=-1))
+        out.append(reduce(x[..., start : start + length], axis=-1))
         start += length
     return np.stack(out, axis=-1)
 
@@ -148,8 +159,10 @@ def test_pool_dtypes_jit_vmap_grad(dtype):
     def run(xs):
         outs = tuple(jax.vmap(p)(xs) for p in ALL_POOLS)
         singles = tuple(p(xs[1]) for p in ALL_POOLS)
-        grads = tuple(jax.grad(lambda x, p=p: jnp.sum(p(x).astype(jnp.float32) ** 2))(xs[0])
-                      for p in ALL_POOLS)
+        grads = tuple(
+            jax.grad(lambda x, p=p: jnp.sum(p(x).astype(jnp.float32) ** 2))(xs[0])
+            for p in ALL_POOLS
+        )
         return outs, singles, grads
 
     outs, singles, grads = run(xs)
@@ -162,15 +175,25 @@ def test_pool_dtypes_jit_vmap_grad(dtype):
 def test_pool_finite_differences():
     with jax.enable_x64(True):
         x = jnp.asarray(np.random.default_rng(3).standard_normal((2, 6, 5)))
-        for pool in (enn.AvgPool2d(3, 2, 1, use_ceil=True), enn.AdaptiveAvgPool2d((4, 3)),
-                     enn.MaxPool2d(2, 2, use_ceil=True), enn.AdaptiveMaxPool2d((4, 2))):
+        for pool in (
+            enn.AvgPool2d(3, 2, 1, use_ceil=True),
+            enn.AdaptiveAvgPool2d((4, 3)),
+            enn.MaxPool2d(2, 2, use_ceil=True),
+            enn.AdaptiveMaxPool2d((4, 2)),
+        ):
             check_grads(jax.jit(pool), (x,), order=1, modes=("rev",), eps=1e-4)
 
 
 def test_integer_inputs():
     x = jnp.arange(10, dtype=jnp.int32).reshape(1, 2, 5)
-    out = jax.jit(lambda x: (enn.MaxPool2d(2, 1)(x), enn.AdaptiveMaxPool2d((1, 3))(x),
-                             enn.AvgPool2d(2)(x), enn.AdaptiveAvgPool1d(2)(x[0])))(x)
+    out = jax.jit(
+        lambda x: (
+            enn.MaxPool2d(2, 1)(x),
+            enn.AdaptiveMaxPool2d((1, 3))(x),
+            enn.AvgPool2d(2)(x),
+            enn.AdaptiveAvgPool1d(2)(x[0]),
+        )
+    )(x)
     assert out[0].dtype == jnp.int32
     assert out[1].tolist() == [[[6, 8, 9]]]
     assert jnp.issubdtype(out[2].dtype, jnp.floating)

@@ -94,9 +94,19 @@ def test_mlp_structure_and_forward():
 
 
 def test_mlp_options():
-    scalar = materialise(lambda: enn.MLP(
-        "scalar", "scalar", 4, 1, activation=jnp.tanh, final_activation=jax.nn.sigmoid,
-        use_bias=False, use_final_bias=True, key=KEY))
+    scalar = materialise(
+        lambda: enn.MLP(
+            "scalar",
+            "scalar",
+            4,
+            1,
+            activation=jnp.tanh,
+            final_activation=jax.nn.sigmoid,
+            use_bias=False,
+            use_final_bias=True,
+            key=KEY,
+        )
+    )
     assert scalar.layers[0].bias is None and scalar.layers[1].bias is not None
     assert scalar.layers[0].weight.shape == (4, 1) and scalar.layers[1].weight.shape == (1, 4)
     single = materialise(lambda: enn.MLP(3, 2, 7, 0, key=KEY))
@@ -110,8 +120,9 @@ def test_mlp_options():
 
     y_scalar, y_single, y_soft = run(scalar, single, soft)
     assert y_scalar.shape == () and 0.0 < float(y_scalar) < 1.0
-    np.testing.assert_allclose(y_single, single.layers[0].weight.sum(1) + single.layers[0].bias,
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        y_single, single.layers[0].weight.sum(1) + single.layers[0].bias, rtol=1e-5
+    )
     assert float(y_soft.sum()) == pytest.approx(1.0, rel=1e-5)
 
 
@@ -134,11 +145,13 @@ def test_mlp_learnable_activation_is_per_neuron():
     assert alpha.shape == (2, 4) + leaf_shape and final.shape == (2,) + leaf_shape
     # Every slope 0.25: the same as leaky_relu(0.25) applied everywhere.
     quarter = lambda tree: jax.tree_util.tree_map(lambda a: jnp.full_like(a, 0.25), tree)
-    mlp = ecl.tree_at(lambda m: (m.activation, m.final_activation), mlp,
-                      (quarter(mlp.activation), quarter(mlp.final_activation)))
+    mlp = ecl.tree_at(
+        lambda m: (m.activation, m.final_activation),
+        mlp,
+        (quarter(mlp.activation), quarter(mlp.final_activation)),
+    )
     leaky = lambda v: jax.nn.leaky_relu(v, 0.25)
-    plain = abstract(lambda: enn.MLP(3, 2, 4, 2, activation=leaky, final_activation=leaky,
-                                     key=KEY))
+    plain = abstract(lambda: enn.MLP(3, 2, 4, 2, activation=leaky, final_activation=leaky, key=KEY))
     plain = ecl.tree_at(lambda m: m.layers, plain, mlp.layers)
     x = jnp.array([0.5, -1.0, 2.0])
 
@@ -166,8 +179,9 @@ def test_mlp_scan_stacks_hidden_layers_with_the_same_values(depth):
     np.testing.assert_array_equal(last.weight, looped.layers[-1].weight)
     # Distinct per-layer activation slopes, to see that layer i uses its own.
     slopes = jnp.linspace(0.1, 0.9, depth * 4).reshape(depth, 4)
-    looped, scanned = (ecl.tree_at(lambda m: m.activation.alpha, m, slopes)
-                       for m in (looped, scanned))
+    looped, scanned = (
+        ecl.tree_at(lambda m: m.activation.alpha, m, slopes) for m in (looped, scanned)
+    )
     x = jnp.array([0.5, -1.0, 2.0])
 
     @ecl.filter_jit
@@ -205,12 +219,16 @@ def test_mlp_errors():
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
 def test_composition_dtypes_jit_vmap_grad(dtype):
-    model = materialise(lambda: enn.Sequential([
-        enn.Linear(3, 4, dtype=dtype, key=KEY),
-        enn.Lambda(jax.nn.gelu),
-        enn.MLP(4, "scalar", 5, 2, dtype=dtype, key=KEY),
-        enn.Identity(),
-    ]))
+    model = materialise(
+        lambda: enn.Sequential(
+            [
+                enn.Linear(3, 4, dtype=dtype, key=KEY),
+                enn.Lambda(jax.nn.gelu),
+                enn.MLP(4, "scalar", 5, 2, dtype=dtype, key=KEY),
+                enn.Identity(),
+            ]
+        )
+    )
     xs = jnp.asarray(np.random.default_rng(3).standard_normal((6, 3)), dtype)
 
     @ecl.filter_jit

@@ -108,8 +108,9 @@ def test_error_different_shapes() -> None:
     b = nn.Linear(4, 3, key=jax.random.key(6))
     # Equinox's wording first, then what each side selected
     with pytest.raises(
-        ValueError, match=r"^Every node being shared together must have the same pytree "
-        r"structure.*\(4, 3\).*\(3, 4\)"
+        ValueError,
+        match=r"^Every node being shared together must have the same pytree "
+        r"structure.*\(4, 3\).*\(3, 4\)",
     ):
         nn.Shared((a, b), lambda t: t[0].weight, lambda t: t[1].weight)
     with pytest.raises(ValueError, match="same pytree structure"):

@@ -170,9 +170,7 @@ def test_stacked_inside_sequential_and_filter_vmap_ensemble():
     x = jnp.ones(6)
     # Sequential passes key=...; an apply without a `key` parameter is called without it.
     np.testing.assert_allclose(seq(x, key=KEY), jnp.tanh(stacked(x)), rtol=1e-6)
-    ensemble = ec.filter_vmap(lambda k: nn.Stacked(make_linear, 2, key=k))(
-        jax.random.split(KEY, 3)
-    )
+    ensemble = ec.filter_vmap(lambda k: nn.Stacked(make_linear, 2, key=k))(jax.random.split(KEY, 3))
     assert ensemble.layers.weight.shape == (3, 2, 3, 3)
     out = ec.filter_vmap(lambda m, x: m(x), in_axes=(ec.if_array(0), None))(ensemble, x[:3])
     assert out.shape == (3, 3)

@@ -49,9 +49,9 @@ def value_and_grad_aux(fn):
 
     def wrapped(model, *args):
         params, static = ecliptic.partition(model, ecliptic.is_inexact_array)
-        return jax.value_and_grad(
-            lambda p: fn(ecliptic.combine(p, static), *args), has_aux=True
-        )(params)
+        return jax.value_and_grad(lambda p: fn(ecliptic.combine(p, static), *args), has_aux=True)(
+            params
+        )
 
     return wrapped
 
@@ -270,7 +270,9 @@ def test_sequential_threads_state() -> None:
 
     run = ecliptic.filter_jit(
         ecliptic.filter_vmap(
-            lambda m, x, s: m(x, s), in_axes=(None, 0, None), out_axes=(0, None),
+            lambda m, x, s: m(x, s),
+            in_axes=(None, 0, None),
+            out_axes=(0, None),
             axis_name="batch",
         )
     )

@@ -89,10 +89,7 @@ def test_types_sets_and_specials():
 def test_containers_on_one_line():
     Pair = collections.namedtuple("Pair", "a b")
     tree = [(1,), (), {"k": "v"}, Pair(1, jnp.ones(2)), [None, True]]
-    assert (
-        ec.tree_pformat(tree)
-        == "[(1,), (), {'k': 'v'}, Pair(a=1, b=f32[2]), [None, True]]"
-    )
+    assert ec.tree_pformat(tree) == "[(1,), (), {'k': 'v'}, Pair(a=1, b=f32[2]), [None, True]]"
 
 
 def test_dataclass():
@@ -136,11 +133,7 @@ def test_wrapping_and_indent():
     assert "\n    layers=(\n        Linear(\n" in four
     narrow = ec.tree_pformat(make_linear(), width=30)
     assert narrow == (
-        "Linear(\n"
-        "  weight=f32[3,2],\n"
-        "  bias=f32[3],\n"
-        "  activation=<function relu>\n"
-        ")"
+        "Linear(\n  weight=f32[3,2],\n  bias=f32[3],\n  activation=<function relu>\n)"
     )
     for width in (40, 60, 80):
         lines = ec.tree_pformat(model, width=width).splitlines()
@@ -228,8 +221,20 @@ def _leaves():
         st.integers(-5, 1000),
         st.text("ab", max_size=30),
         st.sampled_from(
-            [None, 1.5, True, jnp.ones((2, 3)), jnp.array(1.0), np.ones(2), np.float32(2),
-             jax.ShapeDtypeStruct((3,), jnp.float32), int, np.ndarray, frozenset([1, 2]), set()]
+            [
+                None,
+                1.5,
+                True,
+                jnp.ones((2, 3)),
+                jnp.array(1.0),
+                np.ones(2),
+                np.float32(2),
+                jax.ShapeDtypeStruct((3,), jnp.float32),
+                int,
+                np.ndarray,
+                frozenset([1, 2]),
+                set(),
+            ]
         ),
         st.integers(1, 3).map(_MultiLine),
     )

@@ -24,8 +24,12 @@ def _model(name):
     if name == "Stacked":
         return nn.Stacked(lambda k: nn.MLP(4, 4, 8, 1, key=k), 3, key=k2, apply=_residual)
     return nn.Sequential(
-        [nn.Linear(4, 8, key=k3), nn.Dropout(0.1, inference=True), jax.nn.relu,
-         nn.Linear(8, 4, key=k3)]
+        [
+            nn.Linear(4, 8, key=k3),
+            nn.Dropout(0.1, inference=True),
+            jax.nn.relu,
+            nn.Linear(8, 4, key=k3),
+        ]
     )
 
 

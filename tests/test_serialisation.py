@@ -105,8 +105,11 @@ def test_equinox_model_files_load_into_the_same_ecliptic_layers(tmp_path):
         assert all(np.array_equal(a, b) for a, b in zip(expected, got)), name
     ecliptic.tree_serialise_leaves(tmp_path / "ours.eqx", loaded)
     back = eqx.tree_deserialise_leaves(str(tmp_path / "ours.eqx"), theirs)
-    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(theirs))
-               if eqx.is_array(a))
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(theirs))
+        if eqx.is_array(a)
+    )
 
 
 def test_paths_follow_equinox_suffix_rule_and_files_interchange(tmp_path):

@@ -47,7 +47,10 @@ def test_dotted_names_and_duplicates():
     tree = {"enc": build(enn.MLP, 2, 3, 4, 1, key=key()), "list": [w, (w, 3)], "none": None}
     names = [name for name, _ in ecliptic.named_parameters(tree)]
     assert names == [
-        "enc.layers.0.weight", "enc.layers.0.bias", "enc.layers.1.weight", "enc.layers.1.bias",
+        "enc.layers.0.weight",
+        "enc.layers.0.bias",
+        "enc.layers.1.weight",
+        "enc.layers.1.bias",
         "list.0",
     ]
     everything = dict(ecliptic.named_parameters(tree, remove_duplicate=False))
@@ -62,12 +65,19 @@ def test_state_entries_are_named_by_their_index():
     model, state = fill(abstract_zoo()["batchnorm"])
     sd = ecliptic.state_dict({"bn": model}, state=state)
     assert set(sd) == {
-        "bn.weight", "bn.bias", "bn.batch_counter", "bn.batch_state_index.0",
+        "bn.weight",
+        "bn.bias",
+        "bn.batch_counter",
+        "bn.batch_state_index.0",
         "bn.batch_state_index.1",
     }
     torch_sd = ecliptic.state_dict({"bn": model}, state=state, format="torch")
     assert set(torch_sd) == {
-        "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var", "bn.num_batches_tracked"
+        "bn.weight",
+        "bn.bias",
+        "bn.running_mean",
+        "bn.running_var",
+        "bn.num_batches_tracked",
     }
     assert torch_sd["bn.num_batches_tracked"].dtype == np.int64
     message = "bn: a BatchNorm keeps .* pass the model's state"

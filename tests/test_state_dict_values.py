@@ -25,14 +25,26 @@ def load_one(value, dtype):
 @pytest.mark.parametrize(
     "value, dtype, pattern",
     [
-        (np.array(2**40 + 5), np.int32, r"w: the values range over \[1099511627781, "
-         r"1099511627781\], which does not fit int32 \(\[-2147483648, 2147483647\]\)"),
-        (np.array([70000, -40000]), np.int16, r"w: the values range over \[-40000, 70000\], "
-         r"which does not fit int16"),
+        (
+            np.array(2**40 + 5),
+            np.int32,
+            r"w: the values range over \[1099511627781, "
+            r"1099511627781\], which does not fit int32 \(\[-2147483648, 2147483647\]\)",
+        ),
+        (
+            np.array([70000, -40000]),
+            np.int16,
+            r"w: the values range over \[-40000, 70000\], "
+            r"which does not fit int16",
+        ),
         (np.array([3, -1]), np.uint8, r"\[-1, 3\], which does not fit uint8"),
         (np.array([2**63], np.uint64), np.int64, r"does not fit int64"),
-        (np.array(1e300), np.float32, r"w: 1 finite value\(s\) ranging over \[1e\+300, 1e\+300\] "
-         r"overflow float32 .*would load as inf"),
+        (
+            np.array(1e300),
+            np.float32,
+            r"w: 1 finite value\(s\) ranging over \[1e\+300, 1e\+300\] "
+            r"overflow float32 .*would load as inf",
+        ),
         (np.array([1.0, 7e4], np.float32), np.float16, r"overflow float16"),
         (np.array([1.0, 1e39]), jnp.bfloat16, r"overflow bfloat16"),
         (np.array([1e300 + 1j]), np.complex64, r"overflow complex64"),
@@ -62,12 +74,16 @@ def test_masked_arrays_are_refused():
 def test_batchnorm_count_too_large_for_the_state_is_refused():
     bn, state = enn.make_with_state(enn.BatchNorm)(3, "batch", mode="torch")
     sd = ecliptic.state_dict(bn, state=state, format="torch")
-    [count_dtype] = {np.asarray(x).dtype for x in jax.tree.leaves(state)
-                     if jnp.issubdtype(x.dtype, jnp.integer)}
+    [count_dtype] = {
+        np.asarray(x).dtype for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.integer)
+    }
     sd["num_batches_tracked"] = np.array(2**32 + 3, np.int64)
     if np.iinfo(count_dtype).max < 2**32 + 3:  # int32 without x64
-        with pytest.raises(StateDictError, match=r"num_batches_tracked: the values range over "
-                           r"\[4294967299, 4294967299\], which does not fit int32"):
+        with pytest.raises(
+            StateDictError,
+            match=r"num_batches_tracked: the values range over "
+            r"\[4294967299, 4294967299\], which does not fit int32",
+        ):
             ecliptic.load_state_dict(bn, sd, state=state, format="torch")
     sd["num_batches_tracked"] = np.array(12, np.int64)
     bn, state = ecliptic.load_state_dict(bn, sd, state=state, format="torch")
@@ -93,9 +109,12 @@ def test_huge_state_dict_errors_are_short_and_fast():
 def test_torch_layout_is_suggested_when_it_would_fit():
     conv = enn.Conv2d(1, 2, 3, key=jax.random.key(0))
     sd = ecliptic.state_dict(conv, format="torch")
-    with pytest.raises(StateDictError, match=r'(?s)bias: expected f32\[2,1,1\], got f32\[2\].*'
-                       r'PyTorch\'s names and layouts: this state dict fits the model with '
-                       r'format="torch"'):
+    with pytest.raises(
+        StateDictError,
+        match=r"(?s)bias: expected f32\[2,1,1\], got f32\[2\].*"
+        r"PyTorch\'s names and layouts: this state dict fits the model with "
+        r'format="torch"',
+    ):
         ecliptic.load_state_dict(conv, sd)
     loaded = ecliptic.load_state_dict(conv, sd, format="torch")
     np.testing.assert_array_equal(loaded.bias, conv.bias)
@@ -103,4 +122,4 @@ def test_torch_layout_is_suggested_when_it_would_fit():
     sd["bias"] = np.zeros(5, np.float32)
     with pytest.raises(StateDictError) as info:
         ecliptic.load_state_dict(conv, sd)
-    assert "format=\"torch\"" not in str(info.value)
+    assert 'format="torch"' not in str(info.value)

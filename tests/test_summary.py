@@ -19,7 +19,9 @@ def mlp():
 def test_rows_and_totals():
     s = ecliptic.summary(fill(mlp()))
     assert [(r.path, r.type) for r in s.rows] == [
-        ("", "MLP"), ("layers.0", "Linear"), ("layers.1", "Linear")
+        ("", "MLP"),
+        ("layers.0", "Linear"),
+        ("layers.1", "Linear"),
     ]
     assert s.rows[1].params == ("weight f32[4,2]", "bias f32[4]")
     assert (s.rows[1].count, s.rows[1].bytes) == (12, 48)

@@ -259,9 +259,7 @@ class Intermediates(Module):
 
 def _depth(model: Any) -> int:
     tokens = [
-        leaf.token
-        for leaf in jtu.tree_leaves(model, is_leaf=_is_recorder)
-        if _is_recorder(leaf)
+        leaf.token for leaf in jtu.tree_leaves(model, is_leaf=_is_recorder) if _is_recorder(leaf)
     ]
     return max(tokens, default=0) + 1
 

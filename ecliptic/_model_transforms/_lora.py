@@ -348,7 +348,7 @@ def load_lora_state_dict(model: Any, adapters: Any, *, prefix: str = PEFT_PREFIX
     for k in adapters:
         if not isinstance(k, str) or not k.startswith(prefix):
             raise StateDictError(StateDictReport((), (repr(k),), ()))
-        stripped[k[len(prefix):]] = adapters[k]
+        stripped[k[len(prefix) :]] = adapters[k]
     report = check_state_dict(model, stripped, format="torch")
     fits = StateDictReport(
         tuple(prefix + k for k in report.missing if _is_adapter_key(k)),

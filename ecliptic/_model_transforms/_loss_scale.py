@@ -121,8 +121,10 @@ class DynamicLossScale(Module):
         min_scale: float = 1.0,
         finite_steps: Any = 0,
     ):
-        if isinstance(growth_interval, bool) or not isinstance(growth_interval, int) or (
-            growth_interval < 1
+        if (
+            isinstance(growth_interval, bool)
+            or not isinstance(growth_interval, int)
+            or (growth_interval < 1)
         ):
             raise ValueError(
                 f"DynamicLossScale: growth_interval must be an int >= 1; got "

@@ -195,4 +195,3 @@ def mixed_precision(
     compute = _floating_dtype(compute_dtype, "compute_dtype")
     output = _floating_dtype(output_dtype, "output_dtype")
     return MixedPrecision(model, compute, output, tuple(keep_float32))
-

@@ -205,12 +205,11 @@ def _check_concrete(cls: type) -> None:
         )
     # Re-checked here: a class attribute set after class creation resolves a name too.
     missing_vars = sorted(
-        name for name in cls.__abstractvars__ if not hasattr(cls, name)
-        and name not in cls.__ecliptic_field_map__
+        name
+        for name in cls.__abstractvars__
+        if not hasattr(cls, name) and name not in cls.__ecliptic_field_map__
     )
-    missing_classvars = sorted(
-        name for name in cls.__abstractclassvars__ if not hasattr(cls, name)
-    )
+    missing_classvars = sorted(name for name in cls.__abstractclassvars__ if not hasattr(cls, name))
     if missing_vars or missing_classvars:
         parts, kinds = [], []
         if missing_vars:

@@ -57,9 +57,7 @@ class PReLU(Module):
             raise TypeError(f"PReLU: num_parameters must be an int; got {num_parameters!r}.")
         if num_parameters < 1:
             raise ValueError(f"PReLU: num_parameters must be >= 1; got {num_parameters}.")
-        self.channels_first = (
-            num_parameters > 1 if channels_first is None else bool(channels_first)
-        )
+        self.channels_first = num_parameters > 1 if channels_first is None else bool(channels_first)
         if isinstance(init_alpha, (jax.Array, np.ndarray)):
             alpha = jnp.asarray(init_alpha, resolve_dtype(dtype) if dtype is not None else None)
             if not jnp.issubdtype(alpha.dtype, jnp.floating):

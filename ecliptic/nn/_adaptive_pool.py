@@ -27,8 +27,12 @@ from ._misc import as_tuple, check_rank
 # Reductions recognised by identity: they run as one masked reduction over the padded
 # windows. Any other operation is applied to each window's values as a vector.
 _KNOWN_REDUCTIONS: tuple[tuple[Any, str], ...] = (
-    (jnp.max, "max"), (jnp.amax, "max"), (jnp.min, "min"), (jnp.amin, "min"),
-    (jnp.mean, "mean"), (jnp.sum, "sum"),
+    (jnp.max, "max"),
+    (jnp.amax, "max"),
+    (jnp.min, "min"),
+    (jnp.amin, "min"),
+    (jnp.mean, "mean"),
+    (jnp.sum, "sum"),
 )
 
 
@@ -47,9 +51,7 @@ def _bins(size: int, out: int, style: str) -> tuple[np.ndarray, np.ndarray]:
     return np.cumsum(lengths) - lengths, lengths
 
 
-def _gather_windows(
-    x: jax.Array, starts: Sequence[np.ndarray], width: Sequence[int]
-) -> jax.Array:
+def _gather_windows(x: jax.Array, starts: Sequence[np.ndarray], width: Sequence[int]) -> jax.Array:
     """``x[c, s1 + k1, s2 + k2, ...]`` for bins' starts ``s`` and offsets ``k <
     width``, laid out as (C, o1, K1, o2, K2, ...); indices past the end are clamped (the
     caller masks them). One gather."""
@@ -71,11 +73,17 @@ def _fill_value(kind: str, dtype: Any) -> Any:
     return 0
 
 
-def _apply_known(kind: str, windows: jax.Array, axes: tuple[int, ...],
-                 mask: np.ndarray | None, lengths: Sequence[np.ndarray]) -> jax.Array:
+def _apply_known(
+    kind: str,
+    windows: jax.Array,
+    axes: tuple[int, ...],
+    mask: np.ndarray | None,
+    lengths: Sequence[np.ndarray],
+) -> jax.Array:
     if mask is not None:
-        windows = jnp.where(mask, windows, np.array(_fill_value(kind, windows.dtype),
-                                                    windows.dtype))
+        windows = jnp.where(
+            mask, windows, np.array(_fill_value(kind, windows.dtype), windows.dtype)
+        )
     if kind == "max":
         return jnp.max(windows, axis=axes)
     if kind == "min":
@@ -89,8 +97,9 @@ def _apply_known(kind: str, windows: jax.Array, axes: tuple[int, ...],
     return total / counts.astype(total.dtype)[None]
 
 
-def _apply_generic(operation: Callable[[jax.Array], jax.Array], windows: jax.Array,
-                   n: int) -> jax.Array:
+def _apply_generic(
+    operation: Callable[[jax.Array], jax.Array], windows: jax.Array, n: int
+) -> jax.Array:
     """``operation`` on each window's values flattened to a vector."""
     perm = (0,) + tuple(range(1, 2 * n, 2)) + tuple(range(2, 2 * n + 1, 2))
     windows = jnp.transpose(windows, perm)
@@ -201,8 +210,10 @@ class AdaptivePool(Module):
         combos = list(itertools.product(*groups))
         if len(combos) == 1:  # equal lengths everywhere: the gather is already in order
             return _apply_generic(
-                self.operation, _gather_windows(x, [s for s, _ in bins],
-                                                [int(ln[0]) for ln in lengths]), n)
+                self.operation,
+                _gather_windows(x, [s for s, _ in bins], [int(ln[0]) for ln in lengths]),
+                n,
+            )
         out = None
         for combo in combos:
             starts = [s[sel] for (s, _), sel in zip(bins, combo)]

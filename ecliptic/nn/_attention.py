@@ -83,10 +83,16 @@ def _init_projections(
     kernel to compile per configuration (XLA's PRNG is costly to compile on CPU)."""
     query_size, key_size, value_size = in_sizes
     packed = key_size == value_size == query_size == qk_total == vo_total
-    shapes = [(qk_total, query_size), (qk_total, key_size), (vo_total, value_size),
-              (output_size, vo_total)]
-    bounds = [math.sqrt(6.0 / (4 * query_size if packed else fan_in + fan_out))
-              for fan_out, fan_in in shapes[:3]]
+    shapes = [
+        (qk_total, query_size),
+        (qk_total, key_size),
+        (vo_total, value_size),
+        (output_size, vo_total),
+    ]
+    bounds = [
+        math.sqrt(6.0 / (4 * query_size if packed else fan_in + fan_out))
+        for fan_out, fan_in in shapes[:3]
+    ]
     bounds.append(fan_in_bound(vo_total))
     sizes = [rows * cols for rows, cols in shapes]
     flat = uniform_init(key, (sum(sizes),), dtype, 1.0)
@@ -206,8 +212,9 @@ class MultiheadAttention(Module):
         qk_total = num_heads * sizes["qk_size"]
         vo_total = num_heads * sizes["vo_size"]
         in_sizes = (query_size, sizes["key_size"], sizes["value_size"])
-        biases = tuple(bool(b) for b in (use_query_bias, use_key_bias, use_value_bias,
-                                         use_output_bias))
+        biases = tuple(
+            bool(b) for b in (use_query_bias, use_key_bias, use_value_bias, use_output_bias)
+        )
         self.query_proj, self.key_proj, self.value_proj, self.output_proj = _init_projections(
             key, in_sizes, qk_total, vo_total, sizes["output_size"], biases, dtype
         )

@@ -120,9 +120,7 @@ def fused_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: Any) -> jax.
     return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=1.0 / math.sqrt(q.shape[-1]))
 
 
-def _explicit(
-    q: jax.Array, k: jax.Array, v: jax.Array, mask: Any, weights_fn: Any
-) -> jax.Array:
+def _explicit(q: jax.Array, k: jax.Array, v: jax.Array, mask: Any, weights_fn: Any) -> jax.Array:
     weights = jax.nn.softmax(_masked_logits(q, k, mask, "qhd,khd->hqk"), axis=-1)
     weights = weights.astype(v.dtype)
     if weights_fn is not None:

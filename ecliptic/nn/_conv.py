@@ -31,8 +31,7 @@ IntOrSeq = Union[int, Sequence[int]]
 PaddingSpec = Union[str, int, Sequence[int], Sequence[tuple[int, int]]]
 
 # jnp.pad modes implementing PyTorch's padding modes.
-PADDING_MODES = {"ZEROS": "constant", "REFLECT": "reflect", "REPLICATE": "edge",
-                 "CIRCULAR": "wrap"}
+PADDING_MODES = {"ZEROS": "constant", "REFLECT": "reflect", "REPLICATE": "edge", "CIRCULAR": "wrap"}
 PADDING_STRINGS = ("SAME", "SAME_LOWER", "VALID")
 
 
@@ -44,8 +43,11 @@ def check_num_spatial_dims(n: Any, layer: str) -> int:
 
 def check_channels(in_channels: Any, out_channels: Any, groups: Any, layer: str) -> None:
     """Positive channel counts and a group count dividing both (as PyTorch requires)."""
-    for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
-                        ("groups", groups)):
+    for name, value in (
+        ("in_channels", in_channels),
+        ("out_channels", out_channels),
+        ("groups", groups),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{layer}: {name} must be an int >= 1; got {value!r}.")
     for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
@@ -60,8 +62,7 @@ def check_padding_mode(padding_mode: Any, layer: str) -> str:
     mode = padding_mode.upper() if isinstance(padding_mode, str) else padding_mode
     if mode not in PADDING_MODES:
         raise ValueError(
-            f"{layer}: padding_mode must be one of {sorted(PADDING_MODES)}; got "
-            f"{padding_mode!r}."
+            f"{layer}: padding_mode must be one of {sorted(PADDING_MODES)}; got {padding_mode!r}."
         )
     return mode
 
@@ -98,8 +99,13 @@ def same_pads(
 
 
 def init_params(
-    key: jax.Array, weight_shape: tuple[int, ...], fan_in: int, out_channels: int,
-    n: int, use_bias: bool, dtype: Any,
+    key: jax.Array,
+    weight_shape: tuple[int, ...],
+    fan_in: int,
+    out_channels: int,
+    n: int,
+    use_bias: bool,
+    dtype: Any,
 ) -> tuple[jax.Array, jax.Array | None]:
     """PyTorch's default: weight and bias from U(+-1/sqrt(fan_in))."""
     wkey, bkey = jax.random.split(key)
@@ -192,8 +198,13 @@ class Conv(Module):
         check_key(key, name)
         fan_in = in_channels // groups * math.prod(self.kernel_size)
         self.weight, self.bias = init_params(
-            key, (out_channels, in_channels // groups) + self.kernel_size, fan_in,
-            out_channels, n, use_bias, resolve_dtype(dtype),
+            key,
+            (out_channels, in_channels // groups) + self.kernel_size,
+            fan_in,
+            out_channels,
+            n,
+            use_bias,
+            resolve_dtype(dtype),
         )
 
     def _pads(self, sizes: Sequence[int]) -> tuple[tuple[int, int], ...]:
@@ -249,8 +260,7 @@ class Conv(Module):
 
 
 def _fixed_dims(n: int, cls_name: str) -> str:
-    return (
-        f"""A {n}-dimensional `Conv` (`num_spatial_dims={n}`); see `Conv` for the arguments.
+    return f"""A {n}-dimensional `Conv` (`num_spatial_dims={n}`); see `Conv` for the arguments.
 
     **Parameters:** `weight` of shape `(out_channels, in_channels // groups, *kernel)` with
     {n} kernel dims, `bias` of shape `(out_channels{", 1" * n})`.
@@ -262,7 +272,6 @@ def _fixed_dims(n: int, cls_name: str) -> str:
     y = conv(jnp.ones((4{", 10" * n})))  # shape (8{", 8" * n})
     ```
     """
-    )
 
 
 class Conv1d(Conv):
@@ -283,8 +292,20 @@ class Conv1d(Conv):
         *,
         key: jax.Array,
     ):
-        super().__init__(1, in_channels, out_channels, kernel_size, stride, padding,
-                         dilation, groups, use_bias, padding_mode, dtype, key=key)
+        super().__init__(
+            1,
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            use_bias,
+            padding_mode,
+            dtype,
+            key=key,
+        )
 
 
 class Conv2d(Conv):
@@ -305,8 +326,20 @@ class Conv2d(Conv):
         *,
         key: jax.Array,
     ):
-        super().__init__(2, in_channels, out_channels, kernel_size, stride, padding,
-                         dilation, groups, use_bias, padding_mode, dtype, key=key)
+        super().__init__(
+            2,
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            use_bias,
+            padding_mode,
+            dtype,
+            key=key,
+        )
 
 
 class Conv3d(Conv):
@@ -327,5 +360,17 @@ class Conv3d(Conv):
         *,
         key: jax.Array,
     ):
-        super().__init__(3, in_channels, out_channels, kernel_size, stride, padding,
-                         dilation, groups, use_bias, padding_mode, dtype, key=key)
+        super().__init__(
+            3,
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            use_bias,
+            padding_mode,
+            dtype,
+            key=key,
+        )

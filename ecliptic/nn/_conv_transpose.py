@@ -67,7 +67,7 @@ def _fold_circular(y: jax.Array, axis: int, size: int, offset: int) -> jax.Array
     pad = [(0, 0)] * y.ndim
     pad[axis] = (shift, reps * size - total)
     y = jnp.pad(y, pad)
-    y = y.reshape(y.shape[:axis] + (reps, size) + y.shape[axis + 1:])
+    y = y.reshape(y.shape[:axis] + (reps, size) + y.shape[axis + 1 :])
     return y.sum(axis=axis)
 
 
@@ -158,9 +158,7 @@ class ConvTranspose(Module):
         self.out_channels = out_channels
         self.kernel_size = as_tuple(kernel_size, n, f"{name}: kernel_size")
         self.stride = as_tuple(stride, n, f"{name}: stride")
-        self.output_padding = as_tuple(
-            output_padding, n, f"{name}: output_padding", minimum=0
-        )
+        self.output_padding = as_tuple(output_padding, n, f"{name}: output_padding", minimum=0)
         self.padding = as_padding(padding, n, f"{name}: padding", PADDING_STRINGS)
         self.dilation = as_tuple(dilation, n, f"{name}: dilation")
         for a, s, d in zip(self.output_padding, self.stride, self.dilation):
@@ -182,8 +180,13 @@ class ConvTranspose(Module):
         check_key(key, name)
         fan_in = out_channels // groups * math.prod(self.kernel_size)
         self.weight, self.bias = init_params(
-            key, (out_channels, in_channels // groups) + self.kernel_size, fan_in,
-            out_channels, n, use_bias, resolve_dtype(dtype),
+            key,
+            (out_channels, in_channels // groups) + self.kernel_size,
+            fan_in,
+            out_channels,
+            n,
+            use_bias,
+            resolve_dtype(dtype),
         )
 
     def _forward_pads(
@@ -222,9 +225,7 @@ class ConvTranspose(Module):
         fwd, extras = self._forward_pads(x.shape[1:])
         sizes = tuple(
             (size - 1) * s - lo - hi + span + a
-            for size, s, (lo, hi), span, a in zip(
-                x.shape[1:], self.stride, fwd, spans, extras
-            )
+            for size, s, (lo, hi), span, a in zip(x.shape[1:], self.stride, fwd, spans, extras)
         )
         if any(size < 0 for size in sizes):
             raise ValueError(
@@ -236,8 +237,7 @@ class ConvTranspose(Module):
         # parts that correspond to the forward convolution's padding around.
         conv_fwd: Sequence[tuple[int, int]] = ((0, 0),) * n if circular else fwd
         pads = tuple(
-            (span - 1 - lo, span - 1 - hi + a)
-            for span, (lo, hi), a in zip(spans, conv_fwd, extras)
+            (span - 1 - lo, span - 1 - hi + a) for span, (lo, hi), a in zip(spans, conv_fwd, extras)
         )
         dtype = common_dtype(x, self.weight)
         y = lax.conv_general_dilated(
@@ -294,9 +294,21 @@ class ConvTranspose1d(ConvTranspose):
         *,
         key: jax.Array,
     ):
-        super().__init__(1, in_channels, out_channels, kernel_size, stride, padding=padding,
-                         output_padding=output_padding, dilation=dilation, groups=groups,
-                         use_bias=use_bias, padding_mode=padding_mode, dtype=dtype, key=key)
+        super().__init__(
+            1,
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding=padding,
+            output_padding=output_padding,
+            dilation=dilation,
+            groups=groups,
+            use_bias=use_bias,
+            padding_mode=padding_mode,
+            dtype=dtype,
+            key=key,
+        )
 
 
 class ConvTranspose2d(ConvTranspose):
@@ -318,9 +330,21 @@ class ConvTranspose2d(ConvTranspose):
         *,
         key: jax.Array,
     ):
-        super().__init__(2, in_channels, out_channels, kernel_size, stride, padding=padding,
-                         output_padding=output_padding, dilation=dilation, groups=groups,
-                         use_bias=use_bias, padding_mode=padding_mode, dtype=dtype, key=key)
+        super().__init__(
+            2,
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding=padding,
+            output_padding=output_padding,
+            dilation=dilation,
+            groups=groups,
+            use_bias=use_bias,
+            padding_mode=padding_mode,
+            dtype=dtype,
+            key=key,
+        )
 
 
 class ConvTranspose3d(ConvTranspose):
@@ -342,6 +366,18 @@ class ConvTranspose3d(ConvTranspose):
         *,
         key: jax.Array,
     ):
-        super().__init__(3, in_channels, out_channels, kernel_size, stride, padding=padding,
-                         output_padding=output_padding, dilation=dilation, groups=groups,
-                         use_bias=use_bias, padding_mode=padding_mode, dtype=dtype, key=key)
+        super().__init__(
+            3,
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding=padding,
+            output_padding=output_padding,
+            dilation=dilation,
+            groups=groups,
+            use_bias=use_bias,
+            padding_mode=padding_mode,
+            dtype=dtype,
+            key=key,
+        )

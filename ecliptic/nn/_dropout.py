@@ -28,8 +28,10 @@ def _resolve_inference(
     default: bool, inference: bool | None, deterministic: bool | None, where: str
 ) -> bool:
     """Merge the `inference` flag with its original name `deterministic`."""
-    if inference is not None and deterministic is not None and bool(inference) != bool(
-        deterministic
+    if (
+        inference is not None
+        and deterministic is not None
+        and bool(inference) != bool(deterministic)
     ):
         raise ValueError(
             f"{where}: inference={inference!r} and deterministic={deterministic!r} disagree; "

@@ -143,8 +143,7 @@ def check_rank(x: Any, expected_rank: int, layer: str, description: str) -> None
     if len(shape) != expected_rank:
         if len(shape) == expected_rank + 1:
             hint = (
-                " Layers act on one unbatched example: batch with jax.vmap or "
-                "ecliptic.filter_vmap."
+                " Layers act on one unbatched example: batch with jax.vmap or ecliptic.filter_vmap."
             )
         elif len(shape) == expected_rank - 1:
             hint = (

@@ -176,4 +176,3 @@ class MLP(Module):
         if self.out_size == "scalar":
             return self.final_activation(x)
         return _apply(self.final_activation, x)
-

@@ -256,9 +256,7 @@ class GroupNorm(Module):
                 f"*spatial)); got shape {tuple(x.shape)}."
             )
         if c % self.groups != 0:
-            raise ValueError(
-                f"GroupNorm: {c} channels cannot be split into {self.groups} groups."
-            )
+            raise ValueError(f"GroupNorm: {c} channels cannot be split into {self.groups} groups.")
         out_dtype = _out_dtype(x, self.weight, self.bias)
         xc = x.astype(compute_dtype(x.dtype)).reshape(self.groups, -1)
         centred = xc - jnp.mean(xc, axis=1, keepdims=True)

@@ -25,8 +25,13 @@ PaddingSpec = Union[int, Sequence[int], Sequence[tuple[int, int]]]
 
 
 def _pool_geometry(
-    sizes: Sequence[int], kernel: Sequence[int], stride: Sequence[int],
-    padding: Sequence[tuple[int, int]], use_ceil: bool, layer: str, shape: tuple[int, ...],
+    sizes: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[tuple[int, int]],
+    use_ceil: bool,
+    layer: str,
+    shape: tuple[int, ...],
 ) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
     """Output sizes and the padding that realises them.
 
@@ -121,13 +126,25 @@ class Pool(Module):
     def _reduce(self, x: jax.Array) -> tuple[jax.Array, tuple[tuple[int, int], ...]]:
         name = type(self).__name__
         x = jnp.asarray(x)
-        check_rank(x, self.num_spatial_dims + 1, name,
-                   f"(channels, {self.num_spatial_dims} spatial dims)")
-        _, pads = _pool_geometry(x.shape[1:], self.kernel_size, self.stride, self.padding,
-                                 self.use_ceil, name, tuple(x.shape))
+        check_rank(
+            x, self.num_spatial_dims + 1, name, f"(channels, {self.num_spatial_dims} spatial dims)"
+        )
+        _, pads = _pool_geometry(
+            x.shape[1:],
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.use_ceil,
+            name,
+            tuple(x.shape),
+        )
         y = lax.reduce_window(
-            x, self._init_value(x.dtype), self.operation, (1,) + self.kernel_size,
-            (1,) + self.stride, ((0, 0),) + pads,
+            x,
+            self._init_value(x.dtype),
+            self.operation,
+            (1,) + self.kernel_size,
+            (1,) + self.stride,
+            ((0, 0),) + pads,
         )
         return y, pads
 
@@ -139,8 +156,9 @@ class Pool(Module):
 
 
 class _MaxPool(Pool):
-    def __init__(self, n: int, kernel_size: IntOrSeq, stride: IntOrSeq, padding: PaddingSpec,
-                 use_ceil: bool):
+    def __init__(
+        self, n: int, kernel_size: IntOrSeq, stride: IntOrSeq, padding: PaddingSpec, use_ceil: bool
+    ):
         super().__init__(-jnp.inf, lax.max, n, kernel_size, stride, padding, use_ceil)
 
     def _init_value(self, dtype: Any) -> Any:
@@ -152,8 +170,9 @@ class _MaxPool(Pool):
 
 
 class _AvgPool(Pool):
-    def __init__(self, n: int, kernel_size: IntOrSeq, stride: IntOrSeq, padding: PaddingSpec,
-                 use_ceil: bool):
+    def __init__(
+        self, n: int, kernel_size: IntOrSeq, stride: IntOrSeq, padding: PaddingSpec, use_ceil: bool
+    ):
         super().__init__(0, lax.add, n, kernel_size, stride, padding, use_ceil)
 
     def _init_value(self, dtype: Any) -> Any:
@@ -226,46 +245,76 @@ def _avg_doc(n: int) -> str:
 class MaxPool1d(_MaxPool):
     __doc__ = _max_doc(1)
 
-    def __init__(self, kernel_size: IntOrSeq, stride: IntOrSeq = 1, padding: PaddingSpec = 0,
-                 use_ceil: bool = False):
+    def __init__(
+        self,
+        kernel_size: IntOrSeq,
+        stride: IntOrSeq = 1,
+        padding: PaddingSpec = 0,
+        use_ceil: bool = False,
+    ):
         super().__init__(1, kernel_size, stride, padding, use_ceil)
 
 
 class MaxPool2d(_MaxPool):
     __doc__ = _max_doc(2)
 
-    def __init__(self, kernel_size: IntOrSeq, stride: IntOrSeq = 1, padding: PaddingSpec = 0,
-                 use_ceil: bool = False):
+    def __init__(
+        self,
+        kernel_size: IntOrSeq,
+        stride: IntOrSeq = 1,
+        padding: PaddingSpec = 0,
+        use_ceil: bool = False,
+    ):
         super().__init__(2, kernel_size, stride, padding, use_ceil)
 
 
 class MaxPool3d(_MaxPool):
     __doc__ = _max_doc(3)
 
-    def __init__(self, kernel_size: IntOrSeq, stride: IntOrSeq = 1, padding: PaddingSpec = 0,
-                 use_ceil: bool = False):
+    def __init__(
+        self,
+        kernel_size: IntOrSeq,
+        stride: IntOrSeq = 1,
+        padding: PaddingSpec = 0,
+        use_ceil: bool = False,
+    ):
         super().__init__(3, kernel_size, stride, padding, use_ceil)
 
 
 class AvgPool1d(_AvgPool):
     __doc__ = _avg_doc(1)
 
-    def __init__(self, kernel_size: IntOrSeq, stride: IntOrSeq = 1, padding: PaddingSpec = 0,
-                 use_ceil: bool = False):
+    def __init__(
+        self,
+        kernel_size: IntOrSeq,
+        stride: IntOrSeq = 1,
+        padding: PaddingSpec = 0,
+        use_ceil: bool = False,
+    ):
         super().__init__(1, kernel_size, stride, padding, use_ceil)
 
 
 class AvgPool2d(_AvgPool):
     __doc__ = _avg_doc(2)
 
-    def __init__(self, kernel_size: IntOrSeq, stride: IntOrSeq = 1, padding: PaddingSpec = 0,
-                 use_ceil: bool = False):
+    def __init__(
+        self,
+        kernel_size: IntOrSeq,
+        stride: IntOrSeq = 1,
+        padding: PaddingSpec = 0,
+        use_ceil: bool = False,
+    ):
         super().__init__(2, kernel_size, stride, padding, use_ceil)
 
 
 class AvgPool3d(_AvgPool):
     __doc__ = _avg_doc(3)
 
-    def __init__(self, kernel_size: IntOrSeq, stride: IntOrSeq = 1, padding: PaddingSpec = 0,
-                 use_ceil: bool = False):
+    def __init__(
+        self,
+        kernel_size: IntOrSeq,
+        stride: IntOrSeq = 1,
+        padding: PaddingSpec = 0,
+        use_ceil: bool = False,
+    ):
         super().__init__(3, kernel_size, stride, padding, use_ceil)

@@ -227,8 +227,7 @@ class LSTMCell(Module):
         """
         if not (isinstance(hidden, (tuple, list)) and len(hidden) == 2):
             raise TypeError(
-                "LSTMCell expects the hidden state as a pair (h, c); "
-                f"got {type(hidden).__name__}."
+                f"LSTMCell expects the hidden state as a pair (h, c); got {type(hidden).__name__}."
             )
         n = self.hidden_size
         x = _check_vector(input, self.input_size, "LSTMCell", "an input")

@@ -51,8 +51,7 @@ class Sequential(StatefulLayer):
     def __init__(self, layers: Sequence[Callable[..., Any]]):
         if isinstance(layers, Module) or not isinstance(layers, Sequence):
             raise TypeError(
-                "Sequential(layers) takes a list or tuple of layers; got "
-                f"{type(layers).__name__}."
+                f"Sequential(layers) takes a list or tuple of layers; got {type(layers).__name__}."
             )
         for i, layer in enumerate(layers):
             if not callable(layer):
@@ -84,9 +83,7 @@ class Sequential(StatefulLayer):
         key per layer. **Returns:** the output of the last layer, or `(output, state)`
         when a state was passed."""
         given = state
-        for i, (layer, layer_key) in enumerate(
-            zip(self.layers, split_key(key, len(self.layers)))
-        ):
+        for i, (layer, layer_key) in enumerate(zip(self.layers, split_key(key, len(self.layers)))):
             x, state = self._apply(layer, x, state, layer_key, i)
         return x if given is MISSING_STATE else (x, state)
 
@@ -108,8 +105,7 @@ class Sequential(StatefulLayer):
         if isinstance(index, int):
             if not -len(self.layers) <= index < len(self.layers):
                 raise IndexError(
-                    f"Sequential index {index} is out of range for its {len(self.layers)} "
-                    "layer(s)."
+                    f"Sequential index {index} is out of range for its {len(self.layers)} layer(s)."
                 )
             return self.layers[index]
         raise TypeError(f"Sequential indices must be ints or slices; got {index!r}.")

@@ -84,7 +84,7 @@ def _check_options(apply: Any, checkpoint: Any, unroll: Any, where: str) -> None
         )
     if not (isinstance(checkpoint, bool) or callable(checkpoint) or _is_auto(checkpoint)):
         raise TypeError(
-            f"{where}: checkpoint must be \"auto\", a bool or a jax.checkpoint policy (e.g. "
+            f'{where}: checkpoint must be "auto", a bool or a jax.checkpoint policy (e.g. '
             f"jax.checkpoint_policies.dots_saveable); got {short_repr(checkpoint)}."
         )
     if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
@@ -338,9 +338,7 @@ def _map_arrays(fn: Callable[[Any], Any], tree: Any) -> Any:
     return jtu.tree_map(lambda leaf: fn(leaf) if is_array(leaf) else leaf, tree)
 
 
-def _make(
-    layers: Any, n: int, apply: Any, checkpoint: Any, unroll: int
-) -> Stacked:
+def _make(layers: Any, n: int, apply: Any, checkpoint: Any, unroll: int) -> Stacked:
     """A `Stacked` around already stacked layers (no building, no vmap)."""
     new = object.__new__(Stacked)
     new.__dict__.update(layers=layers, apply=apply, n=n, checkpoint=checkpoint, unroll=unroll)  # pyright: ignore[reportAttributeAccessIssue]

@@ -262,8 +262,7 @@ class State:
         """
         if not isinstance(substate, State):
             raise TypeError(
-                f"State.update(substate): substate must be a State; got "
-                f"{type(substate).__name__}."
+                f"State.update(substate): substate must be a State; got {type(substate).__name__}."
             )
         missing = [m for m in substate._values if m not in self._values]
         if missing:
@@ -325,9 +324,7 @@ def _unflatten_state(markers: tuple[Any, ...], values: Any) -> State:
     return State._from_dict(dict(zip(markers, values)))
 
 
-jtu.register_pytree_with_keys(
-    State, _flatten_state_with_keys, _unflatten_state, _flatten_state
-)
+jtu.register_pytree_with_keys(State, _flatten_state_with_keys, _unflatten_state, _flatten_state)
 
 
 def delete_init_state(model: Any) -> Any:

@@ -81,8 +81,13 @@ def make_ecliptic_net(key):
             self.convt = enn.ConvTranspose1d(C, C, 2, stride=2, groups=2, key=ks[1])
             self.gnorm = enn.GroupNorm(2, C)
             self.attn = enn.MultiheadAttention(
-                HEADS, C, use_query_bias=True, use_key_bias=True, use_value_bias=True,
-                use_output_bias=True, key=ks[2],
+                HEADS,
+                C,
+                use_query_bias=True,
+                use_key_bias=True,
+                use_value_bias=True,
+                use_output_bias=True,
+                key=ks[2],
             )
             self.lnorm = enn.LayerNorm(C)
             self.lstm = enn.LSTMCell(C, HIDDEN, key=ks[3])
@@ -183,9 +188,7 @@ def torch_step() -> None:
         other.eval()
         y_from_ecliptic = other(x)
     safetensors.torch.save_file(net.state_dict(), TORCH)
-    np.savez(
-        IO, x=x.numpy(), y_torch=y_torch.numpy(), y_from_ecliptic=y_from_ecliptic.numpy()
-    )
+    np.savez(IO, x=x.numpy(), y_torch=y_torch.numpy(), y_from_ecliptic=y_from_ecliptic.numpy())
     print(f"wrote {TORCH.name}, {IO.name}")
 
 

@@ -103,8 +103,16 @@ def gen_conv():
     for n, cases in CONV_CASES.items():
         for i, (cin, cout, size, k, s, p, d, g, mode) in enumerate(cases):
             torch.manual_seed(100 + 10 * n + i)
-            layer = classes[n](cin, cout, k, stride=s, padding=_torch_padding(p), dilation=d,
-                               groups=g, padding_mode=mode)
+            layer = classes[n](
+                cin,
+                cout,
+                k,
+                stride=s,
+                padding=_torch_padding(p),
+                dilation=d,
+                groups=g,
+                padding_mode=mode,
+            )
             x = torch.randn(cin, *size, generator=_gen())
 
             def fn(x, layer=layer, p=p):
@@ -113,8 +121,17 @@ def gen_conv():
                     x = F.pad(x[None], flat)[0]
                 return layer(x[None])[0]
 
-            cfg = {"n": n, "in": cin, "out": cout, "kernel_size": k, "stride": s,
-                   "padding": p, "dilation": d, "groups": g, "padding_mode": mode.upper()}
+            cfg = {
+                "n": n,
+                "in": cin,
+                "out": cout,
+                "kernel_size": k,
+                "stride": s,
+                "padding": p,
+                "dilation": d,
+                "groups": g,
+                "padding_mode": mode.upper(),
+            }
             record(f"conv{n}d_{i}", cfg, x, fn, layer_params(layer))
 
 
@@ -143,13 +160,28 @@ def gen_conv_transpose():
     for n, cases in CONVT_CASES.items():
         for i, (cin, cout, size, k, s, p, op, d, g) in enumerate(cases):
             torch.manual_seed(200 + 10 * n + i)
-            layer = classes[n](cin, cout, k, stride=s, padding=p, output_padding=op,
-                               dilation=d, groups=g)
+            layer = classes[n](
+                cin, cout, k, stride=s, padding=p, output_padding=op, dilation=d, groups=g
+            )
             x = torch.randn(cin, *size, generator=_gen())
-            cfg = {"n": n, "in": cin, "out": cout, "kernel_size": k, "stride": s,
-                   "padding": p, "output_padding": op, "dilation": d, "groups": g}
-            record(f"convt{n}d_{i}", cfg, x, lambda x, layer=layer: layer(x[None])[0],
-                   layer_params(layer))
+            cfg = {
+                "n": n,
+                "in": cin,
+                "out": cout,
+                "kernel_size": k,
+                "stride": s,
+                "padding": p,
+                "output_padding": op,
+                "dilation": d,
+                "groups": g,
+            }
+            record(
+                f"convt{n}d_{i}",
+                cfg,
+                x,
+                lambda x, layer=layer: layer(x[None])[0],
+                layer_params(layer),
+            )
 
 
 # Pool cases: (kind, channels, size, kernel, stride, padding, ceil_mode).
@@ -180,8 +212,14 @@ def gen_pool():
             cls = getattr(nn, f"{kind.capitalize()}Pool{n}d")
             layer = cls(k, stride=s, padding=p, ceil_mode=ceil)
             x = torch.randn(c, *size, generator=_gen())
-            cfg = {"n": n, "kind": kind, "kernel_size": k, "stride": s, "padding": p,
-                   "use_ceil": ceil}
+            cfg = {
+                "n": n,
+                "kind": kind,
+                "kernel_size": k,
+                "stride": s,
+                "padding": p,
+                "use_ceil": ceil,
+            }
             record(f"{kind}pool{n}d_{i}", cfg, x, lambda x, layer=layer: layer(x[None])[0], {})
 
 
@@ -200,8 +238,7 @@ def gen_adaptive():
             layer = cls(target)
             x = torch.randn(c, *size, generator=_gen())
             cfg = {"n": n, "kind": kind, "target": target}
-            record(f"adaptive{kind}{n}d_{i}", cfg, x, lambda x, layer=layer: layer(x[None])[0],
-                   {})
+            record(f"adaptive{kind}{n}d_{i}", cfg, x, lambda x, layer=layer: layer(x[None])[0], {})
 
 
 def main():

@@ -162,8 +162,12 @@ def gen_prelu():
 # ------------------------------------------------------------------------------------ rnn
 def gen_rnn():
     for i, (name, cls, bias) in enumerate(
-        [("gru_a", nn.GRUCell, True), ("gru_b", nn.GRUCell, False),
-         ("lstm_a", nn.LSTMCell, True), ("lstm_b", nn.LSTMCell, False)]
+        [
+            ("gru_a", nn.GRUCell, True),
+            ("gru_b", nn.GRUCell, False),
+            ("lstm_a", nn.LSTMCell, True),
+            ("lstm_b", nn.LSTMCell, False),
+        ]
     ):
         torch.manual_seed(50 + i)
         cell = cls(5, 4, bias=bias)
@@ -182,6 +186,7 @@ def gen_rnn():
 # ------------------------------------------------------------------------------ attention
 def attention_reference(q_in, k_in, v_in, p, heads, qk, vo, mask):
     """Multi-head attention written with plain torch ops (mask: True = may attend)."""
+
     def proj(x, w, b):
         y = x @ w.T
         return y if b is None else y + b
@@ -232,13 +237,23 @@ def gen_attention_with_torch_module():
         out = attention_reference(q, k, v, p, heads, e // heads, e // heads, mask)
         with torch.no_grad():
             # torch's boolean attn_mask means "blocked": the negation of ours.
-            module_out, _ = mha(q[None], k[None], v[None], need_weights=False,
-                                attn_mask=None if mask is None else ~mask)
+            module_out, _ = mha(
+                q[None],
+                k[None],
+                v[None],
+                need_weights=False,
+                attn_mask=None if mask is None else ~mask,
+            )
         module_out = module_out[0]
         assert torch.allclose(out, module_out, atol=1e-5), name
         store[f"{name}.module_out"] = module_out.numpy()
-        cfg = {"num_heads": heads, "query_size": e, "key_size": kdim, "value_size": vdim,
-               "bias": [bias] * 4}
+        cfg = {
+            "num_heads": heads,
+            "query_size": e,
+            "key_size": kdim,
+            "value_size": vdim,
+            "bias": [bias] * 4,
+        }
         inputs = {"query": q, "key": k, "value": v}
         if mask is not None:
             inputs["mask"] = mask
@@ -256,8 +271,10 @@ def gen_attention_general():
         lq, lk = 4, 3
         q, k, v = randn(lq, qs, gen=gen), randn(lk, ks, gen=gen), randn(lk, vs, gen=gen)
         p = {
-            "wq": randn(heads * qk, qs, gen=gen), "wk": randn(heads * qk, ks, gen=gen),
-            "wv": randn(heads * vo, vs, gen=gen), "wo": randn(os_, heads * vo, gen=gen),
+            "wq": randn(heads * qk, qs, gen=gen),
+            "wk": randn(heads * qk, ks, gen=gen),
+            "wv": randn(heads * vo, vs, gen=gen),
+            "wo": randn(os_, heads * vo, gen=gen),
         }
         for b, (bname, size) in zip(
             biases, [("bq", heads * qk), ("bk", heads * qk), ("bv", heads * vo), ("bo", os_)]
@@ -266,8 +283,16 @@ def gen_attention_general():
                 p[bname] = randn(size, gen=gen)
         mask = random_mask((heads, lq, lk) if mask_kind == "3d" else (lq, lk), gen)
         out = attention_reference(q, k, v, p, heads, qk, vo, mask)
-        cfg = {"num_heads": heads, "query_size": qs, "key_size": ks, "value_size": vs,
-               "qk_size": qk, "vo_size": vo, "output_size": os_, "bias": list(biases)}
+        cfg = {
+            "num_heads": heads,
+            "query_size": qs,
+            "key_size": ks,
+            "value_size": vs,
+            "qk_size": qk,
+            "vo_size": vo,
+            "output_size": os_,
+            "bias": list(biases),
+        }
         save_case(name, cfg, {"query": q, "key": k, "value": v, "mask": mask}, p, out, 70 + i)
 
 
