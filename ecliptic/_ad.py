@@ -33,7 +33,7 @@ from ._ad_utils import (
     unpack_aux,
 )
 from ._filters import is_inexact_array, is_inexact_array_like
-from ._misc import short_repr, type_name
+from ._messages import short_repr, type_name
 from ._module import Module, field, module_update_wrapper
 from ._plumbing import DYNAMIC, merge, split_by_mask, split_output
 

@@ -22,7 +22,7 @@ import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 from ._filters import is_array, is_inexact_array
-from ._misc import short_repr, type_name
+from ._messages import short_repr, type_name
 from ._module import Module, Partial
 
 _flatten = jtu.tree_flatten

@@ -18,7 +18,7 @@ import numpy as np
 
 from ._ad_utils import leaf_path, mismatch_message
 from ._filters import is_array
-from ._misc import short_repr, type_name
+from ._messages import short_repr, type_name
 from ._plumbing import merge, split
 
 _NAME = "filter_pure_callback"

@@ -16,7 +16,7 @@ import jax
 import jax.tree_util as jtu
 
 from ._ad_utils import MethodWrapper
-from ._misc import short_repr
+from ._messages import short_repr
 from ._module import field, module_update_wrapper
 from ._plumbing import StaticKey, StaticOutput, merge, split, split_output
 

@@ -17,7 +17,7 @@ import jax.tree_util as jtu
 import numpy as np
 
 from ._ad_utils import mismatch_message
-from ._misc import short_repr, type_name
+from ._messages import short_repr, type_name
 from ._module import Module, field
 from ._plumbing import DYNAMIC, StaticOutput, merge, split, split_output
 

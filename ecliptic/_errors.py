@@ -48,7 +48,7 @@ from ._exceptions import (
     reraise_runtime_error,
 )
 from ._filters import is_array
-from ._misc import short_repr
+from ._messages import short_repr
 
 try:  # eager `grad` has tracers whose values are known: that is still run time
     from jax._src.core import is_concrete as _is_concrete

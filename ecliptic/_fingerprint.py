@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ._misc import type_name
+from ._messages import type_name
 from ._paths import children_with_names, join
 from ._serialisation import describe, is_key_dtype
 

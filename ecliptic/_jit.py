@@ -24,7 +24,7 @@ import jax.tree_util as jtu
 from ._call_memo import CallMemo
 from ._exceptions import reraise_runtime_error
 from ._filters import is_array
-from ._misc import short_repr
+from ._messages import short_repr
 from ._module import Module, bind_partial, field, module_update_wrapper
 from ._plumbing import (
     DYNAMIC,

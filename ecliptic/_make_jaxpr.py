@@ -10,7 +10,7 @@ import jax
 import jax.tree_util as jtu
 
 from ._filters import is_array
-from ._misc import short_repr
+from ._messages import short_repr
 from ._plumbing import DYNAMIC, merge, split, split_output
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import jax.tree_util as jtu
 
 from ._filters import is_array
-from ._misc import type_name
+from ._messages import type_name
 from ._paths import flatten_one_level_with_path
 
 

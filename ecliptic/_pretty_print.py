@@ -19,7 +19,7 @@ import jax
 import jax.tree_util as jtu
 import numpy as np
 
-from ._misc import type_name
+from ._messages import type_name
 
 
 class _Text:

@@ -12,7 +12,7 @@ from typing import Any
 
 import jax.tree_util as jtu
 
-from ._misc import short_repr, type_name
+from ._messages import short_repr, type_name
 from ._paths import flatten_one_level_with_path
 from ._tree_equal import tree_equal
 

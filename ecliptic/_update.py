@@ -6,7 +6,7 @@ from typing import Any
 
 import jax.tree_util as jtu
 
-from ._misc import type_name
+from ._messages import type_name
 
 
 def _is_none(x: Any) -> bool:

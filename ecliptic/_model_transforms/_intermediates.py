@@ -29,7 +29,7 @@ import jax.tree_util as jtu
 from jax.extend.core import get_opaque_trace_state
 
 from .._filters import is_array
-from .._misc import short_repr
+from .._messages import short_repr
 from .._module import Module, field
 from .._paths import children_with_names, dotted
 from .._tree import tree_at

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
-from .._misc import short_repr
+from .._messages import short_repr
 from .._module import Module, field
 from .._state_dict import StateDictError, StateDictReport, check_state_dict, load_state_dict
 from .._state_dict import state_dict as _full_state_dict

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 
 from .._filters import is_array
-from .._misc import short_repr
+from .._messages import short_repr
 from .._module import Module, field
 
 __all__ = ["DynamicLossScale", "all_finite", "select_tree"]

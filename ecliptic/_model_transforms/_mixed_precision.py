@@ -21,7 +21,7 @@ import jax.tree_util as jtu
 import numpy as np
 
 from .._filters import is_array
-from .._misc import short_repr
+from .._messages import short_repr
 from .._module import field
 from ..nn import BatchNorm, GroupNorm, LayerNorm, RMSNorm, State, StatefulLayer
 

@@ -1,6 +1,7 @@
 """Modules: callable pytrees."""
 
 from ._abstract import AbstractClassVar, AbstractVar, StrictConfig
+from ._copy import new_instance, replace_fields
 from ._field import field, static_field
 from ._module import BoundMethod, Module, module_update_wrapper
 from ._partial import Partial, bind_partial
@@ -14,6 +15,8 @@ __all__ = [
     "Partial",
     "field",
     "module_update_wrapper",
+    "new_instance",
+    "replace_fields",
     "static_field",
     "StrictConfig",
 ]

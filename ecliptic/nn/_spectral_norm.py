@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._misc import type_name
+from .._messages import type_name
 from .._module import Module, field
 from .._tree import tree_at
 from ._misc import check_key, resolve_dtype

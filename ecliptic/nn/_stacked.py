@@ -19,7 +19,7 @@ import jax.tree_util as jtu
 import numpy as np
 
 from .._filters import is_array
-from .._misc import short_repr, type_name
+from .._messages import short_repr, type_name
 from .._module import Module, field
 from .._paths import flatten_one_level_with_path
 from .._vmap_pmap import filter_vmap

@@ -1,0 +1,93 @@
+"""How values are described in error messages: short type names, cut reprs, and
+`f32[3,4]`-style summaries of arrays. The one place for these, so every message of the
+package describes a value the same way."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+_SHORT_DTYPES = (("bfloat", "bf"), ("float", "f"), ("uint", "u"), ("int", "i"), ("complex", "c"))
+
+
+def type_name(x: Any) -> str:
+    """A short, readable name of `x`'s type for error messages (`int`, `jax.Array`...).
+
+    **Arguments:**
+
+    - `x`: any value.
+
+    **Returns:** the qualified name, with the module unless it is a built-in.
+    """
+    kind = type(x)
+    module = kind.__module__
+    if module in ("builtins", "__main__"):
+        return kind.__qualname__
+    return f"{module}.{kind.__qualname__}"
+
+
+def short_repr(x: Any, limit: int = 80) -> str:
+    """`repr(x)`, cut to `limit` characters so that error messages stay readable.
+
+    **Arguments:**
+
+    - `x`: any value; a failing `__repr__` is replaced by the type's name.
+    - `limit`: the longest text returned.
+
+    **Returns:** the (possibly shortened) repr.
+    """
+    try:
+        text = repr(x)
+    except Exception:  # a broken __repr__ must not hide the real error
+        text = f"<{type_name(x)} object>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def short_dtype(name: str) -> str:
+    """A dtype's short name: `float32` -> `f32`, `bfloat16` -> `bf16`, `uint8` -> `u8`.
+
+    **Arguments:**
+
+    - `name`: a dtype name (`np.dtype(...).name`, or e.g. `key<fry>`, kept as is).
+
+    **Returns:** the short name.
+    """
+    for long, short in _SHORT_DTYPES:
+        if name.startswith(long):
+            return short + name[len(long) :]
+    return name
+
+
+def array_text(dtype: Any, shape: Sequence[int]) -> str:
+    """`f32[3,4]`-style summary of a dtype and a shape.
+
+    **Arguments:**
+
+    - `dtype`: anything `np.dtype` accepts, or a JAX PRNG key dtype.
+    - `shape`: the dimensions.
+
+    **Returns:** e.g. `"f32[3,4]"`.
+    """
+    try:
+        np_dtype = np.dtype(dtype)
+    except TypeError:  # extended dtypes such as PRNG keys
+        name = str(dtype)
+    else:
+        name = f"V{np_dtype.itemsize}" if np_dtype.type is np.void else np_dtype.name
+    return f"{short_dtype(name)}[{','.join(str(int(d)) for d in shape)}]"
+
+
+def describe(x: Any) -> str:
+    """`f32[3,4]`-style summary of an array, or a short repr of anything else.
+
+    **Arguments:**
+
+    - `x`: any value.
+
+    **Returns:** the summary.
+    """
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        return array_text(x.dtype, x.shape)
+    return short_repr(x)
