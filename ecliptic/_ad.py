@@ -3,7 +3,7 @@
 The differentiated inputs are the floating-point (inexact) array leaves; every other leaf
 (integer arrays, Python numbers, functions, static fields, ...) rides along unchanged and
 gets `None` as its derivative. Each call flattens its inputs once, splits the leaves with
-`ecliptic._plumbing`, runs the JAX transformation on the flat list of differentiated
+`ecliptic._split`, runs the JAX transformation on the flat list of differentiated
 arrays and rebuilds the trees. Non-array outputs cross the JAX transformation inside the
 output tree structure (`StaticOutput` / `OutputParts`, pytree nodes without children).
 """
@@ -35,7 +35,7 @@ from ._ad_utils import (
 from ._filters import is_inexact_array, is_inexact_array_like
 from ._messages import short_repr, type_name
 from ._module import Module, field, module_update_wrapper
-from ._plumbing import DYNAMIC, merge, split_by_mask, split_output
+from ._split import DYNAMIC, merge, split_by_mask, split_output
 
 _flatten = jtu.tree_flatten
 _FLOAT0 = jax.dtypes.float0

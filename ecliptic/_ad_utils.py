@@ -1,6 +1,6 @@
 """Helpers shared by ecliptic's filtered differentiation transformations.
 
-On top of `ecliptic._plumbing` (split/merge of dynamic and static leaves), the AD-flavoured
+On top of `ecliptic._split` (split/merge of dynamic and static leaves), the AD-flavoured
 transformations need: an output split three ways (differentiated arrays / other arrays /
 static values) that crosses JAX transformations in the treedef (`OutputParts`), error
 messages that name the first place where a user-supplied tree differs from the expected

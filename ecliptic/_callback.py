@@ -19,7 +19,7 @@ import numpy as np
 from ._ad_utils import leaf_path, mismatch_message
 from ._filters import is_array
 from ._messages import short_repr, type_name
-from ._plumbing import merge, split
+from ._split import merge, split
 
 _NAME = "filter_pure_callback"
 

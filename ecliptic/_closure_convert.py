@@ -19,7 +19,7 @@ import numpy as np
 from ._ad_utils import mismatch_message
 from ._messages import short_repr, type_name
 from ._module import Module, field
-from ._plumbing import DYNAMIC, StaticOutput, merge, split, split_output
+from ._split import DYNAMIC, StaticOutput, merge, split, split_output
 
 _flatten = jtu.tree_flatten
 

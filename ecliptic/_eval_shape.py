@@ -15,7 +15,7 @@ import jax.tree_util as jtu
 
 from ._filters import is_array
 from ._messages import short_repr
-from ._plumbing import StaticKey, StaticOutput, merge, split, split_output
+from ._split import StaticKey, StaticOutput, merge, split, split_output
 
 
 def _is_struct(x: Any) -> bool:

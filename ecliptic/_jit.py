@@ -26,7 +26,7 @@ from ._exceptions import reraise_runtime_error
 from ._filters import is_array
 from ._messages import short_repr
 from ._module import Module, bind_partial, field, module_update_wrapper
-from ._plumbing import (
+from ._split import (
     DYNAMIC,
     CallKey,
     StaticKey,

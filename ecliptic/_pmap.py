@@ -33,8 +33,8 @@ import numpy as np
 from ._filters import is_array
 from ._jit import _DonationKey, _interleave, check_donate, undonated_range
 from ._module import Module, bind_partial, field, module_update_wrapper
-from ._plumbing import DYNAMIC, merge, unhashable_error
-from ._vmap_pmap import (
+from ._split import DYNAMIC, merge, unhashable_error
+from ._vmap import (
     _FrozenDict,
     _hashable_spec,
     _named_in_axes,

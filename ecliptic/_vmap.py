@@ -19,7 +19,7 @@ import jax.tree_util as jtu
 
 from ._filters import is_array, is_array_like
 from ._module import Module, bind_partial, field, module_update_wrapper
-from ._plumbing import DYNAMIC, merge
+from ._split import DYNAMIC, merge
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,7 +18,7 @@ import jax.tree_util as jtu
 from ._ad_utils import MethodWrapper
 from ._messages import short_repr
 from ._module import field, module_update_wrapper
-from ._plumbing import StaticKey, StaticOutput, merge, split, split_output
+from ._split import StaticKey, StaticOutput, merge, split, split_output
 
 _flatten = jtu.tree_flatten
 
