@@ -5,7 +5,7 @@ The differentiated inputs are the floating-point (inexact) array leaves; every o
 gets `None` as its derivative. Each call flattens its inputs once, splits the leaves with
 `ecliptic._split`, runs the JAX transformation on the flat list of differentiated
 arrays and rebuilds the trees. Non-array outputs cross the JAX transformation inside the
-output tree structure (`StaticOutput` / `OutputParts`, pytree nodes without children).
+output tree structure (`StaticOutput`, a pytree node without children).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import numpy as np
 
 from ._ad_utils import (
     MethodWrapper,
-    OutputParts,
     PerturbationProbe,
     check_scalar,
     describe_leaf_kind,
@@ -35,7 +34,7 @@ from ._ad_utils import (
 from ._filters import is_inexact_array, is_inexact_array_like
 from ._messages import short_repr, type_name
 from ._module import Module, field, module_update_wrapper
-from ._split import DYNAMIC, merge, split_by_mask, split_output
+from ._split import DYNAMIC, StaticOutput, merge, split_by_mask, split_diff_output, split_output
 
 _flatten = jtu.tree_flatten
 _FLOAT0 = jax.dtypes.float0
@@ -273,9 +272,8 @@ def filter_jvp(
         inner, (diff_p, anchor), (diff_t, np.ones((), np.float32))
     )
     # Outputs that do not depend on the differentiated inputs get None, as in Equinox.
-    t_iter = iter([_tangent_or_none(t) if p else None for t, p in zip(t_out, probe.perturbed)])
-    t_tree = out_static.treedef.unflatten(
-        [next(t_iter) if s is DYNAMIC else None for s in out_static.static]
+    t_tree = out_static.fill(
+        [_tangent_or_none(t) if p else None for t, p in zip(t_out, probe.perturbed)]
     )
     return out_static.unflatten(out), t_tree
 
@@ -288,7 +286,7 @@ class _VjpFn(Module):
 
     __ecliptic_no_method_wrapping__ = True
     pullback: Callable[..., Any]
-    parts: OutputParts = field(static=True)
+    parts: StaticOutput = field(static=True)
     out_structs: tuple[Any, ...] = field(static=True)
     in_treedef: Any = field(static=True)
     in_mask: tuple[bool, ...] = field(static=True)
@@ -298,14 +296,14 @@ class _VjpFn(Module):
         try:
             ct_leaves = parts.treedef.flatten_up_to(cotangent)
         except (ValueError, TypeError):
-            expected = parts.rebuild(self.out_structs, None)
+            expected = parts.fill(self.out_structs)
             raise ValueError(
                 mismatch_message("filter_vjp: the cotangent", "output", expected, cotangent)
             ) from None
         structs = iter(self.out_structs)
         cts = []
-        for i, (kind, ct) in enumerate(zip(parts.kinds, ct_leaves)):
-            if kind != "d":
+        for i, (s, ct) in enumerate(zip(parts.static, ct_leaves)):
+            if s is not DYNAMIC:
                 continue
             struct = next(structs)
             if ct is None:
@@ -350,13 +348,13 @@ def filter_vjp(fun: Callable[..., Any], *primals: Any, has_aux: bool = False) ->
     def inner(diff_leaves: list[Any]) -> Any:
         out = fun(*treedef.unflatten(merge(diff_leaves, static)))
         out, aux = unpack_aux(out, "filter_vjp") if has_aux else (out, None)
-        d_out, carry, parts = OutputParts.split(out)
+        d_out, carry, parts = split_diff_output(out, is_inexact_array)
         return d_out, (carry, parts, aux)
 
     d_out, pullback, (carry, parts, aux) = jax.vjp(inner, diff, has_aux=True)
     structs = tuple(jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x)) for x in d_out)
     vjp_fn = _VjpFn(pullback, parts, structs, treedef, tuple(mask))
-    out = parts.rebuild(d_out, carry)
+    out = parts.unflatten(d_out, carry)
     return (out, vjp_fn, aux) if has_aux else (out, vjp_fn)
 
 
@@ -382,14 +380,14 @@ class _JacWrapper(MethodWrapper):
         def inner(diff_leaves: list[Any]) -> Any:
             out = fun(treedef.unflatten(merge(diff_leaves, static)), *rest, **kwargs)
             out, aux = unpack_aux(out, name) if has_aux else (out, None)
-            d_out, carry, parts = OutputParts.split(out)
+            d_out, carry, parts = split_diff_output(out, is_inexact_array)
             aux_dynamic, aux_static = split_output(aux)
             return d_out, (carry, parts, aux_dynamic, aux_static)
 
         transform = jax.jacrev if self.reverse else jax.jacfwd
         jac, (_, parts, aux_dynamic, aux_static) = transform(inner, has_aux=True)(diff)
         per_output = [treedef.unflatten(merge_none(j, mask)) for j in jac]
-        jac_tree = parts.rebuild(per_output, None)
+        jac_tree = parts.fill(per_output)
         return (jac_tree, aux_static.unflatten(aux_dynamic)) if has_aux else jac_tree
 
 

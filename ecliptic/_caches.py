@@ -5,8 +5,8 @@ from __future__ import annotations
 import jax
 
 from ._filters import _array_type_cache
-from ._split import clear_plan_caches
 from ._pmap import clear_pmap_caches
+from ._split import clear_plan_caches
 
 
 def clear_caches() -> None:

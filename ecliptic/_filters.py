@@ -138,7 +138,7 @@ def _check_is_leaf(is_leaf: Any, caller: str) -> None:
         raise TypeError(f"{caller}(is_leaf=...) must be None or a callable; got {is_leaf!r}.")
 
 
-def _resolve_mask(
+def resolve_mask(
     pytree: Any, filter_spec: Any, is_leaf: Callable[[Any], bool] | None, caller: str = "filter"
 ) -> Any:
     """A tree like ``pytree`` with a bool at each leaf: what the spec says of that leaf."""
@@ -205,7 +205,7 @@ def filter(
     params = ecliptic.filter(model, ecliptic.is_array)
     ```
     """
-    mask = _resolve_mask(pytree, filter_spec, is_leaf)
+    mask = resolve_mask(pytree, filter_spec, is_leaf)
     keep = (lambda m: not m) if inverse else bool
     return jtu.tree_map(lambda m, x: x if keep(m) else replace, mask, pytree, is_leaf=is_leaf)
 
@@ -229,7 +229,7 @@ def partition(
     model = ecliptic.combine(params, static)
     ```
     """
-    mask = _resolve_mask(pytree, filter_spec, is_leaf, "partition")
+    mask = resolve_mask(pytree, filter_spec, is_leaf, "partition")
     left = jtu.tree_map(lambda m, x: x if m else replace, mask, pytree, is_leaf=is_leaf)
     right = jtu.tree_map(lambda m, x: replace if m else x, mask, pytree, is_leaf=is_leaf)
     return left, right

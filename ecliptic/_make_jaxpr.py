@@ -54,12 +54,10 @@ def filter_make_jaxpr(
             return split_output(fun(*a, **k))
 
         closed, (structs, out_static) = jax.make_jaxpr(flat_fun, return_shape=True)(*dynamic)
-        it = iter(structs)
-        kinds = out_static.static
-        out_struct = out_static.treedef.unflatten(
-            [next(it) if s is DYNAMIC else None for s in kinds]
+        out_struct = out_static.fill(structs)
+        out_rest = out_static.treedef.unflatten(
+            [None if s is DYNAMIC else s for s in out_static.static]
         )
-        out_rest = out_static.treedef.unflatten([None if s is DYNAMIC else s for s in kinds])
         return closed, out_struct, out_rest
 
     return make_jaxpr

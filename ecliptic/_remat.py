@@ -13,17 +13,14 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.tree_util as jtu
 
 from ._ad_utils import MethodWrapper
 from ._messages import short_repr
 from ._module import field, module_update_wrapper
-from ._split import StaticKey, StaticOutput, merge, split, split_output
-
-_flatten = jtu.tree_flatten
+from ._split import CallKey, StaticOutput, split_call, split_output
 
 
-def _body(dynamic: list[Any], key: StaticKey) -> tuple[list[Any], StaticOutput]:
+def _body(dynamic: list[Any], key: CallKey) -> tuple[list[Any], StaticOutput]:
     fun, args, kwargs = key.unflatten(dynamic)
     return split_output(fun(*args, **kwargs))
 
@@ -42,20 +39,13 @@ class _Checkpointed(MethodWrapper):
         return self.fun
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        leaves, treedef = _flatten((self.fun, args, kwargs))
-        dynamic, static = split(leaves)
-        try:
-            key = StaticKey(treedef, static, "filter_checkpoint")
-        except TypeError:  # unhashable static leaves: close over them instead
-
-            def closed(dyn: list[Any]) -> tuple[list[Any], StaticOutput]:
-                fun, a, k = treedef.unflatten(merge(dyn, static))
-                return split_output(fun(*a, **k))
-
-            remat = jax.checkpoint(closed, prevent_cse=self.prevent_cse, policy=self.policy)
-            out, out_static = remat(dynamic)
-        else:
+        dynamic, key = split_call((self.fun, args, kwargs), strict=False)
+        if key.hashable:
             out, out_static = self.remat(dynamic, key)
+        else:  # unhashable static leaves: close over them instead
+            body = functools.partial(_body, key=key)
+            remat = jax.checkpoint(body, prevent_cse=self.prevent_cse, policy=self.policy)
+            out, out_static = remat(dynamic)
         return out_static.unflatten(out)
 
 

@@ -21,19 +21,23 @@ from ._messages import type_name
 from ._paths import flatten_one_level_with_path
 
 
-class _DynamicMarker:
-    """Stands in the static tuple where a dynamic leaf was taken out."""
+class _Marker:
+    """Stands in a static tuple where a leaf was taken out (pickled by its module name)."""
 
-    __slots__ = ()
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
 
     def __repr__(self) -> str:
-        return "<dynamic>"
+        return f"<{self.name.lower()}>"
 
     def __reduce__(self) -> str:
-        return "DYNAMIC"
+        return self.name
 
 
-DYNAMIC = _DynamicMarker()
+DYNAMIC = _Marker("DYNAMIC")  # a leaf handed to the JAX transformation
+CARRIED = _Marker("CARRIED")  # an output array carried aside (not differentiated/batched)
 
 
 def split(
@@ -44,9 +48,7 @@ def split(
     ``static`` has one entry per leaf: the leaf itself, or `DYNAMIC` where the leaf was
     moved to ``dynamic``. `merge` inverts this.
     """
-    static = tuple([DYNAMIC if is_dynamic(leaf) else leaf for leaf in leaves])
-    dynamic = [leaf for leaf, s in zip(leaves, static) if s is DYNAMIC]
-    return dynamic, static
+    return split_by_mask(leaves, [is_dynamic(leaf) for leaf in leaves])
 
 
 def split_by_mask(leaves: Sequence[Any], mask: Sequence[bool]) -> tuple[list[Any], tuple[Any, ...]]:
@@ -56,7 +58,7 @@ def split_by_mask(leaves: Sequence[Any], mask: Sequence[bool]) -> tuple[list[Any
     return dynamic, static
 
 
-def merge(dynamic: Sequence[Any], static: tuple[Any, ...]) -> list[Any]:
+def merge(dynamic: Sequence[Any], static: Sequence[Any]) -> list[Any]:
     """Inverse of `split`: the full list of leaves."""
     values = iter(dynamic)
     return [next(values) if s is DYNAMIC else s for s in static]
@@ -81,50 +83,7 @@ def type_signature(values: Sequence[Any]) -> tuple[Any, ...]:
     also compares this signature, so that a function traced for an ``int`` is never
     reused for a ``float`` or a ``bool`` (which trace differently: dtypes, `isinstance`).
     """
-    types = tuple(map(type, values))
-    if any(issubclass(kind, _NESTED_TYPES) for kind in set(types)):
-        return tuple(map(_type_of, values))
-    return types
-
-
-class StaticKey:
-    """The static half of a call: treedef plus static leaves (and their types), hashed once.
-
-    Used as a static argument of `jax.jit` (and as our own cache keys), so its hash is
-    computed once at construction and equality short-circuits on identity. Static leaves
-    are compared by type as well as by value (see `type_signature`).
-    """
-
-    __slots__ = ("treedef", "static", "types", "_hash")
-
-    def __init__(self, treedef: Any, static: tuple[Any, ...], context: Any = None):
-        self.treedef = treedef
-        self.static = static
-        self.types = type_signature(static)
-        try:
-            self._hash = hash((treedef, static, self.types))
-        except TypeError:
-            raise unhashable_error(treedef, static, context) from None
-
-    def __hash__(self) -> int:
-        return self._hash
-
-    def __eq__(self, other: Any) -> bool:
-        if self is other:
-            return True
-        if type(other) is not StaticKey or self._hash != other._hash:
-            return False
-        try:
-            return (
-                self.types == other.types
-                and self.treedef == other.treedef
-                and self.static == other.static
-            )
-        except ValueError:  # e.g. an array in a static field: no boolean equality
-            raise unhashable_error(self.treedef, self.static, None) from None
-
-    def unflatten(self, dynamic: Sequence[Any]) -> Any:
-        return self.treedef.unflatten(merge(dynamic, self.static))
+    return tuple(map(_type_of, values))
 
 
 def _index_getter(indices: tuple[int, ...]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
@@ -138,7 +97,7 @@ def _index_getter(indices: tuple[int, ...]) -> Callable[[Sequence[Any]], tuple[A
 
 
 class SplitPlan:
-    """Where the arrays are among a call's leaves, and the types of the other leaves; one
+    """Which of a call's leaves are dynamic, and the types of the other leaves; one
     interned object per ``(mask, static leaf types)``.
 
     Computed once per tuple of leaf types, so that a cache-hit call splits its leaves
@@ -162,40 +121,58 @@ class SplitPlan:
         return [next(dynamic_iter) if m else next(static_iter) for m in self.mask]
 
 
-_plans_by_types: dict[tuple[type, ...], SplitPlan] = {}
+# Leaf types -> plan (for `is_array`, and per other predicate); and
+# (mask, static leaf types) -> the interned plan.
+_array_plans: dict[tuple[type, ...], SplitPlan] = {}
+_plans_by_types: dict[Any, dict[tuple[type, ...], SplitPlan]] = {is_array: _array_plans}
 _plans_by_static_types: dict[tuple[Any, ...], SplitPlan] = {}
 
 
-def plan_for(leaves: Sequence[Any]) -> SplitPlan:
-    """The interned `SplitPlan` for these leaves (arrays are dynamic)."""
+def plan_for(leaves: Sequence[Any], is_dynamic: Callable[[Any], bool] = is_array) -> SplitPlan:
+    """The interned `SplitPlan` for these leaves. `is_dynamic` must depend on a leaf's
+    type only (as `is_array` does): plans are cached by leaf types."""
     types = tuple(map(type, leaves))
+    table = _array_plans if is_dynamic is is_array else _plans_by_types.get(is_dynamic)
+    if table is None:
+        table = _plans_by_types.setdefault(is_dynamic, {})
     try:
-        return _plans_by_types[types]
+        return table[types]
     except KeyError:
-        mask = tuple(is_array(leaf) for leaf in leaves)
+        mask = tuple(is_dynamic(leaf) for leaf in leaves)
         static_types = tuple(kind for kind, m in zip(types, mask) if not m)
         nested = any(issubclass(kind, _NESTED_TYPES) for kind in static_types)
         plan = _plans_by_static_types.setdefault((mask, static_types), SplitPlan(mask, nested))
-        _plans_by_types[types] = plan
+        table[types] = plan
         return plan
 
 
 def clear_plan_caches() -> None:
-    _plans_by_types.clear()
+    """Forget every interned plan (registered with `clear_caches`)."""
+    _array_plans.clear()
+    for table in _plans_by_types.values():
+        table.clear()
     _plans_by_static_types.clear()
 
 
 class CallKey:
-    """The static half of a `filter_jit` call: treedef, split plan and static leaves.
+    """The static half of a call: treedef, split plan and static leaves, hashed once.
 
-    A static argument of `jax.jit`: hashed once here, and compared cheapest-first
-    (plan identity, which covers the static leaves' types, then static leaves, then the
-    treedef) on a cache hit.
+    The one cache key of the filtered transformations: a static argument of the JAX
+    transformation (and of our own caches). Compared cheapest-first (plan identity,
+    which covers the static leaves' types, then static leaves, then the treedef).
+    `context` names the transformation in the error for an unhashable static leaf.
     """
 
     __slots__ = ("treedef", "plan", "static", "nested_types", "_hash")
 
-    def __init__(self, treedef: Any, plan: SplitPlan, static: tuple[Any, ...]):
+    def __init__(
+        self,
+        treedef: Any,
+        plan: SplitPlan,
+        static: tuple[Any, ...],
+        context: Any = None,
+        strict: bool = True,
+    ):
         self.treedef = treedef
         self.plan = plan
         self.static = static
@@ -204,9 +181,17 @@ class CallKey:
         try:
             self._hash = hash((treedef, static, id(plan), self.nested_types))
         except TypeError:
-            raise unhashable_error(treedef, self._marked_static(), None) from None
+            if strict:
+                raise unhashable_error(treedef, self.marked_static(), context) from None
+            self._hash = None  # `strict=False`: usable to rebuild the call, not as a key
 
-    def _marked_static(self) -> tuple[Any, ...]:
+    @property
+    def hashable(self) -> bool:
+        """Whether the static leaves are hashable (always, unless made with `strict=False`)."""
+        return self._hash is not None
+
+    def marked_static(self) -> tuple[Any, ...]:
+        """One entry per leaf: the static leaf, or `DYNAMIC`."""
         return tuple(self.plan.merge([DYNAMIC] * sum(self.plan.mask), self.static))
 
     def __hash__(self) -> int:
@@ -215,7 +200,11 @@ class CallKey:
     def __eq__(self, other: Any) -> bool:
         if self is other:
             return True
-        if type(other) is not CallKey or self._hash != other._hash or self.plan is not other.plan:
+        if (
+            type(other) is not type(self)
+            or self._hash != other._hash
+            or self.plan is not other.plan
+        ):
             return False
         try:
             return (
@@ -224,42 +213,128 @@ class CallKey:
                 and self.treedef == other.treedef
             )
         except ValueError:  # e.g. an array in a static field: no boolean equality
-            raise unhashable_error(self.treedef, self._marked_static(), None) from None
+            raise unhashable_error(self.treedef, self.marked_static(), None) from None
 
     def unflatten(self, dynamic: Sequence[Any]) -> Any:
         return self.treedef.unflatten(self.plan.merge(dynamic, self.static))
 
 
+def split_call(
+    tree: Any,
+    is_dynamic: Callable[[Any], bool] = is_array,
+    context: Any = None,
+    strict: bool = True,
+) -> tuple[tuple[Any, ...], CallKey]:
+    """Flatten `tree` (usually ``(fun, args, kwargs)``) into its dynamic leaves and the
+    `CallKey` of the rest; ``key.unflatten(dynamic)`` gives the tree back. With
+    ``strict=False`` unhashable static leaves give a key that is not `hashable` instead
+    of an error (for transformations that can run without caching)."""
+    leaves, treedef = jtu.tree_flatten(tree)
+    plan = plan_for(leaves, is_dynamic)
+    key = CallKey(treedef, plan, plan.take_static(leaves), context, strict)
+    return plan.take_dynamic(leaves), key
+
+
+class DonationKey(CallKey):
+    """A `CallKey` that also records which leaves are not donated: those with index in
+    ``range(*kept_leaves)``."""
+
+    __slots__ = ("kept_leaves",)
+
+    def __init__(
+        self,
+        treedef: Any,
+        plan: SplitPlan,
+        static: tuple[Any, ...],
+        kept: tuple[int, int],
+        context: Any = "filter_jit",
+    ):
+        super().__init__(treedef, plan, static, context)
+        self.kept_leaves = kept
+        self._hash = hash((self._hash, kept))
+
+    def __eq__(self, other: Any) -> bool:
+        return self is other or (super().__eq__(other) and self.kept_leaves == other.kept_leaves)
+
+    __hash__ = CallKey.__hash__
+
+    def split_donated(self, dynamic: Sequence[Any]) -> tuple[list[Any], list[Any]]:
+        """``(kept, donated)``: the call's dynamic leaves, sorted by donation."""
+        start, stop = self.kept_leaves
+        kept: list[Any] = []
+        donated: list[Any] = []
+        values = iter(dynamic)
+        for i, m in enumerate(self.plan.mask):
+            if m:
+                (kept if start <= i < stop else donated).append(next(values))
+        return kept, donated
+
+    def interleave(self, kept: Sequence[Any], donated: Sequence[Any]) -> list[Any]:
+        """Inverse of `split_donated`: the dynamic leaves in call order."""
+        start, stop = self.kept_leaves
+        kept_iter, donated_iter = iter(kept), iter(donated)
+        return [
+            next(kept_iter) if start <= i < stop else next(donated_iter)
+            for i, m in enumerate(self.plan.mask)
+            if m
+        ]
+
+
+def donation_call(tree: Any, kept: tuple[int, int]) -> tuple[list[Any], list[Any], DonationKey]:
+    """As `split_call`, with the dynamic leaves sorted into kept and donated ones."""
+    leaves, treedef = jtu.tree_flatten(tree)
+    plan = plan_for(leaves)
+    key = DonationKey(treedef, plan, plan.take_static(leaves), kept)
+    return (*key.split_donated(plan.take_dynamic(leaves)), key)
+
+
 class StaticOutput:
-    """Carries non-array outputs of a traced function out through the JAX transformation.
+    """Carries the non-array parts of a traced function's output out through the JAX
+    transformation, and puts the arrays back.
 
     Registered as a pytree node with no children, so JAX stores it in the output treedef
-    and hands the very same object back after the call, at no cost. Rebuilding the
-    output is one C-level permutation of ``(*arrays, *static_values)``.
+    and hands the very same object back after the call, at no cost. ``static`` has one
+    entry per leaf: `DYNAMIC` (the first group of arrays: traced, differentiated,
+    batched), `CARRIED` (a second group: carried aside) or the static value itself.
+    ``axes`` may hold per-array output axes (`filter_vmap`/`filter_pmap`). Rebuilding
+    the output is one C-level permutation of ``(*first, *second, *static_values)``.
     """
 
-    __slots__ = ("treedef", "static", "all_dynamic", "_static_values", "_order")
+    __slots__ = ("treedef", "static", "axes", "all_dynamic", "_static_values", "_order")
 
-    def __init__(self, treedef: Any, static: tuple[Any, ...]):
+    def __init__(self, treedef: Any, static: tuple[Any, ...], axes: tuple[Any, ...] = ()):
         self.treedef = treedef
         self.static = static
+        self.axes = axes
         self.all_dynamic = all(s is DYNAMIC for s in static)
-        self._static_values = tuple(s for s in static if s is not DYNAMIC)
-        num_dynamic = len(static) - len(self._static_values)
-        order, next_dynamic, next_static = [], 0, num_dynamic
+        self._static_values = tuple(s for s in static if s is not DYNAMIC and s is not CARRIED)
+        counts = {DYNAMIC: 0, CARRIED: 0}
         for s in static:
-            if s is DYNAMIC:
-                order.append(next_dynamic)
-                next_dynamic += 1
+            if s is DYNAMIC or s is CARRIED:
+                counts[s] += 1
+        starts = {DYNAMIC: 0, CARRIED: counts[DYNAMIC]}
+        next_static = counts[DYNAMIC] + counts[CARRIED]
+        order = []
+        for s in static:
+            if s is DYNAMIC or s is CARRIED:
+                order.append(starts[s])
+                starts[s] += 1
             else:
                 order.append(next_static)
                 next_static += 1
         self._order = _index_getter(tuple(order))
 
-    def unflatten(self, dynamic: Sequence[Any]) -> Any:
+    def unflatten(self, first: Sequence[Any], second: Sequence[Any] = ()) -> Any:
+        """The output, with `first` at its `DYNAMIC` leaves and `second` at its `CARRIED`
+        ones."""
         if self.all_dynamic:
-            return self.treedef.unflatten(dynamic)
-        return self.treedef.unflatten(self._order((*dynamic, *self._static_values)))
+            return self.treedef.unflatten(first)
+        return self.treedef.unflatten(self._order((*first, *second, *self._static_values)))
+
+    def fill(self, first: Sequence[Any], fill: Any = None) -> Any:
+        """A tree like the output: `first` at its `DYNAMIC` leaves, `fill` elsewhere."""
+        values = iter(first)
+        return self.treedef.unflatten([next(values) if s is DYNAMIC else fill for s in self.static])
 
 
 jtu.register_pytree_node(StaticOutput, lambda s: ((), s), lambda aux, _: aux)
@@ -272,6 +347,18 @@ def split_output(
     leaves, treedef = jtu.tree_flatten(out)
     dynamic, static = split(leaves, is_dynamic)
     return dynamic, StaticOutput(treedef, static)
+
+
+def split_diff_output(
+    out: Any, is_diff: Callable[[Any], bool]
+) -> tuple[list[Any], list[Any], StaticOutput]:
+    """Flatten an output into ``(differentiated arrays, other arrays, parts)``: the other
+    arrays are `CARRIED`, so ``parts.unflatten(diff, other)`` rebuilds it."""
+    leaves, treedef = jtu.tree_flatten(out)
+    static = tuple([(DYNAMIC if is_diff(x) else CARRIED) if is_array(x) else x for x in leaves])
+    diff = [x for x, s in zip(leaves, static) if s is DYNAMIC]
+    carried = [x for x, s in zip(leaves, static) if s is CARRIED]
+    return diff, carried, StaticOutput(treedef, static)
 
 
 # -- error reporting (slow path only) ------------------------------------------------------

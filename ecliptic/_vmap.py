@@ -19,7 +19,7 @@ import jax.tree_util as jtu
 
 from ._filters import is_array, is_array_like
 from ._module import Module, bind_partial, field, module_update_wrapper
-from ._split import DYNAMIC, merge
+from ._split import CARRIED, DYNAMIC, StaticOutput, merge, split_by_mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +116,7 @@ def reject_keywords(kwargs: dict[str, Any], wrapper: str) -> None:
         )
 
 
-def _named_in_axes(fun: Callable[..., Any], in_axes: Any, num_args: int) -> Any:
+def named_in_axes(fun: Callable[..., Any], in_axes: Any, num_args: int) -> Any:
     """Turn ``in_axes={"param": spec}`` into a tuple, defaulting to ``if_array(0)``."""
     if not isinstance(in_axes, dict):
         return in_axes
@@ -178,25 +178,9 @@ def _leaf_path(treedef: Any, index: int) -> str:
     return f"leaf #{index}"
 
 
-class _OutputSplit:
-    """Non-batched parts of a vmapped function's output; no children, see StaticOutput."""
-
-    __slots__ = ("treedef", "static", "axes")
-
-    def __init__(self, treedef: Any, static: tuple[Any, ...], axes: tuple[Any, ...]):
-        self.treedef = treedef
-        self.static = static
-        self.axes = axes
-
-
-jtu.register_pytree_node(_OutputSplit, lambda s: ((), s), lambda aux, _: aux)
-
-_UNBATCHED = object()
-
-
 def split_batched_output(
     out: Any, out_axes: Any, caller: str = "filter_vmap"
-) -> tuple[list[Any], list[Any], _OutputSplit]:
+) -> tuple[list[Any], list[Any], StaticOutput]:
     """Inside the transform: outputs to batch, outputs to leave unbatched, the rest."""
     leaves, treedef, axes = resolve_axes(out_axes, out, "out_axes")
     batched, unbatched, static, kept_axes = [], [], [], []
@@ -209,7 +193,7 @@ def split_batched_output(
             static.append(leaf)
         elif axis is None:
             unbatched.append(leaf)
-            static.append(_UNBATCHED)
+            static.append(CARRIED)
         else:
             rank = leaf.ndim + 1  # with the batch axis
             if not -rank <= axis < rank:
@@ -222,18 +206,13 @@ def split_batched_output(
             batched.append(leaf)
             kept_axes.append(axis)
             static.append(DYNAMIC)
-    return batched, unbatched, _OutputSplit(treedef, tuple(static), tuple(kept_axes))
+    return batched, unbatched, StaticOutput(treedef, tuple(static), tuple(kept_axes))
 
 
-def merge_batched_output(batched: list[Any], unbatched: list[Any], info: _OutputSplit) -> Any:
+def merge_batched_output(batched: list[Any], unbatched: list[Any], info: StaticOutput) -> Any:
     """Outside the transform: move batch axes into place and rebuild the output."""
     moved = [x if axis == 0 else jnp.moveaxis(x, 0, axis) for x, axis in zip(batched, info.axes)]
-    batched_iter, unbatched_iter = iter(moved), iter(unbatched)
-    leaves = [
-        next(batched_iter) if s is DYNAMIC else next(unbatched_iter) if s is _UNBATCHED else s
-        for s in info.static
-    ]
-    return info.treedef.unflatten(leaves)
+    return info.unflatten(moved, unbatched)
 
 
 class _VmapWrapper(Module):
@@ -251,12 +230,10 @@ class _VmapWrapper(Module):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         reject_keywords(kwargs, "filter_vmap")
-        in_axes = _named_in_axes(self.fun, self.in_axes, len(args))
+        in_axes = named_in_axes(self.fun, self.in_axes, len(args))
         leaves, treedef, axes = resolve_axes(in_axes, args, "filter_vmap(in_axes=...)")
         size = batch_size(leaves, axes, treedef, self.axis_size, "filter_vmap")
-        dynamic_mask = [a is not None for a in axes]
-        static = tuple(DYNAMIC if m else leaf for leaf, m in zip(leaves, dynamic_mask))
-        dynamic = [leaf for leaf, m in zip(leaves, dynamic_mask) if m]
+        dynamic, static = split_by_mask(leaves, [a is not None for a in axes])
         dynamic_axes = [a for a in axes if a is not None]
         fun, out_axes = self.fun, self.out_axes
 
@@ -334,20 +311,20 @@ def filter_vmap(
     check_axis_size("filter_vmap", axis_size)
     wrapper = _VmapWrapper(
         fun=fun,
-        in_axes=_hashable_spec(in_axes),
-        out_axes=_hashable_spec(out_axes),
+        in_axes=hashable_spec(in_axes),
+        out_axes=hashable_spec(out_axes),
         axis_name=axis_name,
         axis_size=axis_size,
-        vmap_kwargs=_FrozenDict(vmap_kwargs),
+        vmap_kwargs=FrozenDict(vmap_kwargs),
     )
     return module_update_wrapper(wrapper, fun)
 
 
-class _FrozenDict(dict):  # type: ignore[type-arg]
+class FrozenDict(dict):  # type: ignore[type-arg]
     def __hash__(self) -> int:  # type: ignore[override]
         return hash(tuple(sorted(self.items(), key=lambda kv: kv[0])))
 
 
-def _hashable_spec(spec: Any) -> Any:
+def hashable_spec(spec: Any) -> Any:
     # Specs are static fields (hashed into treedefs); dict specs name parameters.
-    return _FrozenDict(spec) if isinstance(spec, dict) else spec
+    return FrozenDict(spec) if isinstance(spec, dict) else spec
