@@ -15,12 +15,15 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
+from ._caches import register_cache
+
 _ARRAY_TYPES = (jax.Array, np.ndarray, np.generic)
 _SCALAR_TYPES = (bool, int, float, complex)
 
 # type -> is_array; caching by concrete type makes the hot path (every filter_jit call) one
 # dict lookup per leaf instead of an ABC isinstance check.
 _array_type_cache: dict[type, bool] = {}
+register_cache(_array_type_cache.clear)
 
 
 class _FilterSpecError(TypeError, ValueError):

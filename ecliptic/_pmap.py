@@ -30,6 +30,7 @@ import jax
 import jax.tree_util as jtu
 import numpy as np
 
+from ._caches import register_cache
 from ._jit import Staged, check_donate, undonated_range
 from ._module import Module, bind_partial, field, module_update_wrapper
 from ._split import DonationKey, plan_for
@@ -328,6 +329,7 @@ class _PmapPlan:
 _shared_plan = functools.lru_cache(maxsize=512)(_PmapPlan)
 
 
+@register_cache
 def clear_pmap_caches() -> None:
     """Forget every plan's abstract evaluations and pmapped bodies (`clear_caches`)."""
     _shared_plan.cache_clear()

@@ -16,6 +16,7 @@ from typing import Any
 
 import jax.tree_util as jtu
 
+from ._caches import register_cache
 from ._filters import is_array
 from ._messages import type_name
 from ._paths import flatten_one_level_with_path
@@ -146,6 +147,7 @@ def plan_for(leaves: Sequence[Any], is_dynamic: Callable[[Any], bool] = is_array
         return plan
 
 
+@register_cache
 def clear_plan_caches() -> None:
     """Forget every interned plan (registered with `clear_caches`)."""
     _array_plans.clear()
