@@ -24,7 +24,6 @@ from ._ad_utils import (
     PerturbationProbe,
     check_scalar,
     describe_leaf_kind,
-    leaf_path,
     merge_none,
     mismatch_message,
     no_inexact_error,
@@ -34,7 +33,15 @@ from ._ad_utils import (
 from ._filters import is_inexact_array, is_inexact_array_like
 from ._messages import short_repr, type_name
 from ._module import Module, field, module_update_wrapper
-from ._split import DYNAMIC, StaticOutput, merge, split_by_mask, split_diff_output, split_output
+from ._split import (
+    DYNAMIC,
+    StaticOutput,
+    leaf_path,
+    merge,
+    split_by_mask,
+    split_diff_output,
+    split_output,
+)
 
 _flatten = jtu.tree_flatten
 _FLOAT0 = jax.dtypes.float0

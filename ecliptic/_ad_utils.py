@@ -4,7 +4,7 @@ On top of `ecliptic._split` (split/merge of dynamic and static leaves), the AD-f
 transformations need: an output split three ways (differentiated arrays / other arrays /
 static values: `split_diff_output` there), error
 messages that name the first place where a user-supplied tree differs from the expected
-one (`mismatch_message`, `leaf_path`), the shared wording of "nothing to differentiate"
+one (`mismatch_message`), the shared wording of "nothing to differentiate"
 errors, and the method-binding base class of the transformed-function wrappers.
 """
 
@@ -106,14 +106,6 @@ def _describe_node(node: Any) -> str:
     if isinstance(node, dict):
         return f"a {type_name(node)} with keys {sorted(map(repr, node))}"
     return f"a {type_name(node)} with {len(items)} child(ren)"
-
-
-def leaf_path(treedef: Any, index: int, root: str) -> str:
-    placeholder = treedef.unflatten(list(range(treedef.num_leaves)))
-    for path, leaf in jtu.tree_flatten_with_path(placeholder)[0]:
-        if leaf == index:
-            return root + jtu.keystr(path)
-    return f"{root} leaf #{index}"
 
 
 def unpack_aux(out: Any, name: str) -> tuple[Any, Any]:

@@ -22,10 +22,10 @@ import jax.tree_util as jtu
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
-from ._ad_utils import describe_value, leaf_path, mismatch_message
+from ._ad_utils import describe_value, mismatch_message
 from ._filters import is_array, is_inexact_array
 from ._messages import short_repr
-from ._split import DYNAMIC, StaticOutput, merge, split, split_output
+from ._split import DYNAMIC, StaticOutput, leaf_path, merge, split, split_output
 
 _flatten = jtu.tree_flatten
 _FLOAT0 = jax.dtypes.float0

@@ -13,13 +13,8 @@ from typing import Any
 
 import jax
 
-from ._filters import is_array
 from ._messages import short_repr
-from ._split import CallKey, StaticOutput, split_call, split_output
-
-
-def _is_struct(x: Any) -> bool:
-    return is_array(x) or isinstance(x, jax.ShapeDtypeStruct)
+from ._split import CallKey, StaticOutput, is_array_or_struct, split_call, split_output
 
 
 def _body(dynamic: list[Any], key: CallKey) -> tuple[list[Any], StaticOutput]:
@@ -50,7 +45,7 @@ def filter_eval_shape(fun: Callable[..., Any], *args: Any, **kwargs: Any) -> Any
         raise TypeError(
             f"filter_eval_shape(fun, ...): fun must be callable; got {short_repr(fun)}."
         )
-    dynamic, key = split_call((fun, args, kwargs), _is_struct, strict=False)
+    dynamic, key = split_call((fun, args, kwargs), is_array_or_struct, strict=False)
     if key.hashable:
         out, out_static = _traced_body.eval_shape(dynamic, key)
     else:  # unhashable static leaves: trace without caching

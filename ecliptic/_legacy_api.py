@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
-from ._filters import resolve_mask, combine, is_array, is_array_like, is_inexact_array, partition
+from ._filters import combine, is_array, is_array_like, is_inexact_array, partition, resolve_mask
 from ._jit import filter_jit
 
 

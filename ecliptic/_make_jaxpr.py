@@ -9,13 +9,8 @@ from typing import Any
 import jax
 import jax.tree_util as jtu
 
-from ._filters import is_array
 from ._messages import short_repr
-from ._split import DYNAMIC, merge, split, split_output
-
-
-def _is_struct(x: Any) -> bool:
-    return is_array(x) or isinstance(x, jax.ShapeDtypeStruct)
+from ._split import DYNAMIC, is_array_or_struct, merge, split, split_output
 
 
 def filter_make_jaxpr(
@@ -47,7 +42,7 @@ def filter_make_jaxpr(
     @functools.wraps(fun)
     def make_jaxpr(*args: Any, **kwargs: Any) -> tuple[Any, Any, Any]:
         leaves, treedef = jtu.tree_flatten((args, kwargs))
-        dynamic, static = split(leaves, _is_struct)
+        dynamic, static = split(leaves, is_array_or_struct)
 
         def flat_fun(*dynamic_in: Any) -> Any:
             a, k = treedef.unflatten(merge(dynamic_in, static))

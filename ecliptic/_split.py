@@ -14,6 +14,7 @@ import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax
 import jax.tree_util as jtu
 
 from ._caches import register_cache
@@ -363,7 +364,32 @@ def split_diff_output(
     return diff, carried, StaticOutput(treedef, static)
 
 
+def is_array_or_struct(x: Any) -> bool:
+    """An array or a `jax.ShapeDtypeStruct`: the dynamic leaves of an abstract call."""
+    return is_array(x) or isinstance(x, jax.ShapeDtypeStruct)
+
+
+def same_static(a: Any, b: Any) -> bool:
+    """Whether two static values are the same: identical, or ``==`` with a true answer;
+    `False` when ``==`` fails or gives something without a truth value (arrays)."""
+    if a is b:
+        return True
+    try:
+        return bool(a == b)
+    except Exception:
+        return False
+
+
 # -- error reporting (slow path only) ------------------------------------------------------
+
+
+def leaf_path(treedef: Any, index: int, root: str) -> str:
+    """Name leaf number `index` of `treedef` as a path from `root`, e.g. ``args[0].weight``."""
+    placeholder = treedef.unflatten(list(range(treedef.num_leaves)))
+    for path, leaf in jtu.tree_flatten_with_path(placeholder)[0]:
+        if leaf == index:
+            return root + jtu.keystr(path)
+    return f"{root} leaf #{index}"
 
 
 _CALL_ROOTS = ("fun", "args", "kwargs")

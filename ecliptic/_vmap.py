@@ -19,7 +19,7 @@ import jax.tree_util as jtu
 
 from ._filters import is_array, is_array_like
 from ._module import Module, bind_partial, field, module_update_wrapper
-from ._split import CARRIED, DYNAMIC, StaticOutput, merge, split_by_mask
+from ._split import CARRIED, DYNAMIC, StaticOutput, leaf_path, merge, split_by_mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,14 +141,14 @@ def batch_size(
             continue
         if not is_array(leaf):
             raise ValueError(
-                f"{what}: the non-array input leaf {_leaf_path(treedef, index)} "
+                f"{what}: the non-array input leaf {leaf_path(treedef, index, 'args')} "
                 f"({type(leaf).__name__}) was given batch axis {axis}; only arrays can be "
                 "batched. Use in_axes=None or ecliptic.if_array(...) for it."
             )
         ndim = jnp.ndim(leaf)
         if not -ndim <= axis < ndim:
             raise ValueError(
-                f"{what}: cannot batch the input {_leaf_path(treedef, index)} of shape "
+                f"{what}: cannot batch the input {leaf_path(treedef, index, 'args')} of shape "
                 f"{jnp.shape(leaf)} along axis {axis}."
             )
         sizes[index] = jnp.shape(leaf)[axis]
@@ -156,7 +156,7 @@ def batch_size(
     if axis_size is not None:
         distinct.add(axis_size)
     if len(distinct) > 1:
-        detail = ", ".join(f"{_leaf_path(treedef, i)}: {n}" for i, n in sizes.items())
+        detail = ", ".join(f"{leaf_path(treedef, i, 'args')}: {n}" for i, n in sizes.items())
         extra = f" and axis_size={axis_size}" if axis_size is not None else ""
         raise ValueError(
             f"{what}: inconsistent sizes along the batch axes ({detail}{extra}); every "
@@ -168,14 +168,6 @@ def batch_size(
             "axis_size=... to say how many times to run the function."
         )
     return distinct.pop()
-
-
-def _leaf_path(treedef: Any, index: int) -> str:
-    placeholder = list(range(treedef.num_leaves))
-    for path, leaf in jtu.tree_flatten_with_path(treedef.unflatten(placeholder))[0]:
-        if leaf == index:
-            return "args" + jtu.keystr(path)
-    return f"leaf #{index}"
 
 
 def split_batched_output(
@@ -197,7 +189,7 @@ def split_batched_output(
         else:
             rank = leaf.ndim + 1  # with the batch axis
             if not -rank <= axis < rank:
-                where = "output" + _leaf_path(treedef, i).removeprefix("args")
+                where = leaf_path(treedef, i, "output")
                 raise ValueError(
                     f"{caller}(out_axes=...): cannot put the batch axis of {where} at "
                     f"axis {axis}: batched, it has {rank} dimension(s) (per-example shape "
