@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ParamSpec, overload
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +44,7 @@ from ._split import (
 )
 
 _flatten = jtu.tree_flatten
+_P = ParamSpec("_P")
 _FLOAT0 = jax.dtypes.float0
 
 
@@ -108,6 +109,18 @@ def _make_grad(fun: Any, has_aux: bool, with_value: bool, gradkwargs: dict[str, 
     return module_update_wrapper(_GradWrapper(fun, has_aux, with_value, kw), fun)
 
 
+@overload
+def filter_value_and_grad(
+    fun: None = None, *, has_aux: bool = False, **gradkwargs: Any
+) -> Callable[[Callable[_P, Any]], Callable[_P, Any]]: ...
+
+
+@overload
+def filter_value_and_grad(
+    fun: Callable[_P, Any], *, has_aux: bool = False, **gradkwargs: Any
+) -> Callable[_P, Any]: ...
+
+
 def filter_value_and_grad(
     fun: Callable[..., Any] | None = None, *, has_aux: bool = False, **gradkwargs: Any
 ) -> Any:
@@ -131,6 +144,18 @@ def filter_value_and_grad(
     ```
     """
     return _make_grad(fun, has_aux, True, gradkwargs)
+
+
+@overload
+def filter_grad(
+    fun: None = None, *, has_aux: bool = False, **gradkwargs: Any
+) -> Callable[[Callable[_P, Any]], Callable[_P, Any]]: ...
+
+
+@overload
+def filter_grad(
+    fun: Callable[_P, Any], *, has_aux: bool = False, **gradkwargs: Any
+) -> Callable[_P, Any]: ...
 
 
 def filter_grad(
@@ -398,7 +423,7 @@ class _JacWrapper(MethodWrapper):
         return (jac_tree, aux_static.unflatten(aux_dynamic)) if has_aux else jac_tree
 
 
-def filter_jacfwd(fun: Callable[..., Any], has_aux: bool = False) -> Callable[..., Any]:
+def filter_jacfwd(fun: Callable[_P, Any], has_aux: bool = False) -> Callable[_P, Any]:
     """Jacobian w.r.t. the floating-point arrays of the first argument, by forward mode.
 
     **Arguments:**
@@ -419,7 +444,7 @@ def filter_jacfwd(fun: Callable[..., Any], has_aux: bool = False) -> Callable[..
     return module_update_wrapper(_JacWrapper(fun, has_aux, False, "filter_jacfwd"), fun)
 
 
-def filter_jacrev(fun: Callable[..., Any], has_aux: bool = False) -> Callable[..., Any]:
+def filter_jacrev(fun: Callable[_P, Any], has_aux: bool = False) -> Callable[_P, Any]:
     """Jacobian w.r.t. the floating-point arrays of the first argument, by reverse mode.
 
     **Arguments:** as `filter_jacfwd`.
@@ -434,7 +459,7 @@ def filter_jacrev(fun: Callable[..., Any], has_aux: bool = False) -> Callable[..
     return module_update_wrapper(_JacWrapper(fun, has_aux, True, "filter_jacrev"), fun)
 
 
-def filter_hessian(fun: Callable[..., Any], has_aux: bool = False) -> Callable[..., Any]:
+def filter_hessian(fun: Callable[_P, Any], has_aux: bool = False) -> Callable[_P, Any]:
     """Hessian of a scalar function w.r.t. the floating-point arrays of its first argument.
 
     **Arguments:**

@@ -16,7 +16,7 @@ import functools
 import inspect
 import warnings
 from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, overload
 
 import jax
 import jax.tree_util as jtu
@@ -38,7 +38,8 @@ from ._split import (
     untraceable_array_error,
 )
 
-_F = TypeVar("_F", bound=Callable[..., Any])
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 _DONATE_MODES = ("none", "all", "all-except-first", "warn", "warn-except-first")
 _FORBIDDEN_JIT_KWARGS = ("static_argnums", "static_argnames", "donate_argnums", "donate_argnames")
 _flatten = jtu.tree_flatten
@@ -269,11 +270,15 @@ def _check_jit_kwargs(jitkwargs: dict[str, Any]) -> None:
 
 
 @overload
-def filter_jit(*, donate: str = "none", **jitkwargs: Any) -> Callable[[_F], _F]: ...
+def filter_jit(
+    fun: None = None, *, donate: str = "none", **jitkwargs: Any
+) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]: ...
 
 
 @overload
-def filter_jit(fun: _F, *, donate: str = "none", **jitkwargs: Any) -> _F: ...
+def filter_jit(
+    fun: Callable[_P, _R], *, donate: str = "none", **jitkwargs: Any
+) -> Callable[_P, _R]: ...
 
 
 def filter_jit(fun: Any = None, *, donate: str = "none", **jitkwargs: Any) -> Any:

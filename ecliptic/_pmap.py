@@ -24,7 +24,7 @@ import functools
 import warnings
 import weakref
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, ParamSpec, TypeVar, overload
 
 import jax
 import jax.tree_util as jtu
@@ -32,14 +32,13 @@ import numpy as np
 
 from ._caches import register_cache
 from ._jit import Staged, check_donate, undonated_range
-from ._module import Module, bind_partial, field, module_update_wrapper
+from ._module import Module, bind_partial, field
 from ._split import DonationKey, plan_for
 from ._vmap import (
     FrozenDict,
     batch_size,
-    check_axis_size,
-    hashable_spec,
     if_array,
+    make_mapped,
     merge_batched_output,
     named_in_axes,
     reject_keywords,
@@ -338,6 +337,20 @@ def clear_pmap_caches() -> None:
         plan.pmapped.clear()
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+@overload
+def filter_pmap(
+    fun: None = None, **kwargs: Any
+) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]: ...
+
+
+@overload
+def filter_pmap(fun: Callable[_P, _R], **kwargs: Any) -> Callable[_P, _R]: ...
+
+
 def filter_pmap(
     fun: Any = None,
     *,
@@ -392,8 +405,6 @@ def filter_pmap(
             donate=donate,
             **pmapkwargs,
         )
-    if not callable(fun):
-        raise TypeError(f"filter_pmap(fun): fun must be callable; got {fun!r}.")
     check_donate("filter_pmap", donate)
     for name in _FORBIDDEN_PMAP_KWARGS:
         if name in pmapkwargs:
@@ -401,17 +412,17 @@ def filter_pmap(
                 f"filter_pmap does not take {name} as a jax.pmap keyword: non-arrays are "
                 "static automatically, and donation is chosen with donate=..."
             )
-    check_axis_size("filter_pmap", axis_size)
     if "devices" in pmapkwargs and pmapkwargs["devices"] is not None:
         pmapkwargs["devices"] = tuple(pmapkwargs["devices"])
-    wrapper = _PmapWrapper(
-        fun=fun,
-        in_axes=hashable_spec(in_axes),
-        out_axes=hashable_spec(out_axes),
-        axis_name=axis_name,
-        axis_size=axis_size,
+    return make_mapped(
+        "filter_pmap",
+        _PmapWrapper,
+        fun,
+        in_axes,
+        out_axes,
+        axis_name,
+        axis_size,
         donate=donate,
         pmap_kwargs=FrozenDict(pmapkwargs),
         cache=_PmappedCache(),
     )
-    return module_update_wrapper(wrapper, fun)

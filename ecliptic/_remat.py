@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ParamSpec, TypeVar, overload
 
 import jax
 
@@ -47,6 +47,22 @@ class _Checkpointed(MethodWrapper):
             remat = jax.checkpoint(body, prevent_cse=self.prevent_cse, policy=self.policy)
             out, out_static = remat(dynamic)
         return out_static.unflatten(out)
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+@overload
+def filter_checkpoint(
+    fun: None = None, *, prevent_cse: bool = True, policy: Callable[..., bool] | None = None
+) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]: ...
+
+
+@overload
+def filter_checkpoint(
+    fun: Callable[_P, _R], *, prevent_cse: bool = True, policy: Callable[..., bool] | None = None
+) -> Callable[_P, _R]: ...
 
 
 def filter_checkpoint(

@@ -198,7 +198,8 @@ class CallKey:
         return tuple(self.plan.merge([DYNAMIC] * sum(self.plan.mask), self.static))
 
     def __hash__(self) -> int:
-        return self._hash
+        # None (``strict=False``, unhashable leaves) makes Python raise a TypeError.
+        return self._hash  # pyright: ignore[reportReturnType]
 
     def __eq__(self, other: Any) -> bool:
         if self is other:

@@ -11,7 +11,7 @@ import dataclasses
 import functools
 import inspect
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any
+from typing import Any, ParamSpec, TypeVar, overload
 
 import jax
 import jax.numpy as jnp
@@ -260,6 +260,20 @@ class _VmapWrapper(Module):
         return bind_partial(self, instance)
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+@overload
+def filter_vmap(
+    fun: None = None, **kwargs: Any
+) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]: ...
+
+
+@overload
+def filter_vmap(fun: Callable[_P, _R], **kwargs: Any) -> Callable[_P, _R]: ...
+
+
 def filter_vmap(
     fun: Any = None,
     *,
@@ -298,25 +312,67 @@ def filter_vmap(
             axis_size=axis_size,
             **vmap_kwargs,
         )
+    return make_mapped(
+        "filter_vmap",
+        _VmapWrapper,
+        fun,
+        in_axes,
+        out_axes,
+        axis_name,
+        axis_size,
+        vmap_kwargs=FrozenDict(vmap_kwargs),
+    )
+
+
+def make_mapped(
+    name: str,
+    wrapper_type: Callable[..., Any],
+    fun: Any,
+    in_axes: Any,
+    out_axes: Any,
+    axis_name: Hashable | None,
+    axis_size: int | None,
+    **fields: Any,
+) -> Any:
+    """The wrapper that `filter_vmap`/`filter_pmap` return, after checking `fun` and
+    `axis_size` (axis specs made hashable: they are static fields)."""
     if not callable(fun):
-        raise TypeError(f"filter_vmap(fun): fun must be callable; got {fun!r}.")
-    check_axis_size("filter_vmap", axis_size)
-    wrapper = _VmapWrapper(
+        raise TypeError(f"{name}(fun): fun must be callable; got {fun!r}.")
+    check_axis_size(name, axis_size)
+    wrapper = wrapper_type(
         fun=fun,
         in_axes=hashable_spec(in_axes),
         out_axes=hashable_spec(out_axes),
         axis_name=axis_name,
         axis_size=axis_size,
-        vmap_kwargs=FrozenDict(vmap_kwargs),
+        **fields,
     )
     return module_update_wrapper(wrapper, fun)
 
 
 class FrozenDict(dict):  # type: ignore[type-arg]
+    """A dict hashed by its items, for dict-valued static fields (axis specs, keywords).
+
+    **Arguments:** as `dict`. **Returns:** the hashable dict.
+
+    ```python
+    hash(FrozenDict(devices=None))
+    ```
+    """
+
     def __hash__(self) -> int:  # type: ignore[override]
         return hash(tuple(sorted(self.items(), key=lambda kv: kv[0])))
 
 
 def hashable_spec(spec: Any) -> Any:
+    """An axis spec as a static field can hold it: a dict spec (by parameter name) as a
+    `FrozenDict`, any other spec unchanged.
+
+    **Arguments:** `spec`: an `in_axes`/`out_axes` spec. **Returns:** the hashable spec.
+
+    ```python
+    hashable_spec({"x": 0})
+    ```
+    """
     # Specs are static fields (hashed into treedefs); dict specs name parameters.
     return FrozenDict(spec) if isinstance(spec, dict) else spec
