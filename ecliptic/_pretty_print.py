@@ -19,6 +19,7 @@ import jax
 import jax.tree_util as jtu
 import numpy as np
 
+from ._checks import is_int
 from ._messages import type_name
 
 
@@ -348,9 +349,9 @@ def tree_pformat(
     # "{'w': f32[3,4], 'act': <function relu>}"
     ```
     """
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+    if not is_int(width) or width < 1:
         raise ValueError(f"tree_pformat(width=...) must be a positive int; got {width!r}.")
-    if isinstance(indent, bool) or not isinstance(indent, int) or indent < 0:
+    if not is_int(indent) or indent < 0:
         raise ValueError(f"tree_pformat(indent=...) must be an int >= 0; got {indent!r}.")
     if not callable(truncate_leaf):
         raise TypeError(

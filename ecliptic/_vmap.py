@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 
+from ._checks import is_int
 from ._filters import is_array, is_array_like
 from ._module import Module, bind_partial, field, module_update_wrapper
 from ._split import CARRIED, DYNAMIC, StaticOutput, leaf_path, merge, split_by_mask
@@ -94,9 +95,7 @@ def resolve_axes(spec: Any, tree: Any, what: str) -> tuple[list[Any], Any, list[
 
 def check_axis_size(name: str, axis_size: Any) -> None:
     """A clear error for an `axis_size` that is not None or a positive int."""
-    if axis_size is not None and (
-        isinstance(axis_size, bool) or not isinstance(axis_size, int) or axis_size < 1
-    ):
+    if axis_size is not None and (not is_int(axis_size) or axis_size < 1):
         raise ValueError(f"{name}(axis_size=...) must be a positive int; got {axis_size!r}.")
 
 

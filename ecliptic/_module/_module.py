@@ -46,6 +46,7 @@ from ._class_setup import (
     overridden_fields,
     warn_init_and_post_init,
 )
+from ._copy import new_instance, replace_fields
 from ._field import field
 from ._flatten import WRAPPER_META, WrapperMeta, make_flatteners
 
@@ -76,11 +77,7 @@ class _MethodDescriptor:
     def __get__(self, instance: Any, owner: Any = None) -> Any:
         if instance is None:
             return self.method
-        bound = object.__new__(BoundMethod)
-        bound.__dict__.update(  # pyright: ignore[reportAttributeAccessIssue]
-            __func__=self.method, __self__=instance
-        )
-        return bound
+        return new_instance(BoundMethod, __func__=self.method, __self__=instance)
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.__name__ = name
@@ -415,11 +412,7 @@ def module_update_wrapper(wrapper: _T, wrapped: Any = None) -> _T:
             attributes[attr] = getattr(wrapped, attr)
         except AttributeError:
             pass
-    leaves, treedef = jtu.tree_flatten(wrapper)
-    copy = jtu.tree_unflatten(treedef, leaves)
-    copy.__dict__[WRAPPER_META] = WrapperMeta((), attributes)
-    copy.__dict__.update(attributes)
-    return copy
+    return replace_fields(wrapper, **{WRAPPER_META: WrapperMeta((), attributes)}, **attributes)
 
 
 # Values `__setattr__` looks at more closely during `__init__`.

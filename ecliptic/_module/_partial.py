@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from ._copy import new_instance
 from ._module import Module
 
 _Return = TypeVar("_Return")
@@ -44,8 +45,4 @@ class Partial(Module, Generic[_Return]):
 def bind_partial(func: Callable[..., Any], *args: Any) -> Partial:
     """`Partial(func, *args)` without the checks of `__init__`: for internal hot paths
     such as binding a transformed method to its instance."""
-    bound = object.__new__(Partial)
-    bound.__dict__.update(  # pyright: ignore[reportAttributeAccessIssue]
-        func=func, args=args, keywords={}
-    )
-    return bound
+    return new_instance(Partial, func=func, args=args, keywords={})
