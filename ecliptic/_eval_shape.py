@@ -14,12 +14,18 @@ from typing import Any
 import jax
 
 from ._messages import short_repr
-from ._split import CallKey, StaticOutput, is_array_or_struct, split_call, split_output
+from ._split import (
+    CallKey,
+    StaticOutput,
+    call_and_split,
+    is_array_or_struct,
+    split_call,
+)
 
 
 def _body(dynamic: list[Any], key: CallKey) -> tuple[list[Any], StaticOutput]:
-    fun, args, kwargs = key.unflatten(dynamic)
-    return split_output(fun(*args, **kwargs))
+    # A function of this module's own: JAX keeps its trace caches per function.
+    return call_and_split(dynamic, key)
 
 
 _traced_body = jax.jit(_body, static_argnums=1)

@@ -30,10 +30,10 @@ from ._split import (
     CallKey,
     DonationKey,
     StaticOutput,
+    call_and_split,
     donation_call,
     plan_for,
     split_call,
-    split_output,
     unhashable_error,
     untraceable_array_error,
 )
@@ -46,8 +46,8 @@ _flatten = jtu.tree_flatten
 
 
 def _body(dynamic: list[Any], key: CallKey) -> tuple[list[Any], StaticOutput]:
-    fun, args, kwargs = key.unflatten(dynamic)
-    return split_output(fun(*args, **kwargs))
+    # A function of this module's own: JAX keeps its trace caches per function.
+    return call_and_split(dynamic, key)
 
 
 def _body_donating(

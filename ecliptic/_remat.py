@@ -17,12 +17,12 @@ import jax
 from ._ad_utils import MethodWrapper
 from ._messages import short_repr
 from ._module import field, module_update_wrapper
-from ._split import CallKey, StaticOutput, split_call, split_output
+from ._split import CallKey, StaticOutput, call_and_split, split_call
 
 
 def _body(dynamic: list[Any], key: CallKey) -> tuple[list[Any], StaticOutput]:
-    fun, args, kwargs = key.unflatten(dynamic)
-    return split_output(fun(*args, **kwargs))
+    # A function of this module's own: JAX keeps its trace caches per function.
+    return call_and_split(dynamic, key)
 
 
 class _Checkpointed(MethodWrapper):

@@ -10,7 +10,6 @@ per leaf as possible because they sit on every call's hot path.
 from __future__ import annotations
 
 import dataclasses
-import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,6 +19,7 @@ import jax.tree_util as jtu
 from ._caches import register_cache
 from ._filters import is_array
 from ._messages import type_name
+from ._module._flatten import tuple_getter
 from ._paths import flatten_one_level_with_path
 
 
@@ -88,16 +88,6 @@ def type_signature(values: Sequence[Any]) -> tuple[Any, ...]:
     return tuple(map(_type_of, values))
 
 
-def _index_getter(indices: tuple[int, ...]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
-    """A C-level ``lambda seq: tuple(seq[i] for i in indices)``."""
-    if not indices:
-        return lambda seq: ()
-    if len(indices) == 1:
-        (index,) = indices
-        return lambda seq: (seq[index],)
-    return operator.itemgetter(*indices)
-
-
 class SplitPlan:
     """Which of a call's leaves are dynamic, and the types of the other leaves; one
     interned object per ``(mask, static leaf types)``.
@@ -115,8 +105,8 @@ class SplitPlan:
         self.mask = mask
         # A static leaf is a tuple/frozenset (whose items' types the plan cannot hold).
         self.nested = nested
-        self.take_dynamic = _index_getter(tuple(i for i, m in enumerate(mask) if m))
-        self.take_static = _index_getter(tuple(i for i, m in enumerate(mask) if not m))
+        self.take_dynamic = tuple_getter(tuple(i for i, m in enumerate(mask) if m))
+        self.take_static = tuple_getter(tuple(i for i, m in enumerate(mask) if not m))
 
     def merge(self, dynamic: Sequence[Any], static: Sequence[Any]) -> list[Any]:
         dynamic_iter, static_iter = iter(dynamic), iter(static)
@@ -326,7 +316,7 @@ class StaticOutput:
             else:
                 order.append(next_static)
                 next_static += 1
-        self._order = _index_getter(tuple(order))
+        self._order = tuple_getter(tuple(order))
 
     def unflatten(self, first: Sequence[Any], second: Sequence[Any] = ()) -> Any:
         """The output, with `first` at its `DYNAMIC` leaves and `second` at its `CARRIED`
@@ -351,6 +341,13 @@ def split_output(
     leaves, treedef = jtu.tree_flatten(out)
     dynamic, static = split(leaves, is_dynamic)
     return dynamic, StaticOutput(treedef, static)
+
+
+def call_and_split(dynamic: Sequence[Any], key: CallKey) -> tuple[list[Any], StaticOutput]:
+    """The body a filtered transformation traces: rebuild ``(fun, args, kwargs)`` from
+    the dynamic leaves and the key, call, and split the output."""
+    fun, args, kwargs = key.unflatten(dynamic)
+    return split_output(fun(*args, **kwargs))
 
 
 def split_diff_output(
