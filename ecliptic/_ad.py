@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any, ParamSpec, overload
+from typing import Any, overload
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +20,6 @@ import jax.tree_util as jtu
 import numpy as np
 
 from ._ad_utils import (
-    MethodWrapper,
     PerturbationProbe,
     check_scalar,
     describe_leaf_kind,
@@ -32,9 +31,11 @@ from ._ad_utils import (
 )
 from ._filters import is_inexact_array, is_inexact_array_like
 from ._messages import short_repr, type_name
-from ._module import Module, field, module_update_wrapper
+from ._module import FunctionWrapper, Module, field, module_update_wrapper
 from ._split import (
     DYNAMIC,
+    Decorator,
+    Params,
     StaticOutput,
     leaf_path,
     merge,
@@ -44,23 +45,16 @@ from ._split import (
 )
 
 _flatten = jtu.tree_flatten
-_P = ParamSpec("_P")
 _FLOAT0 = jax.dtypes.float0
 
 
 # -- grad / value_and_grad -----------------------------------------------------------------
 
 
-class _GradWrapper(MethodWrapper):
-    __ecliptic_no_method_wrapping__ = True
-    fun: Callable[..., Any]
+class _GradWrapper(FunctionWrapper):
     has_aux: bool = field(static=True)
     with_value: bool = field(static=True)
     gradkwargs: tuple[tuple[str, Any], ...] = field(static=True, default=())
-
-    @property
-    def __wrapped__(self) -> Callable[..., Any]:
-        return self.fun
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         name = "filter_value_and_grad" if self.with_value else "filter_grad"
@@ -112,13 +106,13 @@ def _make_grad(fun: Any, has_aux: bool, with_value: bool, gradkwargs: dict[str, 
 @overload
 def filter_value_and_grad(
     fun: None = None, *, has_aux: bool = False, **gradkwargs: Any
-) -> Callable[[Callable[_P, Any]], Callable[_P, Any]]: ...
+) -> Decorator[Params, Any]: ...
 
 
 @overload
 def filter_value_and_grad(
-    fun: Callable[_P, Any], *, has_aux: bool = False, **gradkwargs: Any
-) -> Callable[_P, Any]: ...
+    fun: Callable[Params, Any], *, has_aux: bool = False, **gradkwargs: Any
+) -> Callable[Params, Any]: ...
 
 
 def filter_value_and_grad(
@@ -149,13 +143,13 @@ def filter_value_and_grad(
 @overload
 def filter_grad(
     fun: None = None, *, has_aux: bool = False, **gradkwargs: Any
-) -> Callable[[Callable[_P, Any]], Callable[_P, Any]]: ...
+) -> Decorator[Params, Any]: ...
 
 
 @overload
 def filter_grad(
-    fun: Callable[_P, Any], *, has_aux: bool = False, **gradkwargs: Any
-) -> Callable[_P, Any]: ...
+    fun: Callable[Params, Any], *, has_aux: bool = False, **gradkwargs: Any
+) -> Callable[Params, Any]: ...
 
 
 def filter_grad(
@@ -393,16 +387,10 @@ def filter_vjp(fun: Callable[..., Any], *primals: Any, has_aux: bool = False) ->
 # -- jacobians and hessian -----------------------------------------------------------------
 
 
-class _JacWrapper(MethodWrapper):
-    __ecliptic_no_method_wrapping__ = True
-    fun: Callable[..., Any]
+class _JacWrapper(FunctionWrapper):
     has_aux: bool = field(static=True)
     reverse: bool = field(static=True)
     name: str = field(static=True)  # for messages: filter_jacfwd/jacrev/hessian
-
-    @property
-    def __wrapped__(self) -> Callable[..., Any]:
-        return self.fun
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         name = self.name
@@ -423,7 +411,7 @@ class _JacWrapper(MethodWrapper):
         return (jac_tree, aux_static.unflatten(aux_dynamic)) if has_aux else jac_tree
 
 
-def filter_jacfwd(fun: Callable[_P, Any], has_aux: bool = False) -> Callable[_P, Any]:
+def filter_jacfwd(fun: Callable[Params, Any], has_aux: bool = False) -> Callable[Params, Any]:
     """Jacobian w.r.t. the floating-point arrays of the first argument, by forward mode.
 
     **Arguments:**
@@ -444,7 +432,7 @@ def filter_jacfwd(fun: Callable[_P, Any], has_aux: bool = False) -> Callable[_P,
     return module_update_wrapper(_JacWrapper(fun, has_aux, False, "filter_jacfwd"), fun)
 
 
-def filter_jacrev(fun: Callable[_P, Any], has_aux: bool = False) -> Callable[_P, Any]:
+def filter_jacrev(fun: Callable[Params, Any], has_aux: bool = False) -> Callable[Params, Any]:
     """Jacobian w.r.t. the floating-point arrays of the first argument, by reverse mode.
 
     **Arguments:** as `filter_jacfwd`.
@@ -459,7 +447,7 @@ def filter_jacrev(fun: Callable[_P, Any], has_aux: bool = False) -> Callable[_P,
     return module_update_wrapper(_JacWrapper(fun, has_aux, True, "filter_jacrev"), fun)
 
 
-def filter_hessian(fun: Callable[_P, Any], has_aux: bool = False) -> Callable[_P, Any]:
+def filter_hessian(fun: Callable[Params, Any], has_aux: bool = False) -> Callable[Params, Any]:
     """Hessian of a scalar function w.r.t. the floating-point arrays of its first argument.
 
     **Arguments:**

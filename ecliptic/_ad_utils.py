@@ -1,11 +1,9 @@
 """Helpers shared by ecliptic's filtered differentiation transformations.
 
-On top of `ecliptic._split` (split/merge of dynamic and static leaves), the AD-flavoured
-transformations need: an output split three ways (differentiated arrays / other arrays /
-static values: `split_diff_output` there), error
-messages that name the first place where a user-supplied tree differs from the expected
-one (`mismatch_message`), the shared wording of "nothing to differentiate"
-errors, and the method-binding base class of the transformed-function wrappers.
+On top of `ecliptic._split` (which also splits outputs three ways for them:
+`split_diff_output`), the AD-flavoured transformations need error messages that name the
+first place where a user-supplied tree differs from the expected one (`mismatch_message`)
+and the shared wording of "nothing to differentiate" errors.
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ from jax.custom_derivatives import SymbolicZero
 
 from ._filters import is_array
 from ._messages import short_repr, type_name
-from ._module import Module, Partial
 
 _flatten = jtu.tree_flatten
 
@@ -195,18 +192,6 @@ def require_positional(name: str, args: tuple[Any, ...]) -> None:
             f"argument. Functions wrapped with {name} must have their first argument "
             "passed by position, not keyword: it is the argument that is differentiated."
         )
-
-
-class MethodWrapper(Module):
-    """Lets a transformed function decorate a method: ``instance.meth`` binds ``instance``
-    as the first argument (a pytree, so the instance's arrays stay visible)."""
-
-    __ecliptic_no_method_wrapping__ = True
-
-    def __get__(self, instance: Any, owner: Any = None) -> Any:
-        if instance is None:
-            return self
-        return Partial(self, instance)
 
 
 class PerturbationProbe:

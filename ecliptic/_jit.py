@@ -16,7 +16,7 @@ import functools
 import inspect
 import warnings
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, overload
 
 import jax
 import jax.tree_util as jtu
@@ -25,10 +25,13 @@ from ._call_memo import CallMemo
 from ._exceptions import reraise_runtime_error
 from ._filters import is_array
 from ._messages import short_repr
-from ._module import Module, bind_partial, field, module_update_wrapper
+from ._module import FunctionWrapper, field, module_update_wrapper
 from ._split import (
     CallKey,
+    Decorator,
     DonationKey,
+    Params,
+    Result,
     StaticOutput,
     call_and_split,
     donation_call,
@@ -38,8 +41,6 @@ from ._split import (
     untraceable_array_error,
 )
 
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
 _DONATE_MODES = ("none", "all", "all-except-first", "warn", "warn-except-first")
 _FORBIDDEN_JIT_KWARGS = ("static_argnums", "static_argnames", "donate_argnums", "donate_argnames")
 _flatten = jtu.tree_flatten
@@ -56,18 +57,12 @@ def _body_donating(
     return _body(key.interleave(kept, donated), key)
 
 
-class _JitWrapper(Module):
+class _JitWrapper(FunctionWrapper):
     """The callable that `filter_jit` returns. A pytree: ``fun`` is its child."""
 
-    __ecliptic_no_method_wrapping__ = True
-    fun: Callable[..., Any]
     donate: str = field(static=True)
     jitted: Any = field(static=True)
     memo: CallMemo = field(static=True)
-
-    @property
-    def __wrapped__(self) -> Callable[..., Any]:
-        return self.fun
 
     @property
     def fn(self) -> Callable[..., Any]:
@@ -114,13 +109,6 @@ class _JitWrapper(Module):
                 _reraise_clearly(e, key, (self.fun, args, kwargs))
                 raise
         return out_static.unflatten(out)
-
-    def __get__(self, instance: Any, owner: Any = None) -> Any:
-        if instance is None:
-            return self
-        # A pytree, so that a transformed method passed on to other transformations
-        # keeps its instance's arrays visible.
-        return bind_partial(self, instance)
 
     def lower(self, *args: Any, **kwargs: Any) -> Staged:
         """Lower for these arguments ahead of time (`jax.jit(...).lower` for filter_jit).
@@ -272,13 +260,13 @@ def _check_jit_kwargs(jitkwargs: dict[str, Any]) -> None:
 @overload
 def filter_jit(
     fun: None = None, *, donate: str = "none", **jitkwargs: Any
-) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]: ...
+) -> Decorator[Params, Result]: ...
 
 
 @overload
 def filter_jit(
-    fun: Callable[_P, _R], *, donate: str = "none", **jitkwargs: Any
-) -> Callable[_P, _R]: ...
+    fun: Callable[Params, Result], *, donate: str = "none", **jitkwargs: Any
+) -> Callable[Params, Result]: ...
 
 
 def filter_jit(fun: Any = None, *, donate: str = "none", **jitkwargs: Any) -> Any:

@@ -24,7 +24,7 @@ import functools
 import warnings
 import weakref
 from collections.abc import Callable, Hashable
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, overload
 
 import jax
 import jax.tree_util as jtu
@@ -32,8 +32,8 @@ import numpy as np
 
 from ._caches import register_cache
 from ._jit import Staged, check_donate, undonated_range
-from ._module import Module, bind_partial, field
-from ._split import DonationKey, plan_for
+from ._module import FunctionWrapper, field
+from ._split import Decorator, DonationKey, Params, Result, plan_for
 from ._vmap import (
     FrozenDict,
     batch_size,
@@ -63,11 +63,9 @@ class _PmappedCache:
         self.entries: dict[Any, _PmapPlan] = {}
 
 
-class _PmapWrapper(Module):
+class _PmapWrapper(FunctionWrapper):
     """The callable that `filter_pmap` returns. A pytree: ``fun`` is its child."""
 
-    __ecliptic_no_method_wrapping__ = True
-    fun: Callable[..., Any]
     in_axes: Any = field(static=True)
     out_axes: Any = field(static=True)
     axis_name: Hashable | None = field(static=True)
@@ -75,10 +73,6 @@ class _PmapWrapper(Module):
     donate: str = field(static=True)
     pmap_kwargs: dict[str, Any] = field(static=True)
     cache: _PmappedCache = field(static=True)
-
-    @property
-    def __wrapped__(self) -> Callable[..., Any]:
-        return self.fun
 
     def _prepare(
         self, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -189,12 +183,6 @@ class _PmapWrapper(Module):
         """Call an ahead-of-time compiled `compiled` with the wrapper's arguments."""
         _, call_args, _ = self._prepare(args, kwargs)
         return self._finish(compiled(*call_args[:-1]))
-
-    def __get__(self, instance: Any, owner: Any = None) -> Any:
-        if instance is None:
-            return self
-        # A pytree, so that a transformed method keeps its instance's arrays visible.
-        return bind_partial(self, instance)
 
 
 # Abstract evaluations one plan remembers (oldest dropped first); JAX's own trace caches
@@ -337,18 +325,12 @@ def clear_pmap_caches() -> None:
         plan.pmapped.clear()
 
 
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
+@overload
+def filter_pmap(fun: None = None, **kwargs: Any) -> Decorator[Params, Result]: ...
 
 
 @overload
-def filter_pmap(
-    fun: None = None, **kwargs: Any
-) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]: ...
-
-
-@overload
-def filter_pmap(fun: Callable[_P, _R], **kwargs: Any) -> Callable[_P, _R]: ...
+def filter_pmap(fun: Callable[Params, Result], **kwargs: Any) -> Callable[Params, Result]: ...
 
 
 def filter_pmap(

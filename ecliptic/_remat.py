@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, overload
 
 import jax
 
-from ._ad_utils import MethodWrapper
 from ._messages import short_repr
-from ._module import field, module_update_wrapper
-from ._split import CallKey, StaticOutput, call_and_split, split_call
+from ._module import FunctionWrapper, field, module_update_wrapper
+from ._split import CallKey, Decorator, Params, Result, StaticOutput, call_and_split, split_call
 
 
 def _body(dynamic: list[Any], key: CallKey) -> tuple[list[Any], StaticOutput]:
@@ -25,18 +24,12 @@ def _body(dynamic: list[Any], key: CallKey) -> tuple[list[Any], StaticOutput]:
     return call_and_split(dynamic, key)
 
 
-class _Checkpointed(MethodWrapper):
+class _Checkpointed(FunctionWrapper):
     """The callable returned by `filter_checkpoint`; a pytree whose child is ``fun``."""
 
-    __ecliptic_no_method_wrapping__ = True
-    fun: Callable[..., Any]
     prevent_cse: bool = field(static=True)
     policy: Any = field(static=True)
     remat: Any = field(static=True)
-
-    @property
-    def __wrapped__(self) -> Callable[..., Any]:
-        return self.fun
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         dynamic, key = split_call((self.fun, args, kwargs), strict=False)
@@ -49,20 +42,19 @@ class _Checkpointed(MethodWrapper):
         return out_static.unflatten(out)
 
 
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
 @overload
 def filter_checkpoint(
     fun: None = None, *, prevent_cse: bool = True, policy: Callable[..., bool] | None = None
-) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]: ...
+) -> Decorator[Params, Result]: ...
 
 
 @overload
 def filter_checkpoint(
-    fun: Callable[_P, _R], *, prevent_cse: bool = True, policy: Callable[..., bool] | None = None
-) -> Callable[_P, _R]: ...
+    fun: Callable[Params, Result],
+    *,
+    prevent_cse: bool = True,
+    policy: Callable[..., bool] | None = None,
+) -> Callable[Params, Result]: ...
 
 
 def filter_checkpoint(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import jax
 import jax.tree_util as jtu
@@ -21,6 +21,12 @@ from ._filters import is_array
 from ._messages import type_name
 from ._module._flatten import tuple_getter
 from ._paths import flatten_one_level_with_path
+
+# How the filtered transformations are typed: they keep the parameters (and, where the
+# result has the same structure, the result) of the function they wrap.
+Params = ParamSpec("Params")
+Result = TypeVar("Result")
+Decorator = Callable[[Callable[Params, Result]], Callable[Params, Result]]
 
 
 class _Marker:
@@ -301,21 +307,14 @@ class StaticOutput:
         self.static = static
         self.axes = axes
         self.all_dynamic = all(s is DYNAMIC for s in static)
-        self._static_values = tuple(s for s in static if s is not DYNAMIC and s is not CARRIED)
-        counts = {DYNAMIC: 0, CARRIED: 0}
-        for s in static:
-            if s is DYNAMIC or s is CARRIED:
-                counts[s] += 1
-        starts = {DYNAMIC: 0, CARRIED: counts[DYNAMIC]}
-        next_static = counts[DYNAMIC] + counts[CARRIED]
-        order = []
-        for s in static:
-            if s is DYNAMIC or s is CARRIED:
-                order.append(starts[s])
-                starts[s] += 1
-            else:
-                order.append(next_static)
-                next_static += 1
+        groups: tuple[list[int], list[int], list[int]] = ([], [], [])
+        for i, s in enumerate(static):
+            groups[0 if s is DYNAMIC else 1 if s is CARRIED else 2].append(i)
+        self._static_values = tuple(static[i] for i in groups[2])
+        # Leaf i takes item order[i] of ``(*first, *second, *static_values)``.
+        order = [0] * len(static)
+        for position, i in enumerate(groups[0] + groups[1] + groups[2]):
+            order[i] = position
         self._order = tuple_getter(tuple(order))
 
     def unflatten(self, first: Sequence[Any], second: Sequence[Any] = ()) -> Any:

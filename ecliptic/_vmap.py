@@ -11,7 +11,7 @@ import dataclasses
 import functools
 import inspect
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, overload
 
 import jax
 import jax.numpy as jnp
@@ -19,8 +19,18 @@ import jax.tree_util as jtu
 
 from ._checks import is_int
 from ._filters import is_array, is_array_like
-from ._module import Module, bind_partial, field, module_update_wrapper
-from ._split import CARRIED, DYNAMIC, StaticOutput, leaf_path, merge, split_by_mask
+from ._module import FunctionWrapper, field, module_update_wrapper
+from ._split import (
+    CARRIED,
+    DYNAMIC,
+    Decorator,
+    Params,
+    Result,
+    StaticOutput,
+    leaf_path,
+    merge,
+    split_by_mask,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,18 +216,12 @@ def merge_batched_output(batched: list[Any], unbatched: list[Any], info: StaticO
     return info.unflatten(moved, unbatched)
 
 
-class _VmapWrapper(Module):
-    __ecliptic_no_method_wrapping__ = True
-    fun: Callable[..., Any]
+class _VmapWrapper(FunctionWrapper):
     in_axes: Any = field(static=True)
     out_axes: Any = field(static=True)
     axis_name: Hashable | None = field(static=True)
     axis_size: int | None = field(static=True)
     vmap_kwargs: dict[str, Any] = field(static=True)
-
-    @property
-    def __wrapped__(self) -> Callable[..., Any]:
-        return self.fun
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         reject_keywords(kwargs, "filter_vmap")
@@ -251,26 +255,13 @@ class _VmapWrapper(Module):
             ) from None
         return merge_batched_output(batched, unbatched, info)
 
-    def __get__(self, instance: Any, owner: Any = None) -> Any:
-        if instance is None:
-            return self
-        # A pytree, so that a transformed method passed on to other transformations
-        # keeps its instance's arrays visible.
-        return bind_partial(self, instance)
 
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
+@overload
+def filter_vmap(fun: None = None, **kwargs: Any) -> Decorator[Params, Result]: ...
 
 
 @overload
-def filter_vmap(
-    fun: None = None, **kwargs: Any
-) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]: ...
-
-
-@overload
-def filter_vmap(fun: Callable[_P, _R], **kwargs: Any) -> Callable[_P, _R]: ...
+def filter_vmap(fun: Callable[Params, Result], **kwargs: Any) -> Callable[Params, Result]: ...
 
 
 def filter_vmap(

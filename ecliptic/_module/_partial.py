@@ -1,4 +1,5 @@
-"""`Partial`: a `functools.partial` that is a pytree."""
+"""`Partial`: a `functools.partial` that is a pytree; and `FunctionWrapper`, which binds
+its instance through one when used as a method."""
 
 from __future__ import annotations
 
@@ -46,3 +47,30 @@ def bind_partial(func: Callable[..., Any], *args: Any) -> Partial:
     """`Partial(func, *args)` without the checks of `__init__`: for internal hot paths
     such as binding a transformed method to its instance."""
     return new_instance(Partial, func=func, args=args, keywords={})
+
+
+class FunctionWrapper(Module):
+    """Base of the callables the filtered transformations return: a Module whose child
+    `fun` is the wrapped function. Used as a class attribute, it binds the instance like
+    a method, through a `Partial` (a pytree, so the instance's arrays stay visible to
+    other transformations).
+
+    **Arguments:** `fun`, then the subclass's fields. **Returns:** the wrapper.
+
+    ```python
+    class _Twice(FunctionWrapper):
+        def __call__(self, *args): return 2 * self.fun(*args)
+    ```
+    """
+
+    __ecliptic_no_method_wrapping__ = True
+    fun: Callable[..., Any]
+
+    @property
+    def __wrapped__(self) -> Callable[..., Any]:
+        return self.fun
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        if instance is None:
+            return self
+        return bind_partial(self, instance)
