@@ -40,7 +40,6 @@ from ._split import (
     leaf_path,
     merge,
     split_by_mask,
-    split_diff_output,
     split_output,
 )
 
@@ -374,7 +373,7 @@ def filter_vjp(fun: Callable[..., Any], *primals: Any, has_aux: bool = False) ->
     def inner(diff_leaves: list[Any]) -> Any:
         out = fun(*treedef.unflatten(merge(diff_leaves, static)))
         out, aux = unpack_aux(out, "filter_vjp") if has_aux else (out, None)
-        d_out, carry, parts = split_diff_output(out, is_inexact_array)
+        d_out, carry, parts = split_output(out, is_inexact_array, carry=True)
         return d_out, (carry, parts, aux)
 
     d_out, pullback, (carry, parts, aux) = jax.vjp(inner, diff, has_aux=True)
@@ -400,7 +399,7 @@ class _JacWrapper(FunctionWrapper):
         def inner(diff_leaves: list[Any]) -> Any:
             out = fun(treedef.unflatten(merge(diff_leaves, static)), *rest, **kwargs)
             out, aux = unpack_aux(out, name) if has_aux else (out, None)
-            d_out, carry, parts = split_diff_output(out, is_inexact_array)
+            d_out, carry, parts = split_output(out, is_inexact_array, carry=True)
             aux_dynamic, aux_static = split_output(aux)
             return d_out, (carry, parts, aux_dynamic, aux_static)
 

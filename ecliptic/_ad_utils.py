@@ -1,7 +1,7 @@
 """Helpers shared by ecliptic's filtered differentiation transformations.
 
-On top of `ecliptic._split` (which also splits outputs three ways for them:
-`split_diff_output`), the AD-flavoured transformations need error messages that name the
+On top of `ecliptic._split` (which also splits their outputs three ways: `split_output`
+with ``carry=True``), the AD-flavoured transformations need error messages naming the
 first place where a user-supplied tree differs from the expected one (`mismatch_message`)
 and the shared wording of "nothing to differentiate" errors.
 """

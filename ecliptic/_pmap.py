@@ -51,16 +51,12 @@ _WHAT = "filter_pmap"
 _MAP_LEADING_AXIS = if_array(0)
 
 
-class _PmappedCache:
-    """Per-wrapper cache ``(kept axes, donated axes, placeholder?) -> _PmapPlan``.
+class _PmappedCache(dict):  # type: ignore[type-arg]
+    """Per-wrapper ``(kept axes, donated axes, placeholder?) -> _PmapPlan``; hashed and
+    compared by identity, so that a wrapper stays a valid (static) pytree."""
 
-    Hashed and compared by identity, so that a wrapper stays a valid (static) pytree.
-    """
-
-    __slots__ = ("entries",)
-
-    def __init__(self) -> None:
-        self.entries: dict[Any, _PmapPlan] = {}
+    __hash__ = object.__hash__  # type: ignore[assignment]
+    __eq__ = object.__eq__  # type: ignore[assignment]
 
 
 class _PmapWrapper(FunctionWrapper):
@@ -110,10 +106,10 @@ class _PmapWrapper(FunctionWrapper):
             kept_axes.insert(0, 0)
         call_args = (kept_leaves, donated, key)
         cache_key = (tuple(kept_axes), tuple(donated_axes), placeholder)
-        plan = self.cache.entries.get(cache_key)
+        plan = self.cache.get(cache_key)
         if plan is None:
             plan = self._plan(*cache_key)
-            self.cache.entries[cache_key] = plan
+            self.cache[cache_key] = plan
         return plan, call_args, size
 
     def _plan(

@@ -20,7 +20,7 @@ import jax.tree_util as jtu
 import numpy as np
 
 from ._checks import is_int
-from ._messages import type_name
+from ._messages import short_dtype, type_name
 
 
 class _Text:
@@ -164,18 +164,13 @@ def _column_after(text: str, column: int) -> int:
 
 
 def _array_summary(shape: tuple[int, ...], dtype_name: str, kind: str | None) -> str:
-    short = dtype_name
-    for long, abbreviation in (("float", "f"), ("uint", "u"), ("int", "i"), ("complex", "c")):
-        short = short.replace(long, abbreviation)
-    text = f"{short}[{','.join(str(d) for d in shape)}]"
+    text = f"{short_dtype(dtype_name)}[{','.join(str(d) for d in shape)}]"
     return text if kind is None else f"{text}({kind})"
 
 
 def _jax_array_summary(x: Any) -> str:
-    name = x.dtype.name
-    if getattr(x, "weak_type", False):
-        name = f"weak_{name}"
-    return _array_summary(x.shape, name, None)
+    text = _array_summary(x.shape, x.dtype.name, None)
+    return f"weak_{text}" if getattr(x, "weak_type", False) else text
 
 
 def _is_wrapped_callable(x: Any) -> bool:

@@ -84,16 +84,6 @@ def _type_of(value: Any) -> Any:
     return kind
 
 
-def type_signature(values: Sequence[Any]) -> tuple[Any, ...]:
-    """The types of static values, nested inside tuples and frozensets.
-
-    Static leaves are compared with ``==``, for which ``1 == 1.0 == True``; a cache key
-    also compares this signature, so that a function traced for an ``int`` is never
-    reused for a ``float`` or a ``bool`` (which trace differently: dtypes, `isinstance`).
-    """
-    return tuple(map(_type_of, values))
-
-
 class SplitPlan:
     """Which of a call's leaves are dynamic, and the types of the other leaves; one
     interned object per ``(mask, static leaf types)``.
@@ -175,8 +165,9 @@ class CallKey:
         self.treedef = treedef
         self.plan = plan
         self.static = static
-        # Items of static tuples/frozensets: their types, which the plan cannot stand for.
-        self.nested_types = type_signature(static) if plan.nested else None
+        # Items of static tuples/frozensets: their types, which the plan cannot stand for
+        # (static leaves are compared with `==`, for which 1 == 1.0 == True).
+        self.nested_types = tuple(map(_type_of, static)) if plan.nested else None
         try:
             self._hash = hash((treedef, static, id(plan), self.nested_types))
         except TypeError:
@@ -333,15 +324,6 @@ class StaticOutput:
 jtu.register_pytree_node(StaticOutput, lambda s: ((), s), lambda aux, _: aux)
 
 
-def split_output(
-    out: Any, is_dynamic: Callable[[Any], bool] = is_array
-) -> tuple[list[Any], StaticOutput]:
-    """Flatten a traced function's output into arrays and a `StaticOutput`."""
-    leaves, treedef = jtu.tree_flatten(out)
-    dynamic, static = split(leaves, is_dynamic)
-    return dynamic, StaticOutput(treedef, static)
-
-
 def call_and_split(dynamic: Sequence[Any], key: CallKey) -> tuple[list[Any], StaticOutput]:
     """The body a filtered transformation traces: rebuild ``(fun, args, kwargs)`` from
     the dynamic leaves and the key, call, and split the output."""
@@ -349,16 +331,28 @@ def call_and_split(dynamic: Sequence[Any], key: CallKey) -> tuple[list[Any], Sta
     return split_output(fun(*args, **kwargs))
 
 
-def split_diff_output(
-    out: Any, is_diff: Callable[[Any], bool]
-) -> tuple[list[Any], list[Any], StaticOutput]:
-    """Flatten an output into ``(differentiated arrays, other arrays, parts)``: the other
-    arrays are `CARRIED`, so ``parts.unflatten(diff, other)`` rebuilds it."""
+def split_output(
+    out: Any, is_dynamic: Callable[[Any], bool] = is_array, carry: bool = False
+) -> tuple[Any, ...]:
+    """Flatten a traced function's output into ``(arrays, parts)``: a `StaticOutput` and
+    the arrays for which `is_dynamic` holds. With ``carry=True``, the other arrays are
+    `CARRIED` (``(dynamic, carried, parts)``; ``parts.unflatten(dynamic, carried)``)."""
     leaves, treedef = jtu.tree_flatten(out)
-    static = tuple([(DYNAMIC if is_diff(x) else CARRIED) if is_array(x) else x for x in leaves])
-    diff = [x for x, s in zip(leaves, static) if s is DYNAMIC]
-    carried = [x for x, s in zip(leaves, static) if s is CARRIED]
-    return diff, carried, StaticOutput(treedef, static)
+    other = CARRIED if carry else None
+    static = tuple(
+        [
+            DYNAMIC if is_dynamic(x) else x if other is None or not is_array(x) else other
+            for x in leaves
+        ]
+    )
+    dynamic = [x for x, s in zip(leaves, static) if s is DYNAMIC]
+    if not carry:
+        return dynamic, StaticOutput(treedef, static)
+    return (
+        dynamic,
+        [x for x, s in zip(leaves, static) if s is CARRIED],
+        StaticOutput(treedef, static),
+    )
 
 
 def is_array_or_struct(x: Any) -> bool:

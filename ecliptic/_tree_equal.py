@@ -28,16 +28,14 @@ def _is_zero(tolerance: Any) -> bool:
 
 
 def _is_tolerance(value: Any) -> bool:
-    """What `np.allclose` takes as a tolerance: a real number (bools too, as in Equinox,
-    and negative ones) or a 0-d array of a real dtype."""
+    """What `np.allclose` takes as a tolerance: a real number (bools and negative ones
+    too, as in Equinox) or a 0-d real array."""
     if isinstance(value, (bool, np.bool_)) or is_real(value):
         return True
-    dtype = getattr(value, "dtype", None)
-    return (
-        is_array(value)
-        and np.ndim(value) == 0
-        and (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer))
-    )
+    kind = getattr(value, "dtype", None) if is_array(value) else None
+    if kind is None or np.ndim(value) != 0:
+        return False
+    return jnp.issubdtype(kind, jnp.floating) or jnp.issubdtype(kind, jnp.integer)
 
 
 def _array_equal(a: Any, b: Any, rtol: float, atol: float) -> Any:

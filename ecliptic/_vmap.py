@@ -341,28 +341,13 @@ def make_mapped(
 
 
 class FrozenDict(dict):  # type: ignore[type-arg]
-    """A dict hashed by its items, for dict-valued static fields (axis specs, keywords).
-
-    **Arguments:** as `dict`. **Returns:** the hashable dict.
-
-    ```python
-    hash(FrozenDict(devices=None))
-    ```
-    """
+    """A dict hashed by its items, for dict-valued static fields (axis specs, keywords)."""
 
     def __hash__(self) -> int:  # type: ignore[override]
         return hash(tuple(sorted(self.items(), key=lambda kv: kv[0])))
 
 
 def hashable_spec(spec: Any) -> Any:
-    """An axis spec as a static field can hold it: a dict spec (by parameter name) as a
-    `FrozenDict`, any other spec unchanged.
-
-    **Arguments:** `spec`: an `in_axes`/`out_axes` spec. **Returns:** the hashable spec.
-
-    ```python
-    hashable_spec({"x": 0})
-    ```
-    """
-    # Specs are static fields (hashed into treedefs); dict specs name parameters.
+    """An axis spec as a static field (hashed into treedefs) can hold it: a dict spec (by
+    parameter name) as a `FrozenDict`, any other spec unchanged."""
     return FrozenDict(spec) if isinstance(spec, dict) else spec

@@ -53,15 +53,7 @@ class FunctionWrapper(Module):
     """Base of the callables the filtered transformations return: a Module whose child
     `fun` is the wrapped function. Used as a class attribute, it binds the instance like
     a method, through a `Partial` (a pytree, so the instance's arrays stay visible to
-    other transformations).
-
-    **Arguments:** `fun`, then the subclass's fields. **Returns:** the wrapper.
-
-    ```python
-    class _Twice(FunctionWrapper):
-        def __call__(self, *args): return 2 * self.fun(*args)
-    ```
-    """
+    other transformations)."""
 
     __ecliptic_no_method_wrapping__ = True
     fun: Callable[..., Any]
