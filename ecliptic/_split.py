@@ -338,21 +338,14 @@ def split_output(
     the arrays for which `is_dynamic` holds. With ``carry=True``, the other arrays are
     `CARRIED` (``(dynamic, carried, parts)``; ``parts.unflatten(dynamic, carried)``)."""
     leaves, treedef = jtu.tree_flatten(out)
-    other = CARRIED if carry else None
     static = tuple(
-        [
-            DYNAMIC if is_dynamic(x) else x if other is None or not is_array(x) else other
-            for x in leaves
-        ]
+        [DYNAMIC if is_dynamic(x) else CARRIED if carry and is_array(x) else x for x in leaves]
     )
+    parts = StaticOutput(treedef, static)
     dynamic = [x for x, s in zip(leaves, static) if s is DYNAMIC]
     if not carry:
-        return dynamic, StaticOutput(treedef, static)
-    return (
-        dynamic,
-        [x for x, s in zip(leaves, static) if s is CARRIED],
-        StaticOutput(treedef, static),
-    )
+        return dynamic, parts
+    return dynamic, [x for x, s in zip(leaves, static) if s is CARRIED], parts
 
 
 def is_array_or_struct(x: Any) -> bool:

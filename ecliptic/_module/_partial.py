@@ -65,4 +65,4 @@ class FunctionWrapper(Module):
     def __get__(self, instance: Any, owner: Any = None) -> Any:
         if instance is None:
             return self
-        return bind_partial(self, instance)
+        return bind_partial(self, instance)  # pyright: ignore[reportArgumentType]
