@@ -15,7 +15,6 @@ from ._ad import (
 )
 from ._caches import clear_caches
 from ._callback import filter_pure_callback
-from ._checkpoint import filter_checkpoint
 from ._checkpoint_io import load, load_metadata, save
 from ._closure_convert import filter_closure_convert
 from ._custom_ad import filter_custom_jvp, filter_custom_vjp
@@ -38,6 +37,7 @@ from ._filters import (
     partition,
 )
 from ._jit import filter_jit
+from ._legacy_api import gradf, jitf, value_and_grad_f
 from ._make_jaxpr import filter_make_jaxpr
 from ._model_transforms import (
     DynamicLossScale,
@@ -68,7 +68,7 @@ from ._module import (
 )
 from ._pmap import filter_pmap
 from ._pretty_print import tree_pformat, tree_pprint
-from ._seed_api import gradf, jitf, value_and_grad_f
+from ._remat import filter_checkpoint
 from ._serialisation import (
     CheckpointError,
     default_deserialise_filter_spec,
@@ -96,7 +96,7 @@ from ._summary import Summary, SummaryRow, summary
 from ._tree import tree_at, tree_check, tree_equal, tree_flatten_one_level
 from ._update import apply_updates
 from ._version import __version__
-from ._vmap_pmap import filter_vmap, if_array
+from ._vmap import filter_vmap, if_array
 from .nn._inference import tree_inference
 
 __all__ = [

@@ -3,16 +3,16 @@
 The differentiated inputs are the floating-point (inexact) array leaves; every other leaf
 (integer arrays, Python numbers, functions, static fields, ...) rides along unchanged and
 gets `None` as its derivative. Each call flattens its inputs once, splits the leaves with
-`ecliptic._plumbing`, runs the JAX transformation on the flat list of differentiated
+`ecliptic._split`, runs the JAX transformation on the flat list of differentiated
 arrays and rebuilds the trees. Non-array outputs cross the JAX transformation inside the
-output tree structure (`StaticOutput` / `OutputParts`, pytree nodes without children).
+output tree structure (`StaticOutput`, a pytree node without children).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, overload
 
 import jax
 import jax.numpy as jnp
@@ -20,12 +20,9 @@ import jax.tree_util as jtu
 import numpy as np
 
 from ._ad_utils import (
-    MethodWrapper,
-    OutputParts,
     PerturbationProbe,
     check_scalar,
     describe_leaf_kind,
-    leaf_path,
     merge_none,
     mismatch_message,
     no_inexact_error,
@@ -34,8 +31,17 @@ from ._ad_utils import (
 )
 from ._filters import is_inexact_array, is_inexact_array_like
 from ._messages import short_repr, type_name
-from ._module import Module, field, module_update_wrapper
-from ._plumbing import DYNAMIC, merge, split_by_mask, split_output
+from ._module import FunctionWrapper, Module, field, module_update_wrapper
+from ._split import (
+    DYNAMIC,
+    Decorator,
+    Params,
+    StaticOutput,
+    leaf_path,
+    merge,
+    split_by_mask,
+    split_output,
+)
 
 _flatten = jtu.tree_flatten
 _FLOAT0 = jax.dtypes.float0
@@ -44,16 +50,10 @@ _FLOAT0 = jax.dtypes.float0
 # -- grad / value_and_grad -----------------------------------------------------------------
 
 
-class _GradWrapper(MethodWrapper):
-    __ecliptic_no_method_wrapping__ = True
-    fun: Callable[..., Any]
+class _GradWrapper(FunctionWrapper):
     has_aux: bool = field(static=True)
     with_value: bool = field(static=True)
     gradkwargs: tuple[tuple[str, Any], ...] = field(static=True, default=())
-
-    @property
-    def __wrapped__(self) -> Callable[..., Any]:
-        return self.fun
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         name = "filter_value_and_grad" if self.with_value else "filter_grad"
@@ -102,6 +102,18 @@ def _make_grad(fun: Any, has_aux: bool, with_value: bool, gradkwargs: dict[str, 
     return module_update_wrapper(_GradWrapper(fun, has_aux, with_value, kw), fun)
 
 
+@overload
+def filter_value_and_grad(
+    fun: None = None, *, has_aux: bool = False, **gradkwargs: Any
+) -> Decorator[Params, Any]: ...
+
+
+@overload
+def filter_value_and_grad(
+    fun: Callable[Params, Any], *, has_aux: bool = False, **gradkwargs: Any
+) -> Callable[Params, Any]: ...
+
+
 def filter_value_and_grad(
     fun: Callable[..., Any] | None = None, *, has_aux: bool = False, **gradkwargs: Any
 ) -> Any:
@@ -125,6 +137,18 @@ def filter_value_and_grad(
     ```
     """
     return _make_grad(fun, has_aux, True, gradkwargs)
+
+
+@overload
+def filter_grad(
+    fun: None = None, *, has_aux: bool = False, **gradkwargs: Any
+) -> Decorator[Params, Any]: ...
+
+
+@overload
+def filter_grad(
+    fun: Callable[Params, Any], *, has_aux: bool = False, **gradkwargs: Any
+) -> Callable[Params, Any]: ...
 
 
 def filter_grad(
@@ -273,9 +297,8 @@ def filter_jvp(
         inner, (diff_p, anchor), (diff_t, np.ones((), np.float32))
     )
     # Outputs that do not depend on the differentiated inputs get None, as in Equinox.
-    t_iter = iter([_tangent_or_none(t) if p else None for t, p in zip(t_out, probe.perturbed)])
-    t_tree = out_static.treedef.unflatten(
-        [next(t_iter) if s is DYNAMIC else None for s in out_static.static]
+    t_tree = out_static.fill(
+        [_tangent_or_none(t) if p else None for t, p in zip(t_out, probe.perturbed)]
     )
     return out_static.unflatten(out), t_tree
 
@@ -288,7 +311,7 @@ class _VjpFn(Module):
 
     __ecliptic_no_method_wrapping__ = True
     pullback: Callable[..., Any]
-    parts: OutputParts = field(static=True)
+    parts: StaticOutput = field(static=True)
     out_structs: tuple[Any, ...] = field(static=True)
     in_treedef: Any = field(static=True)
     in_mask: tuple[bool, ...] = field(static=True)
@@ -298,14 +321,14 @@ class _VjpFn(Module):
         try:
             ct_leaves = parts.treedef.flatten_up_to(cotangent)
         except (ValueError, TypeError):
-            expected = parts.rebuild(self.out_structs, None)
+            expected = parts.fill(self.out_structs)
             raise ValueError(
                 mismatch_message("filter_vjp: the cotangent", "output", expected, cotangent)
             ) from None
         structs = iter(self.out_structs)
         cts = []
-        for i, (kind, ct) in enumerate(zip(parts.kinds, ct_leaves)):
-            if kind != "d":
+        for i, (s, ct) in enumerate(zip(parts.static, ct_leaves)):
+            if s is not DYNAMIC:
                 continue
             struct = next(structs)
             if ct is None:
@@ -350,29 +373,23 @@ def filter_vjp(fun: Callable[..., Any], *primals: Any, has_aux: bool = False) ->
     def inner(diff_leaves: list[Any]) -> Any:
         out = fun(*treedef.unflatten(merge(diff_leaves, static)))
         out, aux = unpack_aux(out, "filter_vjp") if has_aux else (out, None)
-        d_out, carry, parts = OutputParts.split(out)
+        d_out, carry, parts = split_output(out, is_inexact_array, carry=True)
         return d_out, (carry, parts, aux)
 
     d_out, pullback, (carry, parts, aux) = jax.vjp(inner, diff, has_aux=True)
     structs = tuple(jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x)) for x in d_out)
     vjp_fn = _VjpFn(pullback, parts, structs, treedef, tuple(mask))
-    out = parts.rebuild(d_out, carry)
+    out = parts.unflatten(d_out, carry)
     return (out, vjp_fn, aux) if has_aux else (out, vjp_fn)
 
 
 # -- jacobians and hessian -----------------------------------------------------------------
 
 
-class _JacWrapper(MethodWrapper):
-    __ecliptic_no_method_wrapping__ = True
-    fun: Callable[..., Any]
+class _JacWrapper(FunctionWrapper):
     has_aux: bool = field(static=True)
     reverse: bool = field(static=True)
     name: str = field(static=True)  # for messages: filter_jacfwd/jacrev/hessian
-
-    @property
-    def __wrapped__(self) -> Callable[..., Any]:
-        return self.fun
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         name = self.name
@@ -382,18 +399,18 @@ class _JacWrapper(MethodWrapper):
         def inner(diff_leaves: list[Any]) -> Any:
             out = fun(treedef.unflatten(merge(diff_leaves, static)), *rest, **kwargs)
             out, aux = unpack_aux(out, name) if has_aux else (out, None)
-            d_out, carry, parts = OutputParts.split(out)
+            d_out, carry, parts = split_output(out, is_inexact_array, carry=True)
             aux_dynamic, aux_static = split_output(aux)
             return d_out, (carry, parts, aux_dynamic, aux_static)
 
         transform = jax.jacrev if self.reverse else jax.jacfwd
         jac, (_, parts, aux_dynamic, aux_static) = transform(inner, has_aux=True)(diff)
         per_output = [treedef.unflatten(merge_none(j, mask)) for j in jac]
-        jac_tree = parts.rebuild(per_output, None)
+        jac_tree = parts.fill(per_output)
         return (jac_tree, aux_static.unflatten(aux_dynamic)) if has_aux else jac_tree
 
 
-def filter_jacfwd(fun: Callable[..., Any], has_aux: bool = False) -> Callable[..., Any]:
+def filter_jacfwd(fun: Callable[Params, Any], has_aux: bool = False) -> Callable[Params, Any]:
     """Jacobian w.r.t. the floating-point arrays of the first argument, by forward mode.
 
     **Arguments:**
@@ -414,7 +431,7 @@ def filter_jacfwd(fun: Callable[..., Any], has_aux: bool = False) -> Callable[..
     return module_update_wrapper(_JacWrapper(fun, has_aux, False, "filter_jacfwd"), fun)
 
 
-def filter_jacrev(fun: Callable[..., Any], has_aux: bool = False) -> Callable[..., Any]:
+def filter_jacrev(fun: Callable[Params, Any], has_aux: bool = False) -> Callable[Params, Any]:
     """Jacobian w.r.t. the floating-point arrays of the first argument, by reverse mode.
 
     **Arguments:** as `filter_jacfwd`.
@@ -429,7 +446,7 @@ def filter_jacrev(fun: Callable[..., Any], has_aux: bool = False) -> Callable[..
     return module_update_wrapper(_JacWrapper(fun, has_aux, True, "filter_jacrev"), fun)
 
 
-def filter_hessian(fun: Callable[..., Any], has_aux: bool = False) -> Callable[..., Any]:
+def filter_hessian(fun: Callable[Params, Any], has_aux: bool = False) -> Callable[Params, Any]:
     """Hessian of a scalar function w.r.t. the floating-point arrays of its first argument.
 
     **Arguments:**

@@ -1,18 +1,16 @@
 """Helpers shared by ecliptic's filtered differentiation transformations.
 
-On top of `ecliptic._plumbing` (split/merge of dynamic and static leaves), the AD-flavoured
-transformations need: an output split three ways (differentiated arrays / other arrays /
-static values) that crosses JAX transformations in the treedef (`OutputParts`), error
-messages that name the first place where a user-supplied tree differs from the expected
-one (`mismatch_message`, `leaf_path`), the shared wording of "nothing to differentiate"
-errors, and the method-binding base class of the transformed-function wrappers.
+On top of `ecliptic._split` (which also splits their outputs three ways: `split_output`
+with ``carry=True``), the AD-flavoured transformations need error messages naming the
+first place where a user-supplied tree differs from the expected one (`mismatch_message`)
+and the shared wording of "nothing to differentiate" errors.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -21,9 +19,8 @@ import jax.tree_util as jtu
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
-from ._filters import is_array, is_inexact_array
+from ._filters import is_array
 from ._messages import short_repr, type_name
-from ._module import Module, Partial
 
 _flatten = jtu.tree_flatten
 
@@ -32,50 +29,6 @@ def merge_none(values: Sequence[Any], mask: Sequence[bool]) -> list[Any]:
     """Leaves where ``mask`` is True come from ``values`` (in order); the rest are None."""
     it = iter(values)
     return [next(it) if m else None for m in mask]
-
-
-class OutputParts:
-    """A function output sorted leaf by leaf into differentiated arrays (``"d"``), other
-    arrays carried through (``"c"``) and static non-array values (``"s"``).
-
-    A pytree node without children: it crosses JAX transformations in the treedef.
-    """
-
-    __slots__ = ("treedef", "kinds", "statics")
-
-    def __init__(self, treedef: Any, kinds: tuple[str, ...], statics: tuple[Any, ...]):
-        self.treedef = treedef
-        self.kinds = kinds
-        self.statics = statics
-
-    @staticmethod
-    def split(
-        tree: Any, is_diff: Callable[[Any], bool] = is_inexact_array
-    ) -> tuple[list[Any], list[Any], OutputParts]:
-        """Flatten ``tree`` once: ``(diff arrays, other arrays, parts)``."""
-        leaves, treedef = _flatten(tree)
-        kinds = tuple(("d" if is_diff(x) else "c") if is_array(x) else "s" for x in leaves)
-        statics = tuple(x if k == "s" else None for k, x in zip(kinds, leaves))
-        diff = [x for x, k in zip(leaves, kinds) if k == "d"]
-        carry = [x for x, k in zip(leaves, kinds) if k == "c"]
-        return diff, carry, OutputParts(treedef, kinds, statics)
-
-    def rebuild(self, diff: Sequence[Any], carry: Sequence[Any] | None) -> Any:
-        """The tree, with ``diff``/``carry`` values at their leaves; ``carry=None`` puts
-        None at carried and static leaves (as a derivative tree wants)."""
-        d, c = iter(diff), iter(carry or ())
-        out = []
-        for kind, static in zip(self.kinds, self.statics):
-            if kind == "d":
-                out.append(next(d))
-            elif carry is None:
-                out.append(None)
-            else:
-                out.append(next(c) if kind == "c" else static)
-        return self.treedef.unflatten(out)
-
-
-jtu.register_pytree_node(OutputParts, lambda p: ((), p), lambda p, _: p)
 
 
 def _one_level(tree: Any) -> tuple[list[tuple[Any, Any]], Any]:
@@ -150,14 +103,6 @@ def _describe_node(node: Any) -> str:
     if isinstance(node, dict):
         return f"a {type_name(node)} with keys {sorted(map(repr, node))}"
     return f"a {type_name(node)} with {len(items)} child(ren)"
-
-
-def leaf_path(treedef: Any, index: int, root: str) -> str:
-    placeholder = treedef.unflatten(list(range(treedef.num_leaves)))
-    for path, leaf in jtu.tree_flatten_with_path(placeholder)[0]:
-        if leaf == index:
-            return root + jtu.keystr(path)
-    return f"{root} leaf #{index}"
 
 
 def unpack_aux(out: Any, name: str) -> tuple[Any, Any]:
@@ -247,18 +192,6 @@ def require_positional(name: str, args: tuple[Any, ...]) -> None:
             f"argument. Functions wrapped with {name} must have their first argument "
             "passed by position, not keyword: it is the argument that is differentiated."
         )
-
-
-class MethodWrapper(Module):
-    """Lets a transformed function decorate a method: ``instance.meth`` binds ``instance``
-    as the first argument (a pytree, so the instance's arrays stay visible)."""
-
-    __ecliptic_no_method_wrapping__ = True
-
-    def __get__(self, instance: Any, owner: Any = None) -> Any:
-        if instance is None:
-            return self
-        return Partial(self, instance)
 
 
 class PerturbationProbe:

@@ -1,12 +1,39 @@
-"""``clear_caches``: drop every compilation and tracing cache, ours and JAX's."""
+"""The one registry of ecliptic's caches, and ``clear_caches``, which empties them all.
+
+Every module-level cache registers the function that empties it (`register_cache`), so
+that `clear_caches` needs to know none of them: it calls every registered function, then
+clears JAX's own caches.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import jax
 
-from ._filters import _array_type_cache
-from ._plumbing import clear_plan_caches
-from ._pmap import clear_pmap_caches
+_Clear = TypeVar("_Clear", bound=Callable[[], object])
+_clear_functions: list[Callable[[], object]] = []
+
+
+def register_cache(clear: _Clear) -> _Clear:
+    """Register a function that empties a cache, for `clear_caches` to call.
+
+    **Arguments:**
+
+    - `clear`: a function of no arguments (e.g. a dict's bound ``clear`` method).
+
+    **Returns:** `clear` itself, so that this also works as a decorator.
+
+    ```python
+    _table: dict = {}
+    register_cache(_table.clear)
+    ```
+    """
+    if not callable(clear):
+        raise TypeError(f"register_cache(clear): clear must be callable; got {clear!r}.")
+    _clear_functions.append(clear)
+    return clear
 
 
 def clear_caches() -> None:
@@ -15,8 +42,11 @@ def clear_caches() -> None:
     Useful to free memory held by compiled executables, or in tests that count traces.
 
     **Returns:** `None`.
+
+    ```python
+    ecliptic.clear_caches()
+    ```
     """
-    _array_type_cache.clear()
-    clear_plan_caches()
-    clear_pmap_caches()
+    for clear in _clear_functions:
+        clear()
     jax.clear_caches()

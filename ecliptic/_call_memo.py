@@ -45,7 +45,7 @@ from typing import Any
 
 from ._filters import is_array
 from ._module import Module
-from ._plumbing import DYNAMIC, CallKey, StaticOutput
+from ._split import DYNAMIC, CallKey, StaticOutput
 
 # Static leaves that may appear in a signature as (type, value): immutable and hashable.
 _SCALARS = frozenset({int, float, bool, complex, str})

@@ -16,10 +16,10 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
-from ._ad_utils import leaf_path, mismatch_message
+from ._ad_utils import mismatch_message
 from ._filters import is_array
 from ._messages import short_repr, type_name
-from ._plumbing import merge, split
+from ._split import is_array_or_struct, leaf_path, merge, same_static, split
 
 _NAME = "filter_pure_callback"
 
@@ -33,21 +33,8 @@ class _ResultTypeError(TypeError, RuntimeError):
     """A callback output of the wrong kind: a TypeError, and the RuntimeError Equinox raises."""
 
 
-def _is_struct(x: Any) -> bool:
-    return is_array(x) or isinstance(x, jax.ShapeDtypeStruct)
-
-
 def _where(r_def: Any, index: int) -> str:
     return leaf_path(r_def, index, "result")
-
-
-def _same(a: Any, b: Any) -> bool:
-    if a is b:
-        return True
-    try:
-        return bool(a == b)
-    except Exception:
-        return False
 
 
 def _host_result(
@@ -67,7 +54,7 @@ def _host_result(
     arrays = []
     for i, (leaf, declared, struct) in enumerate(zip(out_leaves, r_leaves, structs)):
         if struct is None:
-            if not _same(leaf, declared):
+            if not same_static(leaf, declared):
                 raise _ResultValueError(
                     "Callback did not return matching static elements: "
                     f"{_NAME}: the callback returned {short_repr(leaf)} at "
@@ -142,7 +129,7 @@ def filter_pure_callback(
     dynamic, static = split(leaves)
     r_leaves, r_def = jtu.tree_flatten(result_shape_dtypes)
     structs = [
-        jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x)) if _is_struct(x) else None
+        jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x)) if is_array_or_struct(x) else None
         for x in r_leaves
     ]
     failures: list[BaseException] = []

@@ -19,7 +19,7 @@ import numpy as np
 from ._ad_utils import mismatch_message
 from ._messages import short_repr, type_name
 from ._module import Module, field
-from ._plumbing import DYNAMIC, StaticOutput, merge, split, split_output
+from ._split import DYNAMIC, StaticOutput, merge, same_static, split, split_output
 
 _flatten = jtu.tree_flatten
 
@@ -73,7 +73,7 @@ class _ConvertedFunction(Module):
                 )
             )
         for i, (s, expected) in enumerate(zip(static, self.in_static)):
-            if (s is DYNAMIC) != (expected is DYNAMIC) or not _same_static(s, expected):
+            if (s is DYNAMIC) != (expected is DYNAMIC) or not same_static(s, expected):
                 raise ValueError(
                     f"filter_closure_convert: input {_path(treedef, i)} is "
                     f"{_describe(s)}, but the function was converted for "
@@ -113,15 +113,6 @@ class _TrivialClosureConvert(_ConvertedFunction):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self._checked_inputs(args, kwargs)
         return self.fn(*args, **kwargs)
-
-
-def _same_static(a: Any, b: Any) -> bool:
-    if a is b:
-        return True
-    try:
-        return bool(a == b)
-    except Exception:
-        return False
 
 
 def _describe(s: Any) -> str:

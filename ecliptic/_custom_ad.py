@@ -22,10 +22,10 @@ import jax.tree_util as jtu
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
-from ._ad_utils import describe_value, leaf_path, mismatch_message
+from ._ad_utils import describe_value, mismatch_message
 from ._filters import is_array, is_inexact_array
 from ._messages import short_repr
-from ._plumbing import DYNAMIC, StaticOutput, merge, split, split_output
+from ._split import CARRIED, DYNAMIC, StaticOutput, leaf_path, split_output
 
 _flatten = jtu.tree_flatten
 _FLOAT0 = jax.dtypes.float0
@@ -51,40 +51,32 @@ class _Inputs:
     is.
     """
 
-    __slots__ = ("d_def", "o_def", "n_d", "static", "mask", "diff", "nondiff")
+    __slots__ = ("d_def", "n_d", "parts", "diff", "nondiff")
 
     def __init__(self, diff_tree: Any, other_tree: Any):
-        d_leaves, self.d_def = _flatten(diff_tree)
-        o_leaves, self.o_def = _flatten(other_tree)
-        n_d = self.n_d = len(d_leaves)
-        leaves = d_leaves + o_leaves
-        dynamic, self.static = split(leaves)
-        mask = []
-        for i, s in enumerate(self.static):
-            if s is DYNAMIC:
-                mask.append(i < n_d and is_inexact_array(leaves[i]))
-        self.mask = mask
-        self.diff = [x for x, m in zip(dynamic, mask) if m]
-        self.nondiff = [x for x, m in zip(dynamic, mask) if not m]
+        self.d_def = jtu.tree_structure(diff_tree)
+        n_d = self.n_d = self.d_def.num_leaves
+        leaves, treedef = _flatten((diff_tree, other_tree))
+        static = tuple(
+            ((DYNAMIC if i < n_d and is_inexact_array(x) else CARRIED) if is_array(x) else x)
+            for i, x in enumerate(leaves)
+        )
+        self.parts = StaticOutput(treedef, static)
+        self.diff = [x for x, s in zip(leaves, static) if s is DYNAMIC]
+        self.nondiff = [x for x, s in zip(leaves, static) if s is CARRIED]
 
     def rebuild(self, diff: Sequence[Any], nondiff: Sequence[Any]) -> tuple[Any, Any]:
-        d, n = iter(diff), iter(nondiff)
-        leaves = merge([next(d) if m else next(n) for m in self.mask], self.static)
-        n_d = self.n_d
-        return self.d_def.unflatten(leaves[:n_d]), self.o_def.unflatten(leaves[n_d:])
+        return self.parts.unflatten(diff, nondiff)
 
     def like_diff_tree(self, values: Sequence[Any], fill: Any) -> Any:
         """A tree like ``diff_tree``: ``values`` at the differentiable leaves, else ``fill``."""
-        it, m = iter(values), iter(self.mask)
-        out = []
-        for s in self.static[: self.n_d]:
-            out.append(next(it) if s is DYNAMIC and next(m) else fill)
-        return self.d_def.unflatten(out)
+        it = iter(values)
+        static = self.parts.static[: self.n_d]
+        return self.d_def.unflatten([next(it) if s is DYNAMIC else fill for s in static])
 
     def diff_positions(self) -> list[int]:
         """Leaf indices (in ``diff_tree``) of the differentiable leaves, in order."""
-        m = iter(self.mask)
-        return [i for i, s in enumerate(self.static[: self.n_d]) if s is DYNAMIC and next(m)]
+        return [i for i, s in enumerate(self.parts.static) if s is DYNAMIC]
 
 
 class _NondiffArgumentDifferentiated(TypeError, RuntimeError):

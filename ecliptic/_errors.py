@@ -40,6 +40,7 @@ import jax.tree_util as jtu
 import numpy as np
 from jax import lax
 
+from ._checks import is_int
 from ._exceptions import (
     EclipticRuntimeError,
     EclipticTracetimeError,
@@ -318,7 +319,7 @@ def _is_staged(leaf: Any) -> bool:
 
 
 def _check_index(index: Any, num_msgs: int, caller: str) -> Any:
-    if isinstance(index, (int, np.integer)) and not isinstance(index, bool):
+    if is_int(index):
         if not 0 <= index < num_msgs:
             raise ValueError(
                 f"{caller}: `index` must satisfy 0 <= index < len(msgs) = {num_msgs}; got {index}."

@@ -7,24 +7,25 @@ module-level `jax.jit`, so repeated calls with the same structure hit JAX's cach
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.tree_util as jtu
 
-from ._filters import is_array
 from ._messages import short_repr
-from ._plumbing import StaticKey, StaticOutput, merge, split, split_output
+from ._split import (
+    CallKey,
+    StaticOutput,
+    call_and_split,
+    is_array_or_struct,
+    split_call,
+)
 
 
-def _is_struct(x: Any) -> bool:
-    return is_array(x) or isinstance(x, jax.ShapeDtypeStruct)
-
-
-def _body(dynamic: list[Any], key: StaticKey) -> tuple[list[Any], StaticOutput]:
-    fun, args, kwargs = key.unflatten(dynamic)
-    return split_output(fun(*args, **kwargs))
+def _body(dynamic: list[Any], key: CallKey) -> tuple[list[Any], StaticOutput]:
+    # A function of this module's own: JAX keeps its trace caches per function.
+    return call_and_split(dynamic, key)
 
 
 _traced_body = jax.jit(_body, static_argnums=1)
@@ -50,17 +51,9 @@ def filter_eval_shape(fun: Callable[..., Any], *args: Any, **kwargs: Any) -> Any
         raise TypeError(
             f"filter_eval_shape(fun, ...): fun must be callable; got {short_repr(fun)}."
         )
-    leaves, treedef = jtu.tree_flatten((fun, args, kwargs))
-    dynamic, static = split(leaves, _is_struct)
-    try:
-        key = StaticKey(treedef, static, "filter_eval_shape")
-    except TypeError:  # unhashable static leaves: trace without caching
-
-        def closed(dyn: list[Any]) -> tuple[list[Any], StaticOutput]:
-            f, a, k = treedef.unflatten(merge(dyn, static))
-            return split_output(f(*a, **k))
-
-        out, out_static = jax.eval_shape(closed, dynamic)
-    else:
+    dynamic, key = split_call((fun, args, kwargs), is_array_or_struct, strict=False)
+    if key.hashable:
         out, out_static = _traced_body.eval_shape(dynamic, key)
+    else:  # unhashable static leaves: trace without caching
+        out, out_static = jax.eval_shape(functools.partial(_body, key=key), dynamic)
     return out_static.unflatten(out)

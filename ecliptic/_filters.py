@@ -15,12 +15,15 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
+from ._caches import register_cache
+
 _ARRAY_TYPES = (jax.Array, np.ndarray, np.generic)
 _SCALAR_TYPES = (bool, int, float, complex)
 
 # type -> is_array; caching by concrete type makes the hot path (every filter_jit call) one
 # dict lookup per leaf instead of an ABC isinstance check.
 _array_type_cache: dict[type, bool] = {}
+register_cache(_array_type_cache.clear)
 
 
 class _FilterSpecError(TypeError, ValueError):
@@ -138,7 +141,7 @@ def _check_is_leaf(is_leaf: Any, caller: str) -> None:
         raise TypeError(f"{caller}(is_leaf=...) must be None or a callable; got {is_leaf!r}.")
 
 
-def _resolve_mask(
+def resolve_mask(
     pytree: Any, filter_spec: Any, is_leaf: Callable[[Any], bool] | None, caller: str = "filter"
 ) -> Any:
     """A tree like ``pytree`` with a bool at each leaf: what the spec says of that leaf."""
@@ -205,7 +208,7 @@ def filter(
     params = ecliptic.filter(model, ecliptic.is_array)
     ```
     """
-    mask = _resolve_mask(pytree, filter_spec, is_leaf)
+    mask = resolve_mask(pytree, filter_spec, is_leaf)
     keep = (lambda m: not m) if inverse else bool
     return jtu.tree_map(lambda m, x: x if keep(m) else replace, mask, pytree, is_leaf=is_leaf)
 
@@ -229,7 +232,7 @@ def partition(
     model = ecliptic.combine(params, static)
     ```
     """
-    mask = _resolve_mask(pytree, filter_spec, is_leaf, "partition")
+    mask = resolve_mask(pytree, filter_spec, is_leaf, "partition")
     left = jtu.tree_map(lambda m, x: x if m else replace, mask, pytree, is_leaf=is_leaf)
     right = jtu.tree_map(lambda m, x: replace if m else x, mask, pytree, is_leaf=is_leaf)
     return left, right

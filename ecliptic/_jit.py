@@ -16,7 +16,7 @@ import functools
 import inspect
 import warnings
 from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from typing import Any, overload
 
 import jax
 import jax.tree_util as jtu
@@ -25,82 +25,44 @@ from ._call_memo import CallMemo
 from ._exceptions import reraise_runtime_error
 from ._filters import is_array
 from ._messages import short_repr
-from ._module import Module, bind_partial, field, module_update_wrapper
-from ._plumbing import (
-    DYNAMIC,
+from ._module import FunctionWrapper, field, module_update_wrapper
+from ._split import (
     CallKey,
-    StaticKey,
+    Decorator,
+    DonationKey,
+    Params,
+    Result,
     StaticOutput,
+    call_and_split,
+    donation_call,
     plan_for,
-    split,
-    split_output,
+    split_call,
     unhashable_error,
     untraceable_array_error,
 )
 
-_F = TypeVar("_F", bound=Callable[..., Any])
 _DONATE_MODES = ("none", "all", "all-except-first", "warn", "warn-except-first")
 _FORBIDDEN_JIT_KWARGS = ("static_argnums", "static_argnames", "donate_argnums", "donate_argnames")
 _flatten = jtu.tree_flatten
 
 
-def _body(dynamic: list[Any], key: CallKey | StaticKey) -> tuple[list[Any], StaticOutput]:
-    fun, args, kwargs = key.unflatten(dynamic)
-    return split_output(fun(*args, **kwargs))
+def _body(dynamic: list[Any], key: CallKey) -> tuple[list[Any], StaticOutput]:
+    # A function of this module's own: JAX keeps its trace caches per function.
+    return call_and_split(dynamic, key)
 
 
 def _body_donating(
-    kept: list[Any], donated: list[Any], key: StaticKey
+    kept: list[Any], donated: list[Any], key: DonationKey
 ) -> tuple[list[Any], StaticOutput]:
-    return _body(_interleave(kept, donated, key), key)  # pyright: ignore[reportArgumentType]
+    return _body(key.interleave(kept, donated), key)
 
 
-def _interleave(kept: list[Any], donated: list[Any], key: _DonationKey) -> list[Any]:
-    start, stop = key.kept_leaves
-    dynamic = []
-    kept_iter, donated_iter = iter(kept), iter(donated)
-    for i, s in enumerate(key.static):
-        if s is DYNAMIC:
-            dynamic.append(next(kept_iter) if start <= i < stop else next(donated_iter))
-    return dynamic
-
-
-class _DonationKey(StaticKey):
-    """A `StaticKey` that also records which leaves are not donated: those with index in
-    ``range(*kept_leaves)``."""
-
-    __slots__ = ("kept_leaves",)
-
-    def __init__(self, treedef: Any, static: tuple[Any, ...], kept_leaves: tuple[int, int]):
-        super().__init__(treedef, static, "filter_jit")
-        self.kept_leaves = kept_leaves
-        self._hash = hash((self._hash, kept_leaves))
-
-    def __eq__(self, other: Any) -> bool:
-        return self is other or (
-            type(other) is _DonationKey
-            and self._hash == other._hash
-            and self.kept_leaves == other.kept_leaves
-            and self.types == other.types
-            and self.treedef == other.treedef
-            and self.static == other.static
-        )
-
-    __hash__ = StaticKey.__hash__
-
-
-class _JitWrapper(Module):
+class _JitWrapper(FunctionWrapper):
     """The callable that `filter_jit` returns. A pytree: ``fun`` is its child."""
 
-    __ecliptic_no_method_wrapping__ = True
-    fun: Callable[..., Any]
     donate: str = field(static=True)
     jitted: Any = field(static=True)
     memo: CallMemo = field(static=True)
-
-    @property
-    def __wrapped__(self) -> Callable[..., Any]:
-        return self.fun
 
     @property
     def fn(self) -> Callable[..., Any]:
@@ -109,17 +71,10 @@ class _JitWrapper(Module):
 
     def _prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
         """The positional arguments for ``self.jitted`` (the static key last)."""
-        leaves, treedef = _flatten((self.fun, args, kwargs))
         if self.donate == "none":
-            plan = plan_for(leaves)
-            return plan.take_dynamic(leaves), CallKey(treedef, plan, plan.take_static(leaves))
-        _, static = split(leaves)
-        start, stop = kept = undonated_range(self.donate, self.fun, args)
-        kept_values, donated = [], []
-        for i, (x, s) in enumerate(zip(leaves, static)):
-            if s is DYNAMIC:
-                (kept_values if start <= i < stop else donated).append(x)
-        return kept_values, donated, _DonationKey(treedef, static, kept)
+            return split_call((self.fun, args, kwargs))
+        kept = undonated_range(self.donate, self.fun, args)
+        return donation_call((self.fun, args, kwargs), kept)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.donate == "none":
@@ -135,7 +90,7 @@ class _JitWrapper(Module):
             try:
                 out, out_static = self.jitted(dynamic, key)
             except Exception as e:
-                _reraise_clearly(e, key.treedef, key._marked_static(), (fun, args, kwargs))
+                _reraise_clearly(e, key, (fun, args, kwargs))
                 raise
             result = out_static.unflatten(out)
             if hit is None:
@@ -151,18 +106,11 @@ class _JitWrapper(Module):
                 out, out_static = self.jitted(*call_args)
             except Exception as e:
                 key = call_args[-1]
-                _reraise_clearly(e, key.treedef, key.static, (self.fun, args, kwargs))
+                _reraise_clearly(e, key, (self.fun, args, kwargs))
                 raise
         return out_static.unflatten(out)
 
-    def __get__(self, instance: Any, owner: Any = None) -> Any:
-        if instance is None:
-            return self
-        # A pytree, so that a transformed method passed on to other transformations
-        # keeps its instance's arrays visible.
-        return bind_partial(self, instance)
-
-    def lower(self, *args: Any, **kwargs: Any) -> _Lowered:
+    def lower(self, *args: Any, **kwargs: Any) -> Staged:
         """Lower for these arguments ahead of time (`jax.jit(...).lower` for filter_jit).
 
         **Returns:** an object with `.compile()`, `.as_text()` and the rest of
@@ -170,8 +118,34 @@ class _JitWrapper(Module):
         (static ones included) as the wrapper itself.
         """
         call_args = self._prepare(args, kwargs)
-        lowered = self.jitted.lower(*call_args)
-        return _Lowered(lowered, self, _signature(args, kwargs), call_args[-1])
+        check = functools.partial(self._call_compiled, _signature(args, kwargs), call_args[-1])
+        return Staged(self.jitted.lower(*call_args), check)
+
+    def _call_compiled(
+        self,
+        signature: list[tuple[str, str]],
+        lowered_key: Any,
+        compiled: Any,
+        args: Any,
+        kwargs: Any,
+    ) -> Any:
+        """Call an ahead-of-time compiled `compiled` with the wrapper's arguments."""
+        *call_args, key = self._prepare(args, kwargs)
+        if key != lowered_key:  # the static half is baked into the executable
+            raise _aot_mismatch(signature, args, kwargs) or TypeError(
+                "filter_jit(...).lower(...).compile(): called with different static "
+                "arguments than it was lowered for; lower again for new ones."
+            )
+        try:
+            out, out_static = compiled(*call_args)
+        except Exception as e:
+            reraise_runtime_error(e)
+            if isinstance(e, TypeError):
+                clear = _aot_mismatch(signature, args, kwargs)
+                if clear is not None:
+                    raise clear from None
+            raise
+        return out_static.unflatten(out)
 
     def trace(self, *args: Any, **kwargs: Any) -> Any:
         """`jax.jit(...).trace` for the filtered call."""
@@ -195,13 +169,11 @@ def check_donate(name: str, donate: Any) -> None:
         raise ValueError(f"{name}(donate=...) must be one of {_DONATE_MODES}; got {donate!r}.")
 
 
-def _reraise_clearly(
-    error: Exception, treedef: Any, static: tuple[Any, ...], call: tuple[Any, Any, Any]
-) -> None:
+def _reraise_clearly(error: Exception, key: CallKey, call: tuple[Any, Any, Any]) -> None:
     """Turn errors from inside the compiled call into ecliptic's own, clear ones."""
     reraise_runtime_error(error)
     if isinstance(error, ValueError) and "static arguments should be comparable" in str(error):
-        raise unhashable_error(treedef, static, "filter_jit") from None
+        raise unhashable_error(key.treedef, key.marked_static(), "filter_jit") from None
     if isinstance(error, TypeError):
         clear = untraceable_array_error(call, "filter_jit")
         if clear is not None:
@@ -240,52 +212,34 @@ def _aot_mismatch(lowered: list[tuple[str, str]], args: Any, kwargs: Any) -> Typ
     )
 
 
-class _Lowered:
-    def __init__(
-        self, lowered: Any, wrapper: _JitWrapper, signature: list[tuple[str, str]], key: Any
-    ):
-        self._lowered = lowered
-        self._wrapper = wrapper
-        self._signature = signature
-        self._key = key
+class Staged:
+    """A lowered or compiled filtered transformation: JAX's stage object (`.as_text()`,
+    `.cost_analysis()`, ...), whose `.compile()` gives another `Staged` that is called
+    with the same arguments as the wrapper it came from.
 
-    def compile(self, *args: Any, **kwargs: Any) -> _Compiled:
-        compiled = self._lowered.compile(*args, **kwargs)
-        return _Compiled(compiled, self._wrapper, self._signature, self._key)
+    **Arguments:**
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._lowered, name)
+    - `stage`: the `jax.stages.Lowered` or `jax.stages.Compiled`.
+    - `call`: ``call(compiled, args, kwargs)`` runs a compiled stage for a wrapper call.
 
+    ```python
+    compiled = ecliptic.filter_jit(f).lower(x).compile()
+    compiled(x)
+    ```
+    """
 
-class _Compiled:
-    def __init__(
-        self, compiled: Any, wrapper: _JitWrapper, signature: list[tuple[str, str]], key: Any
-    ):
-        self._compiled = compiled
-        self._wrapper = wrapper
-        self._signature = signature
-        self._key = key
+    def __init__(self, stage: Any, call: Callable[[Any, Any, Any], Any]):
+        self._stage = stage
+        self._call = call
+
+    def compile(self, *args: Any, **kwargs: Any) -> Staged:
+        return Staged(self._stage.compile(*args, **kwargs), self._call)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        *call_args, key = self._wrapper._prepare(args, kwargs)
-        if key != self._key:  # the static half is baked into the executable
-            raise _aot_mismatch(self._signature, args, kwargs) or TypeError(
-                "filter_jit(...).lower(...).compile(): called with different static "
-                "arguments than it was lowered for; lower again for new ones."
-            )
-        try:
-            out, out_static = self._compiled(*call_args)
-        except Exception as e:
-            reraise_runtime_error(e)
-            if isinstance(e, TypeError):
-                clear = _aot_mismatch(self._signature, args, kwargs)
-                if clear is not None:
-                    raise clear from None
-            raise
-        return out_static.unflatten(out)
+        return self._call(self._stage, args, kwargs)
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._compiled, name)
+        return getattr(self._stage, name)
 
 
 @functools.lru_cache(maxsize=1)
@@ -304,11 +258,15 @@ def _check_jit_kwargs(jitkwargs: dict[str, Any]) -> None:
 
 
 @overload
-def filter_jit(*, donate: str = "none", **jitkwargs: Any) -> Callable[[_F], _F]: ...
+def filter_jit(
+    fun: None = None, *, donate: str = "none", **jitkwargs: Any
+) -> Decorator[Params, Result]: ...
 
 
 @overload
-def filter_jit(fun: _F, *, donate: str = "none", **jitkwargs: Any) -> _F: ...
+def filter_jit(
+    fun: Callable[Params, Result], *, donate: str = "none", **jitkwargs: Any
+) -> Callable[Params, Result]: ...
 
 
 def filter_jit(fun: Any = None, *, donate: str = "none", **jitkwargs: Any) -> Any:

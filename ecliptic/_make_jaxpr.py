@@ -9,13 +9,8 @@ from typing import Any
 import jax
 import jax.tree_util as jtu
 
-from ._filters import is_array
 from ._messages import short_repr
-from ._plumbing import DYNAMIC, merge, split, split_output
-
-
-def _is_struct(x: Any) -> bool:
-    return is_array(x) or isinstance(x, jax.ShapeDtypeStruct)
+from ._split import DYNAMIC, is_array_or_struct, merge, split, split_output
 
 
 def filter_make_jaxpr(
@@ -47,19 +42,17 @@ def filter_make_jaxpr(
     @functools.wraps(fun)
     def make_jaxpr(*args: Any, **kwargs: Any) -> tuple[Any, Any, Any]:
         leaves, treedef = jtu.tree_flatten((args, kwargs))
-        dynamic, static = split(leaves, _is_struct)
+        dynamic, static = split(leaves, is_array_or_struct)
 
         def flat_fun(*dynamic_in: Any) -> Any:
             a, k = treedef.unflatten(merge(dynamic_in, static))
             return split_output(fun(*a, **k))
 
         closed, (structs, out_static) = jax.make_jaxpr(flat_fun, return_shape=True)(*dynamic)
-        it = iter(structs)
-        kinds = out_static.static
-        out_struct = out_static.treedef.unflatten(
-            [next(it) if s is DYNAMIC else None for s in kinds]
+        out_struct = out_static.fill(structs)
+        out_rest = out_static.treedef.unflatten(
+            [None if s is DYNAMIC else s for s in out_static.static]
         )
-        out_rest = out_static.treedef.unflatten([None if s is DYNAMIC else s for s in kinds])
         return closed, out_struct, out_rest
 
     return make_jaxpr

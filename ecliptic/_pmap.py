@@ -24,24 +24,23 @@ import functools
 import warnings
 import weakref
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, overload
 
 import jax
 import jax.tree_util as jtu
 import numpy as np
 
-from ._filters import is_array
-from ._jit import _DonationKey, _interleave, check_donate, undonated_range
-from ._module import Module, bind_partial, field, module_update_wrapper
-from ._plumbing import DYNAMIC, merge, unhashable_error
-from ._vmap_pmap import (
-    _FrozenDict,
-    _hashable_spec,
-    _named_in_axes,
+from ._caches import register_cache
+from ._jit import Staged, check_donate, undonated_range
+from ._module import FunctionWrapper, field
+from ._split import Decorator, DonationKey, Params, Result, plan_for
+from ._vmap import (
+    FrozenDict,
     batch_size,
-    check_axis_size,
     if_array,
+    make_mapped,
     merge_batched_output,
+    named_in_axes,
     reject_keywords,
     resolve_axes,
     split_batched_output,
@@ -52,23 +51,17 @@ _WHAT = "filter_pmap"
 _MAP_LEADING_AXIS = if_array(0)
 
 
-class _PmappedCache:
-    """Per-wrapper cache ``(kept axes, donated axes, placeholder?) -> _PmapPlan``.
+class _PmappedCache(dict):  # type: ignore[type-arg]
+    """Per-wrapper ``(kept axes, donated axes, placeholder?) -> _PmapPlan``; hashed and
+    compared by identity, so that a wrapper stays a valid (static) pytree."""
 
-    Hashed and compared by identity, so that a wrapper stays a valid (static) pytree.
-    """
-
-    __slots__ = ("entries",)
-
-    def __init__(self) -> None:
-        self.entries: dict[Any, _PmapPlan] = {}
+    __hash__ = object.__hash__  # type: ignore[assignment]
+    __eq__ = object.__eq__  # type: ignore[assignment]
 
 
-class _PmapWrapper(Module):
+class _PmapWrapper(FunctionWrapper):
     """The callable that `filter_pmap` returns. A pytree: ``fun`` is its child."""
 
-    __ecliptic_no_method_wrapping__ = True
-    fun: Callable[..., Any]
     in_axes: Any = field(static=True)
     out_axes: Any = field(static=True)
     axis_name: Hashable | None = field(static=True)
@@ -77,16 +70,12 @@ class _PmapWrapper(Module):
     pmap_kwargs: dict[str, Any] = field(static=True)
     cache: _PmappedCache = field(static=True)
 
-    @property
-    def __wrapped__(self) -> Callable[..., Any]:
-        return self.fun
-
     def _prepare(
         self, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[_PmapPlan, tuple[Any, ...], int]:
         """``(plan, positional arguments of its pmapped body (static key last), size)``."""
         reject_keywords(kwargs, "filter_pmap")
-        in_axes = _named_in_axes(self.fun, self.in_axes, len(args))
+        in_axes = named_in_axes(self.fun, self.in_axes, len(args))
         arg_leaves, arg_treedef, arg_axes = resolve_axes(in_axes, args, "filter_pmap(in_axes=...)")
         size = batch_size(arg_leaves, arg_axes, arg_treedef, self.axis_size, _WHAT)
         self._check_devices(size)
@@ -96,42 +85,31 @@ class _PmapWrapper(Module):
         treedef = jtu.treedef_tuple([fun_treedef, arg_treedef])
 
         # Arrays are dynamic (mapped or broadcast); everything else is static.
-        mask = [is_array(leaf) for leaf in leaves]
-        static = tuple(DYNAMIC if m else leaf for leaf, m in zip(leaves, mask))
-        dynamic_index = [i for i, m in enumerate(mask) if m]
-        dynamic = [leaves[i] for i in dynamic_index]
+        plan = plan_for(leaves)
         # jax.pmap wants non-negative in_axes.
         dynamic_axes = [
-            axes[i] if axes[i] is None or axes[i] >= 0 else axes[i] + leaves[i].ndim  # pyright: ignore[reportOperatorIssue]
-            for i in dynamic_index
+            axis if axis is None or axis >= 0 else axis + leaf.ndim
+            for leaf, axis in zip(plan.take_dynamic(leaves), plan.take_dynamic(axes))
         ]
-
         # Leaves in range(start, stop) are not donated.
         kept_range = (0, len(leaves))
         if self.donate != "none":
             kept_range = undonated_range(self.donate, self.fun, args)
-        start, stop = kept_range
-        kept = [i for i, leaf_index in enumerate(dynamic_index) if start <= leaf_index < stop]
-        donated = [i for i, j in enumerate(dynamic_index) if not start <= j < stop]
-        kept_leaves = [dynamic[i] for i in kept]
-        kept_axes = [dynamic_axes[i] for i in kept]
+        key = DonationKey(treedef, plan, plan.take_static(leaves), kept_range, _WHAT)
+        kept_leaves, donated = key.split_donated(plan.take_dynamic(leaves))
+        kept_axes, donated_axes = key.split_donated(dynamic_axes)
         # jax.pmap needs one mapped input to know the axis size: when no input is mapped
         # (axis_size=...), pass an empty placeholder of shape (size, 0).
         placeholder = all(axis is None for axis in dynamic_axes)
         if placeholder:
             kept_leaves.insert(0, np.zeros((size, 0), np.bool_))
             kept_axes.insert(0, 0)
-        try:
-            hash(static)
-        except TypeError:
-            raise unhashable_error(treedef, static, _WHAT) from None
-        key = _DonationKey(treedef, static, kept_range)
-        call_args = (kept_leaves, [dynamic[i] for i in donated], key)
-        cache_key = (tuple(kept_axes), tuple(dynamic_axes[i] for i in donated), placeholder)
-        plan = self.cache.entries.get(cache_key)
+        call_args = (kept_leaves, donated, key)
+        cache_key = (tuple(kept_axes), tuple(donated_axes), placeholder)
+        plan = self.cache.get(cache_key)
         if plan is None:
             plan = self._plan(*cache_key)
-            self.cache.entries[cache_key] = plan
+            self.cache[cache_key] = plan
         return plan, call_args, size
 
     def _plan(
@@ -180,7 +158,7 @@ class _PmapWrapper(Module):
                 warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
             return self._finish(pmapped(*call_args))
 
-    def lower(self, *args: Any, **kwargs: Any) -> _PmapLowered:
+    def lower(self, *args: Any, **kwargs: Any) -> Staged:
         """Lower for these arguments ahead of time (`jax.pmap(...).lower` for filter_pmap).
 
         **Arguments:** the same as a call of the wrapper.
@@ -195,13 +173,12 @@ class _PmapWrapper(Module):
         ```
         """
         plan, call_args, size = self._prepare(args, kwargs)
-        return _PmapLowered(plan.pmapped_for(call_args, size).lower(*call_args), self)
+        return Staged(plan.pmapped_for(call_args, size).lower(*call_args), self._call_compiled)
 
-    def __get__(self, instance: Any, owner: Any = None) -> Any:
-        if instance is None:
-            return self
-        # A pytree, so that a transformed method keeps its instance's arrays visible.
-        return bind_partial(self, instance)
+    def _call_compiled(self, compiled: Any, args: Any, kwargs: Any) -> Any:
+        """Call an ahead-of-time compiled `compiled` with the wrapper's arguments."""
+        _, call_args, _ = self._prepare(args, kwargs)
+        return self._finish(compiled(*call_args[:-1]))
 
 
 # Abstract evaluations one plan remembers (oldest dropped first); JAX's own trace caches
@@ -276,16 +253,16 @@ class _PmapPlan:
         return pmapped
 
     def _body(
-        self, kept: list[Any], donated: list[Any], key: _DonationKey
+        self, kept: list[Any], donated: list[Any], key: DonationKey
     ) -> tuple[list[Any], list[Any], Any]:
         """The per-device function: rebuild ``(fun, args)``, call, split the output."""
         if self.placeholder:
             kept = kept[1:]
-        fun, args = key.treedef.unflatten(merge(_interleave(kept, donated, key), key.static))
+        fun, args = key.unflatten(key.interleave(kept, donated))
         return split_batched_output(fun(*args), self.out_axes, "filter_pmap")
 
     def _output_axes(
-        self, kept: list[Any], donated: list[Any], key: _DonationKey, size: int
+        self, kept: list[Any], donated: list[Any], key: DonationKey, size: int
     ) -> tuple[int, ...]:
         """Trace the function once abstractly, across ``size`` devices (a `jax.vmap`, so
         that collectives on ``axis_name`` work), and return where each output array's
@@ -309,7 +286,7 @@ class _PmapPlan:
         """The `jax.pmap` of the body for these output axes: jax.pmap puts each output's
         device axis in place, so the outputs are returned without moving an axis."""
 
-        def body(kept: list[Any], donated: list[Any], key: _DonationKey) -> Any:
+        def body(kept: list[Any], donated: list[Any], key: DonationKey) -> Any:
             batched, unbatched, info = self._body(kept, donated, key)
             if len(batched) != len(out_axes):
                 raise RuntimeError(
@@ -335,6 +312,7 @@ class _PmapPlan:
 _shared_plan = functools.lru_cache(maxsize=512)(_PmapPlan)
 
 
+@register_cache
 def clear_pmap_caches() -> None:
     """Forget every plan's abstract evaluations and pmapped bodies (`clear_caches`)."""
     _shared_plan.cache_clear()
@@ -343,29 +321,12 @@ def clear_pmap_caches() -> None:
         plan.pmapped.clear()
 
 
-class _PmapLowered:
-    def __init__(self, lowered: Any, wrapper: _PmapWrapper):
-        self._lowered = lowered
-        self._wrapper = wrapper
-
-    def compile(self, *args: Any, **kwargs: Any) -> _PmapCompiled:
-        return _PmapCompiled(self._lowered.compile(*args, **kwargs), self._wrapper)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._lowered, name)
+@overload
+def filter_pmap(fun: None = None, **kwargs: Any) -> Decorator[Params, Result]: ...
 
 
-class _PmapCompiled:
-    def __init__(self, compiled: Any, wrapper: _PmapWrapper):
-        self._compiled = compiled
-        self._wrapper = wrapper
-
-    def __call__(self, *args: Any) -> Any:
-        _, call_args, _ = self._wrapper._prepare(args, {})
-        return self._wrapper._finish(self._compiled(*call_args[:-1]))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._compiled, name)
+@overload
+def filter_pmap(fun: Callable[Params, Result], **kwargs: Any) -> Callable[Params, Result]: ...
 
 
 def filter_pmap(
@@ -422,8 +383,6 @@ def filter_pmap(
             donate=donate,
             **pmapkwargs,
         )
-    if not callable(fun):
-        raise TypeError(f"filter_pmap(fun): fun must be callable; got {fun!r}.")
     check_donate("filter_pmap", donate)
     for name in _FORBIDDEN_PMAP_KWARGS:
         if name in pmapkwargs:
@@ -431,17 +390,17 @@ def filter_pmap(
                 f"filter_pmap does not take {name} as a jax.pmap keyword: non-arrays are "
                 "static automatically, and donation is chosen with donate=..."
             )
-    check_axis_size("filter_pmap", axis_size)
     if "devices" in pmapkwargs and pmapkwargs["devices"] is not None:
         pmapkwargs["devices"] = tuple(pmapkwargs["devices"])
-    wrapper = _PmapWrapper(
-        fun=fun,
-        in_axes=_hashable_spec(in_axes),
-        out_axes=_hashable_spec(out_axes),
-        axis_name=axis_name,
-        axis_size=axis_size,
+    return make_mapped(
+        "filter_pmap",
+        _PmapWrapper,
+        fun,
+        in_axes,
+        out_axes,
+        axis_name,
+        axis_size,
         donate=donate,
-        pmap_kwargs=_FrozenDict(pmapkwargs),
+        pmap_kwargs=FrozenDict(pmapkwargs),
         cache=_PmappedCache(),
     )
-    return module_update_wrapper(wrapper, fun)

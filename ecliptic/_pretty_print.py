@@ -19,7 +19,8 @@ import jax
 import jax.tree_util as jtu
 import numpy as np
 
-from ._messages import type_name
+from ._checks import is_int
+from ._messages import short_dtype, type_name
 
 
 class _Text:
@@ -163,18 +164,13 @@ def _column_after(text: str, column: int) -> int:
 
 
 def _array_summary(shape: tuple[int, ...], dtype_name: str, kind: str | None) -> str:
-    short = dtype_name
-    for long, abbreviation in (("float", "f"), ("uint", "u"), ("int", "i"), ("complex", "c")):
-        short = short.replace(long, abbreviation)
-    text = f"{short}[{','.join(str(d) for d in shape)}]"
+    text = f"{short_dtype(dtype_name)}[{','.join(str(d) for d in shape)}]"
     return text if kind is None else f"{text}({kind})"
 
 
 def _jax_array_summary(x: Any) -> str:
-    name = x.dtype.name
-    if getattr(x, "weak_type", False):
-        name = f"weak_{name}"
-    return _array_summary(x.shape, name, None)
+    text = _array_summary(x.shape, x.dtype.name, None)
+    return f"weak_{text}" if getattr(x, "weak_type", False) else text
 
 
 def _is_wrapped_callable(x: Any) -> bool:
@@ -348,9 +344,9 @@ def tree_pformat(
     # "{'w': f32[3,4], 'act': <function relu>}"
     ```
     """
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+    if not is_int(width) or width < 1:
         raise ValueError(f"tree_pformat(width=...) must be a positive int; got {width!r}.")
-    if isinstance(indent, bool) or not isinstance(indent, int) or indent < 0:
+    if not is_int(indent) or indent < 0:
         raise ValueError(f"tree_pformat(indent=...) must be an int >= 0; got {indent!r}.")
     if not callable(truncate_leaf):
         raise TypeError(

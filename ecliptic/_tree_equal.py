@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
+from ._checks import is_real
 from ._filters import is_array
 from ._messages import short_repr
 
@@ -21,15 +22,32 @@ def _is_numpy(x: Any) -> bool:
     return isinstance(x, (np.ndarray, np.generic))
 
 
+def _is_zero(tolerance: Any) -> bool:
+    """A tolerance that asks for exact equality: a Python or NumPy zero (not an array)."""
+    return isinstance(tolerance, (int, float, np.number)) and tolerance == 0
+
+
+def _is_tolerance(value: Any) -> bool:
+    """What `np.allclose` takes as a tolerance: a real number (bools and negative ones
+    too, as in Equinox) or a 0-d real array."""
+    if isinstance(value, (bool, np.bool_)) or is_real(value):
+        return True
+    kind = getattr(value, "dtype", None) if is_array(value) else None
+    if kind is None or np.ndim(value) != 0:
+        return False
+    return jnp.issubdtype(kind, jnp.floating) or jnp.issubdtype(kind, jnp.integer)
+
+
 def _array_equal(a: Any, b: Any, rtol: float, atol: float) -> Any:
     """True/False for concrete arrays, a traced bool for tracers. Shapes/dtypes match."""
     if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
         a, b = jax.random.key_data(a), jax.random.key_data(b)
-    exact = (rtol == 0 and atol == 0) or not np.issubdtype(a.dtype, np.number)
-    if _is_traced(a) or _is_traced(b):
-        if exact:
-            return jnp.all(a == b)
-        return jnp.all(jnp.abs(a - b) <= atol + rtol * jnp.abs(b))
+    exact = (_is_zero(rtol) and _is_zero(atol)) or not np.issubdtype(a.dtype, np.number)
+    if exact and (_is_traced(a) or _is_traced(b)):
+        return jnp.all(a == b)
+    if not exact and any(map(_is_traced, (a, b, rtol, atol))):
+        # `allclose` also counts exactly equal values as close (negative tolerances).
+        return jnp.allclose(a, b, rtol=rtol, atol=atol)
     # Concrete values are compared on the host: no compilation per shape.
     involves_jax = not (_is_numpy(a) and _is_numpy(b))
     a, b = np.asarray(a), np.asarray(b)
@@ -79,7 +97,8 @@ def tree_equal(
     - `typematch`: if `True`, leaves must also have the same type (for arrays: both NumPy
         or both JAX), so `1 != 1.0` and `np.ones(2) != jnp.ones(2)`.
     - `rtol`, `atol`: tolerances for comparing numeric array values,
-        `|a - b| <= atol + rtol * |b|`. Exact comparison by default.
+        `|a - b| <= atol + rtol * |b|` (or exactly equal, as `np.allclose` decides, so
+        negative tolerances are accepted). Exact comparison by default.
 
     **Returns:** as in Equinox: a Python `bool` when no JAX array values had to be
     compared (only NumPy arrays and other leaves), or when the answer is already `False`
@@ -95,10 +114,8 @@ def tree_equal(
     if not pytrees:
         raise TypeError("tree_equal() needs at least one pytree; got none.")
     for name, value in (("rtol", rtol), ("atol", atol)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise ValueError(
-                f"tree_equal({name}=...) must be a non-negative number; got {short_repr(value)}."
-            )
+        if not _is_tolerance(value):
+            raise ValueError(f"tree_equal({name}=...) must be a number; got {short_repr(value)}.")
     first_leaves, first_treedef = jtu.tree_flatten(pytrees[0])
     array_results: list[Any] = []
     for other in pytrees[1:]:

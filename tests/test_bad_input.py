@@ -443,16 +443,10 @@ TREE_CASES = [
         r"tree_equal\(\) needs at least one pytree",
     ),
     misuse(
-        "tree_equal/negative-rtol",
-        lambda: ec.tree_equal(TREE, TREE, rtol=-1),
-        ValueError,
-        r"tree_equal\(rtol=\.\.\.\) must be a non-negative number; got -1",
-    ),
-    misuse(
         "tree_equal/atol-not-a-number",
         lambda: ec.tree_equal(TREE, TREE, atol="a"),
         ValueError,
-        r"tree_equal\(atol=\.\.\.\) must be a non-negative number; got 'a'",
+        r"tree_equal\(atol=\.\.\.\) must be a number; got 'a'",
     ),
     misuse(
         "tree_check/duplicate-node",

@@ -1,6 +1,7 @@
 """Methods and callables on Modules: what a class' `__dict__` holds, assigning bound
 methods or JAX-transformed Modules to fields, arrays in static fields, `Partial[...]`."""
 
+import inspect
 import types
 import warnings
 from collections.abc import Callable
@@ -142,3 +143,33 @@ def test_function_valued_field_default_is_not_a_method():
         assert model.act(1) == 2
     assert Hand().other(2) == 3
     assert jax.tree_util.tree_structure(Hand()) == jax.tree_util.tree_structure(Hand())
+
+
+def test_transformation_wrappers_keep_plain_methods_and_pass_that_on():
+    # A wrapper's own methods are not turned into bound-method pytrees: calling it must
+    # not build a BoundMethod per call (the dispatch hot path), nor change what it is.
+    from ecliptic._module import FunctionWrapper
+
+    def f(x):
+        return x
+
+    for wrapper in (
+        ec.filter_jit(f),
+        ec.filter_vmap(f),
+        ec.filter_grad(f),
+        ec.filter_checkpoint(f),
+    ):
+        assert inspect.isfunction(type(wrapper).__dict__["__call__"])
+
+    class Twice(FunctionWrapper):
+        def __call__(self, x):
+            return 2 * self.fun(x)
+
+    assert inspect.isfunction(Twice.__dict__["__call__"])
+    assert Twice(f)(3) == 6
+
+    class Ordinary(ec.Module):
+        def method(self):
+            return 1
+
+    assert not inspect.isfunction(Ordinary.__dict__["method"])

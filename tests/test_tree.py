@@ -359,7 +359,7 @@ def test_tree_equal_tolerances():
     bools = jnp.array([True, False])
     assert _jax_bool(ec.tree_equal(bools, bools, atol=1.0), True)
     with pytest.raises(ValueError, match="rtol"):
-        ec.tree_equal(a, b, rtol=-1)
+        ec.tree_equal(a, b, rtol="small")
     with pytest.raises(ValueError, match="atol"):
         ec.tree_equal(a, b, atol="big")
 
@@ -556,3 +556,22 @@ def test_tree_equal_is_reflexive(tree):
     has_arrays = any(isinstance(x, np.ndarray) for x in jtu.tree_leaves(tree))
     out = ec.tree_equal(tree, jax_copy)
     assert _jax_bool(out, True) if has_arrays else out is True
+
+
+@pytest.mark.parametrize(
+    "rtol, atol", [(-1.0, 0.0), (-1.0, 0.1), (0.0, -1.0), (-0.5, 1.0), (True, 0)]
+)
+def test_tree_equal_accepts_any_real_tolerance_as_allclose_does(rtol, atol):
+    import numpy as np
+
+    pairs = [
+        (np.ones(2), np.ones(2)),
+        (np.ones(2), np.ones(2) * 1.05),
+        (np.ones(2), np.ones(2) * 1.5),
+    ]
+    for a, b in pairs:
+        expected = bool(np.allclose(a, b, rtol=rtol, atol=atol))
+        assert ec.tree_equal(a, b, rtol=rtol, atol=atol) is expected
+        assert bool(ec.tree_equal(jnp.asarray(a), jnp.asarray(b), rtol=rtol, atol=atol)) is expected
+        traced = jax.jit(lambda x, y: ec.tree_equal(x, y, rtol=rtol, atol=atol))(a, b)
+        assert bool(traced) is expected

@@ -27,7 +27,7 @@ from .._state_dict import StateDictError, StateDictReport, check_state_dict, loa
 from .._state_dict import state_dict as _full_state_dict
 from .._torch_layouts import CONVERTERS
 from .._tree import tree_at
-from .._vmap_pmap import filter_vmap
+from .._vmap import filter_vmap
 from ..nn import Linear, Stacked
 
 __all__ = [

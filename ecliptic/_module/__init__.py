@@ -4,13 +4,14 @@ from ._abstract import AbstractClassVar, AbstractVar, StrictConfig
 from ._copy import new_instance, replace_fields
 from ._field import field, static_field
 from ._module import BoundMethod, Module, module_update_wrapper
-from ._partial import Partial, bind_partial
+from ._partial import FunctionWrapper, Partial, bind_partial
 
 __all__ = [
     "AbstractClassVar",
     "AbstractVar",
     "BoundMethod",
     "bind_partial",
+    "FunctionWrapper",
     "Module",
     "Partial",
     "field",

@@ -15,8 +15,9 @@ from ._field import CONVERTER, STATIC
 WRAPPER_META = "__ecliptic_wrapper_meta__"
 
 
-def tuple_getter(names: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
-    """A C-level getter returning ``tuple(d[n] for n in names)`` (flatten's hot path)."""
+def tuple_getter(names: tuple[Any, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    """A C-level getter returning ``tuple(d[n] for n in names)`` for a dict's keys or a
+    sequence's indices (the hot paths of flatten and of the split plan)."""
     if not names:
         return lambda d: ()
     if len(names) == 1:

@@ -46,6 +46,7 @@ from ._class_setup import (
     overridden_fields,
     warn_init_and_post_init,
 )
+from ._copy import new_instance, replace_fields
 from ._field import field
 from ._flatten import WRAPPER_META, WrapperMeta, make_flatteners
 
@@ -56,6 +57,7 @@ else:  # Python 3.10
 
 _T = TypeVar("_T")
 _INITIALISING = "__ecliptic_initialising__"
+_PLAIN_METHODS = "__ecliptic_no_method_wrapping__"
 _WRAPPER_ATTRIBUTES = ("__module__", "__name__", "__qualname__", "__doc__", "__annotations__")
 _object_new = object.__new__
 
@@ -76,11 +78,7 @@ class _MethodDescriptor:
     def __get__(self, instance: Any, owner: Any = None) -> Any:
         if instance is None:
             return self.method
-        bound = object.__new__(BoundMethod)
-        bound.__dict__.update(  # pyright: ignore[reportAttributeAccessIssue]
-            __func__=self.method, __self__=instance
-        )
-        return bound
+        return new_instance(BoundMethod, __func__=self.method, __self__=instance)
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.__name__ = name
@@ -131,11 +129,16 @@ class _ModuleMeta(abc.ABCMeta):
                     "field(default_factory=lambda: jnp.array(...))."
                 )
         declared_abstract = strip_abstract_annotations(name, namespace)
-        wrap = not namespace.pop("__ecliptic_no_method_wrapping__", False)
+        # Classes that opt out of method wrapping (transformation wrappers) pass it on.
+        plain = namespace.pop(_PLAIN_METHODS, False) or any(
+            getattr(base, _PLAIN_METHODS, False) for base in bases
+        )
         # Methods stay plain functions while the class is created, so that
         # `__init_subclass__` and `__set_name__` hooks see them as written.
         cls = super().__new__(mcs, name, bases, namespace, **kw)
-        if wrap:  # including any function an `__init_subclass__` hook put in their place
+        if plain:
+            type.__setattr__(cls, _PLAIN_METHODS, True)
+        else:  # including any function an `__init_subclass__` hook put in their place
             annotated = namespace.get("__annotations__", {})  # a function-valued default
             for attr, value in list(cls.__dict__.items()):
                 if attr not in annotated and _should_wrap(attr, value):
@@ -415,11 +418,7 @@ def module_update_wrapper(wrapper: _T, wrapped: Any = None) -> _T:
             attributes[attr] = getattr(wrapped, attr)
         except AttributeError:
             pass
-    leaves, treedef = jtu.tree_flatten(wrapper)
-    copy = jtu.tree_unflatten(treedef, leaves)
-    copy.__dict__[WRAPPER_META] = WrapperMeta((), attributes)
-    copy.__dict__.update(attributes)
-    return copy
+    return replace_fields(wrapper, **{WRAPPER_META: WrapperMeta((), attributes)}, **attributes)
 
 
 # Values `__setattr__` looks at more closely during `__init__`.

@@ -1,10 +1,12 @@
-"""`Partial`: a `functools.partial` that is a pytree."""
+"""`Partial`: a `functools.partial` that is a pytree; and `FunctionWrapper`, which binds
+its instance through one when used as a method."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from ._copy import new_instance
 from ._module import Module
 
 _Return = TypeVar("_Return")
@@ -44,8 +46,23 @@ class Partial(Module, Generic[_Return]):
 def bind_partial(func: Callable[..., Any], *args: Any) -> Partial:
     """`Partial(func, *args)` without the checks of `__init__`: for internal hot paths
     such as binding a transformed method to its instance."""
-    bound = object.__new__(Partial)
-    bound.__dict__.update(  # pyright: ignore[reportAttributeAccessIssue]
-        func=func, args=args, keywords={}
-    )
-    return bound
+    return new_instance(Partial, func=func, args=args, keywords={})
+
+
+class FunctionWrapper(Module):
+    """Base of the callables the filtered transformations return: a Module whose child
+    `fun` is the wrapped function. Used as a class attribute, it binds the instance like
+    a method, through a `Partial` (a pytree, so the instance's arrays stay visible to
+    other transformations)."""
+
+    __ecliptic_no_method_wrapping__ = True
+    fun: Callable[..., Any]
+
+    @property
+    def __wrapped__(self) -> Callable[..., Any]:
+        return self.fun
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        if instance is None:
+            return self
+        return bind_partial(self, instance)  # pyright: ignore[reportArgumentType]

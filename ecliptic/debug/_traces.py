@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
+from .._checks import is_int
 from .._module import Module, bind_partial, field, module_update_wrapper
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -104,9 +105,7 @@ def assert_max_traces(fn: Any = None, *, max_traces: int | None) -> Any:
     f(jnp.ones(4))                   # raises: a new shape means a second trace
     ```
     """
-    if max_traces is not None and (
-        not isinstance(max_traces, int) or isinstance(max_traces, bool) or max_traces < 0
-    ):
+    if max_traces is not None and (not is_int(max_traces) or max_traces < 0):
         raise ValueError(
             "assert_max_traces: `max_traces` must be a non-negative int or None; "
             f"got {max_traces!r}."

@@ -22,7 +22,7 @@ from .._filters import is_array
 from .._messages import short_repr, type_name
 from .._module import Module, field
 from .._paths import flatten_one_level_with_path
-from .._vmap_pmap import filter_vmap
+from .._vmap import filter_vmap
 from ._misc import check_key
 from ._stateful import MISSING_STATE, State, StatefulLayer, StateIndex, check_state
 

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
-from ._filters import _resolve_mask, combine, is_array, is_array_like, is_inexact_array, partition
+from ._filters import combine, is_array, is_array_like, is_inexact_array, partition, resolve_mask
 from ._jit import filter_jit
 
 
@@ -35,7 +35,7 @@ def _mask_for(name: str, tree: Any, filter_fn: Any, filter_tree: Any, what: str)
     if filter_fn is not None:
         return jtu.tree_map(lambda x: bool(filter_fn(x)), tree)
     try:
-        return _resolve_mask(tree, filter_tree, None)
+        return resolve_mask(tree, filter_tree, None)
     except ValueError:
         raise ValueError(
             f"{name}(filter_tree=...) must be a pytree prefix of {what}; filter_tree has "

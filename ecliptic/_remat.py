@@ -10,53 +10,51 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, overload
 
 import jax
-import jax.tree_util as jtu
 
-from ._ad_utils import MethodWrapper
 from ._messages import short_repr
-from ._module import field, module_update_wrapper
-from ._plumbing import StaticKey, StaticOutput, merge, split, split_output
-
-_flatten = jtu.tree_flatten
+from ._module import FunctionWrapper, field, module_update_wrapper
+from ._split import CallKey, Decorator, Params, Result, StaticOutput, call_and_split, split_call
 
 
-def _body(dynamic: list[Any], key: StaticKey) -> tuple[list[Any], StaticOutput]:
-    fun, args, kwargs = key.unflatten(dynamic)
-    return split_output(fun(*args, **kwargs))
+def _body(dynamic: list[Any], key: CallKey) -> tuple[list[Any], StaticOutput]:
+    # A function of this module's own: JAX keeps its trace caches per function.
+    return call_and_split(dynamic, key)
 
 
-class _Checkpointed(MethodWrapper):
+class _Checkpointed(FunctionWrapper):
     """The callable returned by `filter_checkpoint`; a pytree whose child is ``fun``."""
 
-    __ecliptic_no_method_wrapping__ = True
-    fun: Callable[..., Any]
     prevent_cse: bool = field(static=True)
     policy: Any = field(static=True)
     remat: Any = field(static=True)
 
-    @property
-    def __wrapped__(self) -> Callable[..., Any]:
-        return self.fun
-
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        leaves, treedef = _flatten((self.fun, args, kwargs))
-        dynamic, static = split(leaves)
-        try:
-            key = StaticKey(treedef, static, "filter_checkpoint")
-        except TypeError:  # unhashable static leaves: close over them instead
-
-            def closed(dyn: list[Any]) -> tuple[list[Any], StaticOutput]:
-                fun, a, k = treedef.unflatten(merge(dyn, static))
-                return split_output(fun(*a, **k))
-
-            remat = jax.checkpoint(closed, prevent_cse=self.prevent_cse, policy=self.policy)
-            out, out_static = remat(dynamic)
-        else:
+        dynamic, key = split_call((self.fun, args, kwargs), strict=False)
+        if key.hashable:
             out, out_static = self.remat(dynamic, key)
+        else:  # unhashable static leaves: close over them instead
+            body = functools.partial(_body, key=key)
+            remat = jax.checkpoint(body, prevent_cse=self.prevent_cse, policy=self.policy)
+            out, out_static = remat(dynamic)
         return out_static.unflatten(out)
+
+
+@overload
+def filter_checkpoint(
+    fun: None = None, *, prevent_cse: bool = True, policy: Callable[..., bool] | None = None
+) -> Decorator[Params, Result]: ...
+
+
+@overload
+def filter_checkpoint(
+    fun: Callable[Params, Result],
+    *,
+    prevent_cse: bool = True,
+    policy: Callable[..., bool] | None = None,
+) -> Callable[Params, Result]: ...
 
 
 def filter_checkpoint(

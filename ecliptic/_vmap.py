@@ -11,15 +11,26 @@ import dataclasses
 import functools
 import inspect
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any
+from typing import Any, overload
 
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 
+from ._checks import is_int
 from ._filters import is_array, is_array_like
-from ._module import Module, bind_partial, field, module_update_wrapper
-from ._plumbing import DYNAMIC, merge
+from ._module import FunctionWrapper, field, module_update_wrapper
+from ._split import (
+    CARRIED,
+    DYNAMIC,
+    Decorator,
+    Params,
+    Result,
+    StaticOutput,
+    leaf_path,
+    merge,
+    split_by_mask,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,9 +105,7 @@ def resolve_axes(spec: Any, tree: Any, what: str) -> tuple[list[Any], Any, list[
 
 def check_axis_size(name: str, axis_size: Any) -> None:
     """A clear error for an `axis_size` that is not None or a positive int."""
-    if axis_size is not None and (
-        isinstance(axis_size, bool) or not isinstance(axis_size, int) or axis_size < 1
-    ):
+    if axis_size is not None and (not is_int(axis_size) or axis_size < 1):
         raise ValueError(f"{name}(axis_size=...) must be a positive int; got {axis_size!r}.")
 
 
@@ -116,7 +125,7 @@ def reject_keywords(kwargs: dict[str, Any], wrapper: str) -> None:
         )
 
 
-def _named_in_axes(fun: Callable[..., Any], in_axes: Any, num_args: int) -> Any:
+def named_in_axes(fun: Callable[..., Any], in_axes: Any, num_args: int) -> Any:
     """Turn ``in_axes={"param": spec}`` into a tuple, defaulting to ``if_array(0)``."""
     if not isinstance(in_axes, dict):
         return in_axes
@@ -141,14 +150,14 @@ def batch_size(
             continue
         if not is_array(leaf):
             raise ValueError(
-                f"{what}: the non-array input leaf {_leaf_path(treedef, index)} "
+                f"{what}: the non-array input leaf {leaf_path(treedef, index, 'args')} "
                 f"({type(leaf).__name__}) was given batch axis {axis}; only arrays can be "
                 "batched. Use in_axes=None or ecliptic.if_array(...) for it."
             )
         ndim = jnp.ndim(leaf)
         if not -ndim <= axis < ndim:
             raise ValueError(
-                f"{what}: cannot batch the input {_leaf_path(treedef, index)} of shape "
+                f"{what}: cannot batch the input {leaf_path(treedef, index, 'args')} of shape "
                 f"{jnp.shape(leaf)} along axis {axis}."
             )
         sizes[index] = jnp.shape(leaf)[axis]
@@ -156,7 +165,7 @@ def batch_size(
     if axis_size is not None:
         distinct.add(axis_size)
     if len(distinct) > 1:
-        detail = ", ".join(f"{_leaf_path(treedef, i)}: {n}" for i, n in sizes.items())
+        detail = ", ".join(f"{leaf_path(treedef, i, 'args')}: {n}" for i, n in sizes.items())
         extra = f" and axis_size={axis_size}" if axis_size is not None else ""
         raise ValueError(
             f"{what}: inconsistent sizes along the batch axes ({detail}{extra}); every "
@@ -170,33 +179,9 @@ def batch_size(
     return distinct.pop()
 
 
-def _leaf_path(treedef: Any, index: int) -> str:
-    placeholder = list(range(treedef.num_leaves))
-    for path, leaf in jtu.tree_flatten_with_path(treedef.unflatten(placeholder))[0]:
-        if leaf == index:
-            return "args" + jtu.keystr(path)
-    return f"leaf #{index}"
-
-
-class _OutputSplit:
-    """Non-batched parts of a vmapped function's output; no children, see StaticOutput."""
-
-    __slots__ = ("treedef", "static", "axes")
-
-    def __init__(self, treedef: Any, static: tuple[Any, ...], axes: tuple[Any, ...]):
-        self.treedef = treedef
-        self.static = static
-        self.axes = axes
-
-
-jtu.register_pytree_node(_OutputSplit, lambda s: ((), s), lambda aux, _: aux)
-
-_UNBATCHED = object()
-
-
 def split_batched_output(
     out: Any, out_axes: Any, caller: str = "filter_vmap"
-) -> tuple[list[Any], list[Any], _OutputSplit]:
+) -> tuple[list[Any], list[Any], StaticOutput]:
     """Inside the transform: outputs to batch, outputs to leave unbatched, the rest."""
     leaves, treedef, axes = resolve_axes(out_axes, out, "out_axes")
     batched, unbatched, static, kept_axes = [], [], [], []
@@ -209,11 +194,11 @@ def split_batched_output(
             static.append(leaf)
         elif axis is None:
             unbatched.append(leaf)
-            static.append(_UNBATCHED)
+            static.append(CARRIED)
         else:
             rank = leaf.ndim + 1  # with the batch axis
             if not -rank <= axis < rank:
-                where = "output" + _leaf_path(treedef, i).removeprefix("args")
+                where = leaf_path(treedef, i, "output")
                 raise ValueError(
                     f"{caller}(out_axes=...): cannot put the batch axis of {where} at "
                     f"axis {axis}: batched, it has {rank} dimension(s) (per-example shape "
@@ -222,41 +207,28 @@ def split_batched_output(
             batched.append(leaf)
             kept_axes.append(axis)
             static.append(DYNAMIC)
-    return batched, unbatched, _OutputSplit(treedef, tuple(static), tuple(kept_axes))
+    return batched, unbatched, StaticOutput(treedef, tuple(static), tuple(kept_axes))
 
 
-def merge_batched_output(batched: list[Any], unbatched: list[Any], info: _OutputSplit) -> Any:
+def merge_batched_output(batched: list[Any], unbatched: list[Any], info: StaticOutput) -> Any:
     """Outside the transform: move batch axes into place and rebuild the output."""
     moved = [x if axis == 0 else jnp.moveaxis(x, 0, axis) for x, axis in zip(batched, info.axes)]
-    batched_iter, unbatched_iter = iter(moved), iter(unbatched)
-    leaves = [
-        next(batched_iter) if s is DYNAMIC else next(unbatched_iter) if s is _UNBATCHED else s
-        for s in info.static
-    ]
-    return info.treedef.unflatten(leaves)
+    return info.unflatten(moved, unbatched)
 
 
-class _VmapWrapper(Module):
-    __ecliptic_no_method_wrapping__ = True
-    fun: Callable[..., Any]
+class _VmapWrapper(FunctionWrapper):
     in_axes: Any = field(static=True)
     out_axes: Any = field(static=True)
     axis_name: Hashable | None = field(static=True)
     axis_size: int | None = field(static=True)
     vmap_kwargs: dict[str, Any] = field(static=True)
 
-    @property
-    def __wrapped__(self) -> Callable[..., Any]:
-        return self.fun
-
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         reject_keywords(kwargs, "filter_vmap")
-        in_axes = _named_in_axes(self.fun, self.in_axes, len(args))
+        in_axes = named_in_axes(self.fun, self.in_axes, len(args))
         leaves, treedef, axes = resolve_axes(in_axes, args, "filter_vmap(in_axes=...)")
         size = batch_size(leaves, axes, treedef, self.axis_size, "filter_vmap")
-        dynamic_mask = [a is not None for a in axes]
-        static = tuple(DYNAMIC if m else leaf for leaf, m in zip(leaves, dynamic_mask))
-        dynamic = [leaf for leaf, m in zip(leaves, dynamic_mask) if m]
+        dynamic, static = split_by_mask(leaves, [a is not None for a in axes])
         dynamic_axes = [a for a in axes if a is not None]
         fun, out_axes = self.fun, self.out_axes
 
@@ -283,12 +255,13 @@ class _VmapWrapper(Module):
             ) from None
         return merge_batched_output(batched, unbatched, info)
 
-    def __get__(self, instance: Any, owner: Any = None) -> Any:
-        if instance is None:
-            return self
-        # A pytree, so that a transformed method passed on to other transformations
-        # keeps its instance's arrays visible.
-        return bind_partial(self, instance)
+
+@overload
+def filter_vmap(fun: None = None, **kwargs: Any) -> Decorator[Params, Result]: ...
+
+
+@overload
+def filter_vmap(fun: Callable[Params, Result], **kwargs: Any) -> Callable[Params, Result]: ...
 
 
 def filter_vmap(
@@ -329,25 +302,52 @@ def filter_vmap(
             axis_size=axis_size,
             **vmap_kwargs,
         )
+    return make_mapped(
+        "filter_vmap",
+        _VmapWrapper,
+        fun,
+        in_axes,
+        out_axes,
+        axis_name,
+        axis_size,
+        vmap_kwargs=FrozenDict(vmap_kwargs),
+    )
+
+
+def make_mapped(
+    name: str,
+    wrapper_type: Callable[..., Any],
+    fun: Any,
+    in_axes: Any,
+    out_axes: Any,
+    axis_name: Hashable | None,
+    axis_size: int | None,
+    **fields: Any,
+) -> Any:
+    """The wrapper that `filter_vmap`/`filter_pmap` return, after checking `fun` and
+    `axis_size` (axis specs made hashable: they are static fields)."""
     if not callable(fun):
-        raise TypeError(f"filter_vmap(fun): fun must be callable; got {fun!r}.")
-    check_axis_size("filter_vmap", axis_size)
-    wrapper = _VmapWrapper(
+        raise TypeError(f"{name}(fun): fun must be callable; got {fun!r}.")
+    check_axis_size(name, axis_size)
+    wrapper = wrapper_type(
         fun=fun,
-        in_axes=_hashable_spec(in_axes),
-        out_axes=_hashable_spec(out_axes),
+        in_axes=hashable_spec(in_axes),
+        out_axes=hashable_spec(out_axes),
         axis_name=axis_name,
         axis_size=axis_size,
-        vmap_kwargs=_FrozenDict(vmap_kwargs),
+        **fields,
     )
     return module_update_wrapper(wrapper, fun)
 
 
-class _FrozenDict(dict):  # type: ignore[type-arg]
+class FrozenDict(dict):  # type: ignore[type-arg]
+    """A dict hashed by its items, for dict-valued static fields (axis specs, keywords)."""
+
     def __hash__(self) -> int:  # type: ignore[override]
         return hash(tuple(sorted(self.items(), key=lambda kv: kv[0])))
 
 
-def _hashable_spec(spec: Any) -> Any:
-    # Specs are static fields (hashed into treedefs); dict specs name parameters.
-    return _FrozenDict(spec) if isinstance(spec, dict) else spec
+def hashable_spec(spec: Any) -> Any:
+    """An axis spec as a static field (hashed into treedefs) can hold it: a dict spec (by
+    parameter name) as a `FrozenDict`, any other spec unchanged."""
+    return FrozenDict(spec) if isinstance(spec, dict) else spec
