@@ -15,17 +15,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from .._checks import is_int
 from .._module import Module, field
-from ._misc import (
-    as_padding,
-    as_tuple,
-    check_key,
-    check_rank,
-    explain_parameter_shapes,
-    fan_in_bound,
-    resolve_dtype,
-    uniform_init,
-)
+from ._arg_checks import as_padding, as_tuple, check_key, check_rank, explain_parameter_shapes
+from ._init_helpers import fan_in_bound, resolve_dtype, uniform_init
 
 IntOrSeq = Union[int, Sequence[int]]
 PaddingSpec = Union[str, int, Sequence[int], Sequence[tuple[int, int]]]
@@ -36,7 +29,7 @@ PADDING_STRINGS = ("SAME", "SAME_LOWER", "VALID")
 
 
 def check_num_spatial_dims(n: Any, layer: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if not is_int(n) or n < 1:
         raise ValueError(f"{layer}: num_spatial_dims must be an int >= 1; got {n!r}.")
     return n
 
@@ -48,7 +41,7 @@ def check_channels(in_channels: Any, out_channels: Any, groups: Any, layer: str)
         ("out_channels", out_channels),
         ("groups", groups),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not is_int(value) or value < 1:
             raise ValueError(f"{layer}: {name} must be an int >= 1; got {value!r}.")
     for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
         if value % groups:

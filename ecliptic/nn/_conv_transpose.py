@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from .._module import Module, field
+from ._arg_checks import as_padding, as_tuple, check_key
 from ._conv import (
     PADDING_STRINGS,
     IntOrSeq,
@@ -30,7 +31,7 @@ from ._conv import (
     effective_kernel,
     init_params,
 )
-from ._misc import as_padding, as_tuple, check_key, resolve_dtype
+from ._init_helpers import resolve_dtype
 
 
 def _flip_spatial(w: Any) -> Any:

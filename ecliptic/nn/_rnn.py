@@ -11,15 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._module import Module, field
-from ._misc import check_key, fan_in_bound, resolve_dtype, uniform_init
-
-
-def _size(value: Any, name: str, layer: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{layer}: {name} must be an int; got {value!r}.")
-    if value < 1:
-        raise ValueError(f"{layer}: {name} must be >= 1; got {value}.")
-    return int(value)
+from ._arg_checks import check_key, check_positive_int
+from ._init_helpers import fan_in_bound, resolve_dtype, uniform_init
 
 
 def _check_vector(x: Any, size: int, layer: str, what: str) -> jax.Array:
@@ -60,6 +53,22 @@ def _init_params(
         return weight_ih, weight_hh, bias_ih + bias_hh
     bias = bias_ih.at[: 2 * h].add(bias_hh[: 2 * h])
     return weight_ih, weight_hh, bias, bias_hh[2 * h :]
+
+
+def _set_up_cell(
+    cell: Any, gates: int, input_size: Any, hidden_size: Any, use_bias: Any, dtype: Any, key: Any
+) -> tuple[jax.Array, ...]:
+    """The constructor work GRUCell and LSTMCell share: checks, sizes, `use_bias` and
+    both weights set on `cell`; returns the bias parameters (empty without bias)."""
+    name = type(cell).__name__
+    check_key(key, name)
+    dtype = resolve_dtype(dtype)
+    cell.input_size = check_positive_int(input_size, "input_size", name)
+    cell.hidden_size = check_positive_int(hidden_size, "hidden_size", name)
+    cell.use_bias = bool(use_bias)
+    params = _init_params(key, gates, cell.input_size, cell.hidden_size, dtype, cell.use_bias)
+    cell.weight_ih, cell.weight_hh = params[0], params[1]
+    return params[2:]
 
 
 class GRUCell(Module):
@@ -114,22 +123,9 @@ class GRUCell(Module):
         *,
         key: Any = None,
     ):
-        check_key(key, "GRUCell")
-        dtype = resolve_dtype(dtype)
-        n_in = _size(input_size, "input_size", "GRUCell")
-        h = _size(hidden_size, "hidden_size", "GRUCell")
-        params = _init_params(key, 3, n_in, h, dtype, bool(use_bias))
-        self.weight_ih, self.weight_hh = params[0], params[1]
-        if use_bias:
-            # Fold what PyTorch's two biases make of r and z into one; keep b_hn apart.
-            self.bias = params[2]
-            self.bias_n = params[3]
-        else:
-            self.bias = None
-            self.bias_n = None
-        self.input_size = n_in
-        self.hidden_size = h
-        self.use_bias = bool(use_bias)
+        # The biases: what PyTorch's two make of r and z folded into one; b_hn apart.
+        biases = _set_up_cell(self, 3, input_size, hidden_size, use_bias, dtype, key)
+        self.bias, self.bias_n = biases if biases else (None, None)
 
     def __call__(self, input: Any, hidden: Any, *, key: Any = None) -> jax.Array:
         """**Arguments:**
@@ -203,16 +199,8 @@ class LSTMCell(Module):
         *,
         key: Any = None,
     ):
-        check_key(key, "LSTMCell")
-        dtype = resolve_dtype(dtype)
-        n_in = _size(input_size, "input_size", "LSTMCell")
-        h = _size(hidden_size, "hidden_size", "LSTMCell")
-        params = _init_params(key, 4, n_in, h, dtype, bool(use_bias))
-        self.weight_ih, self.weight_hh = params[0], params[1]
-        self.bias = params[2] if use_bias else None
-        self.input_size = n_in
-        self.hidden_size = h
-        self.use_bias = bool(use_bias)
+        biases = _set_up_cell(self, 4, input_size, hidden_size, use_bias, dtype, key)
+        self.bias = biases[0] if biases else None
 
     def __call__(
         self, input: Any, hidden: tuple[Any, Any], *, key: Any = None

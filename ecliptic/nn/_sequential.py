@@ -8,7 +8,7 @@ from typing import Any, overload
 import jax
 
 from .._module import Module
-from ._misc import check_key
+from ._arg_checks import check_key
 from ._stateful import MISSING_STATE, State, StatefulLayer
 
 

@@ -16,14 +16,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
-import numpy as np
 
+from .._checks import is_int
 from .._filters import is_array
 from .._messages import short_repr, type_name
-from .._module import Module, field
+from .._module import Module, field, new_instance, replace_fields
 from .._paths import flatten_one_level_with_path
 from .._vmap_pmap import filter_vmap
-from ._misc import check_key
+from ._arg_checks import check_key
 from ._stateful import MISSING_STATE, State, StatefulLayer, StateIndex, check_state
 
 # Errors that mean "this constructor needs concrete values", on which `Stacked` falls
@@ -71,7 +71,7 @@ def _check_takes_one_key(make_layer: Callable[..., Any], where: str) -> None:
 
 
 def _check_n(n: Any, where: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+    if not is_int(n) or n < 1:
         raise ValueError(f"{where}: n (the number of layers) must be an int >= 1; got {n!r}.")
     return int(n)
 
@@ -87,7 +87,7 @@ def _check_options(apply: Any, checkpoint: Any, unroll: Any, where: str) -> None
             f'{where}: checkpoint must be "auto", a bool or a jax.checkpoint policy (e.g. '
             f"jax.checkpoint_policies.dots_saveable); got {short_repr(checkpoint)}."
         )
-    if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
+    if not is_int(unroll) or unroll < 1:
         raise ValueError(f"{where}: unroll must be an int >= 1; got {unroll!r}.")
 
 
@@ -303,7 +303,7 @@ class Stacked(StatefulLayer):
                 raise IndexError(f"Stacked[{index}]: the slice selects no layers (n={self.n}).")
             layers = _map_arrays(lambda a: a[index], self.layers)
             return _make(layers, len(chosen), self.apply, self.checkpoint, self.unroll)
-        if isinstance(index, (int, np.integer)) and not isinstance(index, bool):
+        if is_int(index):
             if not -self.n <= index < self.n:
                 raise IndexError(f"Stacked index {index} is out of range for n={self.n} layers.")
             i = int(index) % self.n
@@ -340,9 +340,9 @@ def _map_arrays(fn: Callable[[Any], Any], tree: Any) -> Any:
 
 def _make(layers: Any, n: int, apply: Any, checkpoint: Any, unroll: int) -> Stacked:
     """A `Stacked` around already stacked layers (no building, no vmap)."""
-    new = object.__new__(Stacked)
-    new.__dict__.update(layers=layers, apply=apply, n=n, checkpoint=checkpoint, unroll=unroll)  # pyright: ignore[reportAttributeAccessIssue]
-    return new
+    return new_instance(
+        Stacked, layers=layers, apply=apply, n=n, checkpoint=checkpoint, unroll=unroll
+    )
 
 
 def _check_layer(layer: Any, where: str) -> None:
@@ -486,10 +486,7 @@ def _unify_state_indices(layers: Sequence[Any]) -> list[Any]:
         renamed = []
         for leaf in leaves:
             if _is_index(leaf):
-                new = object.__new__(StateIndex)
-                new.__dict__.update(leaf.__dict__)  # pyright: ignore[reportAttributeAccessIssue]
-                new.__dict__["marker"] = next(markers)  # pyright: ignore[reportIndexIssue]
-                leaf = new
+                leaf = replace_fields(leaf, marker=next(markers))
             renamed.append(leaf)
         out.append(treedef.unflatten(renamed))
     return out

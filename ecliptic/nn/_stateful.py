@@ -18,7 +18,7 @@ import jax.tree_util as jtu
 import numpy as np
 
 from .._filters import is_array, is_array_like
-from .._module import Module, field
+from .._module import Module, field, replace_fields
 
 _T = TypeVar("_T")
 _Value = TypeVar("_Value")
@@ -165,7 +165,7 @@ class State:
 
     @classmethod
     def _from_dict(cls, values: dict[Any, Any]) -> State:
-        new = object.__new__(cls)
+        new = object.__new__(cls)  # a State is not a Module: it keeps its one slot
         object.__setattr__(new, "_values", values)
         return new
 
@@ -348,10 +348,7 @@ def delete_init_state(model: Any) -> Any:
     def delete(leaf: Any) -> Any:
         if not isinstance(leaf, StateIndex):
             return leaf
-        new = object.__new__(StateIndex)
-        new.__dict__.update(leaf.__dict__)  # pyright: ignore[reportAttributeAccessIssue]
-        new.__dict__["init"] = _DeletedInit()  # pyright: ignore[reportIndexIssue]
-        return new
+        return replace_fields(leaf, init=_DeletedInit())
 
     return jtu.tree_map(delete, model, is_leaf=_is_index)
 
@@ -364,10 +361,7 @@ def _stable_markers(model: Any) -> Any:
     for path, leaf in path_leaves:
         if isinstance(leaf, StateIndex):
             marker = renamed.setdefault(leaf.marker, jtu.keystr(path) or "<root>")
-            new = object.__new__(StateIndex)
-            new.__dict__.update(leaf.__dict__)  # pyright: ignore[reportAttributeAccessIssue]
-            new.__dict__["marker"] = marker  # pyright: ignore[reportIndexIssue]
-            leaf = new
+            leaf = replace_fields(leaf, marker=marker)
         leaves.append(leaf)
     return jtu.tree_unflatten(treedef, leaves)
 

@@ -7,6 +7,7 @@ from typing import Any, Generic, TypeVar
 import jax
 import jax.numpy as jnp
 
+from .._checks import is_int
 from .._module import Module, field
 from .._tree import tree_at
 from ._spectral_norm import get_weight
@@ -58,7 +59,7 @@ class WeightNorm(Module, Generic[_Layer]):
     def __init__(self, layer: _Layer, weight_name: str = "weight", axis: int | None = 0):
         weight = get_weight(layer, weight_name, "WeightNorm")
         if axis is not None:
-            if isinstance(axis, bool) or not isinstance(axis, int):
+            if not is_int(axis):
                 raise TypeError(f"WeightNorm: axis must be an int or None; got {axis!r}.")
             if not -weight.ndim <= axis < weight.ndim:
                 raise ValueError(
