@@ -17,7 +17,8 @@ from nn_a_golden import (
 )
 
 import ecliptic.nn as enn
-from ecliptic.nn._conv_transpose import weight_from_torch, weight_to_torch
+from ecliptic.nn import conv_transpose_weight_from_torch as weight_from_torch
+from ecliptic.nn import conv_transpose_weight_to_torch as weight_to_torch
 
 KEY = jax.random.key(0)
 

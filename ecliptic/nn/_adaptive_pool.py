@@ -21,8 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._module import Module, field
-from ._arg_checks import as_tuple, check_rank
-from ._conv import check_num_spatial_dims
+from ._arg_checks import as_tuple, check_num_spatial_dims, check_rank
 
 # Reductions recognised by identity: they run as one masked reduction over the padded
 # windows. Any other operation is applied to each window's values as a vector.

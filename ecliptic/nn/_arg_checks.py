@@ -194,3 +194,14 @@ def check_feature_size(value: Any, name: str, layer: str) -> int:
     if value < 0:
         raise ValueError(f"{layer}: {name} must be >= 0 (or 'scalar'); got {value}.")
     return value
+
+
+def check_num_spatial_dims(n: Any, layer: str) -> int:
+    """`n` if it is an int >= 1 (a number of spatial dimensions), else a clear error.
+
+    **Arguments:** `n`, the value given; `layer`, the name used in the message.
+    **Returns:** `n`.
+    """
+    if not is_int(n) or n < 1:
+        raise ValueError(f"{layer}: num_spatial_dims must be an int >= 1; got {n!r}.")
+    return n

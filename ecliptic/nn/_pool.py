@@ -17,8 +17,7 @@ import numpy as np
 from jax import lax
 
 from .._module import Module, field
-from ._arg_checks import as_padding, as_tuple, check_rank
-from ._conv import check_num_spatial_dims
+from ._arg_checks import as_padding, as_tuple, check_num_spatial_dims, check_rank
 
 IntOrSeq = Union[int, Sequence[int]]
 PaddingSpec = Union[int, Sequence[int], Sequence[tuple[int, int]]]
