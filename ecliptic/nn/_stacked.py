@@ -3,112 +3,27 @@
 
 Layout: `stacked.layers` is a single Module of the layers' type in which every array
 leaf has a leading axis of size `n`; non-array leaves and static fields are shared by all
-layers. Calling scans over that axis, slicing one layer's arrays per step (and one
-layer's key and state when given).
+layers. Calling scans over that axis (`_stacked_scan`), slicing one layer's arrays per
+step (and one layer's key and state when given); `_stacked_build` stacks separate layers.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import jax.tree_util as jtu
 
 from .._checks import is_int
 from .._filters import is_array
 from .._messages import short_repr, type_name
-from .._module import Module, field, new_instance, replace_fields
-from .._paths import flatten_one_level_with_path
+from .._module import Module, field, new_instance
 from .._vmap_pmap import filter_vmap
 from ._arg_checks import check_key
-from ._stateful import MISSING_STATE, State, StatefulLayer, StateIndex, check_state
-
-# Errors that mean "this constructor needs concrete values", on which `Stacked` falls
-# back from building the layers under `vmap` to building them one by one.
-_TRACER_ERRORS = (
-    jax.errors.ConcretizationTypeError,
-    jax.errors.TracerArrayConversionError,
-    jax.errors.TracerBoolConversionError,
-    jax.errors.TracerIntegerConversionError,
-)
-
-
-def _call_layer(layer: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
-    return layer(x, *args, **kwargs)
-
-
-def _accepts_key(fn: Callable[..., Any]) -> bool:
-    """Whether ``fn`` can be called with ``key=...`` (a `key` parameter or ``**kwargs``)."""
-    try:
-        parameters = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):  # no signature available: assume it does
-        return True
-    return any(
-        p.kind is p.VAR_KEYWORD
-        or (p.name == "key" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
-        for p in parameters
-    )
-
-
-def _check_takes_one_key(make_layer: Callable[..., Any], where: str) -> None:
-    """A clear error for a layer factory that cannot be called as ``make_layer(key)``."""
-    try:
-        signature = inspect.signature(make_layer)
-    except (TypeError, ValueError):  # no signature available: let the call decide
-        return
-    try:
-        signature.bind(None)
-    except TypeError:
-        raise TypeError(
-            f"{where}(make_layer, n): make_layer must take one argument, a PRNG key "
-            f"(make_layer(key) -> layer; each layer gets its own key); got "
-            f"{short_repr(make_layer)} with signature {signature}, which cannot be called "
-            "with one. Write e.g. `lambda key: nn.Linear(3, 3, key=key)`."
-        ) from None
-
-
-def _check_n(n: Any, where: str) -> int:
-    if not is_int(n) or n < 1:
-        raise ValueError(f"{where}: n (the number of layers) must be an int >= 1; got {n!r}.")
-    return int(n)
-
-
-def _check_options(apply: Any, checkpoint: Any, unroll: Any, where: str) -> None:
-    if apply is not None and not callable(apply):
-        raise TypeError(
-            f"{where}: apply must be a callable (layer, x, ...) -> x or None; got "
-            f"{short_repr(apply)}."
-        )
-    if not (isinstance(checkpoint, bool) or callable(checkpoint) or _is_auto(checkpoint)):
-        raise TypeError(
-            f'{where}: checkpoint must be "auto", a bool or a jax.checkpoint policy (e.g. '
-            f"jax.checkpoint_policies.dots_saveable); got {short_repr(checkpoint)}."
-        )
-    if not is_int(unroll) or unroll < 1:
-        raise ValueError(f"{where}: unroll must be an int >= 1; got {unroll!r}.")
-
-
-_PRODUCTS = frozenset({jax.lax.dot_general_p, jax.lax.conv_general_dilated_p})
-
-
-def _save_products(primitive: Any, *_: Any, **__: Any) -> bool:
-    """The "auto" checkpoint policy: keep matrix products and convolutions for the
-    backward pass; recompute the element-wise work between them."""
-    return primitive in _PRODUCTS
-
-
-def _is_auto(checkpoint: Any) -> bool:
-    return isinstance(checkpoint, str) and checkpoint == "auto"
-
-
-def _policy(checkpoint: Any) -> Any:
-    """`jax.checkpoint`'s policy for a `checkpoint` option (`None`: save nothing)."""
-    if _is_auto(checkpoint):
-        return _save_products
-    return None if checkpoint is True else checkpoint
+from ._stacked_build import TRACER_ERRORS, check_layer, check_n, check_takes_one_key, stack_trees
+from ._stacked_scan import check_scan_options, run_stacked
+from ._stateful import MISSING_STATE, State, StatefulLayer
 
 
 class Stacked(StatefulLayer):
@@ -189,17 +104,17 @@ class Stacked(StatefulLayer):
                 f"Stacked(make_layer, n): make_layer must be a callable key -> layer; got "
                 f"{short_repr(make_layer)}."
             )
-        _check_takes_one_key(make_layer, "Stacked")
-        n = _check_n(n, "Stacked")
+        check_takes_one_key(make_layer, "Stacked")
+        n = check_n(n, "Stacked")
         check_key(key, "Stacked")
-        _check_options(apply, checkpoint, unroll, "Stacked")
+        check_scan_options(apply, checkpoint, unroll, "Stacked")
         keys = jax.random.split(key, n)
         try:
             layers = filter_vmap(make_layer)(keys)
-        except _TRACER_ERRORS:
+        except TRACER_ERRORS:
             # The constructor needs concrete values: build the layers one by one.
-            layers = _stack([make_layer(k) for k in keys], "Stacked")
-        _check_layer(layers, "Stacked: make_layer(key)")
+            layers = stack_trees([make_layer(k) for k in keys], "Stacked")
+        check_layer(layers, "Stacked: make_layer(key)")
         self.layers = layers
         self.apply = apply
         self.n = n
@@ -229,67 +144,7 @@ class Stacked(StatefulLayer):
 
         **Returns:** the last layer's output; `(output, state)` when stateful.
         """
-        stateful = self.is_stateful()
-        if stateful:
-            state = check_state(state, "Stacked")
-            substate: Any = state.substate(self.layers)
-        elif state is not MISSING_STATE:
-            raise TypeError(
-                f"Stacked: the stacked layers ({type_name(self.layers)}) are not stateful, "
-                "so call it as `y = stacked(x)` without a state."
-            )
-        else:
-            substate = None
-        leaves, treedef = jtu.tree_flatten(self.layers)
-        mask = [is_array(leaf) for leaf in leaves]
-        params = [leaf for leaf, m in zip(leaves, mask) if m]
-        self._check_leading_axis(params)
-        static = [None if m else leaf for leaf, m in zip(leaves, mask)]
-        apply = _call_layer if self.apply is None else self.apply
-        # Split lazily: no key, or an apply without a `key` parameter, adds no random ops.
-        uses_key = self.apply is None or _accepts_key(apply)
-        check_key(key, "Stacked", required=False)
-        keys = None if key is None or not uses_key else jax.random.split(key, self.n)
-
-        def step(carry: Any, xs: Any) -> tuple[Any, Any]:
-            layer_params, layer_state, layer_key = xs
-            values = iter(layer_params)
-            layer = treedef.unflatten([next(values) if m else s for s, m in zip(static, mask)])
-            extra = dict(kwargs)
-            if layer_key is not None:
-                extra["key"] = layer_key
-            if stateful:
-                out, layer_state = apply(layer, carry, layer_state, **extra)
-                return out, layer_state
-            return apply(layer, carry, **extra), None
-
-        if self.checkpoint is not False:
-            step = jax.checkpoint(step, prevent_cse=False, policy=_policy(self.checkpoint))
-        try:
-            out, new_substate = jax.lax.scan(
-                step, x, (params, substate, keys), length=self.n, unroll=self.unroll
-            )
-        except TypeError as e:
-            if "carry" not in str(e):
-                raise
-            raise TypeError(
-                "Stacked: each layer's output is the next layer's input, so it must have "
-                "the same pytree structure, shapes and dtypes as the input x. JAX "
-                f"reports: {e}"
-            ) from None
-        if stateful:
-            return out, state.update(new_substate)
-        return out
-
-    def _check_leading_axis(self, params: Sequence[Any]) -> None:
-        for leaf in params:
-            shape = jnp.shape(leaf)
-            if not shape or shape[0] != self.n:
-                raise ValueError(
-                    f"Stacked: every array in `layers` must have a leading axis of size "
-                    f"n={self.n}; found one of shape {tuple(shape)}. (Was `layers` "
-                    "replaced by a single, unstacked layer? Use stack_layers.)"
-                )
+        return run_stacked(self, x, state, key, kwargs)[0]
 
     def __len__(self) -> int:
         return self.n
@@ -345,11 +200,6 @@ def _make(layers: Any, n: int, apply: Any, checkpoint: Any, unroll: int) -> Stac
     )
 
 
-def _check_layer(layer: Any, where: str) -> None:
-    if not callable(layer):
-        raise TypeError(f"{where} must return a callable layer; got {short_repr(layer)}.")
-
-
 def stack_layers(
     layers: Sequence[Any],
     *,
@@ -383,114 +233,8 @@ def stack_layers(
             f"stack_layers(layers): layers must be a list or tuple of layers; got "
             f"{type_name(layers)}."
         )
-    _check_n(len(layers), "stack_layers")
-    _check_options(apply, checkpoint, unroll, "stack_layers")
+    check_n(len(layers), "stack_layers")
+    check_scan_options(apply, checkpoint, unroll, "stack_layers")
     for i, layer in enumerate(layers):
-        _check_layer(layer, f"stack_layers: layers[{i}]")
-    return _make(_stack(layers, "stack_layers"), len(layers), apply, checkpoint, unroll)
-
-
-def _stack(layers: Sequence[Any], where: str) -> Any:
-    layers = _unify_state_indices(layers)
-    first_leaves, treedef = jtu.tree_flatten(layers[0])
-    columns: list[list[Any]] = [[leaf] for leaf in first_leaves]
-    for i, layer in enumerate(layers[1:], start=1):
-        leaves, other = jtu.tree_flatten(layer)
-        if other != treedef or not all(map(_same_leaf, first_leaves, leaves)):
-            difference = _first_difference(layers[0], layer, "")
-            raise ValueError(
-                f"{where}: every layer must have the same structure, static fields, "
-                f"non-array values and array shapes/dtypes; layers[0] and layers[{i}] differ "
-                f"at {difference or 'their tree structure'}."
-            )
-        for column, leaf in zip(columns, leaves):
-            column.append(leaf)
-    stacked = [jnp.stack(col) if is_array(col[0]) else col[0] for col in columns]
-    return treedef.unflatten(stacked)
-
-
-def _same_value(a: Any, b: Any) -> bool:
-    if a is b:
-        return True
-    try:
-        return bool(a == b)
-    except Exception:  # arrays in static fields, odd __eq__: compare by identity only
-        return False
-
-
-def _same_leaf(a: Any, b: Any) -> bool:
-    if is_array(a) or is_array(b):
-        return (
-            is_array(a)
-            and is_array(b)
-            and jnp.shape(a) == jnp.shape(b)
-            and jnp.result_type(a) == jnp.result_type(b)
-        )
-    return _same_value(a, b)
-
-
-def _describe(x: Any) -> str:
-    if is_array(x):
-        return f"{jnp.result_type(x).name}{list(jnp.shape(x))}"
-    name = getattr(x, "__qualname__", None) or getattr(x, "__name__", None)
-    if callable(x) and isinstance(name, str):
-        return f"function {name}"
-    return short_repr(x, 40)
-
-
-def _first_difference(a: Any, b: Any, path: str) -> str | None:
-    """A description of the first place where two layers differ, or None."""
-    where = path or "the layer itself"
-    if type(a) is not type(b):
-        return f"{where}: {_describe(a)} ({type_name(a)}) vs {_describe(b)} ({type_name(b)})"
-    if isinstance(a, Module):
-        cls = type(a)
-        for name in cls.__ecliptic_static_fields__:
-            va, vb = a.__dict__.get(name), b.__dict__.get(name)
-            if not _same_value(va, vb):
-                return f"{path}.{name} (static field): {short_repr(va, 40)} vs {short_repr(vb, 40)}"
-        for name in cls.__ecliptic_dynamic_fields__:
-            found = _first_difference(a.__dict__.get(name), b.__dict__.get(name), f"{path}.{name}")
-            if found:
-                return found
-        return None
-    if a is None or is_array(a):
-        return None if _same_leaf(a, b) else f"{where}: {_describe(a)} vs {_describe(b)}"
-    children_a, def_a = flatten_one_level_with_path(a)
-    children_b, def_b = flatten_one_level_with_path(b)
-    if jtu.treedef_is_leaf(def_a) and len(children_a) == 1 and children_a[0][1] is a:
-        return None if _same_value(a, b) else f"{where}: {_describe(a)} vs {_describe(b)}"
-    if def_a != def_b:
-        return f"{where}: {def_a} vs {def_b}"
-    for (key, ca), (_, cb) in zip(children_a, children_b):
-        found = _first_difference(ca, cb, path + jtu.keystr(key))
-        if found:
-            return found
-    return None
-
-
-def _unify_state_indices(layers: Sequence[Any]) -> list[Any]:
-    """Give every layer the `StateIndex` markers of the first, so that layers built
-    separately (each with fresh markers) stack into one state layout."""
-    first = [leaf for leaf in jtu.tree_leaves(layers[0], is_leaf=_is_index) if _is_index(leaf)]
-    if not first:
-        return list(layers)
-    out = [layers[0]]
-    for layer in layers[1:]:
-        leaves, treedef = jtu.tree_flatten(layer, is_leaf=_is_index)
-        indices = [leaf for leaf in leaves if _is_index(leaf)]
-        if len(indices) != len(first):
-            out.append(layer)  # a structural difference, reported by the caller
-            continue
-        markers = iter(index.marker for index in first)
-        renamed = []
-        for leaf in leaves:
-            if _is_index(leaf):
-                leaf = replace_fields(leaf, marker=next(markers))
-            renamed.append(leaf)
-        out.append(treedef.unflatten(renamed))
-    return out
-
-
-def _is_index(x: Any) -> bool:
-    return isinstance(x, StateIndex)
+        check_layer(layer, f"stack_layers: layers[{i}]")
+    return _make(stack_trees(layers, "stack_layers"), len(layers), apply, checkpoint, unroll)
