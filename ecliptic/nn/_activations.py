@@ -11,6 +11,7 @@ import numpy as np
 from .._checks import is_int
 from .._module import Module, field
 from ._init_helpers import filled, resolve_dtype
+from ._scope import named_scope_call
 
 
 class PReLU(Module):
@@ -80,6 +81,7 @@ class PReLU(Module):
             else:
                 self.negative_slope = filled(shape, init_alpha, resolve_dtype(dtype))
 
+    @named_scope_call
     def __call__(self, x: Any, *, key: Any = None) -> jax.Array:
         """**Arguments:**
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from .._module import Module, field
 from ._arg_checks import as_tuple, check_num_spatial_dims, check_rank
+from ._scope import named_scope_call
 
 # Reductions recognised by identity: they run as one masked reduction over the padded
 # windows. Any other operation is applied to each window's values as a vector.
@@ -154,6 +155,7 @@ class AdaptivePool(Module):
         self.operation = operation
         self.bins = bins
 
+    @named_scope_call
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         """**Arguments:** `x` of shape `(channels, *spatial)`; `key` is ignored.
         **Returns:** shape `(channels, *target_shape)`."""

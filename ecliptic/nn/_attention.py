@@ -22,6 +22,7 @@ from ._attention_functions import multihead_attention
 from ._dropout import Dropout, resolve_inference
 from ._init_helpers import fan_in_bound, resolve_dtype, uniform_init
 from ._linear import Linear
+from ._scope import named_scope_call
 
 HeadsFn = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array, jax.Array]]
 
@@ -220,6 +221,7 @@ class MultiheadAttention(Module):
         self.use_value_bias = bool(use_value_bias)
         self.use_output_bias = bool(use_output_bias)
 
+    @named_scope_call
     def __call__(
         self,
         query: Any,

@@ -14,6 +14,7 @@ from .._checks import is_int
 from .._module import field
 from ._arg_checks import explain_parameter_shapes
 from ._init_helpers import compute_dtype, resolve_dtype
+from ._scope import named_scope_call
 from ._stateful import MISSING_STATE, State, StatefulLayer, StateIndex, check_state
 
 _MODES = ("ema", "batch", "torch")
@@ -173,6 +174,7 @@ class BatchNorm(StatefulLayer):
         self.momentum = float(momentum)
         self.mode = mode
 
+    @named_scope_call
     def __call__(
         self,
         x: jax.Array,

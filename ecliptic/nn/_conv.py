@@ -29,6 +29,7 @@ from ._conv_options import (
     init_conv_params,
     set_conv_options,
 )
+from ._scope import named_scope_call
 
 
 def same_pads(
@@ -124,6 +125,7 @@ class Conv(Module):
             return same_pads(sizes, spans, self.stride, self.padding == "SAME_LOWER")
         return self.padding
 
+    @named_scope_call
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         """**Arguments:** `x` of shape `(in_channels, *spatial)`; `key` is ignored.
         **Returns:** shape `(out_channels, *new_spatial)`."""

@@ -30,6 +30,7 @@ from ._conv_options import (
     init_conv_params,
     set_conv_options,
 )
+from ._scope import named_scope_call
 
 
 def _flip_spatial(w: Any) -> Any:
@@ -219,6 +220,7 @@ class ConvTranspose(Module):
             extras.append(target - ((size - 1) * s - total + span))
         return tuple(pads), tuple(extras)
 
+    @named_scope_call
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         """**Arguments:** `x` of shape `(in_channels, *spatial)`; `key` is ignored.
         **Returns:** shape `(out_channels, *new_spatial)`."""

@@ -12,6 +12,7 @@ import numpy as np
 from .._checks import is_real
 from .._module import Module
 from ._arg_checks import MissingKeyError, check_key
+from ._scope import named_scope_call
 
 
 def _check_probability(p: Any, layer: str, name: str = "p") -> float:
@@ -101,6 +102,7 @@ class Dropout(Module):
         """The original name of `inference`."""
         return self.inference
 
+    @named_scope_call
     def __call__(
         self,
         x: Any,

@@ -14,6 +14,7 @@ from .._errors import error_if
 from .._module import Module, field
 from ._arg_checks import check_key, check_positive_int
 from ._init_helpers import compute_dtype, resolve_dtype
+from ._scope import named_scope_call
 
 
 class Embedding(Module):
@@ -87,6 +88,7 @@ class Embedding(Module):
         self.num_embeddings = int(weight.shape[0])
         self.embedding_size = int(weight.shape[1])
 
+    @named_scope_call
     def __call__(self, x: Any, *, key: Any = None) -> jax.Array:
         """**Arguments:**
 
@@ -218,6 +220,7 @@ class RotaryPositionalEmbedding(Module):
         angles = jnp.outer(jnp.arange(float(end)), 1.0 / theta**exponents)
         return jnp.cos(angles).astype(dtype), jnp.sin(angles).astype(dtype)
 
+    @named_scope_call
     def __call__(self, x: Any, *, key: Any = None) -> jax.Array:
         """**Arguments:**
 

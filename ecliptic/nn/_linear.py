@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from .._module import Module, field
 from ._arg_checks import check_feature_size, check_key, check_rank, explain_parameter_shapes
 from ._init_helpers import fan_in_bound, resolve_dtype, uniform_init
+from ._scope import named_scope_call
 
 Size = Union[int, Literal["scalar"]]
 
@@ -65,6 +66,7 @@ class Linear(Module):
         self.out_features = out_features
         self.use_bias = bool(use_bias)
 
+    @named_scope_call
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         """**Arguments:** `x` of shape `(in_features,)` (or `()` for "scalar"); `key` is
         ignored. **Returns:** shape `(out_features,)` (or `()` for "scalar")."""
@@ -110,6 +112,7 @@ class Identity(Module):
     def __init__(self, *args: Any, **kwargs: Any):
         del args, kwargs
 
+    @named_scope_call
     def __call__(self, x: Any, *, key: jax.Array | None = None) -> Any:
         """**Arguments:** `x`, anything; `key` is ignored. **Returns:** `x`."""
         del key

@@ -14,6 +14,7 @@ from .._filters import combine, is_array, partition
 from .._module import Module, field
 from ._arg_checks import check_feature_size, check_key
 from ._linear import Linear, Size
+from ._scope import named_scope_call
 
 
 def _identity(x: jax.Array) -> jax.Array:
@@ -157,6 +158,7 @@ class MLP(Module):
         self.depth = depth
         self.scan = scan
 
+    @named_scope_call
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         """**Arguments:** `x` of shape `(in_size,)` (or `()`); `key` is ignored.
         **Returns:** shape `(out_size,)` (or `()`)."""

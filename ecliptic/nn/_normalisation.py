@@ -17,6 +17,7 @@ from .._checks import is_int, is_real
 from .._module import Module, field
 from ._arg_checks import explain_parameter_shapes
 from ._init_helpers import compute_dtype, filled, resolve_dtype
+from ._scope import named_scope_call
 
 # Marks "no state passed", so that these layers can sit in a `Sequential` that threads a
 # state through: called with a state they return `(output, state)` unchanged.
@@ -144,6 +145,7 @@ class LayerNorm(Module):
         self.weight = filled(self.shape, 1, dtype) if self.use_weight else None  # pyright: ignore[reportArgumentType]
         self.bias = filled(self.shape, 0, dtype) if self.use_bias else None  # pyright: ignore[reportArgumentType]
 
+    @named_scope_call
     def __call__(self, x: Any, state: Any = _NO_STATE, *, key: Any = None) -> Any:
         """**Arguments:**
 
@@ -237,6 +239,7 @@ class GroupNorm(Module):
             self.weight = None
             self.bias = None
 
+    @named_scope_call
     def __call__(self, x: Any, state: Any = _NO_STATE, *, key: Any = None) -> Any:
         """**Arguments:**
 
@@ -328,6 +331,7 @@ class RMSNorm(Module):
         self.weight = filled(self.shape, 1, dtype) if self.use_weight else None
         self.bias = filled(self.shape, 0, dtype) if self.use_bias else None
 
+    @named_scope_call
     def __call__(self, x: Any, state: Any = _NO_STATE, *, key: Any = None) -> Any:
         """**Arguments:**
 

@@ -18,6 +18,7 @@ from jax import lax
 
 from .._module import Module, field
 from ._arg_checks import as_padding, as_tuple, check_num_spatial_dims, check_rank
+from ._scope import named_scope_call
 
 IntOrSeq = Union[int, Sequence[int]]
 PaddingSpec = Union[int, Sequence[int], Sequence[tuple[int, int]]]
@@ -147,6 +148,7 @@ class Pool(Module):
         )
         return y, pads
 
+    @named_scope_call
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         """**Arguments:** `x` of shape `(channels, *spatial)`; `key` is ignored.
         **Returns:** shape `(channels, *new_spatial)`."""
@@ -177,6 +179,7 @@ class _AvgPool(Pool):
     def _init_value(self, dtype: Any) -> Any:
         return np.array(0, dtype)
 
+    @named_scope_call
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         """**Arguments:** `x` of shape `(channels, *spatial)`; `key` is ignored.
         **Returns:** shape `(channels, *new_spatial)`."""

@@ -13,6 +13,7 @@ import numpy as np
 from .._module import Module, field
 from ._arg_checks import check_key, check_positive_int
 from ._init_helpers import fan_in_bound, resolve_dtype, uniform_init
+from ._scope import named_scope_call
 
 
 def _check_vector(x: Any, size: int, layer: str, what: str) -> jax.Array:
@@ -127,6 +128,7 @@ class GRUCell(Module):
         biases = _set_up_cell(self, 3, input_size, hidden_size, use_bias, dtype, key)
         self.bias, self.bias_n = biases if biases else (None, None)
 
+    @named_scope_call
     def __call__(self, input: Any, hidden: Any, *, key: Any = None) -> jax.Array:
         """**Arguments:**
 
@@ -202,6 +204,7 @@ class LSTMCell(Module):
         biases = _set_up_cell(self, 4, input_size, hidden_size, use_bias, dtype, key)
         self.bias = biases[0] if biases else None
 
+    @named_scope_call
     def __call__(
         self, input: Any, hidden: tuple[Any, Any], *, key: Any = None
     ) -> tuple[jax.Array, jax.Array]:

@@ -14,6 +14,7 @@ from .._module import Module, field
 from .._tree import tree_at
 from ._arg_checks import check_key
 from ._init_helpers import resolve_dtype
+from ._scope import named_scope_call
 from ._stateful import MISSING_STATE, State, StatefulLayer, StateIndex, check_state
 
 _Layer = TypeVar("_Layer")
@@ -145,6 +146,7 @@ class SpectralNorm(StatefulLayer, Generic[_Layer]):
         self.eps = float(eps)
         self.inference = bool(inference)
 
+    @named_scope_call
     def __call__(
         self,
         x: Any,

@@ -21,6 +21,7 @@ from .._messages import short_repr, type_name
 from .._module import Module, field, new_instance
 from .._vmap_pmap import filter_vmap
 from ._arg_checks import check_key
+from ._scope import named_scope_call
 from ._stacked_build import TRACER_ERRORS, check_layer, check_n, check_takes_one_key, stack_trees
 from ._stacked_scan import check_scan_options, run_stacked
 from ._stateful import MISSING_STATE, State, StatefulLayer
@@ -126,6 +127,7 @@ class Stacked(StatefulLayer):
         layer = self.layers
         return isinstance(layer, StatefulLayer) and bool(layer.is_stateful())
 
+    @named_scope_call
     def __call__(
         self,
         x: Any,

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from .._checks import is_int
 from .._module import Module, field
 from .._tree import tree_at
+from ._scope import named_scope_call
 from ._spectral_norm import get_weight
 
 _Layer = TypeVar("_Layer")
@@ -77,6 +78,7 @@ class WeightNorm(Module, Generic[_Layer]):
         v = getattr(self.layer, self.weight_name)
         return (v * (self.g / _norm_except(v, self.axis))).astype(v.dtype)
 
+    @named_scope_call
     def __call__(self, x: Any, *, key: jax.Array | None = None) -> Any:
         """**Arguments:** `x`, the wrapped layer's input; `key`, passed on to it.
 
