@@ -5,8 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.test_util import check_grads
-from nn_a_golden import (
+from goldens_linear_conv_pool import (
     abstract,
     case,
     case_names,
@@ -15,6 +14,7 @@ from nn_a_golden import (
     materialise,
     set_params,
 )
+from jax.test_util import check_grads
 
 import ecliptic.nn as enn
 from ecliptic.nn import conv_transpose_weight_from_torch as weight_from_torch

@@ -46,7 +46,7 @@ from ._stateful import State, StatefulLayer, StateIndex, delete_init_state, make
 from ._weight_norm import WeightNorm
 
 __all__: list[str] = [
-    # Part A: linear, composition, convolutions, pooling.
+    # Linear, composition, convolutions, pooling.
     "AdaptiveAvgPool1d",
     "AdaptiveAvgPool2d",
     "AdaptiveAvgPool3d",
@@ -76,7 +76,7 @@ __all__: list[str] = [
     "MaxPool3d",
     "Pool",
     "Sequential",
-    # Part B: dropout, embeddings, attention, normalisation, activations, recurrent cells.
+    # Dropout, embeddings, attention, normalisation, activations, recurrent cells.
     "Dropout",
     "Embedding",
     "GRUCell",
