@@ -4,7 +4,7 @@ e.g. with `jax.lax.scan`)."""
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -56,23 +56,37 @@ def _init_params(
     return weight_ih, weight_hh, bias, bias_hh[2 * h :]
 
 
-def _set_up_cell(
-    cell: Any, gates: int, input_size: Any, hidden_size: Any, use_bias: Any, dtype: Any, key: Any
-) -> tuple[jax.Array, ...]:
-    """The constructor work GRUCell and LSTMCell share: checks, sizes, `use_bias` and
-    both weights set on `cell`; returns the bias parameters (empty without bias)."""
-    name = type(cell).__name__
-    check_key(key, name)
-    dtype = resolve_dtype(dtype)
-    cell.input_size = check_positive_int(input_size, "input_size", name)
-    cell.hidden_size = check_positive_int(hidden_size, "hidden_size", name)
-    cell.use_bias = bool(use_bias)
-    params = _init_params(key, gates, cell.input_size, cell.hidden_size, dtype, cell.use_bias)
-    cell.weight_ih, cell.weight_hh = params[0], params[1]
-    return params[2:]
+class _RecurrentCell(Module):
+    """The constructor GRUCell and LSTMCell share (Equinox's arguments): checks, sizes,
+    and PyTorch's initialisation of `gates` gates, the biases set on `bias_fields`."""
+
+    gates: ClassVar[int]
+    bias_fields: ClassVar[tuple[str, ...]]
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        use_bias: bool = True,
+        dtype: Any = None,
+        *,
+        key: Any = None,
+    ):
+        name = type(self).__name__
+        check_key(key, name)
+        self.input_size = check_positive_int(input_size, "input_size", name)
+        self.hidden_size = check_positive_int(hidden_size, "hidden_size", name)
+        self.use_bias = bool(use_bias)
+        params = _init_params(
+            key, self.gates, self.input_size, self.hidden_size, resolve_dtype(dtype), self.use_bias
+        )
+        self.weight_ih, self.weight_hh = params[0], params[1]
+        biases = params[2:] or (None,) * len(self.bias_fields)
+        for field_name, bias in zip(self.bias_fields, biases):
+            setattr(self, field_name, bias)
 
 
-class GRUCell(Module):
+class GRUCell(_RecurrentCell):
     """One step of a gated recurrent unit, as `torch.nn.GRUCell` (gate order r, z, n):
 
         r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
@@ -115,18 +129,9 @@ class GRUCell(Module):
     hidden_size: int = field(static=True)
     use_bias: bool = field(static=True)
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        use_bias: bool = True,
-        dtype: Any = None,
-        *,
-        key: Any = None,
-    ):
-        # The biases: what PyTorch's two make of r and z folded into one; b_hn apart.
-        biases = _set_up_cell(self, 3, input_size, hidden_size, use_bias, dtype, key)
-        self.bias, self.bias_n = biases if biases else (None, None)
+    gates = 3
+    # What PyTorch's two biases make of r and z, folded into one; b_hn apart.
+    bias_fields = ("bias", "bias_n")
 
     @named_scope_call
     def __call__(self, input: Any, hidden: Any, *, key: Any = None) -> jax.Array:
@@ -153,7 +158,7 @@ class GRUCell(Module):
         return (1 - z) * n + z * hidden
 
 
-class LSTMCell(Module):
+class LSTMCell(_RecurrentCell):
     """One step of a long short-term memory cell, as `torch.nn.LSTMCell` (gate order
     i, f, g, o):
 
@@ -192,17 +197,8 @@ class LSTMCell(Module):
     hidden_size: int = field(static=True)
     use_bias: bool = field(static=True)
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        use_bias: bool = True,
-        dtype: Any = None,
-        *,
-        key: Any = None,
-    ):
-        biases = _set_up_cell(self, 4, input_size, hidden_size, use_bias, dtype, key)
-        self.bias = biases[0] if biases else None
+    gates = 4
+    bias_fields = ("bias",)
 
     @named_scope_call
     def __call__(

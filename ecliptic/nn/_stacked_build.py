@@ -16,9 +16,9 @@ import jax.tree_util as jtu
 from .._checks import is_int
 from .._filters import is_array
 from .._messages import short_repr, type_name
-from .._module import Module, replace_fields
+from .._module import Module
 from .._paths import flatten_one_level_with_path
-from ._stateful import StateIndex
+from ._stateful import state_indices, with_markers
 
 # Errors that mean "this constructor needs concrete values", on which `Stacked` falls
 # back from building the layers under `vmap` to building them one by one.
@@ -162,25 +162,12 @@ def _first_difference(a: Any, b: Any, path: str) -> str | None:
 def _unify_state_indices(layers: Sequence[Any]) -> list[Any]:
     """Give every layer the `StateIndex` markers of the first, so that layers built
     separately (each with fresh markers) stack into one state layout."""
-    first = [leaf for leaf in jtu.tree_leaves(layers[0], is_leaf=_is_index) if _is_index(leaf)]
-    if not first:
-        return list(layers)
+    first = [index.marker for index in state_indices(layers[0])]
     out = [layers[0]]
     for layer in layers[1:]:
-        leaves, treedef = jtu.tree_flatten(layer, is_leaf=_is_index)
-        indices = [leaf for leaf in leaves if _is_index(leaf)]
-        if len(indices) != len(first):
-            out.append(layer)  # a structural difference, reported by the caller
+        if not first or len(list(state_indices(layer))) != len(first):
+            out.append(layer)  # nothing to rename, or a difference the caller reports
             continue
-        markers = iter(index.marker for index in first)
-        renamed = []
-        for leaf in leaves:
-            if _is_index(leaf):
-                leaf = replace_fields(leaf, marker=next(markers))
-            renamed.append(leaf)
-        out.append(treedef.unflatten(renamed))
+        markers = iter(first)
+        out.append(with_markers(layer, lambda _path, _index, m=markers: next(m)))
     return out
-
-
-def _is_index(x: Any) -> bool:
-    return isinstance(x, StateIndex)

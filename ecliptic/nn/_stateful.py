@@ -105,10 +105,28 @@ def _is_index(x: Any) -> bool:
     return isinstance(x, StateIndex)
 
 
-def _indices(pytree: Any) -> Iterator[StateIndex[Any]]:
+def state_indices(pytree: Any) -> Iterator[StateIndex[Any]]:
+    """The `StateIndex`es in `pytree`, in flattening order. **Arguments:** `pytree`.
+    **Returns:** an iterator of `StateIndex`."""
     for leaf in jtu.tree_leaves(pytree, is_leaf=_is_index):
         if isinstance(leaf, StateIndex):
             yield leaf
+
+
+def with_markers(pytree: Any, new_marker: Callable[[str, StateIndex[Any]], Any]) -> Any:
+    """A copy of `pytree` in which every `StateIndex` has the marker
+    `new_marker(path, index)` (`path` as `jax.tree_util.keystr` writes it).
+
+    **Arguments:** `pytree`; `new_marker`, called once per index in flattening order.
+    **Returns:** the copy.
+    """
+
+    def rename(path: Any, leaf: Any) -> Any:
+        if not isinstance(leaf, StateIndex):
+            return leaf
+        return replace_fields(leaf, marker=new_marker(jtu.keystr(path), leaf))
+
+    return jtu.tree_map_with_path(rename, pytree, is_leaf=_is_index)
 
 
 def _describe(value: Any) -> str:
@@ -151,7 +169,7 @@ class State:
 
     def __init__(self, model: Any):
         values: dict[Any, Any] = {}
-        for index in _indices(model):
+        for index in state_indices(model):
             if index.marker in values:
                 continue
             if any(_is_deleted(x) for x in jtu.tree_leaves(index.init, is_leaf=_is_deleted)):
@@ -243,7 +261,7 @@ class State:
         ```
         """
         values = {}
-        for index in _indices(pytree):
+        for index in state_indices(pytree):
             values[index.marker] = self._lookup(index, "substate")
         return State._from_dict(values)
 
@@ -356,14 +374,7 @@ def delete_init_state(model: Any) -> Any:
 def _stable_markers(model: Any) -> Any:
     """Replace each distinct marker by the path of the first index that carries it."""
     renamed: dict[Any, str] = {}
-    path_leaves, treedef = jtu.tree_flatten_with_path(model, is_leaf=_is_index)
-    leaves = []
-    for path, leaf in path_leaves:
-        if isinstance(leaf, StateIndex):
-            marker = renamed.setdefault(leaf.marker, jtu.keystr(path) or "<root>")
-            leaf = replace_fields(leaf, marker=marker)
-        leaves.append(leaf)
-    return jtu.tree_unflatten(treedef, leaves)
+    return with_markers(model, lambda path, i: renamed.setdefault(i.marker, path or "<root>"))
 
 
 def make_with_state(make_model: Callable[..., _T]) -> Callable[..., tuple[_T, State]]:
