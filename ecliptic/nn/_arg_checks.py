@@ -191,9 +191,9 @@ def check_feature_size(value: Any, name: str, layer: str) -> int:
         return 1
     if not is_int(value):
         raise TypeError(f"{layer}: {name} must be an int >= 0 or 'scalar'; got {value!r}.")
-    if value < 0:
+    if int(value) < 0:
         raise ValueError(f"{layer}: {name} must be >= 0 (or 'scalar'); got {value}.")
-    return value
+    return int(value)
 
 
 def check_num_spatial_dims(n: Any, layer: str) -> int:

@@ -12,16 +12,14 @@ from jax.extend.core import get_opaque_trace_state
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-# The trace state outside any transformation: there a scope names nothing (eager ops
-# carry no name stack), so it is skipped to keep eager calls as fast as before.
-_EAGER = get_opaque_trace_state(convention="flax")
+_EAGER = get_opaque_trace_state(convention="flax")  # outside any transformation
 
 
 def named_scope_call(call: _F) -> _F:
     """Decorate a layer's `__call__` to run under `jax.named_scope(type(self).__name__)`
-    while it is traced (by `jit`, `grad`, `vmap`, ...); eager calls run it unchanged.
-
-    `functools.wraps` keeps the signature and docstring of `call`.
+    while it is traced (by `jit`, `grad`, `vmap`, ...). Eager calls, where a scope
+    names nothing, skip it to stay as fast as before. `functools.wraps` keeps the
+    signature and docstring of `call`.
 
     **Arguments:** `call`, a method `(self, *args, **kwargs)`.
 

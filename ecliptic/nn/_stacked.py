@@ -4,27 +4,29 @@
 Layout: `stacked.layers` is a single Module of the layers' type in which every array
 leaf has a leading axis of size `n`; non-array leaves and static fields are shared by all
 layers. Calling scans over that axis (`_stacked_scan`), slicing one layer's arrays per
-step (and one layer's key and state when given); `_stacked_build` stacks separate layers.
+step (and one layer's key and state when given).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import jax.tree_util as jtu
 
 from .._checks import is_int
 from .._filters import is_array
 from .._messages import short_repr, type_name
 from .._module import Module, field, new_instance
+from .._paths import flatten_one_level_with_path
 from .._vmap_pmap import filter_vmap
 from ._arg_checks import check_key
 from ._scope import named_scope_call
-from ._stacked_build import TRACER_ERRORS, check_layer, check_n, check_takes_one_key, stack_trees
 from ._stacked_scan import check_scan_options, run_stacked
-from ._stateful import MISSING_STATE, State, StatefulLayer
+from ._stateful import MISSING_STATE, State, StatefulLayer, state_indices, with_markers
 
 
 class Stacked(StatefulLayer):
@@ -105,17 +107,17 @@ class Stacked(StatefulLayer):
                 f"Stacked(make_layer, n): make_layer must be a callable key -> layer; got "
                 f"{short_repr(make_layer)}."
             )
-        check_takes_one_key(make_layer, "Stacked")
-        n = check_n(n, "Stacked")
+        _check_takes_one_key(make_layer, "Stacked")
+        n = _check_n(n, "Stacked")
         check_key(key, "Stacked")
         check_scan_options(apply, checkpoint, unroll, "Stacked")
         keys = jax.random.split(key, n)
         try:
             layers = filter_vmap(make_layer)(keys)
-        except TRACER_ERRORS:
+        except _TRACER_ERRORS:
             # The constructor needs concrete values: build the layers one by one.
-            layers = stack_trees([make_layer(k) for k in keys], "Stacked")
-        check_layer(layers, "Stacked: make_layer(key)")
+            layers = _stack([make_layer(k) for k in keys], "Stacked")
+        _check_layer(layers, "Stacked: make_layer(key)")
         self.layers = layers
         self.apply = apply
         self.n = n
@@ -235,8 +237,139 @@ def stack_layers(
             f"stack_layers(layers): layers must be a list or tuple of layers; got "
             f"{type_name(layers)}."
         )
-    check_n(len(layers), "stack_layers")
+    _check_n(len(layers), "stack_layers")
     check_scan_options(apply, checkpoint, unroll, "stack_layers")
     for i, layer in enumerate(layers):
-        check_layer(layer, f"stack_layers: layers[{i}]")
-    return _make(stack_trees(layers, "stack_layers"), len(layers), apply, checkpoint, unroll)
+        _check_layer(layer, f"stack_layers: layers[{i}]")
+    return _make(_stack(layers, "stack_layers"), len(layers), apply, checkpoint, unroll)
+
+
+# Errors that mean "this constructor needs concrete values", on which `Stacked` falls
+# back from building the layers under `vmap` to building them one by one.
+_TRACER_ERRORS = (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerArrayConversionError,
+    jax.errors.TracerBoolConversionError,
+    jax.errors.TracerIntegerConversionError,
+)
+
+
+def _check_takes_one_key(make_layer: Callable[..., Any], where: str) -> None:
+    """A clear error for a layer factory that cannot be called as ``make_layer(key)``."""
+    try:
+        signature = inspect.signature(make_layer)
+    except (TypeError, ValueError):  # no signature available: let the call decide
+        return
+    try:
+        signature.bind(None)
+    except TypeError:
+        raise TypeError(
+            f"{where}(make_layer, n): make_layer must take one argument, a PRNG key "
+            f"(make_layer(key) -> layer; each layer gets its own key); got "
+            f"{short_repr(make_layer)} with signature {signature}, which cannot be called "
+            "with one. Write e.g. `lambda key: nn.Linear(3, 3, key=key)`."
+        ) from None
+
+
+def _check_n(n: Any, where: str) -> int:
+    if not is_int(n) or n < 1:
+        raise ValueError(f"{where}: n (the number of layers) must be an int >= 1; got {n!r}.")
+    return int(n)
+
+
+def _check_layer(layer: Any, where: str) -> None:
+    if not callable(layer):
+        raise TypeError(f"{where} must return a callable layer; got {short_repr(layer)}.")
+
+
+def _stack(layers: Sequence[Any], where: str) -> Any:
+    layers = _unify_state_indices(layers)
+    first_leaves, treedef = jtu.tree_flatten(layers[0])
+    columns: list[list[Any]] = [[leaf] for leaf in first_leaves]
+    for i, layer in enumerate(layers[1:], start=1):
+        leaves, other = jtu.tree_flatten(layer)
+        if other != treedef or not all(map(_same_leaf, first_leaves, leaves)):
+            difference = _first_difference(layers[0], layer, "")
+            raise ValueError(
+                f"{where}: every layer must have the same structure, static fields, "
+                f"non-array values and array shapes/dtypes; layers[0] and layers[{i}] differ "
+                f"at {difference or 'their tree structure'}."
+            )
+        for column, leaf in zip(columns, leaves):
+            column.append(leaf)
+    stacked = [jnp.stack(col) if is_array(col[0]) else col[0] for col in columns]
+    return treedef.unflatten(stacked)
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    try:
+        return bool(a == b)
+    except Exception:  # arrays in static fields, odd __eq__: compare by identity only
+        return False
+
+
+def _same_leaf(a: Any, b: Any) -> bool:
+    if is_array(a) or is_array(b):
+        return (
+            is_array(a)
+            and is_array(b)
+            and jnp.shape(a) == jnp.shape(b)
+            and jnp.result_type(a) == jnp.result_type(b)
+        )
+    return _same_value(a, b)
+
+
+def _describe(x: Any) -> str:
+    if is_array(x):
+        return f"{jnp.result_type(x).name}{list(jnp.shape(x))}"
+    name = getattr(x, "__qualname__", None) or getattr(x, "__name__", None)
+    if callable(x) and isinstance(name, str):
+        return f"function {name}"
+    return short_repr(x, 40)
+
+
+def _first_difference(a: Any, b: Any, path: str) -> str | None:
+    """A description of the first place where two layers differ, or None."""
+    where = path or "the layer itself"
+    if type(a) is not type(b):
+        return f"{where}: {_describe(a)} ({type_name(a)}) vs {_describe(b)} ({type_name(b)})"
+    if isinstance(a, Module):
+        cls = type(a)
+        for name in cls.__ecliptic_static_fields__:
+            va, vb = a.__dict__.get(name), b.__dict__.get(name)
+            if not _same_value(va, vb):
+                return f"{path}.{name} (static field): {short_repr(va, 40)} vs {short_repr(vb, 40)}"
+        for name in cls.__ecliptic_dynamic_fields__:
+            found = _first_difference(a.__dict__.get(name), b.__dict__.get(name), f"{path}.{name}")
+            if found:
+                return found
+        return None
+    if a is None or is_array(a):
+        return None if _same_leaf(a, b) else f"{where}: {_describe(a)} vs {_describe(b)}"
+    children_a, def_a = flatten_one_level_with_path(a)
+    children_b, def_b = flatten_one_level_with_path(b)
+    if jtu.treedef_is_leaf(def_a) and len(children_a) == 1 and children_a[0][1] is a:
+        return None if _same_value(a, b) else f"{where}: {_describe(a)} vs {_describe(b)}"
+    if def_a != def_b:
+        return f"{where}: {def_a} vs {def_b}"
+    for (key, ca), (_, cb) in zip(children_a, children_b):
+        found = _first_difference(ca, cb, path + jtu.keystr(key))
+        if found:
+            return found
+    return None
+
+
+def _unify_state_indices(layers: Sequence[Any]) -> list[Any]:
+    """Give every layer the `StateIndex` markers of the first, so that layers built
+    separately (each with fresh markers) stack into one state layout."""
+    first = [index.marker for index in state_indices(layers[0])]
+    out = [layers[0]]
+    for layer in layers[1:]:
+        if not first or len(list(state_indices(layer))) != len(first):
+            out.append(layer)  # nothing to rename, or a difference the caller reports
+            continue
+        markers = iter(first)
+        out.append(with_markers(layer, lambda _path, _index, m=markers: next(m)))
+    return out

@@ -63,7 +63,7 @@ def run_stacked(
     uses_key = stacked.apply is None or _accepts_key(apply)
     check_key(key, "Stacked", required=False)
     keys = None if key is None or not uses_key else jax.random.split(key, stacked.n)
-    hook = _no_hook if around_layer is None else around_layer
+    hook = around_layer or (lambda run_layer: (run_layer(), None))
 
     def step(carry: Any, xs: Any) -> tuple[Any, Any]:
         layer_params, layer_state, layer_key = xs
@@ -98,10 +98,6 @@ def run_stacked(
     if stateful:
         return (out, state.update(new_substate)), extras
     return out, extras
-
-
-def _no_hook(run_layer: Callable[[], Any]) -> tuple[Any, None]:
-    return run_layer(), None
 
 
 def _check_leading_axis(params: Sequence[Any], n: int) -> None:
