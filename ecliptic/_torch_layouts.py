@@ -43,7 +43,8 @@ from .nn import (
     MultiheadAttention,
     PReLU,
 )
-from .nn._conv_transpose import weight_from_torch, weight_to_torch
+from .nn import conv_transpose_weight_from_torch as weight_from_torch
+from .nn import conv_transpose_weight_to_torch as weight_to_torch
 
 
 class LayerIO(Protocol):

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from nn_b_helpers import (
+from goldens_norm_attention_rnn import (
     check_golden,
     check_grads_f64,
     golden,

@@ -5,8 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.test_util import check_grads
-from nn_a_golden import (
+from goldens_linear_conv_pool import (
     abstract,
     case,
     case_names,
@@ -15,9 +14,11 @@ from nn_a_golden import (
     materialise,
     set_params,
 )
+from jax.test_util import check_grads
 
 import ecliptic.nn as enn
-from ecliptic.nn._conv_transpose import weight_from_torch, weight_to_torch
+from ecliptic.nn import conv_transpose_weight_from_torch as weight_from_torch
+from ecliptic.nn import conv_transpose_weight_to_torch as weight_to_torch
 
 KEY = jax.random.key(0)
 

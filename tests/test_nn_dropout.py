@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from nn_b_helpers import jcall, randn, roundtrip
+from goldens_norm_attention_rnn import jcall, randn, roundtrip
 
 import ecliptic as ec
 from ecliptic.nn import Dropout

@@ -4,8 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.test_util import check_grads
-from nn_a_golden import (
+from goldens_linear_conv_pool import (
     abstract,
     case,
     check_against_golden,
@@ -13,6 +12,7 @@ from nn_a_golden import (
     materialise,
     set_params,
 )
+from jax.test_util import check_grads
 
 import ecliptic.nn as enn
 

@@ -5,9 +5,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from goldens_linear_conv_pool import case, case_names, check_against_golden
 from jax import lax
 from jax.test_util import check_grads
-from nn_a_golden import case, case_names, check_against_golden
 
 import ecliptic.nn as enn
 

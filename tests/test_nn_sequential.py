@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from nn_a_golden import abstract, materialise
+from goldens_linear_conv_pool import abstract, materialise
 
 import ecliptic as ecl
 import ecliptic.nn as enn

@@ -19,12 +19,10 @@ forward pass) cannot hand its value out and raises a clear error instead.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import jax
 import jax.tree_util as jtu
 from jax.extend.core import get_opaque_trace_state
 
@@ -33,11 +31,17 @@ from .._messages import short_repr
 from .._module import Module, field
 from .._paths import children_with_names, dotted
 from .._tree import tree_at
-from ..nn import Stacked, State, StatefulLayer
+from ..nn import Stacked, StatefulLayer
+from ..nn._stacked_scan import run_stacked
+from ..nn._stateful import MISSING_STATE
 
 __all__ = ["Intermediates", "intermediates"]
 
-_LOCAL = threading.local()  # .stack: the open collectors, innermost last
+# .stack: the open collectors, innermost last. Module-level state, but safe: it is
+# per thread, holds only what calls in progress on that thread pushed, and `_collecting`
+# (a context manager) always pops what it pushed, so it is empty between calls and
+# there is nothing for `clear_caches()` to drop.
+_LOCAL = threading.local()
 
 
 class _Collector:
@@ -107,70 +111,30 @@ def _has_recorder(tree: Any) -> bool:
     return any(_is_recorder(x) for x in jtu.tree_leaves(tree, is_leaf=_is_recorder))
 
 
-def _accepts_key(fn: Callable[..., Any]) -> bool:
-    try:
-        parameters = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return True
-    return any(p.kind is p.VAR_KEYWORD or p.name == "key" for p in parameters)
-
-
-def _saves_products(primitive: Any, *_: Any, **__: Any) -> bool:
-    return primitive in (jax.lax.dot_general_p, jax.lax.conv_general_dilated_p)
-
-
 class _ScanRecorder(StatefulLayer):
     """An `nn.Stacked` whose layers hold recorders: the same scan, with each layer's
     captured values returned from the scan body (so they come out stacked)."""
 
     stacked: Stacked
-    stateful: bool = field(static=True)
     token: int = field(static=True)
 
     def is_stateful(self) -> bool:
-        return self.stateful
+        return self.stacked.is_stateful()
 
-    def __call__(self, x: Any, state: Any = None, *, key: Any = None, **kwargs: Any) -> Any:
-        s = self.stacked
-        leaves, treedef = jtu.tree_flatten(s.layers)
-        mask = [is_array(leaf) for leaf in leaves]
-        params = [leaf for leaf, m in zip(leaves, mask) if m]
-        static = [None if m else leaf for leaf, m in zip(leaves, mask)]
-        apply = s.apply if s.apply is not None else (lambda layer, y, *a, **k: layer(y, *a, **k))
-        uses_key = s.apply is None or _accepts_key(s.apply)
-        keys = None if key is None or not uses_key else jax.random.split(key, s.n)
-        if self.stateful and not isinstance(state, State):
-            raise TypeError("Stacked: its layers are stateful: call it as stacked(x, state).")
-        substate = state.substate(s.layers) if self.stateful else None
-
-        def step(carry: Any, xs: Any) -> tuple[Any, Any]:
-            layer_params, layer_state, layer_key = xs
-            values = iter(layer_params)
-            layer = treedef.unflatten([next(values) if m else st for st, m in zip(static, mask)])
-            extra = dict(kwargs)
-            if layer_key is not None:
-                extra["key"] = layer_key
+    def __call__(
+        self, x: Any, state: Any = MISSING_STATE, *, key: Any = None, **kwargs: Any
+    ) -> Any:
+        def capture(run_layer: Callable[[], Any]) -> tuple[Any, Any]:
             with _collecting(self.token) as collector:
-                if self.stateful:
-                    out, layer_state = apply(layer, carry, layer_state, **extra)
-                else:
-                    out = apply(layer, carry, **extra)
-            return out, (layer_state, collector.values)
+                result = run_layer()
+            return result, collector.values
 
-        if s.checkpoint is not False:
-            auto = isinstance(s.checkpoint, str)
-            policy = _saves_products if auto else (None if s.checkpoint is True else s.checkpoint)
-            step = jax.checkpoint(step, prevent_cse=False, policy=policy)
-        out, (new_substate, captured) = jax.lax.scan(
-            step, x, (params, substate, keys), length=s.n, unroll=s.unroll
-        )
+        result, captured = run_stacked(self.stacked, x, state, key, kwargs, capture)
         outer = _innermost(self.token)
         if outer is not None:
             for slot, per_call in captured.items():
                 outer.values.setdefault(slot, []).extend(per_call)
-        if self.stateful:
-            return out, state.update(new_substate)
-        return out
+        return result
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name == "stacked":
@@ -190,23 +154,10 @@ def _scan_recorders(model: Any, token: int) -> Any:
     def convert(node: Any) -> Any:
         if isinstance(node, Stacked) and _has_recorder(node.layers):
             layers = _scan_recorders(node.layers, token)
-            inner = tree_at(lambda s: s.layers, node, layers)
-            stateful = _is_stateful(node)
-            return _ScanRecorder(inner, stateful, token)
+            return _ScanRecorder(tree_at(lambda s: s.layers, node, layers), token)
         return node
 
     return jtu.tree_map(convert, model, is_leaf=is_stacked)
-
-
-def _is_stateful(stacked: Stacked) -> bool:
-    layers = _unwrap(stacked.layers)
-    return isinstance(layers, StatefulLayer) and bool(layers.is_stateful())
-
-
-def _unwrap(tree: Any) -> Any:
-    return jtu.tree_map(
-        lambda n: _unwrap(n.module) if _is_recorder(n) else n, tree, is_leaf=_is_recorder
-    )
 
 
 def _node_at(model: Any, name: str) -> Any:

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
+from .._checks import is_int, is_real
 from .._messages import short_repr
 from .._module import Module, field
 from .._state_dict import StateDictError, StateDictReport, check_state_dict, load_state_dict
@@ -121,13 +122,13 @@ class LoRALinear(Module):
 
 
 def _check_rank(rank: Any) -> int:
-    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
+    if not is_int(rank) or rank < 1:
         raise ValueError(f"lora: rank must be an int >= 1; got {short_repr(rank)}.")
     return int(rank)
 
 
 def _check_alpha(alpha: Any) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.number)) or alpha <= 0:
+    if not is_real(alpha) or alpha <= 0:
         raise ValueError(f"lora: alpha must be a positive number; got {short_repr(alpha)}.")
     return float(alpha)
 

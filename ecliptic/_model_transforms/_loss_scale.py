@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 
+from .._checks import is_real
 from .._filters import is_array
 from .._messages import short_repr
 from .._module import Module, field
@@ -135,7 +136,7 @@ class DynamicLossScale(Module):
             ("backoff_factor", backoff_factor, lambda v: 0.0 < v <= 1.0),
             ("min_scale", min_scale, lambda v: v > 0.0),
         ):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+            if not is_real(value) or not ok(value):
                 raise ValueError(
                     f"DynamicLossScale: {name} has an invalid value {short_repr(value)} "
                     "(growth_factor >= 1, 0 < backoff_factor <= 1, min_scale > 0)."

@@ -14,7 +14,14 @@ from ._attention import MultiheadAttention
 from ._attention_functions import dot_product_attention, dot_product_attention_weights
 from ._batch_norm import BatchNorm
 from ._conv import Conv, Conv1d, Conv2d, Conv3d
-from ._conv_transpose import ConvTranspose, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
+from ._conv_transpose import (
+    ConvTranspose,
+    ConvTranspose1d,
+    ConvTranspose2d,
+    ConvTranspose3d,
+    conv_transpose_weight_from_torch,
+    conv_transpose_weight_to_torch,
+)
 from ._dropout import Dropout
 from ._embedding import Embedding, RotaryPositionalEmbedding
 from ._inference import inference_mode
@@ -39,7 +46,7 @@ from ._stateful import State, StatefulLayer, StateIndex, delete_init_state, make
 from ._weight_norm import WeightNorm
 
 __all__: list[str] = [
-    # Part A: linear, composition, convolutions, pooling.
+    # Linear, composition, convolutions, pooling.
     "AdaptiveAvgPool1d",
     "AdaptiveAvgPool2d",
     "AdaptiveAvgPool3d",
@@ -58,6 +65,8 @@ __all__: list[str] = [
     "ConvTranspose1d",
     "ConvTranspose2d",
     "ConvTranspose3d",
+    "conv_transpose_weight_from_torch",
+    "conv_transpose_weight_to_torch",
     "Identity",
     "Lambda",
     "Linear",
@@ -67,7 +76,7 @@ __all__: list[str] = [
     "MaxPool3d",
     "Pool",
     "Sequential",
-    # Part B: dropout, embeddings, attention, normalisation, activations, recurrent cells.
+    # Dropout, embeddings, attention, normalisation, activations, recurrent cells.
     "Dropout",
     "Embedding",
     "GRUCell",

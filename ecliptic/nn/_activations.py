@@ -8,8 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._checks import is_int
 from .._module import Module, field
-from ._misc import filled, resolve_dtype
+from ._init_helpers import filled, resolve_dtype
+from ._scope import named_scope_call
 
 
 class PReLU(Module):
@@ -53,7 +55,7 @@ class PReLU(Module):
         num_parameters: int = 1,
         channels_first: bool | None = None,
     ):
-        if isinstance(num_parameters, bool) or not isinstance(num_parameters, (int, np.integer)):
+        if not is_int(num_parameters):
             raise TypeError(f"PReLU: num_parameters must be an int; got {num_parameters!r}.")
         if num_parameters < 1:
             raise ValueError(f"PReLU: num_parameters must be >= 1; got {num_parameters}.")
@@ -79,6 +81,7 @@ class PReLU(Module):
             else:
                 self.negative_slope = filled(shape, init_alpha, resolve_dtype(dtype))
 
+    @named_scope_call
     def __call__(self, x: Any, *, key: Any = None) -> jax.Array:
         """**Arguments:**
 

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Literal, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .._module import Module, field
-from ._conv import check_num_spatial_dims
-from ._misc import as_tuple, check_rank
+from ._arg_checks import as_tuple, check_num_spatial_dims, check_rank
+from ._scope import named_scope_call
 
 # Reductions recognised by identity: they run as one masked reduction over the padded
 # windows. Any other operation is applied to each window's values as a vector.
@@ -155,6 +155,7 @@ class AdaptivePool(Module):
         self.operation = operation
         self.bins = bins
 
+    @named_scope_call
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         """**Arguments:** `x` of shape `(channels, *spatial)`; `key` is ignored.
         **Returns:** shape `(channels, *target_shape)`."""
@@ -244,73 +245,56 @@ def _doc(kind: str, n: int) -> str:
     """
 
 
-class AdaptiveAvgPool1d(AdaptivePool):
+class _FixedDimsAdaptivePool(AdaptivePool):
+    """An `AdaptivePool` with the number of spatial dims and the operation fixed by the
+    subclass (`AdaptiveAvgPool2d`, ...)."""
+
+    spatial_dims: ClassVar[int]
+    reduction: ClassVar[tuple[Callable[..., Any]]]
+
+    def __init__(
+        self,
+        target_shape: Union[int, Sequence[int]],
+        *,
+        bins: Literal["equinox", "torch"] = "equinox",
+    ):
+        n, (op,) = type(self).spatial_dims, type(self).reduction
+        super().__init__(target_shape, n, op, bins=bins)
+
+
+class _AdaptiveAvgPool(_FixedDimsAdaptivePool):
+    reduction = (jnp.mean,)
+
+
+class _AdaptiveMaxPool(_FixedDimsAdaptivePool):
+    reduction = (jnp.max,)
+
+
+class AdaptiveAvgPool1d(_AdaptiveAvgPool):
     __doc__ = _doc("Avg", 1)
-
-    def __init__(
-        self,
-        target_shape: Union[int, Sequence[int]],
-        *,
-        bins: Literal["equinox", "torch"] = "equinox",
-    ):
-        super().__init__(target_shape, 1, jnp.mean, bins=bins)
+    spatial_dims = 1
 
 
-class AdaptiveAvgPool2d(AdaptivePool):
+class AdaptiveAvgPool2d(_AdaptiveAvgPool):
     __doc__ = _doc("Avg", 2)
-
-    def __init__(
-        self,
-        target_shape: Union[int, Sequence[int]],
-        *,
-        bins: Literal["equinox", "torch"] = "equinox",
-    ):
-        super().__init__(target_shape, 2, jnp.mean, bins=bins)
+    spatial_dims = 2
 
 
-class AdaptiveAvgPool3d(AdaptivePool):
+class AdaptiveAvgPool3d(_AdaptiveAvgPool):
     __doc__ = _doc("Avg", 3)
-
-    def __init__(
-        self,
-        target_shape: Union[int, Sequence[int]],
-        *,
-        bins: Literal["equinox", "torch"] = "equinox",
-    ):
-        super().__init__(target_shape, 3, jnp.mean, bins=bins)
+    spatial_dims = 3
 
 
-class AdaptiveMaxPool1d(AdaptivePool):
+class AdaptiveMaxPool1d(_AdaptiveMaxPool):
     __doc__ = _doc("Max", 1)
-
-    def __init__(
-        self,
-        target_shape: Union[int, Sequence[int]],
-        *,
-        bins: Literal["equinox", "torch"] = "equinox",
-    ):
-        super().__init__(target_shape, 1, jnp.max, bins=bins)
+    spatial_dims = 1
 
 
-class AdaptiveMaxPool2d(AdaptivePool):
+class AdaptiveMaxPool2d(_AdaptiveMaxPool):
     __doc__ = _doc("Max", 2)
-
-    def __init__(
-        self,
-        target_shape: Union[int, Sequence[int]],
-        *,
-        bins: Literal["equinox", "torch"] = "equinox",
-    ):
-        super().__init__(target_shape, 2, jnp.max, bins=bins)
+    spatial_dims = 2
 
 
-class AdaptiveMaxPool3d(AdaptivePool):
+class AdaptiveMaxPool3d(_AdaptiveMaxPool):
     __doc__ = _doc("Max", 3)
-
-    def __init__(
-        self,
-        target_shape: Union[int, Sequence[int]],
-        *,
-        bins: Literal["equinox", "torch"] = "equinox",
-    ):
-        super().__init__(target_shape, 3, jnp.max, bins=bins)
+    spatial_dims = 3

@@ -13,30 +13,18 @@ import jax.tree_util as jtu
 import numpy as np
 
 from .._module import Module, field
+from ._arg_checks import MissingKeyError, check_key, check_positive_int
 from ._attention_functions import dot_product_attention as dot_product_attention
 from ._attention_functions import (
     dot_product_attention_weights as dot_product_attention_weights,
 )
 from ._attention_functions import multihead_attention
-from ._dropout import Dropout, _resolve_inference
+from ._dropout import Dropout, resolve_inference
+from ._init_helpers import fan_in_bound, resolve_dtype, uniform_init
 from ._linear import Linear
-from ._misc import (
-    MissingKeyError,
-    check_key,
-    fan_in_bound,
-    resolve_dtype,
-    uniform_init,
-)
+from ._scope import named_scope_call
 
 HeadsFn = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array, jax.Array]]
-
-
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"MultiheadAttention: {name} must be an int; got {value!r}.")
-    if value < 1:
-        raise ValueError(f"MultiheadAttention: {name} must be >= 1; got {value}.")
-    return int(value)
 
 
 def _check_input(x: Any, size: int, name: str, description: str) -> jax.Array:
@@ -191,8 +179,8 @@ class MultiheadAttention(Module):
         *,
         key: Any = None,
     ):
-        num_heads = _positive_int(num_heads, "num_heads")
-        query_size = _positive_int(query_size, "query_size")
+        num_heads = check_positive_int(num_heads, "num_heads", "MultiheadAttention")
+        query_size = check_positive_int(query_size, "query_size", "MultiheadAttention")
         if (qk_size is None or vo_size is None) and query_size % num_heads != 0:
             raise ValueError(
                 f"MultiheadAttention: query_size ({query_size}) must be divisible by num_heads "
@@ -206,7 +194,9 @@ class MultiheadAttention(Module):
             "qk_size": query_size // num_heads if qk_size is None else qk_size,
             "vo_size": query_size // num_heads if vo_size is None else vo_size,
         }
-        sizes = {name: _positive_int(v, name) for name, v in sizes.items()}
+        sizes = {
+            name: check_positive_int(v, name, "MultiheadAttention") for name, v in sizes.items()
+        }
         check_key(key, "MultiheadAttention")
         dtype = resolve_dtype(dtype)
         qk_total = num_heads * sizes["qk_size"]
@@ -231,6 +221,7 @@ class MultiheadAttention(Module):
         self.use_value_bias = bool(use_value_bias)
         self.use_output_bias = bool(use_output_bias)
 
+    @named_scope_call
     def __call__(
         self,
         query: Any,
@@ -305,7 +296,7 @@ class MultiheadAttention(Module):
         q_seq, kv_seq = q.shape[0], k.shape[0]
         if mask is not None:
             mask = self._check_mask(mask, q_seq, kv_seq)
-        training = not _resolve_inference(
+        training = not resolve_inference(
             self.dropout.inference, inference, deterministic, "MultiheadAttention()"
         )
         dropout_active = training and 0.0 < self.dropout.p < 1.0

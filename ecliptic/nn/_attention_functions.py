@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ._misc import compute_dtype
+from ._init_helpers import compute_dtype
 
 FUSED_NAME = "fused_attention"
 

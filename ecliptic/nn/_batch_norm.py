@@ -9,10 +9,12 @@ from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from .._checks import is_int
 from .._module import field
-from ._misc import compute_dtype, explain_parameter_shapes, resolve_dtype
+from ._arg_checks import explain_parameter_shapes
+from ._init_helpers import compute_dtype, resolve_dtype
+from ._scope import named_scope_call
 from ._stateful import MISSING_STATE, State, StatefulLayer, StateIndex, check_state
 
 _MODES = ("ema", "batch", "torch")
@@ -128,7 +130,7 @@ class BatchNorm(StatefulLayer):
         dtype: Any = None,
         mode: Literal["ema", "batch", "torch", "legacy"] = "legacy",
     ):
-        if isinstance(input_size, bool) or not isinstance(input_size, (int, np.integer)):
+        if not is_int(input_size):
             raise TypeError(f"BatchNorm: input_size must be a positive int; got {input_size!r}.")
         if input_size < 1:
             raise ValueError(f"BatchNorm: input_size must be >= 1; got {input_size}.")
@@ -172,6 +174,7 @@ class BatchNorm(StatefulLayer):
         self.momentum = float(momentum)
         self.mode = mode
 
+    @named_scope_call
     def __call__(
         self,
         x: jax.Array,

@@ -1,4 +1,5 @@
-"""Convolutions: `Conv` and `Conv1d/2d/3d`, plus helpers shared with `_conv_transpose`.
+"""Convolutions: `Conv` and `Conv1d/2d/3d` (options shared with `ConvTranspose` live in
+`_conv_options`).
 
 Every call is one ``lax.conv_general_dilated`` on the example with a batch axis of 1
 added; weights already have the (out, in/groups, *kernel) layout XLA expects (and that
@@ -9,78 +10,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from .._module import Module, field
-from ._misc import (
-    as_padding,
-    as_tuple,
-    check_key,
-    check_rank,
-    explain_parameter_shapes,
-    fan_in_bound,
-    resolve_dtype,
-    uniform_init,
+from ._arg_checks import explain_parameter_shapes
+from ._conv_options import (
+    PADDING_MODES,
+    IntOrSeq,
+    PaddingSpec,
+    check_input,
+    common_dtype,
+    effective_kernel,
+    fixed_dims_doc,
+    init_conv_params,
+    set_conv_options,
 )
-
-IntOrSeq = Union[int, Sequence[int]]
-PaddingSpec = Union[str, int, Sequence[int], Sequence[tuple[int, int]]]
-
-# jnp.pad modes implementing PyTorch's padding modes.
-PADDING_MODES = {"ZEROS": "constant", "REFLECT": "reflect", "REPLICATE": "edge", "CIRCULAR": "wrap"}
-PADDING_STRINGS = ("SAME", "SAME_LOWER", "VALID")
-
-
-def check_num_spatial_dims(n: Any, layer: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"{layer}: num_spatial_dims must be an int >= 1; got {n!r}.")
-    return n
-
-
-def check_channels(in_channels: Any, out_channels: Any, groups: Any, layer: str) -> None:
-    """Positive channel counts and a group count dividing both (as PyTorch requires)."""
-    for name, value in (
-        ("in_channels", in_channels),
-        ("out_channels", out_channels),
-        ("groups", groups),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{layer}: {name} must be an int >= 1; got {value!r}.")
-    for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-        if value % groups:
-            raise ValueError(
-                f"{layer}: groups={groups} must divide {name}={value} (each group "
-                "convolves an equal share of the channels)."
-            )
-
-
-def check_padding_mode(padding_mode: Any, layer: str) -> str:
-    mode = padding_mode.upper() if isinstance(padding_mode, str) else padding_mode
-    if mode not in PADDING_MODES:
-        raise ValueError(
-            f"{layer}: padding_mode must be one of {sorted(PADDING_MODES)}; got {padding_mode!r}."
-        )
-    return mode
-
-
-def check_input(x: jax.Array, n: int, channels: int, layer: str) -> None:
-    """An unbatched, channels-first input with the expected number of channels."""
-    check_rank(x, n + 1, layer, f"(channels, {n} spatial dims)")
-    if x.shape[0] != channels:
-        raise ValueError(
-            f"{layer} expects {channels} input channels (input shape (channels, *spatial), "
-            f"channels first); got shape {tuple(x.shape)}. Layers act on one unbatched "
-            "example: batch with jax.vmap."
-        )
-
-
-def effective_kernel(kernel_size: Sequence[int], dilation: Sequence[int]) -> tuple[int, ...]:
-    """How many input positions a dilated kernel spans."""
-    return tuple(d * (k - 1) + 1 for k, d in zip(kernel_size, dilation))
+from ._scope import named_scope_call
 
 
 def same_pads(
@@ -96,27 +45,6 @@ def same_pads(
         lo = (total + 1) // 2 if lower else total // 2
         pads.append((lo, total - lo))
     return tuple(pads)
-
-
-def init_params(
-    key: jax.Array,
-    weight_shape: tuple[int, ...],
-    fan_in: int,
-    out_channels: int,
-    n: int,
-    use_bias: bool,
-    dtype: Any,
-) -> tuple[jax.Array, jax.Array | None]:
-    """PyTorch's default: weight and bias from U(+-1/sqrt(fan_in))."""
-    wkey, bkey = jax.random.split(key)
-    bound = fan_in_bound(fan_in)
-    weight = uniform_init(wkey, weight_shape, dtype, bound)
-    bias = uniform_init(bkey, (out_channels,) + (1,) * n, dtype, bound) if use_bias else None
-    return weight, bias
-
-
-def common_dtype(x: jax.Array, weight: jax.Array) -> Any:
-    return jnp.result_type(x.dtype, weight.dtype)
 
 
 class Conv(Module):
@@ -182,30 +110,12 @@ class Conv(Module):
         *,
         key: jax.Array,
     ):
-        name = type(self).__name__
-        n = check_num_spatial_dims(num_spatial_dims, name)
-        check_channels(in_channels, out_channels, groups, name)
-        self.num_spatial_dims = n
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.kernel_size = as_tuple(kernel_size, n, f"{name}: kernel_size")
-        self.stride = as_tuple(stride, n, f"{name}: stride")
-        self.padding = as_padding(padding, n, f"{name}: padding", PADDING_STRINGS)
-        self.dilation = as_tuple(dilation, n, f"{name}: dilation")
-        self.groups = groups
-        self.use_bias = bool(use_bias)
-        self.padding_mode = check_padding_mode(padding_mode, name)
-        check_key(key, name)
+        set_conv_options(
+            self, num_spatial_dims, in_channels, out_channels, kernel_size, stride, padding,
+            dilation, groups, use_bias, padding_mode,
+        )  # fmt: skip
         fan_in = in_channels // groups * math.prod(self.kernel_size)
-        self.weight, self.bias = init_params(
-            key,
-            (out_channels, in_channels // groups) + self.kernel_size,
-            fan_in,
-            out_channels,
-            n,
-            use_bias,
-            resolve_dtype(dtype),
-        )
+        self.weight, self.bias = init_conv_params(self, key, fan_in, dtype)
 
     def _pads(self, sizes: Sequence[int]) -> tuple[tuple[int, int], ...]:
         if self.padding == "VALID":
@@ -215,6 +125,7 @@ class Conv(Module):
             return same_pads(sizes, spans, self.stride, self.padding == "SAME_LOWER")
         return self.padding
 
+    @named_scope_call
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         """**Arguments:** `x` of shape `(in_channels, *spatial)`; `key` is ignored.
         **Returns:** shape `(out_channels, *new_spatial)`."""
@@ -259,23 +170,10 @@ class Conv(Module):
         return y
 
 
-def _fixed_dims(n: int, cls_name: str) -> str:
-    return f"""A {n}-dimensional `Conv` (`num_spatial_dims={n}`); see `Conv` for the arguments.
+class _FixedDimsConv(Conv):
+    """`Conv` with `num_spatial_dims` fixed by the subclass (`Conv1d`, ...)."""
 
-    **Parameters:** `weight` of shape `(out_channels, in_channels // groups, *kernel)` with
-    {n} kernel dims, `bias` of shape `(out_channels{", 1" * n})`.
-
-    **Input:** `(in_channels{", L" * n})`; **output:** `(out_channels{", L'" * n})`.
-
-    ```python
-    conv = ecliptic.nn.{cls_name}(4, 8, kernel_size=3, key=jax.random.key(0))
-    y = conv(jnp.ones((4{", 10" * n})))  # shape (8{", 8" * n})
-    ```
-    """
-
-
-class Conv1d(Conv):
-    __doc__ = _fixed_dims(1, "Conv1d")
+    spatial_dims: ClassVar[int]
 
     def __init__(
         self,
@@ -293,84 +191,25 @@ class Conv1d(Conv):
         key: jax.Array,
     ):
         super().__init__(
-            1,
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride,
-            padding,
-            dilation,
-            groups,
-            use_bias,
-            padding_mode,
-            dtype,
-            key=key,
-        )
+            type(self).spatial_dims, in_channels, out_channels, kernel_size, stride, padding,
+            dilation, groups, use_bias, padding_mode, dtype, key=key,
+        )  # fmt: skip
 
 
-class Conv2d(Conv):
-    __doc__ = _fixed_dims(2, "Conv2d")
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: IntOrSeq,
-        stride: IntOrSeq = 1,
-        padding: PaddingSpec = 0,
-        dilation: IntOrSeq = 1,
-        groups: int = 1,
-        use_bias: bool = True,
-        padding_mode: str = "ZEROS",
-        dtype: Any = None,
-        *,
-        key: jax.Array,
-    ):
-        super().__init__(
-            2,
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride,
-            padding,
-            dilation,
-            groups,
-            use_bias,
-            padding_mode,
-            dtype,
-            key=key,
-        )
+def _doc(n: int) -> str:
+    return fixed_dims_doc(n, f"Conv{n}d", "Conv", ".", "conv", "4, 8, kernel_size=3", (4, 10, 8, 8))
 
 
-class Conv3d(Conv):
-    __doc__ = _fixed_dims(3, "Conv3d")
+class Conv1d(_FixedDimsConv):
+    __doc__ = _doc(1)
+    spatial_dims = 1
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: IntOrSeq,
-        stride: IntOrSeq = 1,
-        padding: PaddingSpec = 0,
-        dilation: IntOrSeq = 1,
-        groups: int = 1,
-        use_bias: bool = True,
-        padding_mode: str = "ZEROS",
-        dtype: Any = None,
-        *,
-        key: jax.Array,
-    ):
-        super().__init__(
-            3,
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride,
-            padding,
-            dilation,
-            groups,
-            use_bias,
-            padding_mode,
-            dtype,
-            key=key,
-        )
+
+class Conv2d(_FixedDimsConv):
+    __doc__ = _doc(2)
+    spatial_dims = 2
+
+
+class Conv3d(_FixedDimsConv):
+    __doc__ = _doc(3)
+    spatial_dims = 3

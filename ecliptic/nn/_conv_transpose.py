@@ -4,33 +4,33 @@ A transposed convolution is computed as ONE ordinary convolution of the input di
 by ``stride`` (``lhs_dilation``), padded by ``dilation * (kernel - 1) - padding`` on
 each side (plus ``output_padding`` at the end). That convolution uses the weight as
 stored, so the stored weight is the spatially flipped, per-group in/out-swapped version
-of PyTorch's ``ConvTranspose`` weight; `weight_from_torch` / `weight_to_torch` convert.
+of PyTorch's ``ConvTranspose`` weight; `conv_transpose_weight_from_torch` and
+`conv_transpose_weight_to_torch` (exported by `ecliptic.nn`) convert.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from .._module import Module, field
-from ._conv import (
-    PADDING_STRINGS,
+from ._arg_checks import as_tuple
+from ._conv_options import (
     IntOrSeq,
     PaddingSpec,
-    check_channels,
     check_input,
-    check_num_spatial_dims,
-    check_padding_mode,
     common_dtype,
     effective_kernel,
-    init_params,
+    fixed_dims_doc,
+    init_conv_params,
+    set_conv_options,
 )
-from ._misc import as_padding, as_tuple, check_key, resolve_dtype
+from ._scope import named_scope_call
 
 
 def _flip_spatial(w: Any) -> Any:
@@ -38,19 +38,43 @@ def _flip_spatial(w: Any) -> Any:
     return w[(slice(None), slice(None)) + (slice(None, None, -1),) * (w.ndim - 2)]
 
 
-def weight_from_torch(weight: Any, groups: int = 1) -> Any:
-    """PyTorch ``ConvTranspose`` weight ``(in, out // groups, *k)`` -> ecliptic's
-    ``(out, in // groups, *k)``: within each group swap the two channel axes, then flip
-    every spatial axis. Works on NumPy and JAX arrays."""
+def conv_transpose_weight_from_torch(weight: Any, groups: int = 1) -> Any:
+    """Convert a PyTorch ``ConvTranspose`` weight to `ConvTranspose`'s layout.
+
+    Within each group the two channel axes are swapped, then every spatial axis is
+    flipped: ``(in, out // groups, *k)`` -> ``(out, in // groups, *k)``.
+
+    **Arguments:**
+
+    - `weight`: PyTorch's weight, a NumPy or JAX array.
+    - `groups`: the layer's `groups`.
+
+    **Returns:** the weight for `ConvTranspose.weight` (NumPy in, NumPy out).
+
+    ```python
+    layer = ecliptic.tree_at(lambda l: l.weight, layer,
+                             ecliptic.nn.conv_transpose_weight_from_torch(torch_w, layer.groups))
+    ```
+    """
     cin, out_g, *k = weight.shape
     in_g = cin // groups
     w = weight.reshape(groups, in_g, out_g, *k).swapaxes(1, 2)
     return _flip_spatial(w.reshape(groups * out_g, in_g, *k))
 
 
-def weight_to_torch(weight: Any, groups: int = 1) -> Any:
-    """The inverse of `weight_from_torch`: ecliptic ``(out, in // groups, *k)`` ->
-    PyTorch ``(in, out // groups, *k)``."""
+def conv_transpose_weight_to_torch(weight: Any, groups: int = 1) -> Any:
+    """Convert a `ConvTranspose` weight to PyTorch's ``ConvTranspose`` layout: the
+    inverse of `conv_transpose_weight_from_torch`.
+
+    **Arguments:** `weight`, of shape ``(out, in // groups, *k)``; `groups`, the
+    layer's `groups`.
+
+    **Returns:** the weight of shape ``(in, out // groups, *k)``.
+
+    ```python
+    torch_w = ecliptic.nn.conv_transpose_weight_to_torch(layer.weight, layer.groups)
+    ```
+    """
     cout, in_g, *k = weight.shape
     out_g = cout // groups
     w = weight.reshape(groups, out_g, in_g, *k).swapaxes(1, 2)
@@ -102,10 +126,10 @@ class ConvTranspose(Module):
     U(+-1/sqrt(fan_in)) with PyTorch's `fan_in = out_channels // groups *
     prod(kernel_size)`. The weight is in the flipped convention of a transposed
     convolution written as an input-dilated convolution. From PyTorch's weight `wt` of
-    shape `(in, out // groups, *k)`: `weight = weight_from_torch(wt, groups)`, i.e.
-    `wt.reshape(g, in // g, out // g, *k).swapaxes(1, 2).reshape(out, in // g, *k)`
-    flipped along every spatial axis; `weight_to_torch` is the inverse. The bias is
-    PyTorch's reshaped to `(out, 1, ..., 1)`.
+    shape `(in, out // groups, *k)`: `weight = conv_transpose_weight_from_torch(wt,
+    groups)`, i.e. `wt.reshape(g, in // g, out // g, *k).swapaxes(1, 2).reshape(out,
+    in // g, *k)` flipped along every spatial axis; `conv_transpose_weight_to_torch` is
+    the inverse. The bias is PyTorch's reshaped to `(out, 1, ..., 1)`.
 
     **Input:** `(in_channels, *spatial)`; **output:** `(out_channels, *new_spatial)` with
     `new = (size - 1) * stride - low - high + dilation * (kernel - 1) + 1 +
@@ -150,17 +174,13 @@ class ConvTranspose(Module):
     ):
         # The positional order is Equinox's: `padding` before `output_padding` here (as
         # in PyTorch), the other way round in ConvTranspose1d/2d/3d.
+        set_conv_options(
+            self, num_spatial_dims, in_channels, out_channels, kernel_size, stride, padding,
+            dilation, groups, use_bias, padding_mode,
+        )  # fmt: skip
         name = type(self).__name__
-        n = check_num_spatial_dims(num_spatial_dims, name)
-        check_channels(in_channels, out_channels, groups, name)
-        self.num_spatial_dims = n
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.kernel_size = as_tuple(kernel_size, n, f"{name}: kernel_size")
-        self.stride = as_tuple(stride, n, f"{name}: stride")
+        n = self.num_spatial_dims
         self.output_padding = as_tuple(output_padding, n, f"{name}: output_padding", minimum=0)
-        self.padding = as_padding(padding, n, f"{name}: padding", PADDING_STRINGS)
-        self.dilation = as_tuple(dilation, n, f"{name}: dilation")
         for a, s, d in zip(self.output_padding, self.stride, self.dilation):
             if a >= max(s, d):
                 raise ValueError(
@@ -168,26 +188,13 @@ class ConvTranspose(Module):
                     f"the stride {self.stride} or the dilation {self.dilation} "
                     "(elementwise)."
                 )
-        self.groups = groups
-        self.use_bias = bool(use_bias)
-        mode = check_padding_mode(padding_mode, name)
-        if mode in ("REFLECT", "REPLICATE"):
+        if self.padding_mode in ("REFLECT", "REPLICATE"):
             raise NotImplementedError(
                 f"{name}: padding_mode={padding_mode!r} has no transposed counterpart; "
                 "use 'ZEROS' or 'CIRCULAR'."
             )
-        self.padding_mode = mode
-        check_key(key, name)
         fan_in = out_channels // groups * math.prod(self.kernel_size)
-        self.weight, self.bias = init_params(
-            key,
-            (out_channels, in_channels // groups) + self.kernel_size,
-            fan_in,
-            out_channels,
-            n,
-            use_bias,
-            resolve_dtype(dtype),
-        )
+        self.weight, self.bias = init_conv_params(self, key, fan_in, dtype)
 
     def _forward_pads(
         self, in_sizes: Sequence[int]
@@ -213,6 +220,7 @@ class ConvTranspose(Module):
             extras.append(target - ((size - 1) * s - total + span))
         return tuple(pads), tuple(extras)
 
+    @named_scope_call
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         """**Arguments:** `x` of shape `(in_channels, *spatial)`; `key` is ignored.
         **Returns:** shape `(out_channels, *new_spatial)`."""
@@ -257,26 +265,11 @@ class ConvTranspose(Module):
         return y
 
 
-def _fixed_dims(n: int, cls_name: str) -> str:
-    return f"""A {n}-dimensional `ConvTranspose` (`num_spatial_dims={n}`); see
-    `ConvTranspose` for the arguments and the weight layout (convert PyTorch weights with
-    `weight_from_torch`). As in Equinox, `output_padding` comes before `padding` when
-    they are passed by position (pass them by name to be clear).
+class _FixedDimsConvTranspose(ConvTranspose):
+    """`ConvTranspose` with `num_spatial_dims` fixed by the subclass (`ConvTranspose1d`,
+    ...); `output_padding` comes before `padding` in the positional order, as in Equinox."""
 
-    **Parameters:** `weight` of shape `(out_channels, in_channels // groups, *kernel)` with
-    {n} kernel dims, `bias` of shape `(out_channels{", 1" * n})`.
-
-    **Input:** `(in_channels{", L" * n})`; **output:** `(out_channels{", L'" * n})`.
-
-    ```python
-    up = ecliptic.nn.{cls_name}(4, 2, kernel_size=2, stride=2, key=jax.random.key(0))
-    y = up(jnp.ones((4{", 5" * n})))  # shape (2{", 10" * n})
-    ```
-    """
-
-
-class ConvTranspose1d(ConvTranspose):
-    __doc__ = _fixed_dims(1, "ConvTranspose1d")
+    spatial_dims: ClassVar[int]
 
     def __init__(
         self,
@@ -295,89 +288,29 @@ class ConvTranspose1d(ConvTranspose):
         key: jax.Array,
     ):
         super().__init__(
-            1,
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride,
-            padding=padding,
-            output_padding=output_padding,
-            dilation=dilation,
-            groups=groups,
-            use_bias=use_bias,
-            padding_mode=padding_mode,
-            dtype=dtype,
-            key=key,
-        )
+            type(self).spatial_dims, in_channels, out_channels, kernel_size, stride, padding,
+            output_padding, dilation, groups, use_bias, padding_mode, dtype, key=key,
+        )  # fmt: skip
 
 
-class ConvTranspose2d(ConvTranspose):
-    __doc__ = _fixed_dims(2, "ConvTranspose2d")
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: IntOrSeq,
-        stride: IntOrSeq = 1,
-        output_padding: IntOrSeq = 0,
-        padding: PaddingSpec = 0,
-        dilation: IntOrSeq = 1,
-        groups: int = 1,
-        use_bias: bool = True,
-        padding_mode: str = "ZEROS",
-        dtype: Any = None,
-        *,
-        key: jax.Array,
-    ):
-        super().__init__(
-            2,
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride,
-            padding=padding,
-            output_padding=output_padding,
-            dilation=dilation,
-            groups=groups,
-            use_bias=use_bias,
-            padding_mode=padding_mode,
-            dtype=dtype,
-            key=key,
-        )
+def _doc(n: int) -> str:
+    note = """ and the weight layout (convert PyTorch weights with
+    `conv_transpose_weight_from_torch`). As in Equinox, `output_padding` comes before
+    `padding` when they are passed by position (pass them by name to be clear)."""
+    args = "4, 2, kernel_size=2, stride=2"
+    return fixed_dims_doc(n, f"ConvTranspose{n}d", "ConvTranspose", note, "up", args, (4, 5, 2, 10))
 
 
-class ConvTranspose3d(ConvTranspose):
-    __doc__ = _fixed_dims(3, "ConvTranspose3d")
+class ConvTranspose1d(_FixedDimsConvTranspose):
+    __doc__ = _doc(1)
+    spatial_dims = 1
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: IntOrSeq,
-        stride: IntOrSeq = 1,
-        output_padding: IntOrSeq = 0,
-        padding: PaddingSpec = 0,
-        dilation: IntOrSeq = 1,
-        groups: int = 1,
-        use_bias: bool = True,
-        padding_mode: str = "ZEROS",
-        dtype: Any = None,
-        *,
-        key: jax.Array,
-    ):
-        super().__init__(
-            3,
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride,
-            padding=padding,
-            output_padding=output_padding,
-            dilation=dilation,
-            groups=groups,
-            use_bias=use_bias,
-            padding_mode=padding_mode,
-            dtype=dtype,
-            key=key,
-        )
+
+class ConvTranspose2d(_FixedDimsConvTranspose):
+    __doc__ = _doc(2)
+    spatial_dims = 2
+
+
+class ConvTranspose3d(_FixedDimsConvTranspose):
+    __doc__ = _doc(3)
+    spatial_dims = 3

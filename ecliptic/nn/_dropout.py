@@ -9,13 +9,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._checks import is_real
 from .._module import Module
-from ._misc import MissingKeyError, check_key
+from ._arg_checks import MissingKeyError, check_key
+from ._scope import named_scope_call
 
 
 def _check_probability(p: Any, layer: str, name: str = "p") -> float:
     """A dropout probability as a Python float in [0, 1], or a clear error."""
-    if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)):
+    if not is_real(p):
         raise TypeError(f"{layer}: {name} must be a float in [0, 1]; got {p!r}.")
     p = float(p)
     # `not (0 <= p <= 1)` also rejects NaN.
@@ -24,10 +26,22 @@ def _check_probability(p: Any, layer: str, name: str = "p") -> float:
     return p
 
 
-def _resolve_inference(
+def resolve_inference(
     default: bool, inference: bool | None, deterministic: bool | None, where: str
 ) -> bool:
-    """Merge the `inference` flag with its original name `deterministic`."""
+    """Merge the `inference` flag with its original name `deterministic` (shared by the
+    layers that have both: Dropout, MultiheadAttention).
+
+    **Arguments:** `default`, the layer's own flag; `inference`, `deterministic`: the
+    call's (either may be `None`); `where`, the name used in the message.
+
+    **Returns:** whether to run in inference mode. **Raises:** `ValueError` if the two
+    given flags disagree.
+
+    ```python
+    resolve_inference(False, None, True, "Dropout()")  # True
+    ```
+    """
     if (
         inference is not None
         and deterministic is not None
@@ -88,6 +102,7 @@ class Dropout(Module):
         """The original name of `inference`."""
         return self.inference
 
+    @named_scope_call
     def __call__(
         self,
         x: Any,
@@ -110,7 +125,7 @@ class Dropout(Module):
                 f"Dropout takes one positional argument, x; got {1 + len(positional)}. key "
                 "(and inference/deterministic) are keyword-only: call dropout(x, key=key)."
             )
-        inference = _resolve_inference(self.inference, inference, deterministic, "Dropout()")
+        inference = resolve_inference(self.inference, inference, deterministic, "Dropout()")
         x = jnp.asarray(x)
         if not jnp.issubdtype(x.dtype, jnp.inexact):
             # Scaling by 1/(1-p) has no meaning for integers (PyTorch refuses them too).

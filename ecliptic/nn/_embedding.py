@@ -9,17 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._checks import is_int
 from .._errors import error_if
 from .._module import Module, field
-from ._misc import check_key, compute_dtype, resolve_dtype
-
-
-def _positive_int(value: Any, name: str, layer: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{layer}: {name} must be an int; got {value!r}.")
-    if value < 1:
-        raise ValueError(f"{layer}: {name} must be >= 1; got {value}.")
-    return int(value)
+from ._arg_checks import check_key, check_positive_int
+from ._init_helpers import compute_dtype, resolve_dtype
+from ._scope import named_scope_call
 
 
 class Embedding(Module):
@@ -69,8 +64,8 @@ class Embedding(Module):
                 raise ValueError(
                     "Embedding needs num_embeddings and embedding_size (or a weight=... table)."
                 )
-            num = _positive_int(num_embeddings, "num_embeddings", "Embedding")
-            size = _positive_int(embedding_size, "embedding_size", "Embedding")
+            num = check_positive_int(num_embeddings, "num_embeddings", "Embedding")
+            size = check_positive_int(embedding_size, "embedding_size", "Embedding")
             check_key(key, "Embedding")
             weight = jax.random.normal(key, (num, size), resolve_dtype(dtype))
         else:
@@ -93,6 +88,7 @@ class Embedding(Module):
         self.num_embeddings = int(weight.shape[0])
         self.embedding_size = int(weight.shape[1])
 
+    @named_scope_call
     def __call__(self, x: Any, *, key: Any = None) -> jax.Array:
         """**Arguments:**
 
@@ -103,7 +99,7 @@ class Embedding(Module):
         """
         dtype = getattr(x, "dtype", None)
         if dtype is None:
-            if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+            if not is_int(x):
                 raise TypeError(
                     f"Embedding expects an integer index (a Python int or an integer array); "
                     f"got {type(x).__name__} {x!r}."
@@ -186,7 +182,7 @@ class RotaryPositionalEmbedding(Module):
     dtype: Any = field(static=True)
 
     def __init__(self, embedding_size: int, theta: float = 10000.0, dtype: Any = None):
-        size = _positive_int(embedding_size, "embedding_size", "RotaryPositionalEmbedding")
+        size = check_positive_int(embedding_size, "embedding_size", "RotaryPositionalEmbedding")
         if size % 2 != 0:
             raise ValueError(
                 f"RotaryPositionalEmbedding: embedding_size must be even (features are "
@@ -224,6 +220,7 @@ class RotaryPositionalEmbedding(Module):
         angles = jnp.outer(jnp.arange(float(end)), 1.0 / theta**exponents)
         return jnp.cos(angles).astype(dtype), jnp.sin(angles).astype(dtype)
 
+    @named_scope_call
     def __call__(self, x: Any, *, key: Any = None) -> jax.Array:
         """**Arguments:**
 

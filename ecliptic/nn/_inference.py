@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import jax.tree_util as jtu
 
-from .._module import Module
+from .._module import Module, replace_fields
 from .._tree import tree_flatten_one_level
 
 _T = TypeVar("_T")
@@ -19,14 +19,13 @@ def _has_inference_field(node: Any) -> bool:
 
 def _set_inference(node: Any, value: bool) -> Any:
     if isinstance(node, Module):
-        cls = type(node)
-        new = object.__new__(cls)
-        new.__dict__.update(node.__dict__)  # pyright: ignore[reportAttributeAccessIssue]
-        for name in cls.__ecliptic_dynamic_fields__:
-            new.__dict__[name] = _set_inference(node.__dict__[name], value)  # pyright: ignore[reportIndexIssue]
+        changes = {
+            name: _set_inference(node.__dict__[name], value)
+            for name in type(node).__ecliptic_dynamic_fields__
+        }
         if _has_inference_field(node):
-            new.__dict__["inference"] = value  # pyright: ignore[reportIndexIssue]
-        return new
+            changes["inference"] = value
+        return replace_fields(node, **changes)
     children, treedef = tree_flatten_one_level(node)
     if jtu.treedef_is_leaf(treedef):
         return node

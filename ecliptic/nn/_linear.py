@@ -8,27 +8,11 @@ import jax
 import jax.numpy as jnp
 
 from .._module import Module, field
-from ._misc import (
-    check_key,
-    check_rank,
-    explain_parameter_shapes,
-    fan_in_bound,
-    resolve_dtype,
-    uniform_init,
-)
+from ._arg_checks import check_feature_size, check_key, check_rank, explain_parameter_shapes
+from ._init_helpers import fan_in_bound, resolve_dtype, uniform_init
+from ._scope import named_scope_call
 
 Size = Union[int, Literal["scalar"]]
-
-
-def _check_size(value: Any, name: str, layer: str) -> int:
-    """The number of features ``value`` stands for (1 for "scalar"); rejects bad values."""
-    if isinstance(value, str) and value == "scalar":
-        return 1
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{layer}: {name} must be an int >= 0 or 'scalar'; got {value!r}.")
-    if value < 0:
-        raise ValueError(f"{layer}: {name} must be >= 0 (or 'scalar'); got {value}.")
-    return value
 
 
 class Linear(Module):
@@ -70,8 +54,8 @@ class Linear(Module):
         *,
         key: jax.Array,
     ):
-        n_in = _check_size(in_features, "in_features", "Linear")
-        n_out = _check_size(out_features, "out_features", "Linear")
+        n_in = check_feature_size(in_features, "in_features", "Linear")
+        n_out = check_feature_size(out_features, "out_features", "Linear")
         check_key(key, "Linear")
         dtype = resolve_dtype(dtype)
         wkey, bkey = jax.random.split(key)
@@ -82,6 +66,7 @@ class Linear(Module):
         self.out_features = out_features
         self.use_bias = bool(use_bias)
 
+    @named_scope_call
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         """**Arguments:** `x` of shape `(in_features,)` (or `()` for "scalar"); `key` is
         ignored. **Returns:** shape `(out_features,)` (or `()` for "scalar")."""
@@ -127,6 +112,7 @@ class Identity(Module):
     def __init__(self, *args: Any, **kwargs: Any):
         del args, kwargs
 
+    @named_scope_call
     def __call__(self, x: Any, *, key: jax.Array | None = None) -> Any:
         """**Arguments:** `x`, anything; `key` is ignored. **Returns:** `x`."""
         del key

@@ -9,10 +9,12 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 
+from .._checks import is_int
 from .._filters import combine, is_array, partition
 from .._module import Module, field
-from ._linear import Linear, Size, _check_size
-from ._misc import check_key
+from ._arg_checks import check_feature_size, check_key
+from ._linear import Linear, Size
+from ._scope import named_scope_call
 
 
 def _identity(x: jax.Array) -> jax.Array:
@@ -114,14 +116,14 @@ class MLP(Module):
         *,
         key: jax.Array,
     ):
-        _check_size(in_size, "in_size", "MLP")
+        check_feature_size(in_size, "in_size", "MLP")
         if not isinstance(scan, bool):
             raise TypeError(f"MLP: scan must be a bool; got {type(scan).__name__}.")
-        n_out = _check_size(out_size, "out_size", "MLP")
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
+        n_out = check_feature_size(out_size, "out_size", "MLP")
+        if not is_int(depth) or depth < 0:
             raise ValueError(f"MLP: depth must be an int >= 0; got {depth!r}.")
         if depth > 0:
-            _check_size(width_size, "width_size", "MLP")
+            check_feature_size(width_size, "width_size", "MLP")
             if width_size == "scalar":
                 raise ValueError("MLP: width_size must be a positive int, not 'scalar'.")
         if not callable(activation) or not callable(final_activation):
@@ -156,6 +158,7 @@ class MLP(Module):
         self.depth = depth
         self.scan = scan
 
+    @named_scope_call
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         """**Arguments:** `x` of shape `(in_size,)` (or `()`); `key` is ignored.
         **Returns:** shape `(out_size,)` (or `()`)."""

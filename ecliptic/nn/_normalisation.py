@@ -13,8 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._checks import is_int, is_real
 from .._module import Module, field
-from ._misc import compute_dtype, explain_parameter_shapes, filled, resolve_dtype
+from ._arg_checks import explain_parameter_shapes
+from ._init_helpers import compute_dtype, filled, resolve_dtype
+from ._scope import named_scope_call
 
 # Marks "no state passed", so that these layers can sit in a `Sequential` that threads a
 # state through: called with a state they return `(output, state)` unchanged.
@@ -36,7 +39,7 @@ def _normalized_shape(shape: Any, layer: str) -> tuple[int, ...]:
 
 
 def _check_eps(eps: Any, layer: str) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.integer, np.floating)):
+    if not is_real(eps):
         raise TypeError(f"{layer}: eps must be a float >= 0; got {eps!r}.")
     if not eps >= 0:  # also catches NaN
         raise ValueError(f"{layer}: eps must be a float >= 0; got {eps!r}.")
@@ -142,6 +145,7 @@ class LayerNorm(Module):
         self.weight = filled(self.shape, 1, dtype) if self.use_weight else None  # pyright: ignore[reportArgumentType]
         self.bias = filled(self.shape, 0, dtype) if self.use_bias else None  # pyright: ignore[reportArgumentType]
 
+    @named_scope_call
     def __call__(self, x: Any, state: Any = _NO_STATE, *, key: Any = None) -> Any:
         """**Arguments:**
 
@@ -208,10 +212,10 @@ class GroupNorm(Module):
         channelwise_affine: bool = True,
         dtype: Any = None,
     ):
-        if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        if not is_int(groups) or groups < 1:
             raise ValueError(f"GroupNorm: groups must be a positive int; got {groups!r}.")
         if channels is not None:
-            if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)):
+            if not is_int(channels):
                 raise TypeError(f"GroupNorm: channels must be an int; got {channels!r}.")
             if channels < 1 or channels % groups != 0:
                 raise ValueError(
@@ -235,6 +239,7 @@ class GroupNorm(Module):
             self.weight = None
             self.bias = None
 
+    @named_scope_call
     def __call__(self, x: Any, state: Any = _NO_STATE, *, key: Any = None) -> Any:
         """**Arguments:**
 
@@ -326,6 +331,7 @@ class RMSNorm(Module):
         self.weight = filled(self.shape, 1, dtype) if self.use_weight else None
         self.bias = filled(self.shape, 0, dtype) if self.use_bias else None
 
+    @named_scope_call
     def __call__(self, x: Any, state: Any = _NO_STATE, *, key: Any = None) -> Any:
         """**Arguments:**
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Union
+from typing import Any, ClassVar, Union
 
 import jax
 import jax.numpy as jnp
@@ -17,8 +17,8 @@ import numpy as np
 from jax import lax
 
 from .._module import Module, field
-from ._conv import check_num_spatial_dims
-from ._misc import as_padding, as_tuple, check_rank
+from ._arg_checks import as_padding, as_tuple, check_num_spatial_dims, check_rank
+from ._scope import named_scope_call
 
 IntOrSeq = Union[int, Sequence[int]]
 PaddingSpec = Union[int, Sequence[int], Sequence[tuple[int, int]]]
@@ -148,6 +148,7 @@ class Pool(Module):
         )
         return y, pads
 
+    @named_scope_call
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         """**Arguments:** `x` of shape `(channels, *spatial)`; `key` is ignored.
         **Returns:** shape `(channels, *new_spatial)`."""
@@ -155,11 +156,27 @@ class Pool(Module):
         return self._reduce(x)[0]
 
 
-class _MaxPool(Pool):
+class _FixedDimsPool(Pool):
+    """A `Pool` with Equinox's `MaxPool2d`-style constructor: the number of spatial
+    dims, the initial value and the operation are fixed by the subclass."""
+
+    spatial_dims: ClassVar[int]
+    init_and_operation: ClassVar[tuple[Any, Any]]
+
     def __init__(
-        self, n: int, kernel_size: IntOrSeq, stride: IntOrSeq, padding: PaddingSpec, use_ceil: bool
+        self,
+        kernel_size: IntOrSeq,
+        stride: IntOrSeq = 1,
+        padding: PaddingSpec = 0,
+        use_ceil: bool = False,
     ):
-        super().__init__(-jnp.inf, lax.max, n, kernel_size, stride, padding, use_ceil)
+        init, op = type(self).init_and_operation
+        n = type(self).spatial_dims
+        super().__init__(init, op, n, kernel_size, stride, padding, use_ceil)
+
+
+class _MaxPool(_FixedDimsPool):
+    init_and_operation = (-jnp.inf, lax.max)
 
     def _init_value(self, dtype: Any) -> Any:
         # The identity of max for this dtype, concrete even if `init` is traced, so that
@@ -169,15 +186,13 @@ class _MaxPool(Pool):
         return np.array(-np.inf, dtype)
 
 
-class _AvgPool(Pool):
-    def __init__(
-        self, n: int, kernel_size: IntOrSeq, stride: IntOrSeq, padding: PaddingSpec, use_ceil: bool
-    ):
-        super().__init__(0, lax.add, n, kernel_size, stride, padding, use_ceil)
+class _AvgPool(_FixedDimsPool):
+    init_and_operation = (0, lax.add)
 
     def _init_value(self, dtype: Any) -> Any:
         return np.array(0, dtype)
 
+    @named_scope_call
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         """**Arguments:** `x` of shape `(channels, *spatial)`; `key` is ignored.
         **Returns:** shape `(channels, *new_spatial)`."""
@@ -244,77 +259,29 @@ def _avg_doc(n: int) -> str:
 
 class MaxPool1d(_MaxPool):
     __doc__ = _max_doc(1)
-
-    def __init__(
-        self,
-        kernel_size: IntOrSeq,
-        stride: IntOrSeq = 1,
-        padding: PaddingSpec = 0,
-        use_ceil: bool = False,
-    ):
-        super().__init__(1, kernel_size, stride, padding, use_ceil)
+    spatial_dims = 1
 
 
 class MaxPool2d(_MaxPool):
     __doc__ = _max_doc(2)
-
-    def __init__(
-        self,
-        kernel_size: IntOrSeq,
-        stride: IntOrSeq = 1,
-        padding: PaddingSpec = 0,
-        use_ceil: bool = False,
-    ):
-        super().__init__(2, kernel_size, stride, padding, use_ceil)
+    spatial_dims = 2
 
 
 class MaxPool3d(_MaxPool):
     __doc__ = _max_doc(3)
-
-    def __init__(
-        self,
-        kernel_size: IntOrSeq,
-        stride: IntOrSeq = 1,
-        padding: PaddingSpec = 0,
-        use_ceil: bool = False,
-    ):
-        super().__init__(3, kernel_size, stride, padding, use_ceil)
+    spatial_dims = 3
 
 
 class AvgPool1d(_AvgPool):
     __doc__ = _avg_doc(1)
-
-    def __init__(
-        self,
-        kernel_size: IntOrSeq,
-        stride: IntOrSeq = 1,
-        padding: PaddingSpec = 0,
-        use_ceil: bool = False,
-    ):
-        super().__init__(1, kernel_size, stride, padding, use_ceil)
+    spatial_dims = 1
 
 
 class AvgPool2d(_AvgPool):
     __doc__ = _avg_doc(2)
-
-    def __init__(
-        self,
-        kernel_size: IntOrSeq,
-        stride: IntOrSeq = 1,
-        padding: PaddingSpec = 0,
-        use_ceil: bool = False,
-    ):
-        super().__init__(2, kernel_size, stride, padding, use_ceil)
+    spatial_dims = 2
 
 
 class AvgPool3d(_AvgPool):
     __doc__ = _avg_doc(3)
-
-    def __init__(
-        self,
-        kernel_size: IntOrSeq,
-        stride: IntOrSeq = 1,
-        padding: PaddingSpec = 0,
-        use_ceil: bool = False,
-    ):
-        super().__init__(3, kernel_size, stride, padding, use_ceil)
+    spatial_dims = 3

@@ -4,22 +4,16 @@ e.g. with `jax.lax.scan`)."""
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .._module import Module, field
-from ._misc import check_key, fan_in_bound, resolve_dtype, uniform_init
-
-
-def _size(value: Any, name: str, layer: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{layer}: {name} must be an int; got {value!r}.")
-    if value < 1:
-        raise ValueError(f"{layer}: {name} must be >= 1; got {value}.")
-    return int(value)
+from ._arg_checks import check_key, check_positive_int
+from ._init_helpers import fan_in_bound, resolve_dtype, uniform_init
+from ._scope import named_scope_call
 
 
 def _check_vector(x: Any, size: int, layer: str, what: str) -> jax.Array:
@@ -62,7 +56,37 @@ def _init_params(
     return weight_ih, weight_hh, bias, bias_hh[2 * h :]
 
 
-class GRUCell(Module):
+class _RecurrentCell(Module):
+    """The constructor GRUCell and LSTMCell share (Equinox's arguments): checks, sizes,
+    and PyTorch's initialisation of `gates` gates, the biases set on `bias_fields`."""
+
+    gates: ClassVar[int]
+    bias_fields: ClassVar[tuple[str, ...]]
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        use_bias: bool = True,
+        dtype: Any = None,
+        *,
+        key: Any = None,
+    ):
+        name = type(self).__name__
+        check_key(key, name)
+        self.input_size = check_positive_int(input_size, "input_size", name)
+        self.hidden_size = check_positive_int(hidden_size, "hidden_size", name)
+        self.use_bias = bool(use_bias)
+        params = _init_params(
+            key, self.gates, self.input_size, self.hidden_size, resolve_dtype(dtype), self.use_bias
+        )
+        self.weight_ih, self.weight_hh = params[0], params[1]
+        biases = params[2:] or (None,) * len(self.bias_fields)
+        for field_name, bias in zip(self.bias_fields, biases):
+            setattr(self, field_name, bias)
+
+
+class GRUCell(_RecurrentCell):
     """One step of a gated recurrent unit, as `torch.nn.GRUCell` (gate order r, z, n):
 
         r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
@@ -105,32 +129,11 @@ class GRUCell(Module):
     hidden_size: int = field(static=True)
     use_bias: bool = field(static=True)
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        use_bias: bool = True,
-        dtype: Any = None,
-        *,
-        key: Any = None,
-    ):
-        check_key(key, "GRUCell")
-        dtype = resolve_dtype(dtype)
-        n_in = _size(input_size, "input_size", "GRUCell")
-        h = _size(hidden_size, "hidden_size", "GRUCell")
-        params = _init_params(key, 3, n_in, h, dtype, bool(use_bias))
-        self.weight_ih, self.weight_hh = params[0], params[1]
-        if use_bias:
-            # Fold what PyTorch's two biases make of r and z into one; keep b_hn apart.
-            self.bias = params[2]
-            self.bias_n = params[3]
-        else:
-            self.bias = None
-            self.bias_n = None
-        self.input_size = n_in
-        self.hidden_size = h
-        self.use_bias = bool(use_bias)
+    gates = 3
+    # What PyTorch's two biases make of r and z, folded into one; b_hn apart.
+    bias_fields = ("bias", "bias_n")
 
+    @named_scope_call
     def __call__(self, input: Any, hidden: Any, *, key: Any = None) -> jax.Array:
         """**Arguments:**
 
@@ -155,7 +158,7 @@ class GRUCell(Module):
         return (1 - z) * n + z * hidden
 
 
-class LSTMCell(Module):
+class LSTMCell(_RecurrentCell):
     """One step of a long short-term memory cell, as `torch.nn.LSTMCell` (gate order
     i, f, g, o):
 
@@ -194,26 +197,10 @@ class LSTMCell(Module):
     hidden_size: int = field(static=True)
     use_bias: bool = field(static=True)
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        use_bias: bool = True,
-        dtype: Any = None,
-        *,
-        key: Any = None,
-    ):
-        check_key(key, "LSTMCell")
-        dtype = resolve_dtype(dtype)
-        n_in = _size(input_size, "input_size", "LSTMCell")
-        h = _size(hidden_size, "hidden_size", "LSTMCell")
-        params = _init_params(key, 4, n_in, h, dtype, bool(use_bias))
-        self.weight_ih, self.weight_hh = params[0], params[1]
-        self.bias = params[2] if use_bias else None
-        self.input_size = n_in
-        self.hidden_size = h
-        self.use_bias = bool(use_bias)
+    gates = 4
+    bias_fields = ("bias",)
 
+    @named_scope_call
     def __call__(
         self, input: Any, hidden: tuple[Any, Any], *, key: Any = None
     ) -> tuple[jax.Array, jax.Array]:

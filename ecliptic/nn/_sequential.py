@@ -8,7 +8,8 @@ from typing import Any, overload
 import jax
 
 from .._module import Module
-from ._misc import check_key
+from ._arg_checks import check_key
+from ._scope import named_scope_call
 from ._stateful import MISSING_STATE, State, StatefulLayer
 
 
@@ -75,6 +76,7 @@ class Sequential(StatefulLayer):
             return layer(x, key=key), state  # pyright: ignore[reportCallIssue]
         return layer(x), state
 
+    @named_scope_call
     def __call__(
         self, x: Any, state: State = MISSING_STATE, *, key: jax.Array | None = None
     ) -> Any:
@@ -139,6 +141,7 @@ class Lambda(Module):
             raise TypeError(f"Lambda(fn): fn must be callable; got {fn!r}.")
         self.fn = fn
 
+    @named_scope_call
     def __call__(self, x: Any, *, key: jax.Array | None = None) -> Any:
         """**Arguments:** `x`; `key` is ignored. **Returns:** `fn(x)`."""
         del key

@@ -12,7 +12,9 @@ import numpy as np
 from .._messages import type_name
 from .._module import Module, field
 from .._tree import tree_at
-from ._misc import check_key, resolve_dtype
+from ._arg_checks import check_key
+from ._init_helpers import resolve_dtype
+from ._scope import named_scope_call
 from ._stateful import MISSING_STATE, State, StatefulLayer, StateIndex, check_state
 
 _Layer = TypeVar("_Layer")
@@ -144,6 +146,7 @@ class SpectralNorm(StatefulLayer, Generic[_Layer]):
         self.eps = float(eps)
         self.inference = bool(inference)
 
+    @named_scope_call
     def __call__(
         self,
         x: Any,

@@ -3,8 +3,8 @@
 
 Layout: `stacked.layers` is a single Module of the layers' type in which every array
 leaf has a leading axis of size `n`; non-array leaves and static fields are shared by all
-layers. Calling scans over that axis, slicing one layer's arrays per step (and one
-layer's key and state when given).
+layers. Calling scans over that axis (`_stacked_scan`), slicing one layer's arrays per
+step (and one layer's key and state when given).
 """
 
 from __future__ import annotations
@@ -16,99 +16,17 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
-import numpy as np
 
+from .._checks import is_int
 from .._filters import is_array
 from .._messages import short_repr, type_name
-from .._module import Module, field
+from .._module import Module, field, new_instance
 from .._paths import flatten_one_level_with_path
 from .._vmap import filter_vmap
-from ._misc import check_key
-from ._stateful import MISSING_STATE, State, StatefulLayer, StateIndex, check_state
-
-# Errors that mean "this constructor needs concrete values", on which `Stacked` falls
-# back from building the layers under `vmap` to building them one by one.
-_TRACER_ERRORS = (
-    jax.errors.ConcretizationTypeError,
-    jax.errors.TracerArrayConversionError,
-    jax.errors.TracerBoolConversionError,
-    jax.errors.TracerIntegerConversionError,
-)
-
-
-def _call_layer(layer: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
-    return layer(x, *args, **kwargs)
-
-
-def _accepts_key(fn: Callable[..., Any]) -> bool:
-    """Whether ``fn`` can be called with ``key=...`` (a `key` parameter or ``**kwargs``)."""
-    try:
-        parameters = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):  # no signature available: assume it does
-        return True
-    return any(
-        p.kind is p.VAR_KEYWORD
-        or (p.name == "key" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
-        for p in parameters
-    )
-
-
-def _check_takes_one_key(make_layer: Callable[..., Any], where: str) -> None:
-    """A clear error for a layer factory that cannot be called as ``make_layer(key)``."""
-    try:
-        signature = inspect.signature(make_layer)
-    except (TypeError, ValueError):  # no signature available: let the call decide
-        return
-    try:
-        signature.bind(None)
-    except TypeError:
-        raise TypeError(
-            f"{where}(make_layer, n): make_layer must take one argument, a PRNG key "
-            f"(make_layer(key) -> layer; each layer gets its own key); got "
-            f"{short_repr(make_layer)} with signature {signature}, which cannot be called "
-            "with one. Write e.g. `lambda key: nn.Linear(3, 3, key=key)`."
-        ) from None
-
-
-def _check_n(n: Any, where: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"{where}: n (the number of layers) must be an int >= 1; got {n!r}.")
-    return int(n)
-
-
-def _check_options(apply: Any, checkpoint: Any, unroll: Any, where: str) -> None:
-    if apply is not None and not callable(apply):
-        raise TypeError(
-            f"{where}: apply must be a callable (layer, x, ...) -> x or None; got "
-            f"{short_repr(apply)}."
-        )
-    if not (isinstance(checkpoint, bool) or callable(checkpoint) or _is_auto(checkpoint)):
-        raise TypeError(
-            f'{where}: checkpoint must be "auto", a bool or a jax.checkpoint policy (e.g. '
-            f"jax.checkpoint_policies.dots_saveable); got {short_repr(checkpoint)}."
-        )
-    if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
-        raise ValueError(f"{where}: unroll must be an int >= 1; got {unroll!r}.")
-
-
-_PRODUCTS = frozenset({jax.lax.dot_general_p, jax.lax.conv_general_dilated_p})
-
-
-def _save_products(primitive: Any, *_: Any, **__: Any) -> bool:
-    """The "auto" checkpoint policy: keep matrix products and convolutions for the
-    backward pass; recompute the element-wise work between them."""
-    return primitive in _PRODUCTS
-
-
-def _is_auto(checkpoint: Any) -> bool:
-    return isinstance(checkpoint, str) and checkpoint == "auto"
-
-
-def _policy(checkpoint: Any) -> Any:
-    """`jax.checkpoint`'s policy for a `checkpoint` option (`None`: save nothing)."""
-    if _is_auto(checkpoint):
-        return _save_products
-    return None if checkpoint is True else checkpoint
+from ._arg_checks import check_key
+from ._scope import named_scope_call
+from ._stacked_scan import check_scan_options, run_stacked
+from ._stateful import MISSING_STATE, State, StatefulLayer, state_indices, with_markers
 
 
 class Stacked(StatefulLayer):
@@ -192,7 +110,7 @@ class Stacked(StatefulLayer):
         _check_takes_one_key(make_layer, "Stacked")
         n = _check_n(n, "Stacked")
         check_key(key, "Stacked")
-        _check_options(apply, checkpoint, unroll, "Stacked")
+        check_scan_options(apply, checkpoint, unroll, "Stacked")
         keys = jax.random.split(key, n)
         try:
             layers = filter_vmap(make_layer)(keys)
@@ -211,6 +129,7 @@ class Stacked(StatefulLayer):
         layer = self.layers
         return isinstance(layer, StatefulLayer) and bool(layer.is_stateful())
 
+    @named_scope_call
     def __call__(
         self,
         x: Any,
@@ -229,67 +148,7 @@ class Stacked(StatefulLayer):
 
         **Returns:** the last layer's output; `(output, state)` when stateful.
         """
-        stateful = self.is_stateful()
-        if stateful:
-            state = check_state(state, "Stacked")
-            substate: Any = state.substate(self.layers)
-        elif state is not MISSING_STATE:
-            raise TypeError(
-                f"Stacked: the stacked layers ({type_name(self.layers)}) are not stateful, "
-                "so call it as `y = stacked(x)` without a state."
-            )
-        else:
-            substate = None
-        leaves, treedef = jtu.tree_flatten(self.layers)
-        mask = [is_array(leaf) for leaf in leaves]
-        params = [leaf for leaf, m in zip(leaves, mask) if m]
-        self._check_leading_axis(params)
-        static = [None if m else leaf for leaf, m in zip(leaves, mask)]
-        apply = _call_layer if self.apply is None else self.apply
-        # Split lazily: no key, or an apply without a `key` parameter, adds no random ops.
-        uses_key = self.apply is None or _accepts_key(apply)
-        check_key(key, "Stacked", required=False)
-        keys = None if key is None or not uses_key else jax.random.split(key, self.n)
-
-        def step(carry: Any, xs: Any) -> tuple[Any, Any]:
-            layer_params, layer_state, layer_key = xs
-            values = iter(layer_params)
-            layer = treedef.unflatten([next(values) if m else s for s, m in zip(static, mask)])
-            extra = dict(kwargs)
-            if layer_key is not None:
-                extra["key"] = layer_key
-            if stateful:
-                out, layer_state = apply(layer, carry, layer_state, **extra)
-                return out, layer_state
-            return apply(layer, carry, **extra), None
-
-        if self.checkpoint is not False:
-            step = jax.checkpoint(step, prevent_cse=False, policy=_policy(self.checkpoint))
-        try:
-            out, new_substate = jax.lax.scan(
-                step, x, (params, substate, keys), length=self.n, unroll=self.unroll
-            )
-        except TypeError as e:
-            if "carry" not in str(e):
-                raise
-            raise TypeError(
-                "Stacked: each layer's output is the next layer's input, so it must have "
-                "the same pytree structure, shapes and dtypes as the input x. JAX "
-                f"reports: {e}"
-            ) from None
-        if stateful:
-            return out, state.update(new_substate)
-        return out
-
-    def _check_leading_axis(self, params: Sequence[Any]) -> None:
-        for leaf in params:
-            shape = jnp.shape(leaf)
-            if not shape or shape[0] != self.n:
-                raise ValueError(
-                    f"Stacked: every array in `layers` must have a leading axis of size "
-                    f"n={self.n}; found one of shape {tuple(shape)}. (Was `layers` "
-                    "replaced by a single, unstacked layer? Use stack_layers.)"
-                )
+        return run_stacked(self, x, state, key, kwargs)[0]
 
     def __len__(self) -> int:
         return self.n
@@ -303,7 +162,7 @@ class Stacked(StatefulLayer):
                 raise IndexError(f"Stacked[{index}]: the slice selects no layers (n={self.n}).")
             layers = _map_arrays(lambda a: a[index], self.layers)
             return _make(layers, len(chosen), self.apply, self.checkpoint, self.unroll)
-        if isinstance(index, (int, np.integer)) and not isinstance(index, bool):
+        if is_int(index):
             if not -self.n <= index < self.n:
                 raise IndexError(f"Stacked index {index} is out of range for n={self.n} layers.")
             i = int(index) % self.n
@@ -340,14 +199,9 @@ def _map_arrays(fn: Callable[[Any], Any], tree: Any) -> Any:
 
 def _make(layers: Any, n: int, apply: Any, checkpoint: Any, unroll: int) -> Stacked:
     """A `Stacked` around already stacked layers (no building, no vmap)."""
-    new = object.__new__(Stacked)
-    new.__dict__.update(layers=layers, apply=apply, n=n, checkpoint=checkpoint, unroll=unroll)  # pyright: ignore[reportAttributeAccessIssue]
-    return new
-
-
-def _check_layer(layer: Any, where: str) -> None:
-    if not callable(layer):
-        raise TypeError(f"{where} must return a callable layer; got {short_repr(layer)}.")
+    return new_instance(
+        Stacked, layers=layers, apply=apply, n=n, checkpoint=checkpoint, unroll=unroll
+    )
 
 
 def stack_layers(
@@ -384,10 +238,48 @@ def stack_layers(
             f"{type_name(layers)}."
         )
     _check_n(len(layers), "stack_layers")
-    _check_options(apply, checkpoint, unroll, "stack_layers")
+    check_scan_options(apply, checkpoint, unroll, "stack_layers")
     for i, layer in enumerate(layers):
         _check_layer(layer, f"stack_layers: layers[{i}]")
     return _make(_stack(layers, "stack_layers"), len(layers), apply, checkpoint, unroll)
+
+
+# Errors that mean "this constructor needs concrete values", on which `Stacked` falls
+# back from building the layers under `vmap` to building them one by one.
+_TRACER_ERRORS = (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerArrayConversionError,
+    jax.errors.TracerBoolConversionError,
+    jax.errors.TracerIntegerConversionError,
+)
+
+
+def _check_takes_one_key(make_layer: Callable[..., Any], where: str) -> None:
+    """A clear error for a layer factory that cannot be called as ``make_layer(key)``."""
+    try:
+        signature = inspect.signature(make_layer)
+    except (TypeError, ValueError):  # no signature available: let the call decide
+        return
+    try:
+        signature.bind(None)
+    except TypeError:
+        raise TypeError(
+            f"{where}(make_layer, n): make_layer must take one argument, a PRNG key "
+            f"(make_layer(key) -> layer; each layer gets its own key); got "
+            f"{short_repr(make_layer)} with signature {signature}, which cannot be called "
+            "with one. Write e.g. `lambda key: nn.Linear(3, 3, key=key)`."
+        ) from None
+
+
+def _check_n(n: Any, where: str) -> int:
+    if not is_int(n) or n < 1:
+        raise ValueError(f"{where}: n (the number of layers) must be an int >= 1; got {n!r}.")
+    return int(n)
+
+
+def _check_layer(layer: Any, where: str) -> None:
+    if not callable(layer):
+        raise TypeError(f"{where} must return a callable layer; got {short_repr(layer)}.")
 
 
 def _stack(layers: Sequence[Any], where: str) -> Any:
@@ -472,28 +364,12 @@ def _first_difference(a: Any, b: Any, path: str) -> str | None:
 def _unify_state_indices(layers: Sequence[Any]) -> list[Any]:
     """Give every layer the `StateIndex` markers of the first, so that layers built
     separately (each with fresh markers) stack into one state layout."""
-    first = [leaf for leaf in jtu.tree_leaves(layers[0], is_leaf=_is_index) if _is_index(leaf)]
-    if not first:
-        return list(layers)
+    first = [index.marker for index in state_indices(layers[0])]
     out = [layers[0]]
     for layer in layers[1:]:
-        leaves, treedef = jtu.tree_flatten(layer, is_leaf=_is_index)
-        indices = [leaf for leaf in leaves if _is_index(leaf)]
-        if len(indices) != len(first):
-            out.append(layer)  # a structural difference, reported by the caller
+        if not first or len(list(state_indices(layer))) != len(first):
+            out.append(layer)  # nothing to rename, or a difference the caller reports
             continue
-        markers = iter(index.marker for index in first)
-        renamed = []
-        for leaf in leaves:
-            if _is_index(leaf):
-                new = object.__new__(StateIndex)
-                new.__dict__.update(leaf.__dict__)  # pyright: ignore[reportAttributeAccessIssue]
-                new.__dict__["marker"] = next(markers)  # pyright: ignore[reportIndexIssue]
-                leaf = new
-            renamed.append(leaf)
-        out.append(treedef.unflatten(renamed))
+        markers = iter(first)
+        out.append(with_markers(layer, lambda _path, _index, m=markers: next(m)))
     return out
-
-
-def _is_index(x: Any) -> bool:
-    return isinstance(x, StateIndex)

@@ -18,7 +18,7 @@ import jax.tree_util as jtu
 import numpy as np
 
 from .._filters import is_array, is_array_like
-from .._module import Module, field
+from .._module import Module, field, replace_fields
 
 _T = TypeVar("_T")
 _Value = TypeVar("_Value")
@@ -105,10 +105,28 @@ def _is_index(x: Any) -> bool:
     return isinstance(x, StateIndex)
 
 
-def _indices(pytree: Any) -> Iterator[StateIndex[Any]]:
+def state_indices(pytree: Any) -> Iterator[StateIndex[Any]]:
+    """The `StateIndex`es in `pytree`, in flattening order. **Arguments:** `pytree`.
+    **Returns:** an iterator of `StateIndex`."""
     for leaf in jtu.tree_leaves(pytree, is_leaf=_is_index):
         if isinstance(leaf, StateIndex):
             yield leaf
+
+
+def with_markers(pytree: Any, new_marker: Callable[[str, StateIndex[Any]], Any]) -> Any:
+    """A copy of `pytree` in which every `StateIndex` has the marker
+    `new_marker(path, index)` (`path` as `jax.tree_util.keystr` writes it).
+
+    **Arguments:** `pytree`; `new_marker`, called once per index in flattening order.
+    **Returns:** the copy.
+    """
+
+    def rename(path: Any, leaf: Any) -> Any:
+        if not isinstance(leaf, StateIndex):
+            return leaf
+        return replace_fields(leaf, marker=new_marker(jtu.keystr(path), leaf))
+
+    return jtu.tree_map_with_path(rename, pytree, is_leaf=_is_index)
 
 
 def _describe(value: Any) -> str:
@@ -151,7 +169,7 @@ class State:
 
     def __init__(self, model: Any):
         values: dict[Any, Any] = {}
-        for index in _indices(model):
+        for index in state_indices(model):
             if index.marker in values:
                 continue
             if any(_is_deleted(x) for x in jtu.tree_leaves(index.init, is_leaf=_is_deleted)):
@@ -165,7 +183,7 @@ class State:
 
     @classmethod
     def _from_dict(cls, values: dict[Any, Any]) -> State:
-        new = object.__new__(cls)
+        new = object.__new__(cls)  # a State is not a Module: it keeps its one slot
         object.__setattr__(new, "_values", values)
         return new
 
@@ -243,7 +261,7 @@ class State:
         ```
         """
         values = {}
-        for index in _indices(pytree):
+        for index in state_indices(pytree):
             values[index.marker] = self._lookup(index, "substate")
         return State._from_dict(values)
 
@@ -348,10 +366,7 @@ def delete_init_state(model: Any) -> Any:
     def delete(leaf: Any) -> Any:
         if not isinstance(leaf, StateIndex):
             return leaf
-        new = object.__new__(StateIndex)
-        new.__dict__.update(leaf.__dict__)  # pyright: ignore[reportAttributeAccessIssue]
-        new.__dict__["init"] = _DeletedInit()  # pyright: ignore[reportIndexIssue]
-        return new
+        return replace_fields(leaf, init=_DeletedInit())
 
     return jtu.tree_map(delete, model, is_leaf=_is_index)
 
@@ -359,17 +374,7 @@ def delete_init_state(model: Any) -> Any:
 def _stable_markers(model: Any) -> Any:
     """Replace each distinct marker by the path of the first index that carries it."""
     renamed: dict[Any, str] = {}
-    path_leaves, treedef = jtu.tree_flatten_with_path(model, is_leaf=_is_index)
-    leaves = []
-    for path, leaf in path_leaves:
-        if isinstance(leaf, StateIndex):
-            marker = renamed.setdefault(leaf.marker, jtu.keystr(path) or "<root>")
-            new = object.__new__(StateIndex)
-            new.__dict__.update(leaf.__dict__)  # pyright: ignore[reportAttributeAccessIssue]
-            new.__dict__["marker"] = marker  # pyright: ignore[reportIndexIssue]
-            leaf = new
-        leaves.append(leaf)
-    return jtu.tree_unflatten(treedef, leaves)
+    return with_markers(model, lambda path, i: renamed.setdefault(i.marker, path or "<root>"))
 
 
 def make_with_state(make_model: Callable[..., _T]) -> Callable[..., tuple[_T, State]]:

@@ -7,8 +7,10 @@ from typing import Any, Generic, TypeVar
 import jax
 import jax.numpy as jnp
 
+from .._checks import is_int
 from .._module import Module, field
 from .._tree import tree_at
+from ._scope import named_scope_call
 from ._spectral_norm import get_weight
 
 _Layer = TypeVar("_Layer")
@@ -58,7 +60,7 @@ class WeightNorm(Module, Generic[_Layer]):
     def __init__(self, layer: _Layer, weight_name: str = "weight", axis: int | None = 0):
         weight = get_weight(layer, weight_name, "WeightNorm")
         if axis is not None:
-            if isinstance(axis, bool) or not isinstance(axis, int):
+            if not is_int(axis):
                 raise TypeError(f"WeightNorm: axis must be an int or None; got {axis!r}.")
             if not -weight.ndim <= axis < weight.ndim:
                 raise ValueError(
@@ -76,6 +78,7 @@ class WeightNorm(Module, Generic[_Layer]):
         v = getattr(self.layer, self.weight_name)
         return (v * (self.g / _norm_except(v, self.axis))).astype(v.dtype)
 
+    @named_scope_call
     def __call__(self, x: Any, *, key: jax.Array | None = None) -> Any:
         """**Arguments:** `x`, the wrapped layer's input; `key`, passed on to it.
 

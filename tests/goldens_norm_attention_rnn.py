@@ -1,6 +1,6 @@
-"""Shared helpers for the tests of the nn layers of part B (dropout, embedding, attention,
-normalisation, activations, rnn): PyTorch goldens, VJP comparison, the jit/vmap/grad
-round trip. Never imports torch: goldens come from tests/torch_goldens/nn_b.npz."""
+"""Shared helpers for the tests of dropout, embedding, attention, normalisation,
+activation and recurrent layers: PyTorch goldens, VJP comparison, the jit/vmap/grad
+round trip. Never imports torch: goldens come from tests/torch_goldens/norm_attention_rnn.npz."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import numpy as np
 
 import ecliptic
 
-GOLDEN_PATH = pathlib.Path(__file__).parent / "torch_goldens" / "nn_b.npz"
+GOLDEN_PATH = pathlib.Path(__file__).parent / "torch_goldens" / "norm_attention_rnn.npz"
 RTOL = 1e-5
 ATOL = 1e-6
 

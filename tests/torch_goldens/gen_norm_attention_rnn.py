@@ -1,10 +1,11 @@
-"""Generate PyTorch reference values for the nn layers of part B (tests/test_nn_*.py).
+"""Generate PyTorch reference values for dropout, embedding, attention, normalisation,
+activation and recurrent layers (tests/test_nn_*.py).
 
 Run with the torch virtualenv (the test suite itself never imports torch):
 
-    .venv-torch/bin/python tests/torch_goldens/gen_nn_b.py
+    .venv-torch/bin/python tests/torch_goldens/gen_norm_attention_rnn.py
 
-Writes tests/torch_goldens/nn_b.npz. Every case ``c`` stores, in float32 and PyTorch's
+Writes tests/torch_goldens/norm_attention_rnn.npz. Every case ``c`` stores, in float32 and PyTorch's
 layouts: ``c.cfg`` (a JSON string of the layer options), the inputs ``c.in.<name>``, the
 parameters ``c.param.<name>``, the output(s) ``c.out`` (and ``c.out2`` for a second
 output), a fixed random cotangent ``c.ct`` (``c.ct2``), and the vector-Jacobian products
@@ -22,7 +23,7 @@ import torch
 import torch.nn as nn
 
 torch.set_default_dtype(torch.float32)
-OUT = pathlib.Path(__file__).with_name("nn_b.npz")
+OUT = pathlib.Path(__file__).with_name("norm_attention_rnn.npz")
 store: dict[str, np.ndarray] = {}
 
 

@@ -1,6 +1,7 @@
-"""Shared helpers for the part-A layer tests: PyTorch goldens and parameter injection.
+"""Shared helpers for the tests of Linear, Sequential, convolutions and pooling: PyTorch
+goldens and parameter injection.
 
-The goldens come from tests/torch_goldens/gen_nn_a.py (run with the torch virtualenv);
+The goldens come from tests/torch_goldens/gen_linear_conv_pool.py (run with the torch virtualenv);
 this module only reads the saved .npz, so the test suite never imports torch.
 """
 
@@ -19,7 +20,7 @@ import numpy as np
 
 import ecliptic
 
-PATH = pathlib.Path(__file__).parent / "torch_goldens" / "nn_a.npz"
+PATH = pathlib.Path(__file__).parent / "torch_goldens" / "linear_conv_pool.npz"
 RTOL = 1e-5
 ATOL = 1e-5
 

@@ -1,11 +1,11 @@
-"""PyTorch reference values for the nn layers of part A (Linear, Conv*, ConvTranspose*,
+"""PyTorch reference values for the nn layers (Linear, Conv*, ConvTranspose*,
 MaxPool*/AvgPool*, Adaptive*Pool*), read by tests/test_nn_{linear,conv,pool}.py.
 
 Run with the torch virtualenv (the test suite itself never imports torch):
 
-    .venv-torch/bin/python tests/torch_goldens/gen_nn_a.py
+    .venv-torch/bin/python tests/torch_goldens/gen_linear_conv_pool.py
 
-Writes tests/torch_goldens/nn_a.npz. For each case ``c``: ``c.cfg`` (JSON: the layer
+Writes tests/torch_goldens/linear_conv_pool.npz. For each case ``c``: ``c.cfg`` (JSON: the layer
 kind and the options in ecliptic's spelling), ``c.x`` (one unbatched input), the
 parameters in PyTorch's layout ``c.weight`` / ``c.bias``, the output ``c.out``, a fixed
 random cotangent ``c.ct``, and the gradients of ``sum(out * ct)`` with respect to the
@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-OUT = pathlib.Path(__file__).with_name("nn_a.npz")
+OUT = pathlib.Path(__file__).with_name("linear_conv_pool.npz")
 store: dict[str, np.ndarray] = {}
 _seed = [0]
 

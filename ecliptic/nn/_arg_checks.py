@@ -1,49 +1,15 @@
-"""Helpers shared by the layer families: dtypes, PyTorch-style initialisation, argument checks."""
+"""Argument checks shared by the layer families: PRNG keys, input ranks, sizes and
+paddings given as ints or tuples, and parameter shapes after a failed call."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-
-def default_floating_dtype() -> Any:
-    """float64 when x64 mode is on, else float32 (what `jnp.zeros(())` would give)."""
-    return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32  # type: ignore[attr-defined]
-
-
-def resolve_dtype(dtype: Any, name: str = "dtype") -> Any:
-    """``dtype`` or the default floating dtype; rejects non-floating dtypes clearly."""
-    if dtype is None:
-        return default_floating_dtype()
-    try:
-        resolved = jnp.dtype(dtype)
-    except TypeError as e:
-        raise TypeError(f"{name} must be a JAX dtype such as jnp.float32; got {dtype!r}.") from e
-    if not jnp.issubdtype(resolved, jnp.inexact):
-        raise TypeError(f"{name} must be a floating-point or complex dtype; got {resolved}.")
-    return resolved
-
-
-def uniform_init(key: Any, shape: Sequence[int], dtype: Any, bound: float) -> jax.Array:
-    """Samples from U(-bound, bound): PyTorch's default for weights and biases
-    (``bound = 1/sqrt(fan_in)``)."""
-    if jnp.issubdtype(dtype, jnp.complexfloating):
-        real_dtype = jnp.finfo(dtype).dtype
-        rkey, ikey = jax.random.split(key)
-        real = jax.random.uniform(rkey, shape, real_dtype, -bound, bound)
-        imag = jax.random.uniform(ikey, shape, real_dtype, -bound, bound)
-        return jax.lax.complex(real, imag).astype(dtype)
-    return jax.random.uniform(key, shape, dtype, minval=-bound, maxval=bound)
-
-
-def fan_in_bound(fan_in: int) -> float:
-    """``1/sqrt(fan_in)``, or 0 for an empty fan-in (as PyTorch does)."""
-    return 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+from .._checks import is_int
 
 
 class MissingKeyError(ValueError, RuntimeError):
@@ -120,11 +86,9 @@ def explain_parameter_shapes(
 
 def as_tuple(value: Any, n: int, name: str, *, minimum: int = 1) -> tuple[int, ...]:
     """Turn an int or a length-``n`` sequence of ints into an ``n``-tuple, with checks."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+    if is_int(value):
         values = (int(value),) * n
-    elif isinstance(value, Sequence) and all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value
-    ):
+    elif isinstance(value, Sequence) and all(is_int(v) for v in value):
         values = tuple(int(v) for v in value)
         if len(values) != n:
             raise ValueError(f"{name} must be an int or a sequence of {n} ints; got {value!r}.")
@@ -158,16 +122,6 @@ def check_rank(x: Any, expected_rank: int, layer: str, description: str) -> None
         )
 
 
-def compute_dtype(dtype: Any) -> Any:
-    """The dtype to do numerically delicate maths in (norms, softmax, trigonometry):
-    float32 for float16/bfloat16, whose few mantissa bits lose too much in sums of
-    squares and exponentials; otherwise ``dtype`` unchanged."""
-    dtype = jnp.dtype(dtype)
-    if dtype in (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16)):
-        return jnp.dtype(jnp.float32)
-    return dtype
-
-
 def as_padding(
     value: Any, n: int, name: str = "padding", strings: Sequence[str] = ()
 ) -> str | tuple[tuple[int, int], ...]:
@@ -181,9 +135,6 @@ def as_padding(
             return upper
         allowed = ", ".join(repr(s) for s in strings) or "no strings"
         raise ValueError(f"{name} string must be one of {allowed}; got {value!r}.")
-
-    def is_int(v: Any) -> bool:
-        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
     if is_int(value):
         pairs = ((int(value), int(value)),) * n
@@ -206,8 +157,51 @@ def as_padding(
     return pairs
 
 
-def filled(shape: Sequence[int], value: float, dtype: Any) -> jax.Array:
-    """An array of ``shape`` filled with ``value`` (ones/zeros parameter init), built on
-    the host and transferred: unlike ``jnp.full`` this compiles no XLA program for each
-    new shape, which keeps building a model fast."""
-    return jax.device_put(np.full(tuple(shape), value, dtype=jnp.dtype(dtype)))
+def check_positive_int(value: Any, name: str, layer: str) -> int:
+    """`value` as an int >= 1, or a clear error naming `layer` and the argument `name`.
+
+    **Arguments:** `value`, the value given; `name`, the argument's name; `layer`, the
+    name used in the message.
+
+    **Returns:** `int(value)`. **Raises:** `TypeError` for a non-int (or a bool),
+    `ValueError` below 1.
+
+    ```python
+    check_positive_int(4, "hidden_size", "GRUCell")  # 4
+    ```
+    """
+    if not is_int(value):
+        raise TypeError(f"{layer}: {name} must be an int; got {value!r}.")
+    if value < 1:
+        raise ValueError(f"{layer}: {name} must be >= 1; got {value}.")
+    return int(value)
+
+
+def check_feature_size(value: Any, name: str, layer: str) -> int:
+    """The number of features `value` stands for: an int >= 0, or 1 for `"scalar"`.
+
+    **Arguments:** `value`, the value given; `name`, the argument's name; `layer`, the
+    name used in the message. **Returns:** the number of features.
+
+    ```python
+    check_feature_size("scalar", "in_features", "Linear")  # 1
+    ```
+    """
+    if isinstance(value, str) and value == "scalar":
+        return 1
+    if not is_int(value):
+        raise TypeError(f"{layer}: {name} must be an int >= 0 or 'scalar'; got {value!r}.")
+    if int(value) < 0:
+        raise ValueError(f"{layer}: {name} must be >= 0 (or 'scalar'); got {value}.")
+    return int(value)
+
+
+def check_num_spatial_dims(n: Any, layer: str) -> int:
+    """`n` if it is an int >= 1 (a number of spatial dimensions), else a clear error.
+
+    **Arguments:** `n`, the value given; `layer`, the name used in the message.
+    **Returns:** `n`.
+    """
+    if not is_int(n) or n < 1:
+        raise ValueError(f"{layer}: num_spatial_dims must be an int >= 1; got {n!r}.")
+    return n
