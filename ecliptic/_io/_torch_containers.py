@@ -1,5 +1,7 @@
-"""Containers and wrappers in state dicts of PyTorch's format.
+"""Containers and wrappers in state dicts of PyTorch's format, registered in the table
+of PyTorch layouts (`ecliptic._io._torch_registry`); they walk on into their children.
 
+- `nn.Sequential`: PyTorch names the layers ``0``, ``1``, ...; ours sit in ``layers``.
 - `nn.Stacked`: the PyTorch equivalent of N stacked layers is an ``nn.ModuleList`` of N
   separate layers (``blocks.0.weight``, ``blocks.1.weight``, ...), so the stacked arrays
   are viewed one layer at a time, each with the slice of the model's `State` that
@@ -21,16 +23,16 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
-from ._filters import is_array
-from ._paths import display, join
-from ._serialisation import CheckpointError, is_key_dtype
-from ._torch_layouts import converter_for
-from .nn import Conv, ConvTranspose, SpectralNorm, Stacked, WeightNorm
+from .._filters import is_array
+from .._paths import display, join
+from ..nn import Conv, ConvTranspose, Sequential, SpectralNorm, Stacked, WeightNorm
+from ._arrays import is_key_dtype, stored_struct
+from ._errors import CheckpointError
+from ._state_dict_reader import Renamed
+from ._torch_registry import register_torch_container, torch_layout_for
 
-PARAMETRISED = (WeightNorm, SpectralNorm)
 
-
-def layer_views(stacked: Stacked, state: Any) -> list[tuple[Any, Any]]:
+def _layer_views(stacked: Stacked, state: Any) -> list[tuple[Any, Any]]:
     """``[(layer_i, state_i), ...]``: layer ``i`` of `stacked` as its own Module (skeleton
     leaves lose their leading axis too) and, when `state` is given, a `State` holding
     layer ``i``'s entries (else None)."""
@@ -45,12 +47,12 @@ def layer_views(stacked: Stacked, state: Any) -> list[tuple[Any, Any]]:
     return views
 
 
-def restack_layers(stacked: Stacked, layers: Sequence[Any]) -> Any:
+def _restack_layers(stacked: Stacked, layers: Sequence[Any]) -> Any:
     """`stacked.layers` with its array leaves replaced by those of `layers` stacked."""
     return _restack(stacked.layers, layers)
 
 
-def restack_state(stacked: Stacked, state: Any, layer_states: Sequence[Any]) -> Any:
+def _restack_state(stacked: Stacked, state: Any, layer_states: Sequence[Any]) -> Any:
     """`state` with the entries of `stacked`'s layers replaced by `layer_states` stacked."""
     if state is None:
         return None
@@ -84,11 +86,12 @@ def _stack(column: Sequence[Any], old: Any) -> Any:
     return jax.device_put(np.stack([np.asarray(c) for c in column]))
 
 
-def check_parametrised(node: Any, name: str) -> None:
+def _check_parametrised(node: Any, name: str) -> None:
     """Raise unless `node`'s wrapped weight has the same layout here and in PyTorch (the
     parametrisation's magnitude and vectors are laid out after it)."""
     layer = node.layer
-    plain = converter_for(layer) is None
+    layout = torch_layout_for(layer)
+    plain = layout is None or layout.container
     if not (plain or (isinstance(layer, Conv) and not isinstance(layer, ConvTranspose))):
         raise CheckpointError(
             f"{display(name)}: a {type(node).__name__} around a {type(layer).__name__} has "
@@ -97,13 +100,13 @@ def check_parametrised(node: Any, name: str) -> None:
         )
 
 
-def weight_renames(node: Any, name: str) -> dict[str, str]:
+def _weight_renames(node: Any, name: str) -> dict[str, str]:
     """Where PyTorch keeps the wrapped layer's (unnormalised) weight."""
     original = "original1" if isinstance(node, WeightNorm) else "original"
     return {join(name, node.weight_name): join(_prefix(node, name), original)}
 
 
-def parametrisation_entries(node: Any, name: str, state: Any) -> list[tuple[str, Any]]:
+def _parametrisation_entries(node: Any, name: str, state: Any) -> list[tuple[str, Any]]:
     """The parametrisation's own entries: weight norm's magnitude `g`; spectral norm's
     `u` and `v` (only with a state)."""
     prefix = _prefix(node, name)
@@ -117,3 +120,67 @@ def parametrisation_entries(node: Any, name: str, state: Any) -> list[tuple[str,
 
 def _prefix(node: Any, name: str) -> str:
     return join(name, f"parametrizations.{node.weight_name}")
+
+
+# ----------------------------------------------------------------- the registered layouts
+
+
+def _sequential_export(node: Any, name: str, state: Any, emit: Any, walk: Any) -> None:
+    for i, layer in enumerate(node.layers):
+        walk(layer, join(name, str(i)), state, emit)
+
+
+def _sequential_load(node: Any, name: str, state: Any, io: Any, walk: Any) -> tuple[Any, Any]:
+    layers = []
+    for i, layer in enumerate(node.layers):
+        layer, state = walk(layer, join(name, str(i)), state, io)
+        layers.append(layer)
+    return io.at(name).replace(node, layers=tuple(layers)), state
+
+
+def _stacked_export(node: Any, name: str, state: Any, emit: Any, walk: Any) -> None:
+    # PyTorch's ModuleList: one entry per layer.
+    for i, (layer, layer_state) in enumerate(_layer_views(node, state)):
+        walk(layer, join(name, str(i)), layer_state, emit)
+
+
+def _stacked_load(node: Any, name: str, state: Any, io: Any, walk: Any) -> tuple[Any, Any]:
+    layers, layer_states = [], []
+    for i, (layer, layer_state) in enumerate(_layer_views(node, state)):
+        layer, layer_state = walk(layer, join(name, str(i)), layer_state, io)
+        layers.append(layer)
+        layer_states.append(layer_state)
+    new = io.at(name).replace(node, layers=_restack_layers(node, layers))
+    return new, _restack_state(node, state, layer_states)
+
+
+def _parametrised_export(node: Any, name: str, state: Any, emit: Any, walk: Any) -> None:
+    _check_parametrised(node, name)
+    renames = _weight_renames(node, name)
+    walk(node.layer, name, state, lambda k, v: emit(renames.get(k, k), v))
+    for key, value in _parametrisation_entries(node, name, state):
+        emit(key, value)
+
+
+def _parametrised_load(node: Any, name: str, state: Any, io: Any, walk: Any) -> tuple[Any, Any]:
+    _check_parametrised(node, name)
+    renamed = Renamed(io, _weight_renames(node, name))
+    layer, state = walk(node.layer, name, state, renamed)
+    fields: dict[str, Any] = {"layer": layer}
+    entries = _parametrisation_entries(node, name, state)
+    values = [io.get(key, *stored_struct(old), optional=False) for key, old in entries]
+    if isinstance(node, WeightNorm):
+        if values[0] is not None:
+            fields["g"] = values[0]
+    elif entries and all(value is not None for value in values):
+        state = io.at(name).set_state(state, node.uv_index, tuple(values))
+    return io.at(name).replace(node, **fields), state
+
+
+for _container, _export, _load in (
+    (Sequential, _sequential_export, _sequential_load),
+    (Stacked, _stacked_export, _stacked_load),
+    (WeightNorm, _parametrised_export, _parametrised_load),
+    (SpectralNorm, _parametrised_export, _parametrised_load),
+):
+    register_torch_container(_container, export=_export, load=_load)

@@ -11,8 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._paths import display, join
-from ._serialisation import CheckpointError, array_like, describe, is_key_dtype
+from .._messages import array_text
+from .._module import replace_fields
+from .._paths import display, join
+from ._arrays import array_like, is_key_dtype
+from ._errors import CheckpointError
 
 ARRAYS = (jax.Array, np.ndarray, np.generic)
 
@@ -69,14 +72,14 @@ class Reader:
             return None
         if tuple(value.shape) != tuple(shape):
             self.mismatched.append(
-                f"{display(name)}: expected {describe(shape, dtype)}, got "
-                f"{describe(value.shape, value.dtype)}"
+                f"{display(name)}: expected {array_text(dtype, shape)}, got "
+                f"{array_text(value.dtype, value.shape)}"
             )
             return None
         if value.dtype != dtype and _dtype_category(value.dtype) != _dtype_category(dtype):
             self.mismatched.append(
-                f"{display(name)}: expected {describe(shape, dtype)}, got "
-                f"{describe(value.shape, value.dtype)} (cannot cast {value.dtype} to {dtype})"
+                f"{display(name)}: expected {array_text(dtype, shape)}, got "
+                f"{array_text(value.dtype, value.shape)} (cannot cast {value.dtype} to {dtype})"
             )
             return None
         with np.errstate(over="ignore", invalid="ignore"):
@@ -131,7 +134,8 @@ def _dtype_category(dtype: Any) -> str:
 
 
 class Scoped:
-    """The `LayerIO` a converter sees: names relative to the layer's path."""
+    """The `LayerEntries` a layout's load function sees: names relative to the layer's
+    path."""
 
     def __init__(self, reader: Reader | Renamed, prefix: str):
         self.reader, self.prefix = reader, prefix
@@ -143,24 +147,20 @@ class Scoped:
         self.reader.mismatched.append(f"{display(join(self.prefix, name))}: {message}")
 
     def replace(self, node: Any, **fields: Any) -> Any:
-        new = object.__new__(type(node))
-        new.__dict__.update(node.__dict__)
-        for field, value in fields.items():
-            old = node.__dict__[field]
-            new.__dict__[field] = array_like(value, old) if isinstance(value, np.ndarray) else value
-        return new
+        return replace_fields(
+            node,
+            **{
+                field: array_like(value, node.__dict__[field])
+                if isinstance(value, np.ndarray)
+                else value
+                for field, value in fields.items()
+            },
+        )
 
     def set_state(self, state: Any, index: Any, value: Any) -> Any:
         old = state.get(index)
         new = jax.tree_util.tree_map(lambda o, v: array_like(np.asarray(v), o), old, value)
         return state.set(index, new)
-
-
-def expected(leaf: Any) -> tuple[tuple[int, ...], np.dtype]:
-    if is_key_dtype(leaf.dtype):
-        data = jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct(leaf.shape, leaf.dtype))
-        return tuple(data.shape), np.dtype(data.dtype)
-    return tuple(leaf.shape), np.dtype(leaf.dtype)
 
 
 class Renamed:

@@ -21,9 +21,10 @@ from typing import Any, BinaryIO
 import jax
 import numpy as np
 
-from ._paths import display
-from ._safetensors_format import Entry, corrupt, label
-from ._serialisation import CheckpointError, array_like, as_numpy, is_key_dtype
+from .._paths import display
+from ._arrays import array_like, as_numpy, is_key_dtype
+from ._errors import CheckpointError
+from ._safetensors import Entry, corrupt, label
 
 __all__ = ["hash_tensors", "read_tensors", "write_tensors"]
 
