@@ -11,9 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._module import Module
 from ._io import is_key_dtype
 from ._messages import array_text
+from ._module import Module
 from ._paths import children_with_names, display, join
 from .nn import State, StateIndex
 

@@ -22,8 +22,8 @@ import numpy as np
 from jax.sharding import Mesh, SingleDeviceSharding
 
 from .._filters import is_array
-from .._paths import display, dotted
 from .._io import CheckpointError, is_key_dtype, key_data_struct, key_impl
+from .._paths import display, dotted
 from .._sharding import param_shardings
 
 _FORMAT = "ecliptic-orbax-1"

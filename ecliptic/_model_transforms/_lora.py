@@ -21,8 +21,6 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
-from .._messages import short_repr
-from .._module import Module, field
 from .._io import (
     StateDictError,
     StateDictReport,
@@ -31,6 +29,8 @@ from .._io import (
     register_torch_layout,
 )
 from .._io import state_dict as _full_state_dict
+from .._messages import short_repr
+from .._module import Module, field
 from .._tree import tree_at
 from .._vmap_pmap import filter_vmap
 from ..nn import Linear, Stacked
