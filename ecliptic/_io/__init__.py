@@ -18,11 +18,10 @@ from ._state_dict import (
     named_parameters,
     state_dict,
 )
-from ._torch_registry import LayerEntries, register_torch_layout
+from ._torch_registry import register_torch_layout
 
 __all__ = [
     "CheckpointError",
-    "LayerEntries",
     "StateDictError",
     "StateDictReport",
     "array_like",

@@ -55,8 +55,8 @@ class Reader:
         self.missing: list[str] = []
         self.mismatched: list[str] = []
 
-    def at(self, prefix: str) -> Scoped:
-        return Scoped(self, prefix)
+    def at(self, prefix: str) -> LayerEntries:
+        return LayerEntries(self, prefix)
 
     def get(self, name: str, shape: tuple[int, ...], dtype: Any, optional: bool) -> Any:
         if name not in self.entries:
@@ -133,20 +133,26 @@ def _dtype_category(dtype: Any) -> str:
     return str(dtype)
 
 
-class Scoped:
-    """The `LayerEntries` a layout's load function sees: names relative to the layer's
-    path."""
+class LayerEntries:
+    """What a PyTorch layout's `load` function reads the state dict through: names are
+    relative to the layer (``"weight"``, not ``"layers.0.weight"``)."""
 
     def __init__(self, reader: Reader | Renamed, prefix: str):
         self.reader, self.prefix = reader, prefix
 
     def get(self, name: str, shape: tuple[int, ...], dtype: Any, optional: bool = False) -> Any:
+        """The entry, checked against the PyTorch-side shape and cast to `dtype`; None
+        if it is absent or does not fit (then that is reported, unless `optional` and
+        absent)."""
         return self.reader.get(join(self.prefix, name), shape, dtype, optional)
 
     def problem(self, name: str, message: str) -> None:
+        """Report a problem with an entry."""
         self.reader.mismatched.append(f"{display(join(self.prefix, name))}: {message}")
 
     def replace(self, node: Any, **fields: Any) -> Any:
+        """`node` with the given fields replaced (NumPy values become the old leaf's
+        kind of array)."""
         return replace_fields(
             node,
             **{
@@ -158,6 +164,7 @@ class Scoped:
         )
 
     def set_state(self, state: Any, index: Any, value: Any) -> Any:
+        """`state.set(index, value)`, values converted like the old ones."""
         old = state.get(index)
         new = jax.tree_util.tree_map(lambda o, v: array_like(np.asarray(v), o), old, value)
         return state.set(index, new)
@@ -172,8 +179,8 @@ class Renamed:
         self.renames = renames
         self.mismatched = reader.mismatched
 
-    def at(self, prefix: str) -> Scoped:
-        return Scoped(self, prefix)
+    def at(self, prefix: str) -> LayerEntries:
+        return LayerEntries(self, prefix)
 
     def get(self, name: str, shape: tuple[int, ...], dtype: Any, optional: bool) -> Any:
         return self.reader.get(self.renames.get(name, name), shape, dtype, optional)

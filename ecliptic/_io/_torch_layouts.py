@@ -44,7 +44,8 @@ from ..nn import (
 )
 from ..nn._conv_transpose import weight_from_torch, weight_to_torch
 from ._errors import CheckpointError
-from ._torch_registry import LayerEntries, register_torch_layout
+from ._state_dict_reader import LayerEntries
+from ._torch_registry import register_torch_layout
 
 
 def _np(x: Any) -> np.ndarray:
@@ -66,16 +67,22 @@ def _conv_export(layer: Any, state: Any) -> dict[str, Any]:
     return out
 
 
-def _conv_import(layer: Any, io: LayerEntries, state: Any) -> tuple[Any, Any]:
+def _load_conv(layer: Any, io: LayerEntries, weight_shape: tuple[int, ...], from_torch: Any) -> Any:
+    """`layer` with the weight (PyTorch's `weight_shape`, converted by `from_torch`) and
+    the bias (PyTorch's ``(out,)``) read from `io`."""
     fields = {}
-    w = io.get("weight", tuple(layer.weight.shape), layer.weight.dtype)
+    w = io.get("weight", weight_shape, layer.weight.dtype)
     if w is not None:
-        fields["weight"] = w
+        fields["weight"] = from_torch(w)
     if layer.bias is not None:
         b = io.get("bias", (layer.bias.shape[0],), layer.bias.dtype)
         if b is not None:
             fields["bias"] = b.reshape(layer.bias.shape)
-    return io.replace(layer, **fields), state
+    return io.replace(layer, **fields)
+
+
+def _conv_import(layer: Any, io: LayerEntries, state: Any) -> tuple[Any, Any]:
+    return _load_conv(layer, io, tuple(layer.weight.shape), lambda w: w), state
 
 
 def _conv_t_export(layer: Any, state: Any) -> dict[str, Any]:
@@ -85,16 +92,12 @@ def _conv_t_export(layer: Any, state: Any) -> dict[str, Any]:
 
 
 def _conv_t_import(layer: Any, io: LayerEntries, state: Any) -> tuple[Any, Any]:
-    fields = {}
     shape = (layer.in_channels, layer.out_channels // layer.groups) + tuple(layer.kernel_size)
-    w = io.get("weight", shape, layer.weight.dtype)
-    if w is not None:
-        fields["weight"] = np.ascontiguousarray(weight_from_torch(w, layer.groups))
-    if layer.bias is not None:
-        b = io.get("bias", (layer.bias.shape[0],), layer.bias.dtype)
-        if b is not None:
-            fields["bias"] = b.reshape(layer.bias.shape)
-    return io.replace(layer, **fields), state
+
+    def from_torch(w: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(weight_from_torch(w, layer.groups))
+
+    return _load_conv(layer, io, shape, from_torch), state
 
 
 # ---------------------------------------------------------------------------- recurrent

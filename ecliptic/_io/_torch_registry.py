@@ -12,37 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import numpy as np
+from typing import Any
 
 from .._messages import type_name
 from .._paths import display, join
 from ._errors import CheckpointError
+from ._state_dict_reader import LayerEntries
 
-__all__ = ["LayerEntries", "register_torch_layout"]
-
-
-class LayerEntries(Protocol):
-    """What a layout's `load` function reads the state dict through (names are relative
-    to the layer: ``"weight"``, not ``"layers.0.weight"``)."""
-
-    def get(
-        self, name: str, shape: tuple[int, ...], dtype: Any, optional: bool = False
-    ) -> np.ndarray | None:
-        """The entry, checked against the PyTorch-side shape and cast to `dtype`; None
-        if it is absent or wrong (then the problem is recorded, unless `optional` and
-        absent)."""
-
-    def problem(self, name: str, message: str) -> None:
-        """Record a problem with an entry (it is listed in the report)."""
-
-    def replace(self, node: Any, **fields: Any) -> Any:
-        """`node` with the given fields replaced (NumPy values become the old leaf's
-        kind of array)."""
-
-    def set_state(self, state: Any, index: Any, value: Any) -> Any:
-        """`state.set(index, value)`, values converted like the old ones."""
+__all__ = ["register_torch_layout"]
 
 
 @dataclass(frozen=True)
