@@ -36,23 +36,22 @@ from ._filters import (
     is_inexact_array_like,
     partition,
 )
-from ._io import (
-    CheckpointError,
-    StateDictError,
-    StateDictReport,
-    check_state_dict,
+from ._io._checkpoint import load, load_metadata, save
+from ._io._errors import CheckpointError, StateDictError
+from ._io._leaves import (
     default_deserialise_filter_spec,
     default_serialise_filter_spec,
-    load,
-    load_metadata,
-    load_state_dict,
-    named_parameters,
-    register_torch_layout,
-    save,
-    state_dict,
     tree_deserialise_leaves,
     tree_serialise_leaves,
 )
+from ._io._state_dict import (
+    StateDictReport,
+    check_state_dict,
+    load_state_dict,
+    named_parameters,
+    state_dict,
+)
+from ._io._torch_registry import register_torch_layout
 from ._jit import filter_jit
 from ._make_jaxpr import filter_make_jaxpr
 from ._model_transforms import (

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._io import is_key_dtype
+from ._io._arrays import is_key_dtype
 from ._messages import array_text
 from ._module import Module
 from ._paths import children_with_names, display, join

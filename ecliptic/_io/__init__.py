@@ -1,44 +1,6 @@
-"""File I/O and PyTorch interop: Equinox leaf files, safetensors checkpoints, state dicts
-and the table of PyTorch layouts. A service above `ecliptic.nn` (the PyTorch layouts know
-the layer types); `ecliptic/__init__.py` re-exports the public names."""
-
-from ._arrays import array_like, as_numpy, is_key_dtype, key_data_struct, key_impl
-from ._checkpoint import load, load_metadata, save
-from ._errors import CheckpointError, StateDictError
-from ._leaves import (
-    default_deserialise_filter_spec,
-    default_serialise_filter_spec,
-    tree_deserialise_leaves,
-    tree_serialise_leaves,
-)
-from ._state_dict import (
-    StateDictReport,
-    check_state_dict,
-    load_state_dict,
-    named_parameters,
-    state_dict,
-)
-from ._torch_registry import register_torch_layout
-
-__all__ = [
-    "CheckpointError",
-    "StateDictError",
-    "StateDictReport",
-    "array_like",
-    "as_numpy",
-    "check_state_dict",
-    "default_deserialise_filter_spec",
-    "default_serialise_filter_spec",
-    "is_key_dtype",
-    "key_data_struct",
-    "key_impl",
-    "load",
-    "load_metadata",
-    "load_state_dict",
-    "named_parameters",
-    "register_torch_layout",
-    "save",
-    "state_dict",
-    "tree_deserialise_leaves",
-    "tree_serialise_leaves",
-]
+"""File I/O and PyTorch interop: Equinox leaf files (`_leaves`, `_npy`), safetensors
+checkpoints (`_checkpoint`, `_checkpoint_data`, `_safetensors`, `_fingerprint`), state
+dicts (`_state_dict`, `_state_dict_reader`) and the table of PyTorch layouts
+(`_torch_registry`, filled by `_torch_layouts` and `_torch_containers`). A service above
+`ecliptic.nn`: the PyTorch layouts know the layer types. `ecliptic/__init__.py`
+re-exports the public names."""

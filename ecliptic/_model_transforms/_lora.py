@@ -21,14 +21,10 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
-from .._io import (
-    StateDictError,
-    StateDictReport,
-    check_state_dict,
-    load_state_dict,
-    register_torch_layout,
-)
-from .._io import state_dict as _full_state_dict
+from .._io._errors import StateDictError
+from .._io._state_dict import StateDictReport, check_state_dict, load_state_dict
+from .._io._state_dict import state_dict as _full_state_dict
+from .._io._torch_registry import register_torch_layout
 from .._messages import short_repr
 from .._module import Module, field
 from .._tree import tree_at
