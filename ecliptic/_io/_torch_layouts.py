@@ -113,7 +113,7 @@ def _gru_export(layer: Any, state: Any) -> dict[str, Any]:
 
 
 def _gru_import(layer: Any, io: LayerEntries, state: Any) -> tuple[Any, Any]:
-    fields = _weights_ih_hh(layer, io)
+    fields = _as_they_are(layer, io, ("weight_ih", "weight_hh"))
     if layer.bias is not None:
         h = layer.hidden_size
         ih = io.get("bias_ih", (3 * h,), layer.bias.dtype)
@@ -125,9 +125,10 @@ def _gru_import(layer: Any, io: LayerEntries, state: Any) -> tuple[Any, Any]:
     return io.replace(layer, **fields), state
 
 
-def _weights_ih_hh(layer: Any, io: LayerEntries) -> dict[str, Any]:
+def _as_they_are(layer: Any, io: LayerEntries, names: tuple[str, ...]) -> dict[str, Any]:
+    """The fields `names` of `layer`, read from entries of the same names and shapes."""
     fields = {}
-    for name in ("weight_ih", "weight_hh"):
+    for name in names:
         value = io.get(name, tuple(getattr(layer, name).shape), getattr(layer, name).dtype)
         if value is not None:
             fields[name] = value
@@ -143,7 +144,7 @@ def _lstm_export(layer: Any, state: Any) -> dict[str, Any]:
 
 
 def _lstm_import(layer: Any, io: LayerEntries, state: Any) -> tuple[Any, Any]:
-    fields = _weights_ih_hh(layer, io)
+    fields = _as_they_are(layer, io, ("weight_ih", "weight_hh"))
     if layer.bias is not None:
         shape = tuple(layer.bias.shape)
         ih = io.get("bias_ih", shape, layer.bias.dtype)
@@ -275,13 +276,8 @@ def _bn_export(layer: Any, state: Any) -> dict[str, Any]:
 
 
 def _bn_import(layer: Any, io: LayerEntries, state: Any) -> tuple[Any, Any]:
-    fields = {}
-    if layer.weight is not None:
-        for name in ("weight", "bias"):
-            value = io.get(name, tuple(getattr(layer, name).shape), getattr(layer, name).dtype)
-            if value is not None:
-                fields[name] = value
-    layer = io.replace(layer, **fields)
+    affine = () if layer.weight is None else ("weight", "bias")
+    layer = io.replace(layer, **_as_they_are(layer, io, affine))
     if state is None:
         return layer, state
     stats_index, count_index = _bn_statistics(layer)
