@@ -43,11 +43,8 @@ def _load(layer, entries, state):
 
 @pytest.fixture
 def registered():
+    # Dense exists only in this file: its layout cannot affect other tests.
     ecliptic.register_torch_layout(Dense, export=_export, load=_load)
-    yield
-    from ecliptic._io._torch_registry import _LAYOUTS  # noqa: PLC2701 (test cleanup)
-
-    _LAYOUTS.pop(Dense, None)
 
 
 def _model(seed):
@@ -84,8 +81,13 @@ def test_subclasses_use_the_layout_and_shapes_are_checked(registered):
     assert report.mismatched and "weight: expected f32[2,3], got f64[3,2]" in report.mismatched[0]
 
 
+class Plain(ecliptic.Module):
+    w: jax.Array
+    b: jax.Array
+
+
 def test_without_registration_the_native_names_are_used():
-    layer = Dense(jnp.ones((3, 2)), jnp.zeros(2))
+    layer = Plain(jnp.ones((3, 2)), jnp.zeros(2))
     assert set(ecliptic.state_dict(layer, format="torch")) == {"w", "b"}
 
 
@@ -93,15 +95,13 @@ def test_errors_name_the_layer_and_bad_arguments():
     def refuse(layer, state):
         raise ecliptic.CheckpointError("no PyTorch counterpart")
 
-    ecliptic.register_torch_layout(DenseNoBias, export=refuse, load=_load)
-    try:
-        model = enn.Sequential([DenseNoBias(jnp.ones((3, 2)), jnp.zeros(2))])
-        with pytest.raises(ecliptic.CheckpointError, match="^0: no PyTorch counterpart"):
-            ecliptic.state_dict(model, format="torch")
-    finally:
-        from ecliptic._io._torch_registry import _LAYOUTS  # noqa: PLC2701 (test cleanup)
+    class Refused(Dense):
+        pass
 
-        _LAYOUTS.pop(DenseNoBias, None)
+    ecliptic.register_torch_layout(Refused, export=refuse, load=_load)
+    model = enn.Sequential([Refused(jnp.ones((3, 2)), jnp.zeros(2))])
+    with pytest.raises(ecliptic.CheckpointError, match="^0: no PyTorch counterpart"):
+        ecliptic.state_dict(model, format="torch")
     with pytest.raises(TypeError, match="layer_type must be a class; got str"):
         ecliptic.register_torch_layout("Dense", export=_export, load=_load)
     with pytest.raises(TypeError, match="load must be a callable; got NoneType"):
