@@ -47,18 +47,6 @@ def _layer_views(stacked: Stacked, state: Any) -> list[tuple[Any, Any]]:
     return views
 
 
-def _restack_layers(stacked: Stacked, layers: Sequence[Any]) -> Any:
-    """`stacked.layers` with its array leaves replaced by those of `layers` stacked."""
-    return _restack(stacked.layers, layers)
-
-
-def _restack_state(stacked: Stacked, state: Any, layer_states: Sequence[Any]) -> Any:
-    """`state` with the entries of `stacked`'s layers replaced by `layer_states` stacked."""
-    if state is None:
-        return None
-    return state.update(_restack(state.substate(stacked.layers), layer_states))
-
-
 def _take(leaf: Any, i: int) -> Any:
     if isinstance(leaf, jax.ShapeDtypeStruct):
         return jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype)
@@ -150,8 +138,10 @@ def _stacked_load(node: Any, name: str, state: Any, io: Any, walk: Any) -> tuple
         layer, layer_state = walk(layer, join(name, str(i)), layer_state, io)
         layers.append(layer)
         layer_states.append(layer_state)
-    new = io.at(name).replace(node, layers=_restack_layers(node, layers))
-    return new, _restack_state(node, state, layer_states)
+    new = io.at(name).replace(node, layers=_restack(node.layers, layers))
+    if state is not None:
+        state = state.update(_restack(state.substate(node.layers), layer_states))
+    return new, state
 
 
 def _parametrised_export(node: Any, name: str, state: Any, emit: Any, walk: Any) -> None:
