@@ -41,7 +41,7 @@ import ecliptic  # noqa: E402
 
 FULL = (24, 2048)  # 24 float32 arrays of 2048 x 2048: 400 MB
 QUICK = (4, 64)
-BUFFER = 64 * 2**20  # ecliptic._checkpoint_data.BUFFER: the bound on temporary copies
+BUFFER = 64 * 2**20  # ecliptic._io._checkpoint_data.BUFFER: the bound on temporary copies
 
 
 def make_model(count: int, side: int) -> dict[str, jax.Array]:

@@ -15,7 +15,6 @@ from ._ad import (
 )
 from ._caches import clear_caches
 from ._callback import filter_pure_callback
-from ._checkpoint_io import load, load_metadata, save
 from ._closure_convert import filter_closure_convert
 from ._custom_ad import filter_custom_jvp, filter_custom_vjp
 from ._enum import Enumeration, EnumerationItem
@@ -36,6 +35,22 @@ from ._filters import (
     is_inexact_array_like,
     partition,
 )
+from ._io._checkpoint import load, load_metadata, save
+from ._io._errors import CheckpointError, StateDictError
+from ._io._leaves import (
+    default_deserialise_filter_spec,
+    default_serialise_filter_spec,
+    tree_deserialise_leaves,
+    tree_serialise_leaves,
+)
+from ._io._state_dict import (
+    StateDictReport,
+    check_state_dict,
+    load_state_dict,
+    named_parameters,
+    state_dict,
+)
+from ._io._torch_registry import register_torch_layout
 from ._jit import filter_jit
 from ._legacy_api import gradf, jitf, value_and_grad_f
 from ._make_jaxpr import filter_make_jaxpr
@@ -69,13 +84,6 @@ from ._module import (
 from ._pmap import filter_pmap
 from ._pretty_print import tree_pformat, tree_pprint
 from ._remat import filter_checkpoint
-from ._serialisation import (
-    CheckpointError,
-    default_deserialise_filter_spec,
-    default_serialise_filter_spec,
-    tree_deserialise_leaves,
-    tree_serialise_leaves,
-)
 from ._sharding import (
     filter_shard,
     opt_state_shardings,
@@ -83,14 +91,6 @@ from ._sharding import (
     shard_batch,
     shard_opt_state,
     shard_params,
-)
-from ._state_dict import (
-    StateDictError,
-    StateDictReport,
-    check_state_dict,
-    load_state_dict,
-    named_parameters,
-    state_dict,
 )
 from ._summary import Summary, SummaryRow, summary
 from ._tree import tree_at, tree_check, tree_equal, tree_flatten_one_level
@@ -174,6 +174,7 @@ __all__ = [
     "load_metadata",
     "load_state_dict",
     "named_parameters",
+    "register_torch_layout",
     "save",
     "state_dict",
     "summary",

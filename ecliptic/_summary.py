@@ -11,9 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._io._arrays import is_key_dtype
+from ._messages import array_text
 from ._module import Module
 from ._paths import children_with_names, display, join
-from ._serialisation import describe, is_key_dtype
 from .nn import State, StateIndex
 
 __all__ = ["Summary", "SummaryRow", "summary"]
@@ -141,7 +142,7 @@ def summary(pytree: Any) -> Summary:
             within = name
         if isinstance(node, _ARRAYS):
             local = name[len(within) + 1 :] if within else name
-            text = f"{local or display(name)} {describe(tuple(node.shape), node.dtype)}"
+            text = f"{local or display(name)} {array_text(node.dtype, node.shape)}"
             if id(node) in first_seen and not isinstance(node, np.generic):
                 row["params"].append(f"{text} (shared with {display(first_seen[id(node)])})")
                 return

@@ -96,7 +96,7 @@ def foreign() -> pathlib.Path:
 
 def version_zero(data: bytearray) -> bytes:
     """The checkpoint as an old format version "0" would be (header checksum redone)."""
-    from ecliptic._safetensors_format import HEADER_HASH, header_digest
+    from ecliptic._io._safetensors import HEADER_HASH, header_digest
 
     n = int.from_bytes(data[:8], "little")
     header = json.loads(data[8 : 8 + n])

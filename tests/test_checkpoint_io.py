@@ -32,8 +32,8 @@ from persistence_helpers import (
 )
 
 import ecliptic
-import ecliptic._atomic_files as atomic_files
-import ecliptic._checkpoint_data as checkpoint_data
+import ecliptic._io._atomic as atomic_files
+import ecliptic._io._checkpoint_data as checkpoint_data
 from ecliptic import CheckpointError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -289,7 +289,7 @@ def test_unwritable_directory_keeps_old_checkpoint(saved, monkeypatch):
 
 def test_atomic_write_is_reusable_for_other_files(tmp_path):
     # The leaf serialisation writes through the same function: keep its signature.
-    from ecliptic._checkpoint_io import atomic_write
+    from ecliptic._io._atomic import atomic_write
 
     path = tmp_path / "notes.bin"
     atomic_write(path, lambda f: f.write(b"first"))
@@ -314,7 +314,7 @@ def test_failure_mid_write_keeps_old_checkpoint(saved, monkeypatch):
 _KILLED_WRITER = """
 import sys, time
 import numpy as np
-import ecliptic, ecliptic._checkpoint_data as cdata
+import ecliptic, ecliptic._io._checkpoint_data as cdata
 path, mode = sys.argv[1], sys.argv[2]
 if mode == "pause":
     write = cdata._write_chunk

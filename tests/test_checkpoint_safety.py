@@ -16,7 +16,7 @@ from persistence_helpers import bits_equal
 
 import ecliptic
 from ecliptic import CheckpointError
-from ecliptic._safetensors_format import HEADER_HASH, header_digest
+from ecliptic._io._safetensors import HEADER_HASH, header_digest
 
 
 def split(data: bytes) -> tuple[dict, bytes]:

@@ -93,6 +93,8 @@ def test_state_entries_are_named_by_their_index():
 def test_every_layer_roundtrips_bit_exactly(dtype, format):
     skeletons = abstract_zoo(dtype)
     for name, (model, state) in layer_zoo(dtype, seed=7).items():
+        if format == "torch" and name == "batchnorm_ema":
+            continue  # no PyTorch layout (test_torch_layout_refuses_other_batchnorm_modes)
         sd = ecliptic.state_dict(model, state=state, format=format)
         target, target_state = fill(skeletons[name], seed=8)
         out = ecliptic.load_state_dict(target, sd, state=target_state, format=format)
@@ -229,18 +231,31 @@ def test_torch_layout_attention():
     assert sd["k_proj_weight"].shape == (4, 3) and sd["v_proj_weight"].shape == (4, 5)
 
 
-def test_torch_layout_sequential_prelu_and_ema_batchnorm():
+def test_torch_layout_sequential_and_prelu():
     seq = build(lambda: enn.Sequential([enn.Linear(2, 2, key=key()), jax.nn.relu, enn.PReLU()]))
     assert set(ecliptic.state_dict(seq, format="torch")) == {"0.weight", "0.bias", "2.weight"}
-    model, state = fill(abstract_zoo()["batchnorm_ema"])
-    state = state.set(model.ema_first_time_index, jnp.array(True))
-    sd = ecliptic.state_dict(model, state=state, format="torch")
-    assert sd["num_batches_tracked"] == 0
-    sd["num_batches_tracked"] = np.array(12)
-    _, new_state = ecliptic.load_state_dict(model, sd, state=state, format="torch")
-    assert not bool(new_state.get(model.ema_first_time_index))
+
+
+@pytest.mark.parametrize("mode", ["ema", "batch"])
+def test_torch_layout_refuses_other_batchnorm_modes(mode):
+    # Only mode="torch" keeps PyTorch's running statistics (an unbiased running
+    # variance used as it is); "ema" and "batch" keep others, which no PyTorch BatchNorm
+    # reproduces: exporting or importing them would silently change the model.
+    bn, state = enn.make_with_state(enn.BatchNorm)(4, "batch", mode=mode)
+    model = enn.Sequential([bn])
+    with pytest.raises(ecliptic.CheckpointError, match=f'^0: .*mode="{mode}".*mode="torch"'):
+        ecliptic.state_dict(model, state=state, format="torch")
+    torch_bn, torch_state = enn.make_with_state(enn.BatchNorm)(4, "batch", mode="torch")
+    sd = ecliptic.state_dict(enn.Sequential([torch_bn]), state=torch_state, format="torch")
+    with pytest.raises(ecliptic.CheckpointError, match=f'^0: .*mode="{mode}".*mode="torch"'):
+        ecliptic.load_state_dict(model, sd, state=state, format="torch")
+    # Without a state only the affine parameters are involved: those load as before.
+    weights = {k: v for k, v in sd.items() if k in ("0.weight", "0.bias")}
+    weights["0.weight"] = np.arange(4.0, dtype=np.float32)
+    out = ecliptic.load_state_dict(model, weights, format="torch")
+    np.testing.assert_array_equal(out.layers[0].weight, np.arange(4.0))
     report = ecliptic.check_state_dict(model, sd, format="torch")
-    assert set(report.unexpected) == {"running_mean", "running_var", "num_batches_tracked"}
+    assert set(report.unexpected) == {"0.running_mean", "0.running_var", "0.num_batches_tracked"}
     assert "pass the model's State" in str(report)
 
 

@@ -22,8 +22,9 @@ import numpy as np
 from jax.sharding import Mesh, SingleDeviceSharding
 
 from .._filters import is_array
+from .._io._arrays import is_key_dtype, key_data_struct, key_impl
+from .._io._errors import CheckpointError
 from .._paths import display, dotted
-from .._serialisation import CheckpointError, is_key_dtype, key_data_struct, key_impl
 from .._sharding import param_shardings
 
 _FORMAT = "ecliptic-orbax-1"

@@ -22,11 +22,12 @@ import jax.tree_util as jtu
 import numpy as np
 
 from .._checks import is_int, is_real
+from .._io._errors import StateDictError
+from .._io._state_dict import StateDictReport, check_state_dict, load_state_dict
+from .._io._state_dict import state_dict as _full_state_dict
+from .._io._torch_registry import register_torch_layout
 from .._messages import short_repr
 from .._module import Module, field
-from .._state_dict import StateDictError, StateDictReport, check_state_dict, load_state_dict
-from .._state_dict import state_dict as _full_state_dict
-from .._torch_layouts import CONVERTERS
 from .._tree import tree_at
 from .._vmap import filter_vmap
 from ..nn import Linear, Stacked
@@ -297,7 +298,7 @@ def _lora_import(layer: LoRALinear, io: Any, state: Any) -> tuple[Any, Any]:
 
 
 # PyTorch's layout registry: state_dict/load_state_dict(format="torch") find it there.
-CONVERTERS[LoRALinear] = (_lora_export, _lora_import)
+register_torch_layout(LoRALinear, export=_lora_export, load=_lora_import)
 
 
 def _is_adapter_key(name: str) -> bool:

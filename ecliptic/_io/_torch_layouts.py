@@ -15,9 +15,10 @@ Each converter maps one layer to the entries PyTorch's equivalent module has in 
   and import only if zero.
 - `PReLU`: ``weight`` is our ``negative_slope``.
 - `BatchNorm`: ``running_mean``/``running_var``/``num_batches_tracked`` come from the
-  `State`. In ``"batch"`` mode (PyTorch's) they are exactly PyTorch's; ``"ema"`` mode keeps
-  a biased running variance and only a first-time flag, so ``num_batches_tracked`` is 0
-  before the first batch and 1 after, and importing sets the flag from it.
+  `State`, in ``mode="torch"`` only: that mode keeps exactly PyTorch's statistics. The
+  ``"ema"`` and ``"batch"`` modes keep other ones (a biased running variance; a
+  first-batch start, or averages that inference debiases), which no PyTorch
+  ``BatchNorm`` reproduces: their running statistics are refused, both ways.
 - `Sequential`: PyTorch names the layers ``0``, ``1``, ...; ours sit in ``layers``.
 
 Every other layer has PyTorch's names already (``weight``, ``bias``): Linear, Embedding,
@@ -28,13 +29,11 @@ counterparts are parametrizations with other names): `SpectralNorm`, `WeightNorm
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from ._serialisation import CheckpointError
-from .nn import (
+from ..nn import (
     BatchNorm,
     Conv,
     ConvTranspose,
@@ -43,29 +42,11 @@ from .nn import (
     MultiheadAttention,
     PReLU,
 )
-from .nn import conv_transpose_weight_from_torch as weight_from_torch
-from .nn import conv_transpose_weight_to_torch as weight_to_torch
-
-
-class LayerIO(Protocol):
-    """What an import converter gets to read entries (names relative to the layer)."""
-
-    def get(
-        self, name: str, shape: tuple[int, ...], dtype: Any, optional: bool = False
-    ) -> np.ndarray | None:
-        """The entry, checked against the PyTorch-side shape and cast to `dtype`; None
-        if it is absent or wrong (then the problem is recorded, unless `optional` and
-        absent)."""
-
-    def problem(self, name: str, message: str) -> None:
-        """Record a problem with an entry."""
-
-    def replace(self, node: Any, **fields: Any) -> Any:
-        """`node` with the given fields replaced (NumPy values become the old leaf's
-        kind of array)."""
-
-    def set_state(self, state: Any, index: Any, value: Any) -> Any:
-        """`state.set(index, value)`, values converted like the old ones."""
+from ..nn import conv_transpose_weight_from_torch as weight_from_torch
+from ..nn import conv_transpose_weight_to_torch as weight_to_torch
+from ._errors import CheckpointError
+from ._state_dict_reader import LayerEntries
+from ._torch_registry import register_torch_layout
 
 
 def _np(x: Any) -> np.ndarray:
@@ -87,16 +68,22 @@ def _conv_export(layer: Any, state: Any) -> dict[str, Any]:
     return out
 
 
-def _conv_import(layer: Any, io: LayerIO, state: Any) -> tuple[Any, Any]:
+def _load_conv(layer: Any, io: LayerEntries, weight_shape: tuple[int, ...], from_torch: Any) -> Any:
+    """`layer` with the weight (PyTorch's `weight_shape`, converted by `from_torch`) and
+    the bias (PyTorch's ``(out,)``) read from `io`."""
     fields = {}
-    w = io.get("weight", tuple(layer.weight.shape), layer.weight.dtype)
+    w = io.get("weight", weight_shape, layer.weight.dtype)
     if w is not None:
-        fields["weight"] = w
+        fields["weight"] = from_torch(w)
     if layer.bias is not None:
         b = io.get("bias", (layer.bias.shape[0],), layer.bias.dtype)
         if b is not None:
             fields["bias"] = b.reshape(layer.bias.shape)
-    return io.replace(layer, **fields), state
+    return io.replace(layer, **fields)
+
+
+def _conv_import(layer: Any, io: LayerEntries, state: Any) -> tuple[Any, Any]:
+    return _load_conv(layer, io, tuple(layer.weight.shape), lambda w: w), state
 
 
 def _conv_t_export(layer: Any, state: Any) -> dict[str, Any]:
@@ -105,17 +92,13 @@ def _conv_t_export(layer: Any, state: Any) -> dict[str, Any]:
     return out
 
 
-def _conv_t_import(layer: Any, io: LayerIO, state: Any) -> tuple[Any, Any]:
-    fields = {}
+def _conv_t_import(layer: Any, io: LayerEntries, state: Any) -> tuple[Any, Any]:
     shape = (layer.in_channels, layer.out_channels // layer.groups) + tuple(layer.kernel_size)
-    w = io.get("weight", shape, layer.weight.dtype)
-    if w is not None:
-        fields["weight"] = np.ascontiguousarray(weight_from_torch(w, layer.groups))
-    if layer.bias is not None:
-        b = io.get("bias", (layer.bias.shape[0],), layer.bias.dtype)
-        if b is not None:
-            fields["bias"] = b.reshape(layer.bias.shape)
-    return io.replace(layer, **fields), state
+
+    def from_torch(w: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(weight_from_torch(w, layer.groups))
+
+    return _load_conv(layer, io, shape, from_torch), state
 
 
 # ---------------------------------------------------------------------------- recurrent
@@ -130,8 +113,8 @@ def _gru_export(layer: Any, state: Any) -> dict[str, Any]:
     return out
 
 
-def _gru_import(layer: Any, io: LayerIO, state: Any) -> tuple[Any, Any]:
-    fields = _weights_ih_hh(layer, io)
+def _gru_import(layer: Any, io: LayerEntries, state: Any) -> tuple[Any, Any]:
+    fields = _as_they_are(layer, io, ("weight_ih", "weight_hh"))
     if layer.bias is not None:
         h = layer.hidden_size
         ih = io.get("bias_ih", (3 * h,), layer.bias.dtype)
@@ -143,9 +126,10 @@ def _gru_import(layer: Any, io: LayerIO, state: Any) -> tuple[Any, Any]:
     return io.replace(layer, **fields), state
 
 
-def _weights_ih_hh(layer: Any, io: LayerIO) -> dict[str, Any]:
+def _as_they_are(layer: Any, io: LayerEntries, names: tuple[str, ...]) -> dict[str, Any]:
+    """The fields `names` of `layer`, read from entries of the same names and shapes."""
     fields = {}
-    for name in ("weight_ih", "weight_hh"):
+    for name in names:
         value = io.get(name, tuple(getattr(layer, name).shape), getattr(layer, name).dtype)
         if value is not None:
             fields[name] = value
@@ -160,8 +144,8 @@ def _lstm_export(layer: Any, state: Any) -> dict[str, Any]:
     return out
 
 
-def _lstm_import(layer: Any, io: LayerIO, state: Any) -> tuple[Any, Any]:
-    fields = _weights_ih_hh(layer, io)
+def _lstm_import(layer: Any, io: LayerEntries, state: Any) -> tuple[Any, Any]:
+    fields = _as_they_are(layer, io, ("weight_ih", "weight_hh"))
     if layer.bias is not None:
         shape = tuple(layer.bias.shape)
         ih = io.get("bias_ih", shape, layer.bias.dtype)
@@ -207,7 +191,7 @@ def _mha_export(layer: Any, state: Any) -> dict[str, Any]:
     return out
 
 
-def _mha_import(layer: Any, io: LayerIO, state: Any) -> tuple[Any, Any]:
+def _mha_import(layer: Any, io: LayerEntries, state: Any) -> tuple[Any, Any]:
     projections = _projections(layer)
     rows = [p.weight.shape[0] for p in projections]
     split_at = np.cumsum(rows)[:-1]
@@ -254,7 +238,7 @@ def _prelu_export(layer: Any, state: Any) -> dict[str, Any]:
     return {"weight": _np(layer.negative_slope).reshape(-1)}
 
 
-def _prelu_import(layer: Any, io: LayerIO, state: Any) -> tuple[Any, Any]:
+def _prelu_import(layer: Any, io: LayerEntries, state: Any) -> tuple[Any, Any]:
     slope = layer.negative_slope
     w = io.get("weight", (slope.size,), slope.dtype)
     if w is None:
@@ -262,9 +246,16 @@ def _prelu_import(layer: Any, io: LayerIO, state: Any) -> tuple[Any, Any]:
     return io.replace(layer, negative_slope=w.reshape(slope.shape)), state
 
 
-def _bn_indices(layer: Any) -> tuple[Any, Any]:
-    if layer.mode == "ema":
-        return layer.ema_state_index, layer.ema_first_time_index
+def _bn_statistics(layer: Any) -> tuple[Any, Any]:
+    """The state indices of a BatchNorm's running statistics and batch count; only
+    `mode="torch"` keeps the statistics PyTorch's BatchNorm has."""
+    if layer.mode != "torch":
+        raise CheckpointError(
+            f'a BatchNorm with mode="{layer.mode}" keeps running statistics that differ '
+            "from PyTorch's running_mean/running_var/num_batches_tracked (a biased "
+            'variance, and another start or debiasing): build it with mode="torch" for '
+            'PyTorch interop, or use format="native"'
+        )
     return layer.batch_state_index, layer.batch_counter
 
 
@@ -273,64 +264,45 @@ def _bn_export(layer: Any, state: Any) -> dict[str, Any]:
     if layer.weight is not None:
         out["weight"] = _np(layer.weight)
         out["bias"] = _np(layer.bias)
+    stats_index, count_index = _bn_statistics(layer)
     if state is None:
         raise CheckpointError(
             "a BatchNorm keeps running_mean/running_var in a State: pass the model's "
             "state, as in state_dict(model, state=state, format='torch')"
         )
-    stats_index, count_index = _bn_indices(layer)
     mean, var = state.get(stats_index)
     out["running_mean"], out["running_var"] = _np(mean), _np(var)
-    count = _np(state.get(count_index))
-    if layer.mode == "ema":  # a first-time flag: True before the first batch
-        count = np.asarray(0 if bool(count) else 1)
-    out["num_batches_tracked"] = count.astype(np.int64)
+    out["num_batches_tracked"] = _np(state.get(count_index)).astype(np.int64)
     return out
 
 
-def _bn_import(layer: Any, io: LayerIO, state: Any) -> tuple[Any, Any]:
-    fields = {}
-    if layer.weight is not None:
-        for name in ("weight", "bias"):
-            value = io.get(name, tuple(getattr(layer, name).shape), getattr(layer, name).dtype)
-            if value is not None:
-                fields[name] = value
-    layer = io.replace(layer, **fields)
+def _bn_import(layer: Any, io: LayerEntries, state: Any) -> tuple[Any, Any]:
+    affine = () if layer.weight is None else ("weight", "bias")
+    layer = io.replace(layer, **_as_they_are(layer, io, affine))
     if state is None:
         return layer, state
-    stats_index, count_index = _bn_indices(layer)
+    stats_index, count_index = _bn_statistics(layer)
     old_mean, old_var = state.get(stats_index)
     mean = io.get("running_mean", tuple(old_mean.shape), old_mean.dtype)
     var = io.get("running_var", tuple(old_var.shape), old_var.dtype)
     old_count = state.get(count_index)
     # Read straight into the state's dtype, so that a count too large for it (int32
     # without x64) is reported instead of wrapping around.
-    count_dtype = np.int64 if layer.mode == "ema" else old_count.dtype
-    count = io.get("num_batches_tracked", (), count_dtype)
+    count = io.get("num_batches_tracked", (), old_count.dtype)
     if mean is not None and var is not None:
         state = io.set_state(state, stats_index, (mean, var))
     if count is not None:
-        if layer.mode == "ema":  # the first-time flag
-            count = np.asarray(count == 0)
-        state = io.set_state(state, count_index, count.astype(old_count.dtype))
+        state = io.set_state(state, count_index, count)
     return layer, state
 
 
-CONVERTERS: dict[type, tuple[Callable[..., Any], Callable[..., Any]]] = {
-    ConvTranspose: (_conv_t_export, _conv_t_import),
-    Conv: (_conv_export, _conv_import),
-    GRUCell: (_gru_export, _gru_import),
-    LSTMCell: (_lstm_export, _lstm_import),
-    MultiheadAttention: (_mha_export, _mha_import),
-    PReLU: (_prelu_export, _prelu_import),
-    BatchNorm: (_bn_export, _bn_import),
-}
-
-
-def converter_for(node: Any) -> tuple[Callable[..., Any], Callable[..., Any]] | None:
-    """The (export, import) pair for ``node``'s class or its nearest base class."""
-    for klass in type(node).__mro__:
-        pair = CONVERTERS.get(klass)
-        if pair is not None:
-            return pair
-    return None
+for _layer_type, _export, _load in (
+    (ConvTranspose, _conv_t_export, _conv_t_import),
+    (Conv, _conv_export, _conv_import),
+    (GRUCell, _gru_export, _gru_import),
+    (LSTMCell, _lstm_export, _lstm_import),
+    (MultiheadAttention, _mha_export, _mha_import),
+    (PReLU, _prelu_export, _prelu_import),
+    (BatchNorm, _bn_export, _bn_import),
+):
+    register_torch_layout(_layer_type, export=_export, load=_load)

@@ -11,8 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._paths import display, join
-from ._serialisation import CheckpointError, array_like, describe, is_key_dtype
+from .._messages import array_text
+from .._module import replace_fields
+from .._paths import display, join
+from ._arrays import array_like, is_key_dtype
+from ._errors import CheckpointError
 
 ARRAYS = (jax.Array, np.ndarray, np.generic)
 
@@ -52,8 +55,8 @@ class Reader:
         self.missing: list[str] = []
         self.mismatched: list[str] = []
 
-    def at(self, prefix: str) -> Scoped:
-        return Scoped(self, prefix)
+    def at(self, prefix: str) -> LayerEntries:
+        return LayerEntries(self, prefix)
 
     def get(self, name: str, shape: tuple[int, ...], dtype: Any, optional: bool) -> Any:
         if name not in self.entries:
@@ -69,14 +72,14 @@ class Reader:
             return None
         if tuple(value.shape) != tuple(shape):
             self.mismatched.append(
-                f"{display(name)}: expected {describe(shape, dtype)}, got "
-                f"{describe(value.shape, value.dtype)}"
+                f"{display(name)}: expected {array_text(dtype, shape)}, got "
+                f"{array_text(value.dtype, value.shape)}"
             )
             return None
         if value.dtype != dtype and _dtype_category(value.dtype) != _dtype_category(dtype):
             self.mismatched.append(
-                f"{display(name)}: expected {describe(shape, dtype)}, got "
-                f"{describe(value.shape, value.dtype)} (cannot cast {value.dtype} to {dtype})"
+                f"{display(name)}: expected {array_text(dtype, shape)}, got "
+                f"{array_text(value.dtype, value.shape)} (cannot cast {value.dtype} to {dtype})"
             )
             return None
         with np.errstate(over="ignore", invalid="ignore"):
@@ -130,37 +133,41 @@ def _dtype_category(dtype: Any) -> str:
     return str(dtype)
 
 
-class Scoped:
-    """The `LayerIO` a converter sees: names relative to the layer's path."""
+class LayerEntries:
+    """What a PyTorch layout's `load` function reads the state dict through: names are
+    relative to the layer (``"weight"``, not ``"layers.0.weight"``)."""
 
     def __init__(self, reader: Reader | Renamed, prefix: str):
         self.reader, self.prefix = reader, prefix
 
     def get(self, name: str, shape: tuple[int, ...], dtype: Any, optional: bool = False) -> Any:
+        """The entry, checked against the PyTorch-side shape and cast to `dtype`; None
+        if it is absent or does not fit (then that is reported, unless `optional` and
+        absent)."""
         return self.reader.get(join(self.prefix, name), shape, dtype, optional)
 
     def problem(self, name: str, message: str) -> None:
+        """Report a problem with an entry."""
         self.reader.mismatched.append(f"{display(join(self.prefix, name))}: {message}")
 
     def replace(self, node: Any, **fields: Any) -> Any:
-        new = object.__new__(type(node))
-        new.__dict__.update(node.__dict__)
-        for field, value in fields.items():
-            old = node.__dict__[field]
-            new.__dict__[field] = array_like(value, old) if isinstance(value, np.ndarray) else value
-        return new
+        """`node` with the given fields replaced (NumPy values become the old leaf's
+        kind of array)."""
+        return replace_fields(
+            node,
+            **{
+                field: array_like(value, node.__dict__[field])
+                if isinstance(value, np.ndarray)
+                else value
+                for field, value in fields.items()
+            },
+        )
 
     def set_state(self, state: Any, index: Any, value: Any) -> Any:
+        """`state.set(index, value)`, values converted like the old ones."""
         old = state.get(index)
         new = jax.tree_util.tree_map(lambda o, v: array_like(np.asarray(v), o), old, value)
         return state.set(index, new)
-
-
-def expected(leaf: Any) -> tuple[tuple[int, ...], np.dtype]:
-    if is_key_dtype(leaf.dtype):
-        data = jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct(leaf.shape, leaf.dtype))
-        return tuple(data.shape), np.dtype(data.dtype)
-    return tuple(leaf.shape), np.dtype(leaf.dtype)
 
 
 class Renamed:
@@ -172,8 +179,8 @@ class Renamed:
         self.renames = renames
         self.mismatched = reader.mismatched
 
-    def at(self, prefix: str) -> Scoped:
-        return Scoped(self, prefix)
+    def at(self, prefix: str) -> LayerEntries:
+        return LayerEntries(self, prefix)
 
     def get(self, name: str, shape: tuple[int, ...], dtype: Any, optional: bool) -> Any:
         return self.reader.get(self.renames.get(name, name), shape, dtype, optional)

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from ._messages import type_name
-from ._paths import children_with_names, join
-from ._serialisation import describe, is_key_dtype
+from .._messages import array_text, type_name
+from .._paths import children_with_names, join
+from ._arrays import is_key_dtype
 
 _MAX_DEPTH = 12
 
@@ -117,7 +117,7 @@ def leaf_kind(leaf: Any) -> str:
     if dtype is not None and shape is not None and not isinstance(leaf, type):
         try:
             if is_key_dtype(dtype) or np.dtype(dtype) is not None:
-                return describe(tuple(shape), dtype)
+                return array_text(dtype, shape)
         except TypeError:
             pass
     if callable(leaf) and not isinstance(leaf, type) and _qualified(leaf) is not None:

@@ -20,6 +20,8 @@ import tempfile
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
+from ._errors import CheckpointError
+
 __all__ = ["atomic_write", "remove_stale_temporaries", "temporary_prefix"]
 
 _MARK = ".ecliptic-tmp."
@@ -119,10 +121,6 @@ def atomic_write(path: Any, write: Callable[[BinaryIO], None]) -> None:
     atomic_write("notes.txt", lambda f: f.write(b"hello"))
     ```
     """
-    # Imported here so that the module defining CheckpointError (the leaf serialisation)
-    # can itself use atomic_write.
-    from ._serialisation import CheckpointError
-
     target = os.path.abspath(os.fspath(path))
     directory = os.path.dirname(target)
     if not os.path.isdir(directory):

@@ -8,9 +8,9 @@ to ``__metadata__`` (string -> string, JSON-encoded) the tree's leaf names and k
 static data of every node with a fingerprint of it, and a SHA-256 of every tensor, so
 that `load` can check everything and say exactly what differs.
 
-Writes to a path go through `atomic_write` (`ecliptic._atomic_files`): a temporary file
+Writes to a path go through `atomic_write` (`ecliptic._io._atomic`): a temporary file
 beside the target, flushed, fsynced and renamed over it. The data is written first, after
-a header of the final length, and hashed meanwhile (`ecliptic._checkpoint_data`); the
+a header of the final length, and hashed meanwhile (`ecliptic._io._checkpoint_data`); the
 header, with the checksums, is then written in place.
 """
 
@@ -27,12 +27,15 @@ import jax
 import jax.tree_util as jtu
 import numpy as np
 
-from ._atomic_files import atomic_write, remove_stale_temporaries
+from .._messages import array_text
+from .._paths import display, named_leaves
+from ._arrays import is_key_dtype, stored_struct
+from ._atomic import atomic_write, remove_stale_temporaries
 from ._checkpoint_data import hash_tensors, read_tensors, write_tensors
+from ._errors import CheckpointError, cannot_open
 from ._fingerprint import describe_tree, fingerprint
 from ._long_lists import SHOWN, first_few
-from ._paths import display, named_leaves
-from ._safetensors_format import (
+from ._safetensors import (
     CODES,
     DTYPES,
     HEADER_HASH,
@@ -45,29 +48,12 @@ from ._safetensors_format import (
     label,
     read_header,
 )
-from ._serialisation import (
-    CheckpointError,
-    cannot_open,
-    describe,
-    is_key_dtype,
-    key_data_struct,
-)
 
-__all__ = ["atomic_write", "load", "load_metadata", "save"]
+__all__ = ["load", "load_metadata", "save"]
 
 _VERIFY = (True, False, "require")
 
 # --------------------------------------------------------------------------- writing
-
-
-def _stored_struct(leaf: Any) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype of what is stored for an array leaf (a key's raw data)."""
-    if is_key_dtype(leaf.dtype):
-        data = key_data_struct(leaf)
-        return tuple(data.shape), np.dtype(data.dtype)
-    if isinstance(leaf, np.generic):
-        return (), leaf.dtype
-    return tuple(leaf.shape), np.dtype(leaf.dtype)
 
 
 def _tensor_table(pytree: Any) -> list[tuple[str, Any]]:
@@ -102,7 +88,7 @@ def _tensor_table(pytree: Any) -> list[tuple[str, Any]]:
                 "ecliptic.distributed.CheckpointManager, where each process writes its own "
                 "shards"
             )
-        dtype = _stored_struct(leaf)[1]
+        dtype = stored_struct(leaf)[1]
         if CODES.get(dtype.newbyteorder("=")) is None:
             raise CheckpointError(
                 f"{display(name)}: the dtype {dtype} cannot be stored in safetensors "
@@ -178,7 +164,7 @@ def save(path: Any, pytree: Any, *, metadata: dict[str, str] | None = None) -> N
     header: dict[str, Any] = {"__metadata__": meta}
     offset = 0
     for name, leaf in tensors:
-        shape, dtype = _stored_struct(leaf)
+        shape, dtype = stored_struct(leaf)
         nbytes = dtype.itemsize * int(np.prod(shape))
         header[name] = {
             "dtype": CODES[dtype.newbyteorder("=")],
@@ -325,10 +311,7 @@ def _static_problems(meta: dict[str, Any], like: Any) -> list[str]:
 
 def _expected(leaf: Any) -> tuple[tuple[int, ...], np.dtype] | None:
     if isinstance(leaf, (jax.Array, jax.ShapeDtypeStruct, np.ndarray, np.generic)):
-        if is_key_dtype(leaf.dtype):
-            data = key_data_struct(leaf)
-            return tuple(data.shape), np.dtype(data.dtype)
-        return tuple(leaf.shape), np.dtype(leaf.dtype)
+        return stored_struct(leaf)
     return None
 
 
@@ -346,15 +329,15 @@ def _match(entries: dict[str, Entry], like: Any) -> tuple[list[str], list[tuple[
         if expected is None:
             if entry is not None:
                 problems.append(
-                    f"{display(name)}: file has {describe(entry.shape, entry.dtype)}, "
+                    f"{display(name)}: file has {array_text(entry.dtype, entry.shape)}, "
                     f"like has a non-array leaf ({type(leaf).__name__})"
                 )
             continue
-        kind = describe(*expected)
+        kind = array_text(expected[1], expected[0])
         if entry is None:
             problems.append(f"{display(name)}: expected {kind}, not in the file")
         elif entry.shape != expected[0] or entry.dtype != expected[1].newbyteorder("="):
-            found = describe(entry.shape, entry.dtype)
+            found = array_text(entry.dtype, entry.shape)
             problems.append(f"{display(name)}: expected {kind}, file has {found}")
         else:
             wanted.append((i, entry))
@@ -363,7 +346,7 @@ def _match(entries: dict[str, Entry], like: Any) -> tuple[list[str], list[tuple[
             if len(problems) > SHOWN:  # not shown in the message: spare the formatting
                 problems.append(name)
                 continue
-            found = describe(entry.shape, entry.dtype)
+            found = array_text(entry.dtype, entry.shape)
             problems.append(f"{display(name)}: in the file ({found}) but not in like")
     return problems, wanted
 

@@ -21,9 +21,10 @@ from typing import Any, BinaryIO
 import jax
 import numpy as np
 
-from ._paths import display
-from ._safetensors_format import Entry, corrupt, label
-from ._serialisation import CheckpointError, array_like, as_numpy, is_key_dtype
+from .._paths import display
+from ._arrays import array_like, as_numpy, is_key_dtype
+from ._errors import CheckpointError
+from ._safetensors import Entry, corrupt, label
 
 __all__ = ["hash_tensors", "read_tensors", "write_tensors"]
 
@@ -143,24 +144,15 @@ def _host_bytes(leaf: Any, hashes: _Hashes) -> tuple[memoryview, int]:
 def hash_tensors(tensors: list[tuple[str, Any]]) -> dict[str, str]:
     """The SHA-256 (hex) of every tensor's little-endian bytes, by name, hashed in
     parallel."""
-    total = sum(np.dtype(leaf.dtype).itemsize * int(np.prod(leaf.shape)) for _, leaf in tensors)
-    pool = _pool(total)
-    try:
-        hashes = _Hashes(pool)
-        for name, leaf in tensors:
-            data, held = _host_bytes(leaf, hashes)
-            hashes.add(name, data, held)
-        return hashes.finish()
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+    return write_tensors(None, tensors, digests=True, sync=False)
 
 
 def write_tensors(
-    f: BinaryIO, tensors: list[tuple[str, Any]], *, digests: bool, sync: bool
+    f: BinaryIO | None, tensors: list[tuple[str, Any]], *, digests: bool, sync: bool
 ) -> dict[str, str]:
     """Write the tensors' bytes one after the other at `f`'s position, and, if `digests`,
-    hash them meanwhile. With `sync`, fsync the data while the last hashes finish.
+    hash them meanwhile (`f` None: only hash). With `sync`, fsync the data while the last
+    hashes finish.
 
     **Returns:** the digests by name (empty without `digests`)."""
     total = sum(np.dtype(leaf.dtype).itemsize * int(np.prod(leaf.shape)) for _, leaf in tensors)
@@ -171,10 +163,11 @@ def write_tensors(
             data, held = _host_bytes(leaf, hashes)
             if digests:
                 hashes.add(name, data, held)
-            for start in range(0, len(data), CHUNK):
-                _write_chunk(f, data[start : start + CHUNK])
+            if f is not None:
+                for start in range(0, len(data), CHUNK):
+                    _write_chunk(f, data[start : start + CHUNK])
             del data
-        if sync:
+        if sync and f is not None:
             f.flush()
             os.fsync(f.fileno())
         return hashes.finish()

@@ -4,16 +4,16 @@ Names are dotted paths, as PyTorch's: attribute names, sequence indices and dict
 joined with dots (``layers.0.weight``). Two formats:
 
 - ``"native"``: the pytree's own paths and layouts, every array leaf.
-- ``"torch"``: the names and layouts of the equivalent PyTorch modules (see
-  `ecliptic._torch_layouts`): a PyTorch model built from the same layers has the same
-  ``state_dict`` keys and shapes, so weights move both ways.
+- ``"torch"``: the names and layouts of the equivalent PyTorch modules, from the table
+  of PyTorch layouts (`ecliptic._io._torch_registry`): a PyTorch model built from the
+  same layers has the same ``state_dict`` keys and shapes, so weights move both ways.
 
 State (`ecliptic.nn.State`) is passed beside the model: its entries are named by the
 path of the `StateIndex` that points to them (``bn.batch_state_index.0``), and in the
 torch format BatchNorm statistics become ``running_mean``/``running_var``/
 ``num_batches_tracked``. Containers and wrappers with a PyTorch counterpart
 (`Sequential`, `Stacked`, `WeightNorm`, `SpectralNorm`) take its layout too (see
-`ecliptic._state_dict_wrappers`); reading is in `ecliptic._state_dict_reader`.
+`ecliptic._io._torch_containers`); reading is in `ecliptic._io._state_dict_reader`.
 """
 
 from __future__ import annotations
@@ -25,24 +25,16 @@ from typing import Any
 import jax
 import numpy as np
 
+from .._paths import children_with_names, display, join, named_leaves
+from ..nn import State, StateIndex
+from . import _torch_containers, _torch_layouts  # noqa: F401 (they register their layouts)
+from ._arrays import array_like, stored_struct
+from ._errors import CheckpointError, StateDictError
 from ._long_lists import first_few
-from ._paths import children_with_names, display, join, named_leaves
-from ._serialisation import CheckpointError, array_like
-from ._state_dict_reader import ARRAYS, Reader, Renamed, expected, to_numpy
-from ._state_dict_wrappers import (
-    PARAMETRISED,
-    check_parametrised,
-    layer_views,
-    parametrisation_entries,
-    restack_layers,
-    restack_state,
-    weight_renames,
-)
-from ._torch_layouts import converter_for
-from .nn import Sequential, Stacked, State, StateIndex, WeightNorm
+from ._state_dict_reader import ARRAYS, Reader, Renamed, to_numpy
+from ._torch_registry import torch_layout_for
 
 __all__ = [
-    "StateDictError",
     "StateDictReport",
     "check_state_dict",
     "load_state_dict",
@@ -51,16 +43,6 @@ __all__ = [
 ]
 
 _FORMATS = ("native", "torch")
-
-
-class StateDictError(CheckpointError):
-    """Raised by `load_state_dict(..., strict=True)` when the state dict does not fit the
-    model. The message lists every missing, unexpected and mismatched key; the details
-    are in `.report`, a `StateDictReport`."""
-
-    def __init__(self, report: StateDictReport, hint: str = ""):
-        super().__init__(f"the state dict does not fit the model:\n{report}{hint}")
-        self.report = report
 
 
 @dataclass(frozen=True)
@@ -118,35 +100,19 @@ def _walk_export(node: Any, name: str, torch: bool, state: Any, emit: Any) -> No
             emit(join(name, sub), leaf)
         return
     if torch:
-        pair = converter_for(node)
-        if pair is not None:
-            try:
-                entries = pair[0](node, state)
-            except CheckpointError as e:
-                raise CheckpointError(f"{display(name)}: {e}") from e
-            for sub, value in entries.items():
-                emit(join(name, sub), value)
-            return
-        if isinstance(node, Sequential):
-            for i, layer in enumerate(node.layers):
-                _walk_export(layer, join(name, str(i)), torch, state, emit)
-            return
-        if isinstance(node, Stacked):  # PyTorch's ModuleList: one entry per layer
-            for i, (layer, layer_state) in enumerate(layer_views(node, state)):
-                _walk_export(layer, join(name, str(i)), torch, layer_state, emit)
-            return
-        if isinstance(node, PARAMETRISED):
-            check_parametrised(node, name)
-            renames = weight_renames(node, name)
-            _walk_export(node.layer, name, torch, state, lambda k, v: emit(renames.get(k, k), v))
-            for key, value in parametrisation_entries(node, name, state):
-                emit(key, value)
+        layout = torch_layout_for(node)
+        if layout is not None:
+            layout.export(node, name, state, emit, _export_torch)
             return
     children, treedef = children_with_names(node)
     if treedef.num_nodes == 1 and treedef.num_leaves == 1:
         return  # a non-array leaf: not part of a state dict
     for sub, child in children:
         _walk_export(child, join(name, sub), torch, state, emit)
+
+
+def _export_torch(node: Any, name: str, state: Any, emit: Any) -> None:
+    _walk_export(node, name, True, state, emit)
 
 
 def _export(pytree: Any, torch: bool, state: Any) -> Iterator[tuple[str, Any]]:
@@ -235,7 +201,7 @@ def _walk_import(
     node: Any, name: str, torch: bool, state: Any, io: Reader | Renamed
 ) -> tuple[Any, Any]:
     if isinstance(node, (*ARRAYS, jax.ShapeDtypeStruct)):
-        value = io.get(name, *expected(node), optional=False)
+        value = io.get(name, *stored_struct(node), optional=False)
         return (node if value is None else array_like(value, node)), state
     if isinstance(node, StateIndex) and (state is not None or torch):
         if state is None:
@@ -244,23 +210,13 @@ def _walk_import(
         treedef = jax.tree_util.tree_structure(old)
         new = []
         for sub, leaf in named_leaves(old):
-            value = io.get(join(name, sub), *expected(leaf), optional=False)
+            value = io.get(join(name, sub), *stored_struct(leaf), optional=False)
             new.append(leaf if value is None else array_like(value, leaf))
         return node, state.set(node, jax.tree_util.tree_unflatten(treedef, new))
     if torch:
-        pair = converter_for(node)
-        if pair is not None:
-            return pair[1](node, io.at(name), state)
-        if isinstance(node, Sequential):
-            layers = []
-            for i, layer in enumerate(node.layers):
-                layer, state = _walk_import(layer, join(name, str(i)), torch, state, io)
-                layers.append(layer)
-            return io.at(name).replace(node, layers=tuple(layers)), state
-        if isinstance(node, Stacked):
-            return _import_stacked(node, name, state, io)
-        if isinstance(node, PARAMETRISED):
-            return _import_parametrised(node, name, state, io)
+        layout = torch_layout_for(node)
+        if layout is not None:
+            return layout.load(node, name, state, io, _import_torch)
     children, treedef = children_with_names(node)
     if treedef.num_nodes == 1 and treedef.num_leaves == 1:
         return node, state  # a non-array leaf: kept as it is
@@ -271,29 +227,8 @@ def _walk_import(
     return treedef.unflatten(new_children), state
 
 
-def _import_stacked(node: Stacked, name: str, state: Any, io: Reader | Renamed) -> tuple[Any, Any]:
-    layers, layer_states = [], []
-    for i, (layer, layer_state) in enumerate(layer_views(node, state)):
-        layer, layer_state = _walk_import(layer, join(name, str(i)), True, layer_state, io)
-        layers.append(layer)
-        layer_states.append(layer_state)
-    new = io.at(name).replace(node, layers=restack_layers(node, layers))
-    return new, restack_state(node, state, layer_states)
-
-
-def _import_parametrised(node: Any, name: str, state: Any, io: Reader | Renamed) -> tuple[Any, Any]:
-    check_parametrised(node, name)
-    renamed = Renamed(io, weight_renames(node, name))
-    layer, state = _walk_import(node.layer, name, True, state, renamed)
-    fields: dict[str, Any] = {"layer": layer}
-    entries = parametrisation_entries(node, name, state)
-    values = [io.get(key, *expected(old), optional=False) for key, old in entries]
-    if isinstance(node, WeightNorm):
-        if values[0] is not None:
-            fields["g"] = values[0]
-    elif entries and all(value is not None for value in values):
-        state = io.at(name).set_state(state, node.uv_index, tuple(values))
-    return io.at(name).replace(node, **fields), state
+def _import_torch(node: Any, name: str, state: Any, io: Reader | Renamed) -> tuple[Any, Any]:
+    return _walk_import(node, name, True, state, io)
 
 
 def _run_import(

@@ -2,23 +2,17 @@
 
 The byte format is Equinox's: the leaves selected by the filter spec are written one after
 another with NumPy's ``.npy`` format, in flattening order. Loading walks a `like` skeleton
-in the same order. Nothing is ever unpickled: the ``.npy`` headers are parsed here, as
-literals, and checked against `like` before any data is read, so that a corrupted or
-foreign file gives a `CheckpointError` naming the leaf, and never a huge allocation.
-
-This module also holds `CheckpointError`, the one error type of the persistence services
-(`save`/`load`, the state dicts), and small array helpers they share.
+in the same order, reading each record with `ecliptic._io._npy` (checked against `like`
+before any data is read, never unpickled), so that a corrupted or foreign file gives a
+`CheckpointError` naming the leaf.
 """
 
 from __future__ import annotations
 
-import ast
 import errno
 import io
-import math
 import os
 import pathlib
-import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO
@@ -27,228 +21,21 @@ import jax
 import jax.tree_util as jtu
 import numpy as np
 
-from ._atomic_files import atomic_write
-from ._paths import display, dotted
+from .._messages import array_text
+from .._paths import display, dotted
+from ._arrays import array_like, as_numpy, is_key_dtype, key_data_struct
+from ._atomic import atomic_write
+from ._errors import CheckpointError, LeafFileError, LeafMismatchError, cannot_open
+from ._npy import NPY_MAGIC, read_exact, read_npy_array, read_npy_header, write_npy
 
 __all__ = [
-    "CheckpointError",
     "default_deserialise_filter_spec",
     "default_serialise_filter_spec",
     "tree_deserialise_leaves",
     "tree_serialise_leaves",
 ]
 
-_NPY_MAGIC = b"\x93NUMPY"
-_MAX_NPY_HEADER = 1 << 20
-_READ_CHUNK = 1 << 26
 _PYTHON_SCALAR_KINDS = ((bool, "b"), (int, "iu"), (float, "f"), (complex, "c"))
-
-
-class CheckpointError(ValueError):
-    """Raised when a checkpoint, leaf file or state dict cannot be saved or loaded.
-
-    The message says what is wrong and where: the leaf path (``layers.2.weight``), what
-    was expected and what was found. Every problem with the *contents* of a file
-    (truncated, corrupted, foreign format, another architecture, wrong shapes or dtypes)
-    raises this, as do failures to write a file (the underlying `OSError` is chained).
-    A subclass of `ValueError`.
-    """
-
-
-class _CheckpointFileNotFound(CheckpointError, FileNotFoundError):
-    """A checkpoint file that does not exist: also a `FileNotFoundError`, so that
-    ``except FileNotFoundError`` works as it does around `open` (and Equinox)."""
-
-
-class LeafMismatchError(CheckpointError):
-    """A leaf record whose shape or dtype differs from the expected one (``found`` and
-    ``expected`` are ``(shape, dtype)`` pairs)."""
-
-    def __init__(self, message: str, found: tuple[Any, Any], expected: tuple[Any, Any]):
-        super().__init__(message)
-        self.found = found
-        self.expected = expected
-
-
-class LeafFileError(CheckpointError, RuntimeError):
-    """A leaf file that cannot be read or written at some leaf. Also a `RuntimeError`, the
-    type Equinox raises there, so that ``except RuntimeError`` keeps working."""
-
-
-def cannot_open(message: str, error: OSError) -> CheckpointError:
-    """The error for a file that cannot be opened (`error` is chained by the caller)."""
-    if not isinstance(error, FileNotFoundError):
-        return CheckpointError(message)
-    missing = _CheckpointFileNotFound(message)
-    missing.errno = error.errno  # (`strerror`/`filename` would replace our message in str())
-    return missing
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def array_like(array: np.ndarray, like: Any) -> Any:
-    """A loaded NumPy `array` as the same kind of leaf as `like`: a NumPy array or
-    scalar, a PRNG key array (from its raw data), or a JAX array, on `like`'s sharding
-    when it has one."""
-    if isinstance(like, np.generic):
-        return array[()]
-    if isinstance(like, np.ndarray):
-        return array
-    if is_key_dtype(like.dtype):
-        return jax.random.wrap_key_data(array, impl=key_impl(like))  # pyright: ignore[reportArgumentType]
-    sharding = getattr(like, "sharding", None)
-    if sharding is not None and not isinstance(like, jax.core.Tracer):  # pyright: ignore[reportAttributeAccessIssue]
-        return jax.device_put(array, sharding)
-    return jax.device_put(array)  # a plain transfer: no op to compile
-
-
-def is_key_dtype(dtype: Any) -> bool:
-    """Whether ``dtype`` is a JAX PRNG key dtype (``key<fry>`` and co)."""
-    return jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
-
-
-def key_impl(like: Any) -> Any:
-    """The PRNG implementation of a key array or a key-typed ShapeDtypeStruct."""
-    try:
-        return jax.random.key_impl(like)
-    except TypeError:
-        impl = getattr(like.dtype, "_impl", None)
-        if impl is None:
-            raise CheckpointError(f"cannot tell the PRNG implementation of {like!r}") from None
-        return impl
-
-
-def key_data_struct(like: Any) -> jax.ShapeDtypeStruct:
-    """Shape and dtype of ``jax.random.key_data`` of a key array (or its struct)."""
-    return jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct(like.shape, like.dtype))
-
-
-_SHORT_DTYPES = (("bfloat", "bf"), ("float", "f"), ("uint", "u"), ("int", "i"), ("complex", "c"))
-
-
-def describe(shape: tuple[int, ...], dtype: Any) -> str:
-    """``f32[64,32]``-style description of an array's dtype and shape."""
-    if is_key_dtype(dtype):
-        name = str(dtype)
-    else:
-        dtype = np.dtype(dtype)
-        name = f"V{dtype.itemsize}" if dtype.type is np.void else dtype.name
-    for long, short in _SHORT_DTYPES:
-        if name.startswith(long):
-            name = short + name[len(long) :]
-            break
-    return f"{name}[{','.join(str(int(d)) for d in shape)}]"
-
-
-def as_numpy(leaf: Any) -> np.ndarray:
-    """A leaf (JAX/NumPy array or scalar) as a NumPy array, PRNG keys as their raw data."""
-    if isinstance(leaf, jax.Array) and is_key_dtype(leaf.dtype):
-        leaf = jax.random.key_data(leaf)
-    return np.asarray(leaf)
-
-
-def same_dtype(found: np.dtype, expected: np.dtype) -> bool:
-    """Equal dtypes, ignoring byte order; a ``void`` of the right size counts as an
-    extension dtype such as bfloat16 (that is how ``np.save`` records those)."""
-    if found.itemsize != expected.itemsize:
-        return False
-    if expected.kind == "V" and found.kind == "V" and found.names is None:
-        return found.str[1:] == expected.str[1:]
-    return found.newbyteorder("<") == expected.newbyteorder("<")
-
-
-# ------------------------------------------------------------------------ .npy records
-
-
-def _read_exact(f: BinaryIO, n: int, what: str) -> bytes:
-    # Read in bounded chunks: a short file then costs only what it holds, not ``n``.
-    parts = []
-    remaining = n
-    try:
-        while remaining:
-            part = f.read(min(remaining, _READ_CHUNK))
-            if not part:
-                break
-            parts.append(part)
-            remaining -= len(part)
-    except OSError as e:
-        raise CheckpointError(f"could not read {what}: {e}") from e
-    if remaining:
-        raise CheckpointError(f"file ends early: {what} needs {n} bytes, only {n - remaining} left")
-    return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
-def read_npy_header(
-    f: BinaryIO, expected: np.dtype | None = None
-) -> tuple[np.dtype, tuple[int, ...], bool]:
-    """Parse one ``.npy`` header from ``f`` (safely, as literals): dtype, shape, order.
-
-    NumPy writes some extension dtypes under a name it cannot read back (float8_e5m2 as
-    ``<f1``); such a name is taken as ``expected`` when it is exactly that dtype's name."""
-    magic = _read_exact(f, 8, "an .npy header")
-    if magic[:6] != _NPY_MAGIC:
-        raise CheckpointError(
-            f"not an .npy record (starts with {magic[:6]!r}, expected {_NPY_MAGIC!r})"
-        )
-    major = magic[6]
-    if major == 1:
-        (length,) = struct.unpack("<H", _read_exact(f, 2, "an .npy header"))
-    elif major in (2, 3):
-        (length,) = struct.unpack("<I", _read_exact(f, 4, "an .npy header"))
-    else:
-        raise CheckpointError(f"unsupported .npy format version {major}.{magic[7]}")
-    if length > _MAX_NPY_HEADER:
-        raise CheckpointError(f".npy header claims {length} bytes, more than any real one")
-    raw = _read_exact(f, length, "an .npy header")
-    try:
-        header = ast.literal_eval(raw.decode("utf-8" if major == 3 else "latin1"))
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as e:
-        raise CheckpointError(f"unreadable .npy header {raw[:60]!r}") from e
-    if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}:
-        raise CheckpointError(f"malformed .npy header {raw[:60]!r}")
-    descr, fortran, shape = header["descr"], header["fortran_order"], header["shape"]
-    if not isinstance(descr, str) or not isinstance(fortran, bool):
-        raise CheckpointError(f"malformed .npy header {raw[:60]!r}")
-    if not isinstance(shape, tuple) or not all(type(d) is int and 0 <= d < 2**62 for d in shape):
-        raise CheckpointError(f"malformed shape {shape!r} in .npy header")
-    try:
-        dtype = np.dtype(descr)
-    except (TypeError, ValueError, SyntaxError) as e:
-        if expected is None or descr[1:] != expected.str[1:] or descr[:1] not in "<>|=":
-            raise CheckpointError(f"unknown dtype {descr!r} in .npy header") from e
-        dtype = expected
-    if dtype.hasobject or dtype.names is not None or dtype.subdtype is not None:
-        raise CheckpointError(f"refusing the dtype {descr!r}: only plain numeric arrays load")
-    return dtype, shape, fortran
-
-
-def read_npy_array(f: BinaryIO, expected_shape: Any, expected_dtype: Any) -> np.ndarray:
-    """Read one ``.npy`` record, checking shape and dtype against the expected ones
-    before reading its data. Returns a writeable array of exactly ``expected_dtype``."""
-    expected_dtype = np.dtype(expected_dtype)
-    expected_shape = tuple(int(d) for d in expected_shape)
-    dtype, shape, fortran = read_npy_header(f, expected_dtype)
-    if shape != expected_shape or not same_dtype(dtype, expected_dtype):
-        raise LeafMismatchError(
-            f"expected {describe(expected_shape, expected_dtype)}, file has "
-            f"{describe(shape, dtype)}",
-            found=(shape, dtype),
-            expected=(expected_shape, expected_dtype),
-        )
-    nbytes = math.prod(shape) * dtype.itemsize
-    data = _read_exact(f, nbytes, f"the data of a {describe(shape, expected_dtype)} array")
-    if dtype.kind == "V":  # an extension dtype (bfloat16, float8, ...) saved as raw bytes
-        flat = np.frombuffer(data, np.uint8).view(expected_dtype)
-    else:
-        flat = np.frombuffer(data, dtype)
-    array = flat.reshape(shape, order="F" if fortran else "C")
-    return np.array(array, dtype=expected_dtype, order="C")  # a native, writeable copy
-
-
-def _write_npy(f: BinaryIO, array: np.ndarray) -> None:
-    np.save(f, array, allow_pickle=False)
-
 
 # ----------------------------------------------------------------------- filter specs
 
@@ -270,12 +57,12 @@ def default_serialise_filter_spec(f: BinaryIO, x: Any) -> None:
     ```
     """
     if isinstance(x, (jax.Array, np.ndarray, np.generic)):
-        _write_npy(f, as_numpy(x))
+        write_npy(f, as_numpy(x))
     elif isinstance(x, (bool, int, float, complex)):
         array = np.asarray(x)
         if array.dtype.hasobject:
             raise CheckpointError(f"the Python int {x} does not fit in 64 bits")
-        _write_npy(f, array)
+        write_npy(f, array)
 
 
 def _python_scalar_kinds(x: Any) -> str | None:
@@ -318,9 +105,9 @@ def default_deserialise_filter_spec(f: BinaryIO, x: Any) -> Any:
     if shape != () or dtype.kind not in kinds:
         raise CheckpointError(
             f"expected a Python {type(x).__name__} (a 0-d array of kind {kinds!r}), file has "
-            f"{describe(shape, dtype)}"
+            f"{array_text(dtype, shape)}"
         )
-    value = np.frombuffer(_read_exact(f, dtype.itemsize, "a scalar"), dtype=dtype)[0]
+    value = np.frombuffer(read_exact(f, dtype.itemsize, "a scalar"), dtype=dtype)[0]
     return type(x)(value.item())
 
 
@@ -432,7 +219,7 @@ def _refuse_safetensors(f: BinaryIO, path_or_file: Any) -> None:
         f.seek(start)
     except (OSError, ValueError, AttributeError):
         return
-    if len(head) < 9 or head[:6] == _NPY_MAGIC or head[8:9] != b"{":
+    if len(head) < 9 or head[:6] == NPY_MAGIC or head[8:9] != b"{":
         return
     if not 2 <= int.from_bytes(head[:8], "little") <= 100 * 1024 * 1024:
         return
@@ -551,10 +338,3 @@ def tree_deserialise_leaves(
                     "(larger) pytree."
                 )
     return jtu.tree_unflatten(treedef, out)
-
-
-def serialise_to_bytes(pytree: Any) -> bytes:
-    """`tree_serialise_leaves` into memory (a small convenience for tests and tools)."""
-    buffer = io.BytesIO()
-    tree_serialise_leaves(buffer, pytree)
-    return buffer.getvalue()

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 import jax.numpy as jnp
 import numpy as np
 
-from ._serialisation import CheckpointError
+from ._errors import CheckpointError
 
 DTYPES: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),
