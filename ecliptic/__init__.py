@@ -76,7 +76,7 @@ from ._serialisation import (
     tree_deserialise_leaves,
     tree_serialise_leaves,
 )
-from ._sharding import (
+from ._sharding._placement import (
     filter_shard,
     opt_state_shardings,
     param_shardings,

@@ -24,7 +24,7 @@ from jax.sharding import Mesh, SingleDeviceSharding
 from .._filters import is_array
 from .._paths import display, dotted
 from .._serialisation import CheckpointError, is_key_dtype, key_data_struct, key_impl
-from .._sharding import param_shardings
+from .._sharding._placement import param_shardings
 
 _FORMAT = "ecliptic-orbax-1"
 

@@ -25,7 +25,7 @@ from jax.sharding import Mesh
 
 from .._eval_shape import filter_eval_shape
 from .._filters import is_array
-from .._sharding import param_shardings
+from .._sharding._placement import param_shardings
 
 
 def _is_struct(x: Any) -> bool:

@@ -13,9 +13,9 @@ import jax
 import jax.tree_util as jtu
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, Sharding, SingleDeviceSharding
 
-from ._filters import combine, is_array, partition
-from ._paths import dotted
-from ._sharding_rules import as_rule, axes_size, check_mesh_axes, check_spec
+from .._filters import combine, is_array, partition
+from .._paths import dotted
+from ._rules import as_rule, axes_size, check_mesh_axes, check_spec
 
 
 def _is_none(x: Any) -> bool:
