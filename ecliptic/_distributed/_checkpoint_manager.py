@@ -18,9 +18,9 @@ from typing import Any
 
 import jax
 import jax.tree_util as jtu
-import numpy as np
 from jax.sharding import Mesh, SingleDeviceSharding
 
+from .._checks import is_int
 from .._filters import is_array
 from .._paths import display, dotted
 from .._serialisation import CheckpointError, is_key_dtype, key_data_struct, key_impl
@@ -137,7 +137,7 @@ class CheckpointManager:
         manager.save(100, {"model": model, "opt_state": opt_state})
         ```
         """
-        if not isinstance(step, (int, np.integer)) or isinstance(step, bool) or step < 0:
+        if not is_int(step) or step < 0:
             raise ValueError(f"CheckpointManager.save(step=...) must be an int >= 0; got {step!r}.")
         named = _named_arrays(tree, "CheckpointManager.save(tree=...)")
         arrays = {}
