@@ -35,7 +35,7 @@ import ecliptic as ec
 from ecliptic import sharding
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # when imported, not run
-from sharded_training import bytes_per_device, make_step, place  # noqa: E402
+from sharded_training import bytes_per_device, prepare  # noqa: E402
 
 IN_SIZE, OUT_SIZE, WIDTH, DEPTH, BATCH = 32, 8, 128, 2, 256
 
@@ -59,15 +59,7 @@ def make_data(key: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 def train(model, data, steps: int, mesh=None, rules=None):
     """Train for `steps` steps; on `mesh` with parameters placed by `rules` if given."""
-    optimizer = optax.adam(3e-3)
-    x, y = data
-    param_sh = opt_sh = None
-    if mesh is None:
-        opt_state = optimizer.init(ec.filter(model, ec.is_inexact_array))
-    else:
-        model, opt_state, param_sh, opt_sh = place(model, optimizer, mesh, rules)
-        x, y = ec.shard_batch((x, y), mesh, "data")
-    step = make_step(optimizer, param_sh, opt_sh)
+    model, opt_state, step, (x, y) = prepare(model, optax.adam(3e-3), data, mesh, rules)
     losses = []
     for _ in range(steps):
         model, opt_state, loss = step(model, opt_state, x, y)

@@ -6,10 +6,9 @@ multi-process tests and `benchmarks/distributed.py`, so that all of them train w
 one definition. Importing it has no side effects (no JAX configuration).
 
 ```python
-from sharded_training import make_step, place
+from sharded_training import prepare
 
-model, opt_state, param_sh, opt_sh = place(model, optimizer, mesh, sharding.fsdp("data"))
-step = make_step(optimizer, param_sh, opt_sh)
+model, opt_state, step, (x, y) = prepare(model, optimizer, (x, y), mesh, sharding.fsdp())
 model, opt_state, loss = step(model, opt_state, x, y)
 ```
 """
@@ -69,6 +68,29 @@ def place(
     opt_state = optimizer.init(ec.filter(model, ec.is_inexact_array))
     opt_sh = ec.opt_state_shardings(opt_state, param_sh)
     return model, ec.filter_shard(opt_state, opt_sh), param_sh, opt_sh
+
+
+def prepare(
+    model: Any,
+    optimizer: optax.GradientTransformation,
+    data: tuple[Any, Any],
+    mesh: jax.sharding.Mesh | None = None,
+    rules: Any = None,
+) -> tuple[Any, Any, Any, tuple[Any, Any]]:
+    """Everything a training loop needs, on one device (`mesh=None`) or on `mesh`.
+
+    **Returns:** `(model, opt_state, step, (x, y))`: with a mesh, the model and optimizer
+    state placed by `rules` (as `place`) and the batch `data = (x, y)` split along the
+    mesh's "data" axis; `step` from `make_step`.
+    """
+    x, y = data
+    param_sh = opt_sh = None
+    if mesh is None:
+        opt_state = optimizer.init(ec.filter(model, ec.is_inexact_array))
+    else:
+        model, opt_state, param_sh, opt_sh = place(model, optimizer, mesh, rules)
+        x, y = ec.shard_batch((x, y), mesh, "data")
+    return model, opt_state, make_step(optimizer, param_sh, opt_sh), (x, y)
 
 
 def bytes_per_device(tree: Any) -> Counter:

@@ -18,7 +18,7 @@ from ecliptic import sharding
 
 # The training step and placement that the examples use (examples/sharded_training.py).
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "examples"))
-from sharded_training import bytes_per_device, make_step, place  # noqa: E402
+from sharded_training import bytes_per_device, prepare  # noqa: E402
 
 IN, WIDTH, OUT, BATCH = 16, 32, 8, 64
 
@@ -230,15 +230,7 @@ def test_opt_state_needs_a_mesh_when_params_have_none():
 
 
 def train(model, data, mesh=None, rules=None, steps=6):
-    optimizer = optax.adam(1e-2)
-    x, y = data
-    param_sh = opt_sh = None
-    if mesh is None:
-        opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
-    else:
-        model, opt_state, param_sh, opt_sh = place(model, optimizer, mesh, rules)
-        x, y = eqx.shard_batch((x, y), mesh, "data")
-    step = make_step(optimizer, param_sh, opt_sh)
+    model, opt_state, step, (x, y) = prepare(model, optax.adam(1e-2), data, mesh, rules)
     model, opt_state, loss = step(model, opt_state, x, y)  # compile
     losses = [loss]
     # Steady state: no host<->device or device<->device transfers at all.
