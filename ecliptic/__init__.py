@@ -84,7 +84,7 @@ from ._module import (
 from ._pmap import filter_pmap
 from ._pretty_print import tree_pformat, tree_pprint
 from ._remat import filter_checkpoint
-from ._sharding import (
+from ._sharding._placement import (
     filter_shard,
     opt_state_shardings,
     param_shardings,

@@ -16,7 +16,7 @@ builders (`replicate`, `fsdp`, `by_path`) and `sharded_init` (also
 """
 
 from ._distributed._sharded_init import sharded_init
-from ._sharding import (
+from ._sharding._placement import (
     filter_shard,
     opt_state_shardings,
     param_shardings,
@@ -24,7 +24,7 @@ from ._sharding import (
     shard_opt_state,
     shard_params,
 )
-from ._sharding_rules import ShardingRule, by_path, fsdp, replicate
+from ._sharding._rules import ShardingRule, by_path, fsdp, replicate
 
 __all__ = [
     "ShardingRule",

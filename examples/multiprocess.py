@@ -38,9 +38,9 @@ def _worker(phase: str, directory: str, steps: int) -> None:
 
     distributed.initialize()  # reads the launcher's MASTER_ADDR, RANK, ... variables
     import jax
-    import jax.numpy as jnp
     import optax
     from jax.sharding import AxisType, NamedSharding, PartitionSpec
+    from sharded_training import make_step, place  # beside this script
 
     import ecliptic as ec
     from ecliptic import sharding
@@ -57,29 +57,11 @@ def _worker(phase: str, directory: str, steps: int) -> None:
         rows = slice(jax.process_index() * n, (jax.process_index() + 1) * n)
         return tuple(jax.make_array_from_process_local_data(sh, a[rows]) for a in _batch(step))
 
-    def make_step(param_sh, opt_sh):
-        @ec.filter_jit
-        def step(model, opt_state, x, y):
-            def loss_fn(model):
-                return jnp.mean((jax.vmap(model)(x) - y) ** 2)
-
-            loss, grads = ec.filter_value_and_grad(loss_fn)(model)
-            updates, opt_state = optimizer.update(
-                grads, opt_state, ec.filter(model, ec.is_inexact_array)
-            )
-            model = ec.apply_updates(model, updates)
-            return ec.filter_shard(model, param_sh), ec.filter_shard(opt_state, opt_sh), loss
-
-        return step
-
     manager = distributed.CheckpointManager(directory, max_to_keep=2)
     if phase == "train":
         model = distributed.sharded_init(make, jax.random.key(0), mesh=mesh, rules=rules)
-        param_sh = ec.param_shardings(model, mesh, rules)
-        opt_state = optimizer.init(ec.filter(model, ec.is_inexact_array))
-        opt_sh = ec.opt_state_shardings(opt_state, param_sh)
-        opt_state = ec.filter_shard(opt_state, opt_sh)
-        step = make_step(param_sh, opt_sh)
+        model, opt_state, param_sh, opt_sh = place(model, optimizer, mesh, rules)
+        step = make_step(optimizer, param_sh, opt_sh)
         losses = []
         for i in range(steps):
             model, opt_state, loss = step(model, opt_state, *batch_on_mesh(i))
@@ -100,7 +82,7 @@ def _worker(phase: str, directory: str, steps: int) -> None:
         tree = manager.restore(like, mesh=mesh, rules=rules)
         param_sh = ec.param_shardings(tree["model"], mesh, rules)
         opt_sh = ec.opt_state_shardings(tree["opt_state"], param_sh)
-        step = make_step(param_sh, opt_sh)
+        step = make_step(optimizer, param_sh, opt_sh)
         latest = manager.latest_step()
         _, _, loss = step(tree["model"], tree["opt_state"], *batch_on_mesh(latest))
         result = {"step": latest, "loss": float(loss)}

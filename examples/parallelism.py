@@ -2,8 +2,9 @@
 
 The training step is an ordinary `filter_jit` function. Parallelism comes only from
 where the arrays live: `shard_batch` splits each batch across the mesh's "data" axis,
-`shard_params` places the parameters (replicated for data parallelism, split for FSDP),
-`shard_opt_state` places Adam's moments like the parameters. XLA's SPMD partitioner then
+`param_shardings` and `filter_shard` place the parameters (replicated for data
+parallelism, split for FSDP) and Adam's moments like them (`sharded_training.py` holds
+the step and the placement, shared with `multiprocess.py`). XLA's SPMD partitioner then
 compiles one program for all devices, inserting the all-reduces (data parallel) and the
 all-gathers / reduce-scatters (FSDP) itself. The losses match the single-device run.
 
@@ -15,7 +16,8 @@ Run: python examples/parallelism.py [--steps N]
 from __future__ import annotations
 
 import argparse
-from collections import Counter
+import os
+import sys
 
 import jax
 
@@ -31,6 +33,9 @@ from jax.sharding import AxisType
 
 import ecliptic as ec
 from ecliptic import sharding
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # when imported, not run
+from sharded_training import bytes_per_device, prepare  # noqa: E402
 
 IN_SIZE, OUT_SIZE, WIDTH, DEPTH, BATCH = 32, 8, 128, 2, 256
 
@@ -52,53 +57,14 @@ def make_data(key: jax.Array) -> tuple[jax.Array, jax.Array]:
     return x, jnp.sin(x @ w)
 
 
-def make_step(optimizer: optax.GradientTransformation, param_sh=None, opt_sh=None):
-    @ec.filter_jit
-    def step(model, opt_state, x, y):
-        def loss_fn(model):
-            return jnp.mean((jax.vmap(model)(x) - y) ** 2)
-
-        loss, grads = ec.filter_value_and_grad(loss_fn)(model)
-        params = ec.filter(model, ec.is_inexact_array)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        model = ec.apply_updates(model, updates)
-        if param_sh is not None:
-            # Keep the new parameters and state exactly where the old ones were.
-            model = ec.filter_shard(model, param_sh)
-            opt_state = ec.filter_shard(opt_state, opt_sh)
-        return model, opt_state, loss
-
-    return step
-
-
 def train(model, data, steps: int, mesh=None, rules=None):
     """Train for `steps` steps; on `mesh` with parameters placed by `rules` if given."""
-    optimizer = optax.adam(3e-3)
-    x, y = data
-    param_sh = opt_sh = None
-    if mesh is not None:
-        param_sh = ec.param_shardings(model, mesh, rules)
-        model = ec.filter_shard(model, param_sh)
-        x, y = ec.shard_batch((x, y), mesh, "data")
-    opt_state = optimizer.init(ec.filter(model, ec.is_inexact_array))
-    if mesh is not None:
-        opt_sh = ec.opt_state_shardings(opt_state, param_sh)
-        opt_state = ec.filter_shard(opt_state, opt_sh)
-    step = make_step(optimizer, param_sh, opt_sh)
+    model, opt_state, step, (x, y) = prepare(model, optax.adam(3e-3), data, mesh, rules)
     losses = []
     for _ in range(steps):
         model, opt_state, loss = step(model, opt_state, x, y)
         losses.append(loss)  # stays on device: no host round trip per step
     return np.array([float(v) for v in losses]), model
-
-
-def bytes_per_device(tree) -> int:
-    """The most parameter bytes that any one device stores."""
-    totals: Counter = Counter()
-    for leaf in jax.tree.leaves(ec.filter(tree, ec.is_array)):
-        for shard in leaf.addressable_shards:
-            totals[shard.device] += shard.data.nbytes
-    return max(totals.values())
 
 
 def main(steps: int = 30) -> dict[str, np.ndarray]:
@@ -116,7 +82,7 @@ def main(steps: int = 30) -> dict[str, np.ndarray]:
         losses[name], trained = train(model, data, steps, where, rules)
         print(
             f"{name:>14}: loss {losses[name][0]:.5f} -> {losses[name][-1]:.5f}, "
-            f"parameter bytes per device: {bytes_per_device(trained)}"
+            f"parameter bytes per device: {max(bytes_per_device(trained).values())}"
         )
     for name in ("data parallel", "FSDP"):
         diff = np.max(np.abs(losses[name] - losses["1 device"]))

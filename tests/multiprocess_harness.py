@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import AxisType, Mesh
 
 import ecliptic as ec
 from ecliptic import distributed, sharding
+
+# The training step and placement of the examples: the tests train with that very code.
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+sys.path.insert(0, EXAMPLES)
+from sharded_training import make_step, place  # noqa: E402
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multiprocess_worker.py")
 BATCH, IN, OUT, SEQ, WIDTH = 8, 8, 4, 4, 16
@@ -128,30 +133,6 @@ def make_mesh(devices: list[Any] | None = None) -> Mesh:
 OPTIMIZER = optax.adam(1e-2)
 
 
-def make_step(param_sh: Any, opt_sh: Any):
-    @ec.filter_jit
-    def step(model, opt_state, x, y):
-        def loss_fn(model):
-            return jnp.mean((jax.vmap(model)(x) - y) ** 2)
-
-        loss, grads = ec.filter_value_and_grad(loss_fn)(model)
-        params = ec.filter(model, ec.is_inexact_array)
-        updates, opt_state = OPTIMIZER.update(grads, opt_state, params)
-        model = ec.apply_updates(model, updates)
-        return ec.filter_shard(model, param_sh), ec.filter_shard(opt_state, opt_sh), loss
-
-    return step
-
-
-def place(model: Any, mesh: Mesh, rules: Any) -> tuple[Any, Any, Any, Any]:
-    """The model and a fresh Adam state on `mesh`, with their shardings."""
-    param_sh = ec.param_shardings(model, mesh, rules)
-    model = ec.filter_shard(model, param_sh)
-    opt_state = OPTIMIZER.init(ec.filter(model, ec.is_inexact_array))
-    opt_sh = ec.opt_state_shardings(opt_state, param_sh)
-    return model, ec.filter_shard(opt_state, opt_sh), param_sh, opt_sh
-
-
 def feed(batch: tuple[np.ndarray, np.ndarray], mesh: Mesh, how: str) -> Any:
     """The global batch on `mesh`: given whole to every process ("global"), or assembled
     from each process's own rows ("local")."""
@@ -178,11 +159,11 @@ def train(
 ):
     """Train `steps` steps; return (model, opt_state, losses as floats)."""
     if opt_state is None:
-        model, opt_state, param_sh, opt_sh = place(model, mesh, rules)
+        model, opt_state, param_sh, opt_sh = place(model, OPTIMIZER, mesh, rules)
     else:
         param_sh = ec.param_shardings(model, mesh, rules)
         opt_sh = ec.opt_state_shardings(opt_state, param_sh)
-    step = make_step(param_sh, opt_sh)
+    step = make_step(OPTIMIZER, param_sh, opt_sh)
     losses = []
     for i in range(first_step, first_step + steps):
         x, y = feed(make_batch(kind, i), mesh, how)
@@ -236,7 +217,7 @@ def restore_and_resume(directory: str, mesh: Mesh) -> dict[str, Any]:
     )
     param_sh = ec.param_shardings(tree["model"], mesh, RULES["fsdp"])
     opt_sh = ec.opt_state_shardings(tree["opt_state"], param_sh)
-    step = make_step(param_sh, opt_sh)
+    step = make_step(OPTIMIZER, param_sh, opt_sh)
     x, y = feed(make_batch("mlp", latest), mesh, "global")
     _, _, loss = step(tree["model"], tree["opt_state"], x, y)
     manager.close()

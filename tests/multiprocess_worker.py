@@ -29,6 +29,7 @@ import jax  # noqa: E402
 import multiprocess_harness as h  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
+from sharded_training import bytes_per_device  # noqa: E402  (on the path: the harness)
 
 import ecliptic as ec  # noqa: E402
 
@@ -52,16 +53,6 @@ def save_npz(out_dir: str, name: str, values: dict) -> None:
         np.savez(os.path.join(out_dir, name), **values)
 
 
-def bytes_per_device(tree) -> dict[str, int]:
-    sizes: dict[str, int] = {}
-    for leaf in jax.tree_util.tree_leaves(tree):
-        if ec.is_array(leaf):
-            for shard in leaf.addressable_shards:
-                key = str(shard.device.id)
-                sizes[key] = sizes.get(key, 0) + shard.data.nbytes
-    return sizes
-
-
 def main_scenario(out_dir: str) -> None:
     results: dict = {"process_count": jax.process_count(), "devices": jax.device_count()}
     mesh = h.make_mesh()
@@ -78,7 +69,7 @@ def main_scenario(out_dir: str) -> None:
     model = distributed.sharded_init(
         h.make_model, "transformer", key, mesh=mesh, rules=h.RULES["fsdp"]
     )
-    results["init_bytes_per_device"] = bytes_per_device(model)
+    results["init_bytes_per_device"] = {str(d.id): n for d, n in bytes_per_device(model).items()}
     results["init_specs"] = sorted(
         {str(x.sharding.spec) for x in jax.tree_util.tree_leaves(model) if ec.is_array(x)}
     )
@@ -100,8 +91,10 @@ def main_scenario(out_dir: str) -> None:
     manager = distributed.CheckpointManager(ckpt, max_to_keep=2)
     _, state = ec.nn.make_with_state(ec.nn.BatchNorm)(h.OUT, "batch")
     state = ec.filter_shard(state, NamedSharding(mesh, PartitionSpec()))
-    model, opt_state, param_sh, opt_sh = h.place(h.make_model("mlp", key), mesh, h.RULES["fsdp"])
-    step = h.make_step(param_sh, opt_sh)
+    model, opt_state, param_sh, opt_sh = h.place(
+        h.make_model("mlp", key), h.OPTIMIZER, mesh, h.RULES["fsdp"]
+    )
+    step = h.make_step(h.OPTIMIZER, param_sh, opt_sh)
     losses = []
     for i in range(3):
         x, y = h.feed(h.make_batch("mlp", i), mesh, "local")

@@ -127,6 +127,26 @@ def test_sharded_init_matches_an_unsharded_build():
     assert model.layers[0].weight.addressable_shards[0].data.shape == (16, 16)
 
 
+@pytest.mark.parametrize("n", [2, 4, 8])
+def test_sharded_init_peak_is_a_share_of_the_model(n):
+    """XLA's compiled peak for the FSDP initialisation on n devices: each device's share of
+    the model plus the random-number temporaries of one parameter at a time (threefry on
+    CPU keeps three 32-bit buffers the size of a shard), not of every parameter at once."""
+    make = lambda key: ec.nn.MLP(256, 256, 256, 6, key=key)
+    key = jax.random.key(0)
+    mesh, rules = _mesh(n), sharding.fsdp()
+    skeleton = ec.filter_eval_shape(make, key)
+    leaves = [x for x in jax.tree_util.tree_leaves(skeleton) if isinstance(x, jax.ShapeDtypeStruct)]
+    shardings = jax.tree_util.tree_leaves(ec.param_shardings(skeleton, mesh, rules))
+    itemsize = leaves[0].dtype.itemsize
+    shares = [itemsize * np.prod(s.shard_shape(x.shape)) for x, s in zip(leaves, shardings)]
+    largest = max(x.size * itemsize for x in leaves)
+    assert sum(shares) < 1.05 * sum(x.size * itemsize for x in leaves) / n
+    memory = distributed.sharded_init_memory(make, key, mesh=mesh, rules=rules)
+    assert memory["output_bytes"] <= sum(shares) + 1024
+    assert memory["peak_bytes"] <= sum(shares) + 3 * largest / n + 4096
+
+
 def test_sharded_init_bad_input():
     with pytest.raises(TypeError, match="sharded_init\\(mesh=...\\) must be a jax.sharding.Mesh"):
         distributed.sharded_init(ec.nn.Identity, mesh="data")

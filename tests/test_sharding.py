@@ -16,6 +16,10 @@ from jax.sharding import PartitionSpec as P
 import ecliptic as eqx
 from ecliptic import sharding
 
+# The training step and placement that the examples use (examples/sharded_training.py).
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "examples"))
+from sharded_training import bytes_per_device, prepare  # noqa: E402
+
 IN, WIDTH, OUT, BATCH = 16, 32, 8, 64
 
 
@@ -225,39 +229,8 @@ def test_opt_state_needs_a_mesh_when_params_have_none():
 # -- training: one device vs data parallel vs FSDP -------------------------------------
 
 
-def make_step(optimizer, param_sh=None, opt_sh=None):
-    @eqx.filter_jit
-    def step(model, opt_state, x, y):
-        def loss_fn(model):
-            return jnp.mean((jax.vmap(model)(x) - y) ** 2)
-
-        loss, grads = eqx.filter_value_and_grad(loss_fn)(model)
-        params = eqx.filter(model, eqx.is_inexact_array)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        model = eqx.apply_updates(model, updates)
-        if param_sh is not None:  # keep the parameters and state where they were
-            model = eqx.filter_shard(model, param_sh)
-            opt_state = eqx.filter_shard(opt_state, opt_sh)
-        return model, opt_state, loss
-
-    return step
-
-
 def train(model, data, mesh=None, rules=None, steps=6):
-    optimizer = optax.adam(1e-2)
-    x, y = data
-    param_sh = opt_sh = None
-    if mesh is not None:
-        param_sh = eqx.param_shardings(model, mesh, rules)
-        model = eqx.filter_shard(model, param_sh)
-        opt_sh = eqx.opt_state_shardings(
-            optimizer.init(eqx.filter(model, eqx.is_inexact_array)), param_sh
-        )
-        x, y = eqx.shard_batch((x, y), mesh, "data")
-    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
-    if mesh is not None:
-        opt_state = eqx.filter_shard(opt_state, opt_sh)
-    step = make_step(optimizer, param_sh, opt_sh)
+    model, opt_state, step, (x, y) = prepare(model, optax.adam(1e-2), data, mesh, rules)
     model, opt_state, loss = step(model, opt_state, x, y)  # compile
     losses = [loss]
     # Steady state: no host<->device or device<->device transfers at all.
@@ -332,13 +305,6 @@ def test_step_is_one_executable_without_host_callbacks(fully_sharded):
 
 
 def test_fsdp_stores_an_eighth_of_the_parameters_per_device(model, mesh):
-    def bytes_per_device(tree):
-        totals = {}
-        for leaf in jax.tree.leaves(eqx.filter(tree, eqx.is_array)):
-            for shard in leaf.addressable_shards:
-                totals[shard.device] = totals.get(shard.device, 0) + shard.data.nbytes
-        return totals
-
     replicated = bytes_per_device(eqx.shard_params(model, mesh))
     fsdp = bytes_per_device(eqx.shard_params(model, mesh, sharding.fsdp("data", min_size=0)))
     assert len(replicated) == len(fsdp) == 8

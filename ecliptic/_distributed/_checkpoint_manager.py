@@ -18,14 +18,14 @@ from typing import Any
 
 import jax
 import jax.tree_util as jtu
-import numpy as np
 from jax.sharding import Mesh, SingleDeviceSharding
 
+from .._checks import is_int
 from .._filters import is_array
 from .._io._arrays import is_key_dtype, key_data_struct, key_impl
 from .._io._errors import CheckpointError
 from .._paths import display, dotted
-from .._sharding import param_shardings
+from .._sharding._placement import param_shardings
 
 _FORMAT = "ecliptic-orbax-1"
 
@@ -138,7 +138,7 @@ class CheckpointManager:
         manager.save(100, {"model": model, "opt_state": opt_state})
         ```
         """
-        if not isinstance(step, (int, np.integer)) or isinstance(step, bool) or step < 0:
+        if not is_int(step) or step < 0:
             raise ValueError(f"CheckpointManager.save(step=...) must be an int >= 0; got {step!r}.")
         named = _named_arrays(tree, "CheckpointManager.save(tree=...)")
         arrays = {}

@@ -22,20 +22,18 @@ from typing import Any
 
 from jax.sharding import Mesh, PartitionSpec
 
+from .._messages import type_name
+
 ShardingRule = Callable[[str, Any, Mesh], PartitionSpec]
 
 
-def _axis_names(entry: Any) -> tuple[str, ...]:
-    """The mesh axis names one `PartitionSpec` entry refers to."""
-    if entry is None:
-        return ()
-    if isinstance(entry, tuple):
-        return entry
-    return (entry,)
+def axis_names(entry: Any) -> tuple[str, ...]:
+    """The mesh axis names one `PartitionSpec` entry refers to (`None`, a name, a tuple)."""
+    return () if entry is None else entry if isinstance(entry, tuple) else (entry,)
 
 
 def check_mesh_axes(axis: Any, mesh: Mesh, where: str) -> tuple[str, ...]:
-    names = _axis_names(axis)
+    names = axis_names(axis)
     for name in names:
         if name not in mesh.shape:
             raise ValueError(
@@ -193,7 +191,7 @@ def by_path(
     if not isinstance(rules, Mapping):
         raise TypeError(
             f"by_path(rules=...) must be a mapping from name pattern to PartitionSpec or "
-            f"rule; got {type(rules).__name__}."
+            f"rule; got {type_name(rules)}."
         )
     for pattern, value in rules.items():
         if not isinstance(pattern, str):

@@ -13,9 +13,9 @@ import jax
 import jax.tree_util as jtu
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, Sharding, SingleDeviceSharding
 
-from ._filters import combine, is_array, partition
-from ._paths import dotted
-from ._sharding_rules import as_rule, axes_size, check_mesh_axes, check_spec
+from .._filters import combine, is_array, partition
+from .._paths import dotted
+from ._rules import as_rule, axes_size, axis_names, check_mesh_axes, check_spec
 
 
 def _is_none(x: Any) -> bool:
@@ -80,13 +80,7 @@ def _uses_explicit_axes(sharding: Any) -> bool:
         return False
     types = dict(zip(mesh.axis_names, mesh.axis_types))
     explicit = jax.sharding.AxisType.Explicit
-    return any(types.get(name) == explicit for entry in spec for name in _entry_names(entry))
-
-
-def _entry_names(entry: Any) -> tuple[Any, ...]:
-    if entry is None:
-        return ()
-    return entry if isinstance(entry, tuple) else (entry,)
+    return any(types.get(name) == explicit for entry in spec for name in axis_names(entry))
 
 
 def _constrain_subtree(sharding: Any, subtree: Any) -> Any:
