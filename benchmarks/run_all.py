@@ -29,6 +29,7 @@ BENCHMARKS = (
     "cnn_throughput",
     "checkpoint_io",
     "attention",
+    "distributed",
 )
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 
