@@ -1,10 +1,13 @@
 """Attention core of `ecliptic.nn.MultiheadAttention`: the explicit softmax path (taken
 when dropout needs the weights) against the fused path through
-`jax.nn.dot_product_attention` (cuDNN's flash attention on GPU, XLA's fallback on CPU;
-`MultiheadAttention` takes it by default on GPU only, as the CPU fallback is slower),
-on projected heads `(seq, heads, head_size)` with a causal mask, for sequence lengths
-128..4096. Reported: time per call (jitted), and the peak temporary memory of each
-compiled program (`compiled.memory_analysis()`), with the fused/explicit ratios.
+`jax.nn.dot_product_attention` (`MultiheadAttention` takes it by default on GPU only:
+XLA's version of the call, the only one on CPU, is slower there), with a causal mask.
+On CPU: projected heads `(seq, 4, 32)` in float32 for sequence lengths 128..4096. On a
+GPU: a vmapped batch of 8 of `(seq, 8, 64)` for 128..8192, in float32 (XLA's version of
+the fused call) and in bfloat16 (cuDNN's flash kernel). Reported: time per call
+(jitted), the peak temporary memory of each compiled program
+(`compiled.memory_analysis()`), the fused/explicit ratios, which kernel the fused program
+calls and its largest difference from the explicit path.
 
 Run: python benchmarks/attention.py [--smoke]
 """
@@ -15,6 +18,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from _timing import Row, interleaved, machine, print_rows, smoke_flag
 
 from ecliptic.nn._attention_functions import multihead_attention
@@ -23,26 +27,37 @@ HEADS = 4
 HEAD_SIZE = 32
 SEQ_LENS = (128, 256, 512, 1024, 2048, 4096)
 SMOKE_SEQ_LENS = (16,)
+# On a GPU: a batch of 8 (vmapped, as a model calls the layer), 8 heads of 64, in float32
+# (XLA's version of the fused call) and in bfloat16 (cuDNN's flash kernel).
+GPU_BATCH, GPU_HEADS, GPU_HEAD_SIZE = 8, 8, 64
+GPU_SEQ_LENS = (128, 512, 1024, 2048, 4096, 8192)
 
 
-def contenders(seq: int) -> tuple[dict[str, Any], tuple[jax.Array, ...]]:
+def on_gpu() -> bool:
+    return jax.default_backend() == "gpu"
+
+
+def contenders(
+    seq: int, dtype: Any = jnp.float32, batch: int = 0
+) -> tuple[dict[str, Any], tuple[jax.Array, ...]]:
+    """The two paths, jitted, with their arguments (`batch` > 0: vmapped over a batch)."""
+    heads, size = (GPU_HEADS, GPU_HEAD_SIZE) if batch else (HEADS, HEAD_SIZE)
     kq, kk, kv = jax.random.split(jax.random.key(seq), 3)
-    shape = (seq, HEADS, HEAD_SIZE)
+    shape = ((batch,) if batch else ()) + (seq, heads, size)
     args = (
-        jax.random.normal(kq, shape),
-        jax.random.normal(kk, shape),
-        jax.random.normal(kv, shape),
+        jax.random.normal(kq, shape, dtype),
+        jax.random.normal(kk, shape, dtype),
+        jax.random.normal(kv, shape, dtype),
         jnp.tril(jnp.ones((seq, seq), bool)),
     )
-    fns = {
-        "explicit softmax": jax.jit(
-            lambda q, k, v, m: multihead_attention(q, k, v, m, fused=False)
-        ),
-        "fused dot_product_attention": jax.jit(
-            lambda q, k, v, m: multihead_attention(q, k, v, m, fused=True)
-        ),
-    }
-    return fns, args
+
+    def path(fused: bool) -> Any:
+        def attend(q: jax.Array, k: jax.Array, v: jax.Array, m: jax.Array) -> jax.Array:
+            return multihead_attention(q, k, v, m, fused=fused)
+
+        return jax.jit(jax.vmap(attend, (0, 0, 0, None)) if batch else attend)
+
+    return {"explicit softmax": path(False), "fused dot_product_attention": path(True)}, args
 
 
 def peak_temp_bytes(fn: Any, args: tuple[jax.Array, ...]) -> float:
@@ -51,14 +66,29 @@ def peak_temp_bytes(fn: Any, args: tuple[jax.Array, ...]) -> float:
     return float(getattr(analysis, "temp_size_in_bytes", float("nan")))
 
 
+def kernel_of(fn: Any, args: tuple[jax.Array, ...]) -> str:
+    """Which attention kernel the compiled program calls."""
+    text = fn.lower(*args).compile().as_text().lower()
+    return "cuDNN flash" if "cudnn" in text and "fmha" in text else "XLA"
+
+
+def cases(smoke: bool) -> list[tuple[int, Any, int]]:
+    """(sequence length, dtype, batch) for each group."""
+    if smoke:
+        return [(n, jnp.float32, 0) for n in SMOKE_SEQ_LENS]
+    if on_gpu():
+        return [(n, dt, GPU_BATCH) for n in GPU_SEQ_LENS for dt in (jnp.float32, jnp.bfloat16)]
+    return [(n, jnp.float32, 0) for n in SEQ_LENS]
+
+
 def main(smoke: bool = False) -> list[Row]:
     """Time and size both paths for each sequence length (`smoke`: one tiny length)."""
     rows: list[Row] = []
     baseline = "explicit softmax"
-    for seq in SMOKE_SEQ_LENS if smoke else SEQ_LENS:
-        fns, args = contenders(seq)
+    for seq, dtype, batch in cases(smoke):
+        fns, args = contenders(seq, dtype, batch)
         calls = {name: (lambda f=f, args=args: f(*args)) for name, f in fns.items()}
-        big = seq >= 2048
+        big = seq >= 2048 and not batch
         stats = interleaved(
             calls,
             number=1 if smoke or big else 5,
@@ -67,24 +97,23 @@ def main(smoke: bool = False) -> list[Row]:
             batch_seconds=0.05,
         )
         memory = {name: peak_temp_bytes(f, args) for name, f in fns.items()}
-        group = f"attention, {HEADS} heads x {HEAD_SIZE}, causal, seq {seq}"
+        outs = {name: np.asarray(f(*args), np.float32) for name, f in fns.items()}
+        diff = float(np.max(np.abs(outs[baseline] - outs["fused dot_product_attention"])))
+        kernel = kernel_of(fns["fused dot_product_attention"], args)
+        heads, size = (GPU_HEADS, GPU_HEAD_SIZE) if batch else (HEADS, HEAD_SIZE)
+        group = f"attention, {heads} heads x {size}, causal, seq {seq}"
+        if batch:
+            group += f", batch {batch}, {jnp.dtype(dtype).name}"
         for name, s in stats.items():
-            ratio = None if name == baseline else s.median / stats[baseline].median
-            mem_ratio = (
-                None
-                if name == baseline or not memory[baseline]
-                else memory[name] / memory[baseline]
-            )
+            fused = name != baseline
+            ratio = s.median / stats[baseline].median if fused else None
+            min_ratio = s.min / stats[baseline].min if fused else None
+            mem_ratio = memory[name] / memory[baseline] if fused and memory[baseline] else None
+            note = f"min {s.min / 1e3:.3g} ms"
+            if fused:
+                note += f"; {kernel}; max abs diff {diff:.1e}"
             rows.append(
-                Row(
-                    group,
-                    f"{name} time",
-                    s.median / 1e3,
-                    "ms/call",
-                    ratio,
-                    "",
-                    f"min {s.min / 1e3:.3g} ms",
-                )
+                Row(group, f"{name} time", s.median / 1e3, "ms/call", ratio, "", note, min_ratio)
             )
             rows.append(
                 Row(

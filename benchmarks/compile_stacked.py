@@ -131,7 +131,8 @@ def main(smoke: bool = False) -> list[Row]:
     """Compile and run both variants; return the table rows (`smoke`: N = 2, tiny
     blocks)."""
     sizes = (2,) if smoke else (8, 16, 32)
-    repeats = 1 if smoke else 3
+    # Compiles take longer on a GPU (and the lease is short): best of 2 there.
+    repeats = 1 if smoke else (2 if jax.default_backend() == "gpu" else 3)
     rows: list[Row] = []
     key = jax.random.key(0)
     for name, make, apply, x in _cases(smoke):
@@ -161,7 +162,10 @@ def main(smoke: bool = False) -> list[Row]:
                         best[variant] = min(best[variant], seconds)
                 outs = {v: compiled[v](m, x) for v, m in models[n].items()}
                 diff, scale = _max_difference(mode, outs["unrolled"], outs["Stacked"])
-                if not diff <= 1e-4 * max(1.0, scale):
+                # On a GPU, float32 products default to TensorFloat-32 (10-bit mantissa),
+                # so the two programs agree less closely there.
+                tolerance = 1e-2 if jax.default_backend() == "gpu" else 1e-4
+                if not diff <= tolerance * max(1.0, scale):
                     raise AssertionError(f"{group}, N={n}: outputs differ by {diff}")
                 rows.append(Row(f"compile {group}", f"N={n} unrolled", best["unrolled"], "s"))
                 rows.append(

@@ -1,4 +1,11 @@
-"""Test configuration: 8 virtual CPU devices for the multi-device tests, quiet hypothesis."""
+"""Test configuration: 8 virtual CPU devices for the multi-device tests, quiet hypothesis.
+
+The suite runs on the CPU. `ECLIPTIC_TEST_ACCELERATOR=1` leaves JAX's default platform
+alone, to run (a chosen part of) it on a GPU; set `JAX_DEFAULT_MATMUL_PRECISION=highest`
+with it, as the float32 references assume full-precision products.
+"""
+
+import os
 
 import jax
 import pytest
@@ -6,7 +13,8 @@ from hypothesis import HealthCheck, settings
 
 # Must run before any JAX backend is initialised.
 jax.config.update("jax_num_cpu_devices", 8)
-jax.config.update("jax_platforms", "cpu")
+if os.environ.get("ECLIPTIC_TEST_ACCELERATOR") != "1":
+    jax.config.update("jax_platforms", "cpu")
 
 settings.register_profile(
     "ecliptic",

@@ -158,3 +158,91 @@ def test_equinox_single_head_helpers():
     kept = nn.dot_product_attention(q, k, v, dropout=dropout, inference=True)
     assert not np.allclose(dropped, kept)
     np.testing.assert_allclose(kept, nn.dot_product_attention(q, k, v), rtol=1e-6)
+
+
+def _heads_of(dtype, seq=8, d=16):
+    rng = np.random.default_rng(5)
+    return tuple(jnp.asarray(rng.standard_normal((seq, 2, d)), dtype) for _ in range(3))
+
+
+@pytest.mark.parametrize(
+    "backend, dtype, d, seq, masked, want",
+    [
+        ("gpu", jnp.bfloat16, 16, 512, True, True),
+        ("gpu", jnp.float16, 128, 512, False, True),
+        ("gpu", jnp.float32, 16, 512, False, False),  # cuDNN's kernel is half precision only
+        ("gpu", jnp.bfloat16, 12, 512, False, False),  # head size not a multiple of 8
+        ("gpu", jnp.bfloat16, 136, 512, False, False),  # head size over 128
+        ("gpu", jnp.bfloat16, 16, 511, True, False),  # odd length with a mask (its gradient)
+        ("gpu", jnp.bfloat16, 16, 513, False, True),  # odd length without one is fine
+        ("gpu", jnp.bfloat16, 16, 256, False, False),  # short: XLA's version is faster
+        ("cpu", jnp.bfloat16, 16, 512, False, False),
+    ],
+)
+def test_cudnn_kernel_is_chosen_only_where_it_can_run(
+    backend, dtype, d, seq, masked, want, monkeypatch
+):
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    q, k, v = _heads_of(dtype, seq, d)
+    mask = jnp.ones((seq, seq), bool) if masked else None
+    assert _attention_functions.cudnn_can_run(q, k, v, mask) == want
+
+
+def test_fused_call_falls_back_to_xla_where_cudnn_is_absent(monkeypatch):
+    # As on a GPU without cuDNN: the cuDNN call refuses while tracing, and XLA's version
+    # of the same call computes the result instead.
+    if jax.default_backend() == "gpu":
+        pytest.skip("needs a backend without cuDNN")
+    seq = 512
+    q, k, v = _heads_of(jnp.bfloat16, seq=seq, d=8)
+    mask = np.tril(np.ones((seq, seq), bool))
+    want = reference(q, k, v, mask)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert _attention_functions.cudnn_can_run(q, k, v, mask)
+    got = jax.jit(lambda *a: multihead_attention(*a, fused=True))(q, k, v, mask)
+    np.testing.assert_allclose(np.asarray(got, np.float64), want, atol=3e-2)
+
+
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="cuDNN runs on a GPU only")
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_cudnn_flash_attention_on_gpu(dtype):
+    seq = 512
+    q, k, v = _heads_of(dtype, seq=seq, d=32)
+    mask = np.tril(np.ones((seq, seq), bool))
+    mask[5] = False  # a query that may attend to nothing: uniform weights
+    call = jax.jit(lambda *a: multihead_attention(*a, fused=True))
+    assert "fmha" in call.lower(q, k, v, mask).compile().as_text().lower()  # cuDNN's kernel
+    got = np.asarray(call(q, k, v, mask), np.float64)
+    np.testing.assert_allclose(got, reference(q, k, v, mask), atol=3e-2)
+    np.testing.assert_allclose(got[5], np.asarray(v, np.float64).mean(0), atol=3e-2)
+    # Gradients flow through the kernel (NaN-free, the fully masked row included) and
+    # agree with the explicit path's; so does a vmapped batch sharing one mask.
+    explicit = jax.jit(lambda *a: multihead_attention(*a, fused=False))
+
+    def loss(f):
+        return lambda q, k, v: jnp.sum(f(q, k, v, mask).astype(jnp.float32) ** 2)
+
+    def close(a, b):
+        a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+        assert not np.isnan(a).any()
+        assert np.abs(a - b).max() <= 0.05 * np.abs(b).max() + 1e-3
+
+    grads = (jax.grad(loss(f), argnums=(0, 1, 2))(q, k, v) for f in (call, explicit))
+    for g_fused, g_explicit in zip(*grads):
+        close(g_fused, g_explicit)
+    batch = tuple(jnp.stack([a, a[::-1]]) for a in (q, k, v))
+    batched = (jax.jit(jax.vmap(f, (0, 0, 0, None))) for f in (call, explicit))
+    close(*(f(*batch, mask) for f in batched))
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32])
+def test_fused_call_works_under_strict_dtype_promotion(dtype):
+    # JAX's attention promotes half precision inside; a user's strict promotion mode
+    # governs their code, so the fused call must not fail under it (it did on a GPU).
+    q, k, v = _heads_of(dtype, seq=6, d=8)
+    mask = np.tril(np.ones((6, 6), bool))
+    with jax.numpy_dtype_promotion("strict"):
+        got = jax.jit(lambda *a: multihead_attention(*a, fused=True))(q, k, v, mask)
+    np.testing.assert_allclose(
+        np.asarray(got, np.float64), reference(q, k, v, mask), atol=3e-2, rtol=1e-2
+    )

@@ -111,13 +111,69 @@ def can_fuse(q: jax.Array, k: jax.Array, v: jax.Array) -> bool:
     return len(dtypes) == 1 and jnp.issubdtype(q.dtype, jnp.floating) and k.shape == v.shape
 
 
+_HALF_DTYPES = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
+# Below 512 x 512 logits per head, cuDNN's kernel was slower than XLA's version of the
+# call on an H200 (1.5x the time at 128 x 128, level at 512 x 512, 0.53x at 8192 x 8192;
+# benchmarks/RESULTS.md, GPU figures).
+CUDNN_MIN_LOGITS = 512 * 512
+
+
+def cudnn_can_run(q: jax.Array, k: jax.Array, v: jax.Array, mask: Any) -> bool:
+    """Whether cuDNN's flash kernel takes these heads: a GPU backend, float16 or
+    bfloat16, at least `CUDNN_MIN_LOGITS` logits per head (where it was measured no
+    slower), a head size that is a multiple of 8 up to 128 (keys' and values' alike),
+    and even sequence lengths where a mask is given (cuDNN adds the mask as a bias,
+    whose gradient needs them). Anything else goes to XLA's version of the call."""
+    if jax.default_backend() != "gpu" or jnp.dtype(q.dtype) not in _HALF_DTYPES:
+        return False
+    if q.shape[0] * k.shape[0] < CUDNN_MIN_LOGITS:
+        return False
+    d = q.shape[-1]
+    if d % 8 or d > 128 or v.shape[-1] != d:
+        return False
+    return mask is None or (q.shape[0] % 2 == 0 and k.shape[0] % 2 == 0)
+
+
 @jax.jit
 def fused_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: Any) -> jax.Array:
     """`jax.nn.dot_product_attention` with the `1/sqrt(d)` scale, for heads laid out
-    `(seq, heads, d)` (see `multihead_attention`)."""
-    # The XLA fallback of dot_product_attention masks with a large finite negative
-    # number too, so a fully masked row gets uniform weights as on the explicit path.
-    return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=1.0 / math.sqrt(q.shape[-1]))
+    `(seq, heads, d)` (see `multihead_attention`): cuDNN's flash attention where
+    `cudnn_can_run`, XLA's version of the same call otherwise (JAX's own default,
+    `implementation=None`, is always XLA's)."""
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    # JAX's implementations promote half precision to float32 internally, which the
+    # user's `jax_numpy_dtype_promotion="strict"` would refuse: that choice is theirs to
+    # make about their code, not about JAX's.
+    with jax.numpy_dtype_promotion("standard"):
+        if cudnn_can_run(q, k, v, mask):
+            try:
+                return _cudnn_attention(q, k, v, mask, scale)
+            except (NotImplementedError, RuntimeError, ValueError):
+                # cuDNN refused the shapes or is absent (checked while tracing).
+                pass
+        # XLA's version masks with a large finite negative number too, so a fully
+        # masked row gets uniform weights, as on the explicit path.
+        return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale)
+
+
+def _cudnn_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: Any, scale: float
+) -> jax.Array:
+    if mask is None:
+        return jax.nn.dot_product_attention(q, k, v, scale=scale, implementation="cudnn")
+    # cuDNN adds the mask as a bias. Give it every head: JAX's batching rule for the
+    # kernel (under `vmap`) reshapes the bias to the full head count.
+    mask = jnp.broadcast_to(mask, (q.shape[1], q.shape[0], k.shape[0]))
+    attends = jnp.any(mask, axis=-1, keepdims=True)  # (heads, q_seq, 1)
+    # A query that may attend to nothing gets uniform weights (the mean of the values),
+    # as on the other paths. The kernel sees such rows unmasked: fully masked rows
+    # give NaN gradients in cuDNN's backward pass (measured on an H200), and their
+    # output is replaced anyway, so no gradient reaches the kernel through them.
+    out = jax.nn.dot_product_attention(
+        q, k, v, mask=mask | ~attends, scale=scale, implementation="cudnn"
+    )
+    uniform = jnp.mean(v, axis=0, dtype=jnp.float32).astype(out.dtype)  # (heads, d)
+    return jnp.where(jnp.transpose(attends, (1, 0, 2)), out, uniform)
 
 
 def _explicit(q: jax.Array, k: jax.Array, v: jax.Array, mask: Any, weights_fn: Any) -> jax.Array:
