@@ -65,6 +65,7 @@ def interleaved(
     rounds: int = 21,
     warmup: int = 3,
     batch_seconds: float = 0.01,
+    setup: Callable[[], Any] | None = None,
 ) -> dict[str, Stats]:
     """Time zero-argument callables against each other, interleaved in rounds.
 
@@ -76,6 +77,8 @@ def interleaved(
         slow contenders get fewer, so that one batch takes about `batch_seconds`.
     - `rounds`: number of batches per contender; the order rotates every round.
     - `warmup`: untimed calls per contender first (compilation, caches).
+    - `setup`: called (untimed) before every timed batch, to start each from the same
+        state.
 
     **Returns:** name -> `Stats` of microseconds per call.
     """
@@ -94,6 +97,8 @@ def interleaved(
         for r in range(rounds):
             shift = r % len(names)
             for name in names[shift:] + names[:shift]:
+                if setup is not None:
+                    setup()
                 samples[name].append(_run_batch(fns[name], numbers[name]))
     finally:
         if gc_was_enabled:
