@@ -49,7 +49,7 @@ from ._exceptions import (
     reraise_runtime_error,
 )
 from ._filters import is_array
-from ._messages import short_repr
+from ._messages import describe, short_repr
 
 try:  # eager `grad` has tracers whose values are known: that is still run time
     from jax._src.core import is_concrete as _is_concrete
@@ -133,26 +133,6 @@ def _unvmap_any_rule(axis_size: int, in_batched: Any, pred: jax.Array) -> Any:
     del axis_size, in_batched
     # Recursing handles nested vmaps: an outer batch axis re-enters this rule.
     return unvmap_any(pred), False
-
-
-_DTYPE_PREFIXES = (("bfloat", "bf"), ("float", "f"), ("uint", "u"), ("int", "i"), ("complex", "c"))
-
-
-def array_text(dtype: Any, shape: Sequence[int]) -> str:
-    """`f32[3,4]`-style summary of a dtype and shape."""
-    name = np.dtype(dtype).name
-    for long, short in _DTYPE_PREFIXES:
-        if name.startswith(long):
-            name = short + name[len(long) :]
-            break
-    return f"{name}[{','.join(map(str, shape))}]"
-
-
-def describe(x: Any) -> str:
-    """`f32[3,4]`-style summary of an array, or a short repr of anything else."""
-    if hasattr(x, "shape") and hasattr(x, "dtype"):
-        return array_text(x.dtype, x.shape)
-    return short_repr(x)
 
 
 def check_pred(pred: Any, caller: str) -> Any:

@@ -323,8 +323,3 @@ def filter_jit(fun: Any = None, *, donate: str = "none", **jitkwargs: Any) -> An
         jitted = jax.jit(_body_donating, static_argnums=2, donate_argnums=1, **jitkwargs)
     wrapper = _JitWrapper(fun=fun, donate=donate, jitted=jitted, memo=CallMemo())
     return module_update_wrapper(wrapper, fun)
-
-
-def is_filter_jitted(fun: Any) -> bool:
-    """Whether ``fun`` was produced by `filter_jit` (used by the debugging tools)."""
-    return isinstance(fun, _JitWrapper)
