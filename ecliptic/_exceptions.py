@@ -105,17 +105,10 @@ def reraise_runtime_error(exc: BaseException, *, compiled: bool = True) -> None:
         raise
     ```
 
-    **Arguments:**
-
-    - `exc`: the exception that was caught.
-    - `compiled`: whether it came out of compiled code (the text then starts with how to
-        debug there); `False` for a check that ran eagerly (the text is the message).
-
-    **Returns:** `None` when `exc` does not come from `error_if`/`branched_error_if` (the
-    caller then re-raises it). Otherwise it does not return: it raises an
-    `EclipticRuntimeError` whose text ends with the user's message (`.msg` holds the
-    message alone), with the noisy JAX context suppressed.
-    """
+    Returns `None` when `exc` does not come from `error_if`/`branched_error_if` (the caller
+    then re-raises it). Otherwise it raises an `EclipticRuntimeError` whose text ends with
+    the user's message (`.msg` holds the message alone), with the noisy JAX context
+    suppressed; with `compiled=True` the text starts with how to debug compiled code."""
     __tracebackhide__ = True  # pytest and IPython hide this frame
     msg = marked_message(exc)
     if msg is not None:

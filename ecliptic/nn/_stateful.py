@@ -114,12 +114,8 @@ def state_indices(pytree: Any) -> Iterator[StateIndex[Any]]:
 
 
 def with_markers(pytree: Any, new_marker: Callable[[str, StateIndex[Any]], Any]) -> Any:
-    """A copy of `pytree` in which every `StateIndex` has the marker
-    `new_marker(path, index)` (`path` as `jax.tree_util.keystr` writes it).
-
-    **Arguments:** `pytree`; `new_marker`, called once per index in flattening order.
-    **Returns:** the copy.
-    """
+    """A copy of `pytree` in which every `StateIndex` has the marker `new_marker(path, index)`
+    (`path` as `jax.tree_util.keystr` writes it; called once per index in flattening order)."""
 
     def rename(path: Any, leaf: Any) -> Any:
         if not isinstance(leaf, StateIndex):
