@@ -44,12 +44,9 @@ jtu.register_pytree_node(_Static, lambda s: ((), s.value), lambda v, _: _Static(
 
 
 class _Inputs:
-    """A call's inputs split into differentiable arrays, other arrays and static leaves.
-
+    """A call's inputs split into differentiable arrays, other arrays and static leaves:
     ``diff_tree`` is the part whose floating-point arrays may be differentiated (the
-    positional arguments for custom_jvp, ``vjp_arg`` for custom_vjp); ``other_tree`` never
-    is.
-    """
+    positional arguments for custom_jvp, ``vjp_arg`` for custom_vjp), ``other_tree`` never is."""
 
     __slots__ = ("d_def", "n_d", "parts", "diff", "nondiff")
 

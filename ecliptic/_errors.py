@@ -1,28 +1,24 @@
-"""Runtime checks: `error_if` and `branched_error_if`.
-
-Design (see docs/debugging.md for the user's view):
+"""Runtime checks: `error_if` and `branched_error_if` (docs/debugging.md: the user's view).
 
 - The check is `lax.cond(failed, on_fail, on_pass, arrays_of_x, pred, index)`: the cheap
-  branch passes `x` through, the other one calls a host callback that raises. The
-  returned `x` is the output of that `cond`, so anything that uses it keeps the check
-  alive; nothing talks to the host unless the check fails. A `jax.pure_callback` (not an
-  effectful callback) keeps JAX's C++ fast dispatch path, so a check that never fires
-  costs one predicate reduction and one conditional.
-- `failed` comes from `_unvmap_any`, a `custom_vmap` reduction over every batch axis, so
-  that under `vmap` the `cond` stays a `cond` (rather than becoming a `select` that would
-  run the callback on every step). The callback is batched with `vmap_method=
-  "expand_dims"`: it sees `pred` with all the batch axes in front and reports which batch
-  indices failed.
-- A `custom_jvp` makes the check transparent to differentiation: the tangent (hence the
-  cotangent) of `x` passes through, multiplied by a runtime `1.0` that is another output
-  of the same `cond`. That multiplication is exact, and it ties the backward pass to the
-  check, so the check survives `jax.grad` even when the primal output itself is not needed.
-- A failing callback raises `EclipticRuntimeError(mark_message(msg))`. Under `jax.jit` JAX
-  reports it as a `JaxRuntimeError` whose text ends with that text (so with `msg`);
-  `filter_jit` (and eager calls of `error_if`) translate it back into a clean
-  `EclipticRuntimeError` with `reraise_runtime_error`. Un-jitted control flow (`lax.scan`
-  & co.) is compiled and run by JAX itself, beyond our reach: there the `JaxRuntimeError`
-  reaches the user (documented).
+  branch passes `x` through, the other calls a host callback that raises. The returned
+  `x` is the `cond`'s output, so anything using it keeps the check alive, and nothing
+  talks to the host unless the check fails. A `jax.pure_callback` (not an effectful one)
+  keeps JAX's C++ fast dispatch: a passing check costs one reduction and one `cond`.
+- `failed` comes from `unvmap_any`, a `custom_vmap` reduction over every batch axis, so
+  the `cond` stays a `cond` under `vmap` (not a `select` running the callback every
+  step). The callback is batched with `vmap_method="expand_dims"`: it sees `pred` with
+  every batch axis in front and reports which batch indices failed.
+- A `custom_jvp` makes the check transparent to differentiation: the tangent of `x`
+  passes through, multiplied by a runtime `1.0` that is another output of the same
+  `cond`: exact, and it ties the backward pass to the check, so the check survives
+  `jax.grad` even when the primal output is not needed.
+- A failing callback raises `EclipticRuntimeError(mark_message(msg))`; under `jax.jit` it
+  arrives as a `JaxRuntimeError` whose text ends with that text, which `filter_jit` (and
+  eager `error_if`) turn back into a clean `EclipticRuntimeError` with
+  `reraise_runtime_error`. Un-jitted control flow (`lax.scan` & co.) is compiled and run
+  by JAX itself, beyond our reach: there the `JaxRuntimeError` reaches the user
+  (documented).
 """
 
 from __future__ import annotations
@@ -70,11 +66,9 @@ _MAX_LISTED = 8  # batch indices listed in a vmap error message
 
 
 def resolve_on_error(on_error: str | None, caller: str = "error_if") -> str:
-    """The effective mode: `on_error` if given, else the environment, else `"raise"`.
-
-    The environment is read each time a check is traced (not at import), so a function
-    that was already compiled keeps the mode it was compiled with.
-    """
+    """The effective mode: `on_error` if given, else the environment, else `"raise"`. The
+    environment is read each time a check is traced (not at import), so a function that was
+    already compiled keeps the mode it was compiled with."""
     if on_error is None or on_error == "default":
         for var in ENV_VARS:
             value = os.environ.get(var, "").strip()
@@ -120,11 +114,9 @@ _install_log_filter()
 
 @jax.custom_batching.custom_vmap
 def unvmap_any(pred: jax.Array) -> jax.Array:
-    """`jnp.any(pred)` over the array *and* over every `vmap` batch axis.
-
-    The result is never batched, so a `lax.cond` on it stays a real conditional under
-    `vmap` instead of becoming a `select` that evaluates both branches.
-    """
+    """`jnp.any(pred)` over the array *and* over every `vmap` batch axis. The result is never
+    batched, so a `lax.cond` on it stays a real conditional under `vmap` instead of becoming
+    a `select` that evaluates both branches."""
     return jnp.any(pred)
 
 

@@ -64,10 +64,8 @@ def _is_axis_spec_leaf(spec: Any) -> bool:
 
 
 def resolve_axes(spec: Any, tree: Any, what: str) -> tuple[list[Any], Any, list[Any]]:
-    """Flatten ``tree`` and give each leaf its axis (int or None) from the prefix ``spec``.
-
-    Returns ``(leaves, treedef, axes)``.
-    """
+    """Flatten ``tree`` and give each leaf its axis (int or None) from the prefix ``spec``:
+    ``(leaves, treedef, axes)``."""
     axes: list[Any] = []
 
     def per_subtree(subspec: Any, subtree: Any) -> None:

@@ -33,11 +33,10 @@ def _pool_geometry(
     layer: str,
     shape: tuple[int, ...],
 ) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
-    """Output sizes and the padding that realises them.
-
-    Ceil mode follows PyTorch: ``ceil((size + low + high - kernel) / stride) + 1``
-    windows, dropping the last one if it would start past the input and its low
-    padding; the high padding grows so that the last window fits."""
+    """Output sizes and the padding that realises them. Ceil mode follows PyTorch:
+    ``ceil((size + low + high - kernel) / stride) + 1`` windows, dropping the last one if it
+    would start past the input and its low padding; the high padding grows so that the last
+    window fits."""
     outs, pads = [], []
     for size, k, s, (lo, hi) in zip(sizes, kernel, stride, padding):
         span = size + lo + hi
