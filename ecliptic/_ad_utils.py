@@ -1,9 +1,6 @@
-"""Helpers shared by ecliptic's filtered differentiation transformations.
-
-On top of `ecliptic._split` (which also splits their outputs three ways: `split_output`
-with ``carry=True``), the AD-flavoured transformations need error messages naming the
-first place where a user-supplied tree differs from the expected one (`mismatch_message`)
-and the shared wording of "nothing to differentiate" errors.
+"""Helpers shared by the filtered differentiation transformations, beyond `ecliptic._split`:
+errors naming the first place where a user-supplied tree differs from the expected one
+(`mismatch_message`), and the shared wording of "nothing to differentiate" errors.
 """
 
 from __future__ import annotations

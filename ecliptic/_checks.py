@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from ._messages import short_repr
+
 
 def is_int(x: Any) -> bool:
     """Whether `x` is a Python or NumPy integer and not a bool (`3`, not `True` or `3.0`)."""
@@ -21,3 +23,9 @@ def is_real(x: Any) -> bool:
     return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(
         x, (bool, np.bool_)
     )
+
+
+def check_callable(value: Any, what: str) -> None:
+    """Raise ``TypeError("{what} must be callable; got ...")`` unless `value` is callable."""
+    if not callable(value):
+        raise TypeError(f"{what} must be callable; got {short_repr(value)}.")

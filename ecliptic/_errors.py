@@ -13,12 +13,10 @@
   passes through, multiplied by a runtime `1.0` that is another output of the same
   `cond`: exact, and it ties the backward pass to the check, so the check survives
   `jax.grad` even when the primal output is not needed.
-- A failing callback raises `EclipticRuntimeError(mark_message(msg))`; under `jax.jit` it
-  arrives as a `JaxRuntimeError` whose text ends with that text, which `filter_jit` (and
-  eager `error_if`) turn back into a clean `EclipticRuntimeError` with
-  `reraise_runtime_error`. Un-jitted control flow (`lax.scan` & co.) is compiled and run
-  by JAX itself, beyond our reach: there the `JaxRuntimeError` reaches the user
-  (documented).
+- A failing callback raises `EclipticRuntimeError(mark_message(msg))`, turned back into a
+  clean error for the user as `ecliptic._exceptions` describes. Un-jitted control flow
+  (`lax.scan` & co.) is compiled and run by JAX itself, beyond our reach: there JAX's
+  `JaxRuntimeError` reaches the user (documented).
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
-"""Shared plumbing of the filtered transformations.
-
-Every filtered transformation does the same three things: flatten the call's inputs once,
-split the leaves into *dynamic* ones (handed to the JAX transformation) and *static* ones
-(kept on the Python side, hashed into cache keys), then merge them back inside and
-outside the transformation. The helpers here do exactly that, with as little Python work
-per leaf as possible because they sit on every call's hot path.
+"""Shared plumbing of the filtered transformations: flatten a call's inputs once, split the
+leaves into *dynamic* ones (handed to the JAX transformation) and *static* ones (kept on
+the Python side, hashed into cache keys), and merge them back inside and outside the
+transformation, with as little Python work per leaf as possible (this is every call's
+hot path).
 """
 
 from __future__ import annotations

@@ -14,30 +14,12 @@ import numpy as np
 # What `jax.jit`, `jax.grad`, `jax.vmap`, `jax.checkpoint`, ... and `jax.custom_jvp` /
 # `jax.custom_vjp` return: only values of these types can be such a wrapper.
 TRANSFORM_RESULT_TYPES = frozenset(
-    {
-        types.FunctionType,
-        type(jax.jit(lambda: None)),
-        jax.custom_jvp,
-        jax.custom_vjp,
-    }
+    {types.FunctionType, type(jax.jit(lambda: None)), jax.custom_jvp, jax.custom_vjp}
 )
 
 # Static values that cannot hold an array, skipped without flattening them.
-_ARRAY_FREE_TYPES = frozenset(
-    {
-        int,
-        float,
-        bool,
-        complex,
-        str,
-        bytes,
-        type(None),
-        type,
-        types.FunctionType,
-        type(jax.jit(lambda: None)),
-        jax.custom_jvp,
-        jax.custom_vjp,
-    }
+_ARRAY_FREE_TYPES = TRANSFORM_RESULT_TYPES | frozenset(
+    (int, float, bool, complex, str, bytes, type(None), type)
 )
 
 

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .._checks import check_callable
 from .._module import Module, field
 from ._arg_checks import as_padding, as_tuple, check_num_spatial_dims, check_rank
 from ._scope import named_scope_call
@@ -101,8 +102,7 @@ class Pool(Module):
     ):
         name = type(self).__name__
         n = check_num_spatial_dims(num_spatial_dims, name)
-        if not callable(operation):
-            raise TypeError(f"{name}: operation must be callable; got {operation!r}.")
+        check_callable(operation, f"{name}: operation")
         self.init = init
         self.operation = operation
         self.num_spatial_dims = n

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
+from .._checks import check_callable
 from .._filters import is_array, is_array_like
 from .._module import Module, field, replace_fields
 
@@ -390,8 +391,7 @@ def make_with_state(make_model: Callable[..., _T]) -> Callable[..., tuple[_T, St
     model, state = ecliptic.nn.make_with_state(ecliptic.nn.BatchNorm)(3, "batch", mode="batch")
     ```
     """
-    if not callable(make_model):
-        raise TypeError(f"make_with_state(make_model): must be callable; got {make_model!r}.")
+    check_callable(make_model, "make_with_state(make_model):")
 
     def build(*args: Any, **kwargs: Any) -> tuple[_T, State]:
         model = _stable_markers(make_model(*args, **kwargs))
