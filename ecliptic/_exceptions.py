@@ -1,13 +1,12 @@
-"""ecliptic's exception types, and the translation of runtime check failures.
-
-They live at the bottom of the package so that every layer (the transformations that
-translate runtime failures, the services that raise them) can import them without cycles.
+"""ecliptic's exception types, and the translation of runtime check failures. They live at
+the bottom of the package so that every layer (the transformations that translate runtime
+failures, the services that raise them) can import them without cycles.
 
 How a failed `error_if` reaches the user: the check's host callback raises an
 `EclipticRuntimeError` whose text is a short header followed by the user's message (see
-`mark_message`), so that the message is the end of the text. Under `jax.jit`, JAX turns
-any exception raised in a callback into a `jax.errors.JaxRuntimeError` whose text ends
-with the original text. `reraise_runtime_error` finds the header again and raises a clean
+`mark_message`), so that the message ends the text. Under `jax.jit`, JAX turns any
+exception raised in a callback into a `jax.errors.JaxRuntimeError` whose text ends with
+the original text. `reraise_runtime_error` finds the header again and raises a clean
 `EclipticRuntimeError` that explains how to debug, then gives the user's message;
 `filter_jit` calls it on every exception it sees.
 """
