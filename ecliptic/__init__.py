@@ -1,5 +1,6 @@
 """ecliptic: neural networks in JAX. Models are callable PyTrees; transformations are filtered."""
 
+from . import _model_transforms
 from . import debug as debug
 from . import distributed as distributed
 from . import nn as nn
@@ -54,22 +55,7 @@ from ._io._torch_registry import register_torch_layout
 from ._jit import filter_jit
 from ._legacy_api import gradf, jitf, value_and_grad_f
 from ._make_jaxpr import filter_make_jaxpr
-from ._model_transforms import (
-    DynamicLossScale,
-    Intermediates,
-    LoRALinear,
-    MixedPrecision,
-    all_finite,
-    cast_floating,
-    intermediates,
-    load_lora_state_dict,
-    lora,
-    lora_filter,
-    lora_state_dict,
-    merge_lora,
-    mixed_precision,
-    select_tree,
-)
+from ._model_transforms import *  # noqa: F403 (the names in its __all__)
 from ._module import (
     AbstractClassVar,
     AbstractVar,
@@ -180,21 +166,6 @@ __all__ = [
     "summary",
     "tree_deserialise_leaves",
     "tree_serialise_leaves",
-    # Model transformations (mixed precision, LoRA, intermediate outputs)
-    "DynamicLossScale",
-    "Intermediates",
-    "LoRALinear",
-    "MixedPrecision",
-    "all_finite",
-    "cast_floating",
-    "intermediates",
-    "load_lora_state_dict",
-    "lora",
-    "lora_filter",
-    "lora_state_dict",
-    "merge_lora",
-    "mixed_precision",
-    "select_tree",
     # Errors
     "branched_error_if",
     "error_if",
@@ -207,3 +178,4 @@ __all__ = [
     "nn",
     "__version__",
 ]
+__all__ += _model_transforms.__all__  # mixed precision, LoRA, intermediate outputs

@@ -29,6 +29,7 @@ from ._ad_utils import (
     require_positional,
     unpack_aux,
 )
+from ._checks import check_callable
 from ._filters import is_inexact_array, is_inexact_array_like
 from ._messages import short_repr, type_name
 from ._module import FunctionWrapper, Module, field, module_update_wrapper
@@ -237,8 +238,7 @@ def filter_jvp(
     out, t_out = ecliptic.filter_jvp(f, (x, 3), (jnp.ones_like(x), None))
     ```
     """
-    if not callable(fn):
-        raise TypeError(f"filter_jvp(fn, ...): fn must be callable; got {short_repr(fn)}.")
+    check_callable(fn, "filter_jvp(fn, ...): fn")
     for what, value in (("primals", primals), ("tangents", tangents)):
         if not isinstance(value, (tuple, list)):
             raise TypeError(
@@ -364,8 +364,7 @@ def filter_vjp(fun: Callable[..., Any], *primals: Any, has_aux: bool = False) ->
     (grad_model, grad_x) = vjp_fn(jnp.ones_like(out))
     ```
     """
-    if not callable(fun):
-        raise TypeError(f"filter_vjp(fun, ...): fun must be callable; got {short_repr(fun)}.")
+    check_callable(fun, "filter_vjp(fun, ...): fun")
     leaves, treedef = _flatten(primals)
     mask = [is_inexact_array(leaf) for leaf in leaves]
     diff, static = split_by_mask(leaves, mask)
@@ -468,7 +467,6 @@ def filter_hessian(fun: Callable[Params, Any], has_aux: bool = False) -> Callabl
 
 
 def _check_callable_and_aux(name: str, fun: Any, has_aux: Any) -> None:
-    if not callable(fun):
-        raise TypeError(f"{name}(fun): fun must be callable; got {short_repr(fun)}.")
+    check_callable(fun, f"{name}(fun): fun")
     if not isinstance(has_aux, bool):
         raise TypeError(f"{name}(has_aux=...) must be True or False; got {short_repr(has_aux)}.")

@@ -1,9 +1,6 @@
-"""Helpers shared by ecliptic's filtered differentiation transformations.
-
-On top of `ecliptic._split` (which also splits their outputs three ways: `split_output`
-with ``carry=True``), the AD-flavoured transformations need error messages naming the
-first place where a user-supplied tree differs from the expected one (`mismatch_message`)
-and the shared wording of "nothing to differentiate" errors.
+"""Helpers shared by the filtered differentiation transformations, beyond `ecliptic._split`:
+errors naming the first place where a user-supplied tree differs from the expected one
+(`mismatch_message`), and the shared wording of "nothing to differentiate" errors.
 """
 
 from __future__ import annotations
@@ -195,16 +192,15 @@ def require_positional(name: str, args: tuple[Any, ...]) -> None:
 
 
 class PerturbationProbe:
-    """Finds which outputs of a function differentiated by `jax.jvp` have a tangent that
-    is known to be zero (does not depend on the differentiated inputs), so that
-    `filter_jvp` can report `None` for them rather than an array of zeros.
+    """Finds which outputs of a function differentiated by `jax.jvp` have a tangent known to
+    be zero (independent of the differentiated inputs), so that `filter_jvp` can report
+    `None` for them rather than an array of zeros.
 
-    Inside the differentiated function, `probe(outputs, anchor)` passes the outputs
-    through an identity with a custom JVP rule; the rule sees JAX's symbolic zeros and
-    records, in `perturbed`, which outputs carry a real tangent. `anchor` is an extra
-    input of the `jax.jvp` call with a nonzero tangent: it makes that very `jax.jvp`
-    (and not an enclosing one) run the rule, even when no output is perturbed.
-    """
+    Inside the differentiated function, `probe(outputs, anchor)` passes the outputs through
+    an identity with a custom JVP rule; the rule sees JAX's symbolic zeros and records, in
+    `perturbed`, which outputs carry a real tangent. `anchor` is an extra input of the
+    `jax.jvp` call with a nonzero tangent: it makes that very `jax.jvp` (and not an
+    enclosing one) run the rule, even when no output is perturbed."""
 
     def __init__(self) -> None:
         self.perturbed: list[bool] = []

@@ -17,19 +17,8 @@ _clear_functions: list[Callable[[], object]] = []
 
 
 def register_cache(clear: _Clear) -> _Clear:
-    """Register a function that empties a cache, for `clear_caches` to call.
-
-    **Arguments:**
-
-    - `clear`: a function of no arguments (e.g. a dict's bound ``clear`` method).
-
-    **Returns:** `clear` itself, so that this also works as a decorator.
-
-    ```python
-    _table: dict = {}
-    register_cache(_table.clear)
-    ```
-    """
+    """Register a function of no arguments that empties a cache, for `clear_caches` to call;
+    returns it, so that this also works as a decorator."""
     if not callable(clear):
         raise TypeError(f"register_cache(clear): clear must be callable; got {clear!r}.")
     _clear_functions.append(clear)

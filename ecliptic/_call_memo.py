@@ -1,39 +1,32 @@
 """An identity fast path for `filter_jit`: skip flattening Modules it has already seen.
 
-Modules are immutable, so once `filter_jit` has flattened a Module (an argument), or built
-it (an output), it knows that object's treedef, static leaves and arrays for as long as the
-object lives. A later call whose arguments are made only of such known Modules, bare
-arrays, tuples/namedtuples of those, `None` and plain Python scalars then needs no
-flattening at all: its dynamic leaves are gathered from the known Modules, and its
-`CallKey` is found from a small *signature* of the call (which known structure sits
-where). Two loops get this for free:
-
-- evaluation: `f(model, x)` again and again with the same model object;
-- training: `model, opt_state = step(model, opt_state, x, y)`, where each call's inputs
-  are the previous call's outputs (Modules built by `filter_jit` itself, found through
-  tuples such as optax states).
+Modules are immutable, so once `filter_jit` has flattened a Module (an argument) or built
+it (an output), it knows that object's treedef, static leaves and arrays for as long as
+the object lives. A call made only of such known Modules, bare arrays, tuples/namedtuples
+of those, `None` and plain Python scalars needs no flattening: its dynamic leaves are
+gathered from the known Modules, and its `CallKey` found from a small *signature* of the
+call (which known structure sits where). This serves evaluation (`f(model, x)` again and
+again) and training (`model, opt_state = step(model, opt_state, x, y)`, each call's
+inputs being the previous call's outputs, found through tuples such as optax states).
 
 Safety rules, so that the shortcut can never give a stale result:
-- only Modules whose whole subtree is made of Modules, tuples and `None` (no lists or
-  dicts that could be mutated in place) are remembered, through weak references: an
-  entry dies with its object, so an address reused by a new object never matches;
-- a known Module's signature token stands for the exact treedef and static leaves it had
-  when it was seen (its `CallKey`/`StaticOutput` and path), and its arrays are passed as
-  the very objects it holds (so NumPy arrays mutated in place are still read afresh);
-- a signature is only trusted after an ordinary call produced the same dynamic leaves, in
-  the same order, as the gathering does (checked object by object);
-- anything else (lists, dicts, unknown objects, ...) makes the lookup miss, and the
-  ordinary flatten-everything path runs.
+- only Modules whose whole subtree is Modules, tuples and `None` (nothing mutable in
+  place) are remembered, through weak references: an entry dies with its object, so a
+  reused address never matches;
+- a known Module's token stands for the exact treedef and static leaves it had when
+  seen, and its arrays are passed as the very objects it holds (NumPy arrays mutated in
+  place are read afresh);
+- a signature is trusted only after an ordinary call produced the same dynamic leaves,
+  in the same order, as the gathering does (checked object by object);
+- anything else (lists, dicts, unknown objects, ...) misses, and the ordinary path runs.
 
 The contract: Modules are immutable. A Module changed behind ecliptic's back (with
-`object.__setattr__`, or through its `__dict__`) after a call is not seen by the next
-call with that same object, which reuses what was remembered. The environment variable
-``ECLIPTIC_FAST_PATH=0`` (read when a wrapper is created) turns the fast path off.
-
-Nothing here keeps an array alive: entries are weak and die with their Module, `fun` is
-held weakly (its arrays are dropped with it), and bare array arguments are never stored.
-The remembered `fun`, its arrays and its signatures are one tuple replaced in a single
-store, so a thread never pairs one `fun` with another's arrays.
+`object.__setattr__`, or through its `__dict__`) after a call is not seen by the next call
+with that object. ``ECLIPTIC_FAST_PATH=0`` (read when a wrapper is created) turns the
+fast path off. Nothing here keeps an array alive (entries are weak, `fun` is held weakly,
+bare array arguments are never stored); the remembered `fun`, its arrays and signatures
+are one tuple replaced in a single store, so a thread never pairs one `fun` with
+another's arrays.
 """
 
 from __future__ import annotations

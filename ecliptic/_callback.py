@@ -17,6 +17,7 @@ import jax.tree_util as jtu
 import numpy as np
 
 from ._ad_utils import mismatch_message
+from ._checks import check_callable
 from ._filters import is_array
 from ._messages import short_repr, type_name
 from ._split import is_array_or_struct, leaf_path, merge, same_static, split
@@ -121,10 +122,7 @@ def filter_pure_callback(
     )
     ```
     """
-    if not callable(callback):
-        raise TypeError(
-            f"{_NAME}(callback, ...): callback must be callable; got {short_repr(callback)}."
-        )
+    check_callable(callback, f"{_NAME}(callback, ...): callback")
     leaves, treedef = jtu.tree_flatten((args, kwargs))
     dynamic, static = split(leaves)
     r_leaves, r_def = jtu.tree_flatten(result_shape_dtypes)

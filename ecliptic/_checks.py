@@ -10,29 +10,22 @@ from typing import Any
 
 import numpy as np
 
+from ._messages import short_repr
+
 
 def is_int(x: Any) -> bool:
-    """Whether `x` is an integer (Python or NumPy) and not a bool.
-
-    **Arguments:**
-
-    - `x`: any value.
-
-    **Returns:** `True` for `3` or `np.int32(3)`, `False` for `True`, `3.0` or arrays.
-    """
+    """Whether `x` is a Python or NumPy integer and not a bool (`3`, not `True` or `3.0`)."""
     return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 
 
 def is_real(x: Any) -> bool:
-    """Whether `x` is a real number (Python or NumPy integer or float) and not a bool.
-
-    **Arguments:**
-
-    - `x`: any value.
-
-    **Returns:** `True` for `0.5`, `2` or `np.float32(0.5)`; `False` for `True`,
-    complex numbers or arrays.
-    """
+    """Whether `x` is a Python or NumPy int or float, not a bool (nor complex, nor an array)."""
     return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(
         x, (bool, np.bool_)
     )
+
+
+def check_callable(value: Any, what: str) -> None:
+    """Raise ``TypeError("{what} must be callable; got ...")`` unless `value` is callable."""
+    if not callable(value):
+        raise TypeError(f"{what} must be callable; got {short_repr(value)}.")

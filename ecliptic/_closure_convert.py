@@ -17,6 +17,7 @@ import jax.tree_util as jtu
 import numpy as np
 
 from ._ad_utils import mismatch_message
+from ._checks import check_callable
 from ._messages import short_repr, type_name
 from ._module import Module, field
 from ._split import DYNAMIC, StaticOutput, merge, same_static, split, split_output
@@ -157,10 +158,7 @@ def filter_closure_convert(fn: Callable[..., Any], *args: Any, **kwargs: Any) ->
     """
     if isinstance(fn, _ConvertedFunction):
         return fn
-    if not callable(fn):
-        raise TypeError(
-            f"filter_closure_convert(fn, ...): fn must be callable; got {short_repr(fn)}."
-        )
+    check_callable(fn, "filter_closure_convert(fn, ...): fn")
     leaves, treedef = _flatten((args, kwargs))
     dynamic, static = split(leaves)
 

@@ -23,8 +23,8 @@ import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 from ._ad_utils import describe_value, mismatch_message
+from ._checks import check_callable
 from ._filters import is_array, is_inexact_array
-from ._messages import short_repr
 from ._split import CARRIED, DYNAMIC, StaticOutput, leaf_path, split_output
 
 _flatten = jtu.tree_flatten
@@ -44,12 +44,9 @@ jtu.register_pytree_node(_Static, lambda s: ((), s.value), lambda v, _: _Static(
 
 
 class _Inputs:
-    """A call's inputs split into differentiable arrays, other arrays and static leaves.
-
+    """A call's inputs split into differentiable arrays, other arrays and static leaves:
     ``diff_tree`` is the part whose floating-point arrays may be differentiated (the
-    positional arguments for custom_jvp, ``vjp_arg`` for custom_vjp); ``other_tree`` never
-    is.
-    """
+    positional arguments for custom_jvp, ``vjp_arg`` for custom_vjp), ``other_tree`` never is."""
 
     __slots__ = ("d_def", "n_d", "parts", "diff", "nondiff")
 
@@ -163,8 +160,7 @@ class filter_custom_jvp:
     """
 
     def __init__(self, fn: Callable[..., Any]):
-        if not callable(fn):
-            raise TypeError(f"filter_custom_jvp(fn): fn must be callable; got {short_repr(fn)}.")
+        check_callable(fn, "filter_custom_jvp(fn): fn")
         self.fn = fn
         self.fn_jvp: Callable[..., Any] | None = None
         functools.update_wrapper(self, fn)
@@ -178,8 +174,7 @@ class filter_custom_jvp:
 
         **Returns:** `fn_jvp` unchanged (so it can be used as a decorator).
         """
-        if not callable(fn_jvp):
-            raise TypeError(f"def_jvp(fn_jvp): must be callable; got {short_repr(fn_jvp)}.")
+        check_callable(fn_jvp, "def_jvp(fn_jvp):")
         self.fn_jvp = fn_jvp
         return fn_jvp
 
@@ -284,8 +279,7 @@ class filter_custom_vjp:
     """
 
     def __init__(self, fn: Callable[..., Any]):
-        if not callable(fn):
-            raise TypeError(f"filter_custom_vjp(fn): fn must be callable; got {short_repr(fn)}.")
+        check_callable(fn, "filter_custom_vjp(fn): fn")
         self.fn = fn
         self.fn_fwd: Callable[..., Any] | None = None
         self.fn_bwd: Callable[..., Any] | None = None
@@ -300,8 +294,7 @@ class filter_custom_vjp:
 
         **Returns:** `fn_fwd` unchanged (so it can be used as a decorator).
         """
-        if not callable(fn_fwd):
-            raise TypeError(f"def_fwd(fn_fwd): must be callable; got {short_repr(fn_fwd)}.")
+        check_callable(fn_fwd, "def_fwd(fn_fwd):")
         self.fn_fwd = fn_fwd
         return fn_fwd
 
@@ -314,8 +307,7 @@ class filter_custom_vjp:
 
         **Returns:** `fn_bwd` unchanged (so it can be used as a decorator).
         """
-        if not callable(fn_bwd):
-            raise TypeError(f"def_bwd(fn_bwd): must be callable; got {short_repr(fn_bwd)}.")
+        check_callable(fn_bwd, "def_bwd(fn_bwd):")
         self.fn_bwd = fn_bwd
         return fn_bwd
 
@@ -338,8 +330,7 @@ class filter_custom_vjp:
             stacklevel=2,
         )
         for rule, what in ((fn_fwd, "fn_fwd"), (fn_bwd, "fn_bwd")):
-            if not callable(rule):
-                raise TypeError(f"defvjp({what}): must be callable; got {short_repr(rule)}.")
+            check_callable(rule, f"defvjp({what}):")
 
         def fwd(perturbed: Any, vjp_arg: Any, *args: Any, **kwargs: Any) -> Any:
             out, residuals = _check_pair(

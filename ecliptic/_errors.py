@@ -1,28 +1,22 @@
-"""Runtime checks: `error_if` and `branched_error_if`.
-
-Design (see docs/debugging.md for the user's view):
+"""Runtime checks: `error_if` and `branched_error_if` (docs/debugging.md: the user's view).
 
 - The check is `lax.cond(failed, on_fail, on_pass, arrays_of_x, pred, index)`: the cheap
-  branch passes `x` through, the other one calls a host callback that raises. The
-  returned `x` is the output of that `cond`, so anything that uses it keeps the check
-  alive; nothing talks to the host unless the check fails. A `jax.pure_callback` (not an
-  effectful callback) keeps JAX's C++ fast dispatch path, so a check that never fires
-  costs one predicate reduction and one conditional.
-- `failed` comes from `_unvmap_any`, a `custom_vmap` reduction over every batch axis, so
-  that under `vmap` the `cond` stays a `cond` (rather than becoming a `select` that would
-  run the callback on every step). The callback is batched with `vmap_method=
-  "expand_dims"`: it sees `pred` with all the batch axes in front and reports which batch
-  indices failed.
-- A `custom_jvp` makes the check transparent to differentiation: the tangent (hence the
-  cotangent) of `x` passes through, multiplied by a runtime `1.0` that is another output
-  of the same `cond`. That multiplication is exact, and it ties the backward pass to the
-  check, so the check survives `jax.grad` even when the primal output itself is not needed.
-- A failing callback raises `EclipticRuntimeError(mark_message(msg))`. Under `jax.jit` JAX
-  reports it as a `JaxRuntimeError` whose text ends with that text (so with `msg`);
-  `filter_jit` (and eager calls of `error_if`) translate it back into a clean
-  `EclipticRuntimeError` with `reraise_runtime_error`. Un-jitted control flow (`lax.scan`
-  & co.) is compiled and run by JAX itself, beyond our reach: there the `JaxRuntimeError`
-  reaches the user (documented).
+  branch passes `x` through, the other calls a host callback that raises. The returned
+  `x` is the `cond`'s output, so anything using it keeps the check alive, and nothing
+  talks to the host unless the check fails. A `jax.pure_callback` (not an effectful one)
+  keeps JAX's C++ fast dispatch: a passing check costs one reduction and one `cond`.
+- `failed` comes from `unvmap_any`, a `custom_vmap` reduction over every batch axis, so
+  the `cond` stays a `cond` under `vmap` (not a `select` running the callback every
+  step). The callback is batched with `vmap_method="expand_dims"`: it sees `pred` with
+  every batch axis in front and reports which batch indices failed.
+- A `custom_jvp` makes the check transparent to differentiation: the tangent of `x`
+  passes through, multiplied by a runtime `1.0` that is another output of the same
+  `cond`: exact, and it ties the backward pass to the check, so the check survives
+  `jax.grad` even when the primal output is not needed.
+- A failing callback raises `EclipticRuntimeError(mark_message(msg))`, turned back into a
+  clean error for the user as `ecliptic._exceptions` describes. Un-jitted control flow
+  (`lax.scan` & co.) is compiled and run by JAX itself, beyond our reach: there JAX's
+  `JaxRuntimeError` reaches the user (documented).
 """
 
 from __future__ import annotations
@@ -49,7 +43,7 @@ from ._exceptions import (
     reraise_runtime_error,
 )
 from ._filters import is_array
-from ._messages import short_repr
+from ._messages import describe, short_repr
 
 try:  # eager `grad` has tracers whose values are known: that is still run time
     from jax._src.core import is_concrete as _is_concrete
@@ -70,11 +64,9 @@ _MAX_LISTED = 8  # batch indices listed in a vmap error message
 
 
 def resolve_on_error(on_error: str | None, caller: str = "error_if") -> str:
-    """The effective mode: `on_error` if given, else the environment, else `"raise"`.
-
-    The environment is read each time a check is traced (not at import), so a function
-    that was already compiled keeps the mode it was compiled with.
-    """
+    """The effective mode: `on_error` if given, else the environment, else `"raise"`. The
+    environment is read each time a check is traced (not at import), so a function that was
+    already compiled keeps the mode it was compiled with."""
     if on_error is None or on_error == "default":
         for var in ENV_VARS:
             value = os.environ.get(var, "").strip()
@@ -120,11 +112,9 @@ _install_log_filter()
 
 @jax.custom_batching.custom_vmap
 def unvmap_any(pred: jax.Array) -> jax.Array:
-    """`jnp.any(pred)` over the array *and* over every `vmap` batch axis.
-
-    The result is never batched, so a `lax.cond` on it stays a real conditional under
-    `vmap` instead of becoming a `select` that evaluates both branches.
-    """
+    """`jnp.any(pred)` over the array *and* over every `vmap` batch axis. The result is never
+    batched, so a `lax.cond` on it stays a real conditional under `vmap` instead of becoming
+    a `select` that evaluates both branches."""
     return jnp.any(pred)
 
 
@@ -133,26 +123,6 @@ def _unvmap_any_rule(axis_size: int, in_batched: Any, pred: jax.Array) -> Any:
     del axis_size, in_batched
     # Recursing handles nested vmaps: an outer batch axis re-enters this rule.
     return unvmap_any(pred), False
-
-
-_DTYPE_PREFIXES = (("bfloat", "bf"), ("float", "f"), ("uint", "u"), ("int", "i"), ("complex", "c"))
-
-
-def array_text(dtype: Any, shape: Sequence[int]) -> str:
-    """`f32[3,4]`-style summary of a dtype and shape."""
-    name = np.dtype(dtype).name
-    for long, short in _DTYPE_PREFIXES:
-        if name.startswith(long):
-            name = short + name[len(long) :]
-            break
-    return f"{name}[{','.join(map(str, shape))}]"
-
-
-def describe(x: Any) -> str:
-    """`f32[3,4]`-style summary of an array, or a short repr of anything else."""
-    if hasattr(x, "shape") and hasattr(x, "dtype"):
-        return array_text(x.dtype, x.shape)
-    return short_repr(x)
 
 
 def check_pred(pred: Any, caller: str) -> Any:

@@ -13,7 +13,7 @@ from typing import Any
 
 import jax
 
-from ._messages import short_repr
+from ._checks import check_callable
 from ._split import (
     CallKey,
     StaticOutput,
@@ -47,10 +47,7 @@ def filter_eval_shape(fun: Callable[..., Any], *args: Any, **kwargs: Any) -> Any
     abstract_model = ecliptic.filter_eval_shape(MyModel, key=jax.random.key(0))
     ```
     """
-    if not callable(fun):
-        raise TypeError(
-            f"filter_eval_shape(fun, ...): fun must be callable; got {short_repr(fun)}."
-        )
+    check_callable(fun, "filter_eval_shape(fun, ...): fun")
     dynamic, key = split_call((fun, args, kwargs), is_array_or_struct, strict=False)
     if key.hashable:
         out, out_static = _traced_body.eval_shape(dynamic, key)

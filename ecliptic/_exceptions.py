@@ -1,13 +1,12 @@
-"""ecliptic's exception types, and the translation of runtime check failures.
-
-They live at the bottom of the package so that every layer (the transformations that
-translate runtime failures, the services that raise them) can import them without cycles.
+"""ecliptic's exception types, and the translation of runtime check failures. They live at
+the bottom of the package so that every layer (the transformations that translate runtime
+failures, the services that raise them) can import them without cycles.
 
 How a failed `error_if` reaches the user: the check's host callback raises an
 `EclipticRuntimeError` whose text is a short header followed by the user's message (see
-`mark_message`), so that the message is the end of the text. Under `jax.jit`, JAX turns
-any exception raised in a callback into a `jax.errors.JaxRuntimeError` whose text ends
-with the original text. `reraise_runtime_error` finds the header again and raises a clean
+`mark_message`), so that the message ends the text. Under `jax.jit`, JAX turns any
+exception raised in a callback into a `jax.errors.JaxRuntimeError` whose text ends with
+the original text. `reraise_runtime_error` finds the header again and raises a clean
 `EclipticRuntimeError` that explains how to debug, then gives the user's message;
 `filter_jit` calls it on every exception it sees.
 """
@@ -105,17 +104,10 @@ def reraise_runtime_error(exc: BaseException, *, compiled: bool = True) -> None:
         raise
     ```
 
-    **Arguments:**
-
-    - `exc`: the exception that was caught.
-    - `compiled`: whether it came out of compiled code (the text then starts with how to
-        debug there); `False` for a check that ran eagerly (the text is the message).
-
-    **Returns:** `None` when `exc` does not come from `error_if`/`branched_error_if` (the
-    caller then re-raises it). Otherwise it does not return: it raises an
-    `EclipticRuntimeError` whose text ends with the user's message (`.msg` holds the
-    message alone), with the noisy JAX context suppressed.
-    """
+    Returns `None` when `exc` does not come from `error_if`/`branched_error_if` (the caller
+    then re-raises it). Otherwise it raises an `EclipticRuntimeError` whose text ends with
+    the user's message (`.msg` holds the message alone), with the noisy JAX context
+    suppressed; with `compiled=True` the text starts with how to debug compiled code."""
     __tracebackhide__ = True  # pytest and IPython hide this frame
     msg = marked_message(exc)
     if msg is not None:

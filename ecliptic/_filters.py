@@ -115,10 +115,6 @@ def _is_none(x: Any) -> bool:
     return x is None
 
 
-def _describe_spec(filter_spec: Any) -> str:
-    return f"{type(filter_spec).__name__} {jtu.tree_structure(filter_spec)}"
-
-
 def _as_bool(value: Any, spec: Any, leaf: Any) -> bool:
     """What a filter_spec callable returned for ``leaf``, as a bool (or a clear error)."""
     if value is True or value is False:

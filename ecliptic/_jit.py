@@ -1,13 +1,12 @@
 """``filter_jit``: `jax.jit` where array leaves are traced and everything else is static.
 
-Call path (kept this short on purpose, it runs on every call):
-arguments made only of Modules this wrapper already flattened or built (the same model
-again, or the previous step's outputs), arrays and tuples? gather their arrays and reuse
-the `CallKey` (see `_call_memo`); else flatten ``(fun, args, kwargs)`` once in C++ ->
-split leaves into arrays / static with an interned per-type-signature `SplitPlan` -> one
-`CallKey` (treedef + static leaves, hashed once) -> one `jax.jit` of a module-level body,
-whose C++ dispatch does the cache lookup -> outputs unflattened with the treedef captured
-at trace time.
+Call path (kept this short on purpose, it runs on every call): arguments made only of
+Modules this wrapper already flattened or built, arrays and tuples? gather their arrays
+and reuse the `CallKey` (`_call_memo`). Else flatten ``(fun, args, kwargs)`` once in C++,
+split the leaves with an interned per-type-signature `SplitPlan`, and make one `CallKey`
+(treedef + static leaves, hashed once) -> one `jax.jit` of a module-level body, whose C++
+dispatch does the cache lookup -> outputs unflattened with the treedef captured at trace
+time.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ import jax
 import jax.tree_util as jtu
 
 from ._call_memo import CallMemo
+from ._checks import check_callable
 from ._exceptions import reraise_runtime_error
 from ._filters import is_array
 from ._messages import short_repr
@@ -315,16 +315,10 @@ def filter_jit(fun: Any = None, *, donate: str = "none", **jitkwargs: Any) -> An
         _check_jit_kwargs(jitkwargs)
     if fun is None:
         return functools.partial(filter_jit, donate=donate, **jitkwargs)
-    if not callable(fun):
-        raise TypeError(f"filter_jit(fun): fun must be callable; got {fun!r}.")
+    check_callable(fun, "filter_jit(fun): fun")
     if donate == "none":
         jitted = jax.jit(_body, static_argnums=1, **jitkwargs)
     else:
         jitted = jax.jit(_body_donating, static_argnums=2, donate_argnums=1, **jitkwargs)
     wrapper = _JitWrapper(fun=fun, donate=donate, jitted=jitted, memo=CallMemo())
     return module_update_wrapper(wrapper, fun)
-
-
-def is_filter_jitted(fun: Any) -> bool:
-    """Whether ``fun`` was produced by `filter_jit` (used by the debugging tools)."""
-    return isinstance(fun, _JitWrapper)

@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import jax.tree_util as jtu
 
-from ._messages import short_repr
+from ._checks import check_callable
 from ._split import DYNAMIC, is_array_or_struct, merge, split, split_output
 
 
@@ -36,8 +36,7 @@ def filter_make_jaxpr(
     jaxpr, out_struct, out_static = ecliptic.filter_make_jaxpr(model)(x)
     ```
     """
-    if not callable(fun):
-        raise TypeError(f"filter_make_jaxpr(fun): fun must be callable; got {short_repr(fun)}.")
+    check_callable(fun, "filter_make_jaxpr(fun): fun")
 
     @functools.wraps(fun)
     def make_jaxpr(*args: Any, **kwargs: Any) -> tuple[Any, Any, Any]:

@@ -13,14 +13,7 @@ _SHORT_DTYPES = (("bfloat", "bf"), ("float", "f"), ("uint", "u"), ("int", "i"), 
 
 
 def type_name(x: Any) -> str:
-    """A short, readable name of `x`'s type for error messages (`int`, `jax.Array`...).
-
-    **Arguments:**
-
-    - `x`: any value.
-
-    **Returns:** the qualified name, with the module unless it is a built-in.
-    """
+    """A short name of `x`'s type for messages: `int`, `jax.Array`, module kept unless built-in."""
     kind = type(x)
     module = kind.__module__
     if module in ("builtins", "__main__"):
@@ -29,15 +22,7 @@ def type_name(x: Any) -> str:
 
 
 def short_repr(x: Any, limit: int = 80) -> str:
-    """`repr(x)`, cut to `limit` characters so that error messages stay readable.
-
-    **Arguments:**
-
-    - `x`: any value; a failing `__repr__` is replaced by the type's name.
-    - `limit`: the longest text returned.
-
-    **Returns:** the (possibly shortened) repr.
-    """
+    """`repr(x)` cut to `limit` characters; a failing `__repr__` gives the type name instead."""
     try:
         text = repr(x)
     except Exception:  # a broken __repr__ must not hide the real error
@@ -46,14 +31,7 @@ def short_repr(x: Any, limit: int = 80) -> str:
 
 
 def short_dtype(name: str) -> str:
-    """A dtype's short name: `float32` -> `f32`, `bfloat16` -> `bf16`, `uint8` -> `u8`.
-
-    **Arguments:**
-
-    - `name`: a dtype name (`np.dtype(...).name`, or e.g. `key<fry>`, kept as is).
-
-    **Returns:** the short name.
-    """
+    """A short dtype name: `float32` -> `f32`, `bfloat16` -> `bf16` (`key<fry>` kept)."""
     for long, short in _SHORT_DTYPES:
         if name.startswith(long):
             return short + name[len(long) :]
@@ -61,15 +39,7 @@ def short_dtype(name: str) -> str:
 
 
 def array_text(dtype: Any, shape: Sequence[int]) -> str:
-    """`f32[3,4]`-style summary of a dtype and a shape.
-
-    **Arguments:**
-
-    - `dtype`: anything `np.dtype` accepts, or a JAX PRNG key dtype.
-    - `shape`: the dimensions.
-
-    **Returns:** e.g. `"f32[3,4]"`.
-    """
+    """`f32[3,4]`-style summary of a dtype (NumPy or a JAX PRNG key dtype) and a shape."""
     try:
         np_dtype = np.dtype(dtype)
     except TypeError:  # extended dtypes such as PRNG keys
@@ -80,14 +50,7 @@ def array_text(dtype: Any, shape: Sequence[int]) -> str:
 
 
 def describe(x: Any) -> str:
-    """`f32[3,4]`-style summary of an array, or a short repr of anything else.
-
-    **Arguments:**
-
-    - `x`: any value.
-
-    **Returns:** the summary.
-    """
+    """`f32[3,4]`-style summary of an array, or a short repr of anything else."""
     if hasattr(x, "shape") and hasattr(x, "dtype"):
         return array_text(x.dtype, x.shape)
     return short_repr(x)

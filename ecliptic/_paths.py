@@ -48,11 +48,9 @@ def display(name: str) -> str:
 
 
 def flatten_one_level_with_path(node: Any) -> tuple[list[tuple[tuple[Any, ...], Any]], Any]:
-    """Flatten ``node`` by exactly one level: ``([(key_path, child), ...], treedef)``.
-
-    The treedef has a leaf in every child position, so ``treedef.unflatten(children)``
-    rebuilds the node around any children, of any structure.
-    """
+    """Flatten ``node`` by exactly one level: ``([(key_path, child), ...], treedef)``, whose
+    treedef has a leaf in every child position, so ``treedef.unflatten(children)`` rebuilds
+    the node around any children, of any structure."""
     # Only the first is_leaf call is the root; treating every later node as a leaf stops
     # the descent after one level, even for a node that contains itself.
     seen_root = False
@@ -68,10 +66,8 @@ def flatten_one_level_with_path(node: Any) -> tuple[list[tuple[tuple[Any, ...], 
 
 
 def children_with_names(node: Any) -> tuple[list[tuple[str, Any]], Any]:
-    """Flatten ``node`` by exactly one level: ``([(name, child), ...], treedef)``.
-
-    ``treedef.unflatten(children)`` rebuilds the node around any new children.
-    """
+    """Flatten ``node`` by exactly one level: ``([(name, child), ...], treedef)``;
+    ``treedef.unflatten(children)`` rebuilds the node around any new children."""
     pairs, treedef = flatten_one_level_with_path(node)
     return [(dotted(path), child) for path, child in pairs], treedef
 

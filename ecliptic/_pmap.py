@@ -1,21 +1,17 @@
 """``filter_pmap``: `jax.pmap` with filtered inputs, on the axis specs of `filter_vmap`.
 
-Call path: flatten ``(fun, args)`` -> give each argument leaf its axis from ``in_axes``
-(`resolve_axes`) -> arrays become dynamic inputs of `jax.pmap` (mapped along their axis,
-or broadcast to every device when the axis is `None`; arrays inside ``fun`` itself are
-always broadcast); every other leaf goes into a `StaticKey`, a static (hashed) argument
-of the pmapped body, so one static key compiles once -> outputs split by ``out_axes``
-inside (`split_batched_output`) and rebuilt outside (`merge_batched_output`).
+Array leaves of the arguments are the dynamic inputs of `jax.pmap` (mapped along their
+``in_axes`` axis, or broadcast when it is `None`; arrays inside ``fun`` are always
+broadcast); every other leaf goes into a `StaticKey`, a static (hashed) argument of the
+pmapped body, so one static key compiles once. Outputs are split by ``out_axes`` inside
+and rebuilt outside.
 
 Before the first call with a new static key or new input shapes/dtypes, the per-device
-function is evaluated abstractly (`jax.eval_shape` of its `jax.vmap`), as Equinox does:
-the function is traced twice per compilation, which code that counts traces observes.
-The result gives the rank of every output, so each ``out_axes`` entry is checked and
-made non-negative before compiling, and `jax.pmap` places every device axis itself.
-
-`jax.pmap` fixes its ``in_axes`` and ``out_axes`` when it is created, so a `_PmapPlan`
-(one per configuration: per-leaf input axes, donation, ``out_axes`` spec, axis name and
-pmap keywords) keeps one pmapped body per tuple of per-output axes (usually one).
+function is evaluated abstractly (`jax.eval_shape` of its `jax.vmap`), as Equinox does
+(so it is traced twice per compilation, which code that counts traces observes): the
+output ranks let each ``out_axes`` entry be checked and made non-negative before
+compiling. `jax.pmap` fixes its axes when created, so a `_PmapPlan` (one per
+configuration) keeps one pmapped body per tuple of per-output axes (usually one).
 """
 
 from __future__ import annotations
@@ -188,12 +184,9 @@ _live_plans: weakref.WeakSet[_PmapPlan] = weakref.WeakSet()
 
 
 class _PmapPlan:
-    """One filter_pmap configuration: the output axes found by abstract evaluation, per
-    static key and input shapes/dtypes, and one `jax.pmap` per tuple of output axes.
-
-    The static key carries the function and its static leaves, so a plan serves every
-    wrapper with the same configuration.
-    """
+    """One filter_pmap configuration: the output axes found by abstract evaluation, per static
+    key and input shapes/dtypes, and one `jax.pmap` per tuple of output axes. The static key
+    carries the function and its static leaves, so a plan serves every wrapper alike."""
 
     __slots__ = (
         "kept_axes",

@@ -14,6 +14,7 @@ from typing import Any, overload
 
 import jax
 
+from ._checks import check_callable
 from ._messages import short_repr
 from ._module import FunctionWrapper, field, module_update_wrapper
 from ._split import CallKey, Decorator, Params, Result, StaticOutput, call_and_split, split_call
@@ -85,8 +86,7 @@ def filter_checkpoint(
     """
     if fun is None:
         return functools.partial(filter_checkpoint, prevent_cse=prevent_cse, policy=policy)
-    if not callable(fun):
-        raise TypeError(f"filter_checkpoint(fun): fun must be callable; got {short_repr(fun)}.")
+    check_callable(fun, "filter_checkpoint(fun): fun")
     if policy is not None and not callable(policy):
         raise TypeError(
             "filter_checkpoint(policy=...) must be None or a checkpoint policy (a callable, "

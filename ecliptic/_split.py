@@ -1,10 +1,8 @@
-"""Shared plumbing of the filtered transformations.
-
-Every filtered transformation does the same three things: flatten the call's inputs once,
-split the leaves into *dynamic* ones (handed to the JAX transformation) and *static* ones
-(kept on the Python side, hashed into cache keys), then merge them back inside and
-outside the transformation. The helpers here do exactly that, with as little Python work
-per leaf as possible because they sit on every call's hot path.
+"""Shared plumbing of the filtered transformations: flatten a call's inputs once, split the
+leaves into *dynamic* ones (handed to the JAX transformation) and *static* ones (kept on
+the Python side, hashed into cache keys), and merge them back inside and outside the
+transformation, with as little Python work per leaf as possible (this is every call's
+hot path).
 """
 
 from __future__ import annotations
@@ -51,11 +49,8 @@ CARRIED = _Marker("CARRIED")  # an output array carried aside (not differentiate
 def split(
     leaves: Sequence[Any], is_dynamic: Callable[[Any], bool] = is_array
 ) -> tuple[list[Any], tuple[Any, ...]]:
-    """Split flat leaves into ``(dynamic, static)``.
-
-    ``static`` has one entry per leaf: the leaf itself, or `DYNAMIC` where the leaf was
-    moved to ``dynamic``. `merge` inverts this.
-    """
+    """Split flat leaves into ``(dynamic, static)``: ``static`` holds each leaf, or `DYNAMIC`
+    where it was moved to ``dynamic``. `merge` inverts this."""
     return split_by_mask(leaves, [is_dynamic(leaf) for leaf in leaves])
 
 
@@ -88,12 +83,11 @@ class SplitPlan:
     """Which of a call's leaves are dynamic, and the types of the other leaves; one
     interned object per ``(mask, static leaf types)``.
 
-    Computed once per tuple of leaf types, so that a cache-hit call splits its leaves
-    with two C-level ``itemgetter`` calls and no per-leaf Python work. Because the plan
-    stands for the static leaves' types, a `CallKey` that compares plans by identity
-    tells ``1``, ``1.0`` and ``True`` apart at no cost (array types are left out: a NumPy
-    and a JAX array of the same shape and dtype share a compiled function).
-    """
+    Computed once per tuple of leaf types, so that a cache-hit call splits its leaves with
+    two C-level ``itemgetter`` calls and no per-leaf Python work. As the plan stands for the
+    static leaves' types, a `CallKey` comparing plans by identity tells ``1``, ``1.0`` and
+    ``True`` apart at no cost (array types are left out: a NumPy and a JAX array of the same
+    shape and dtype share a compiled function)."""
 
     __slots__ = ("mask", "nested", "take_dynamic", "take_static", "__weakref__")
 
@@ -144,13 +138,11 @@ def clear_plan_caches() -> None:
 
 
 class CallKey:
-    """The static half of a call: treedef, split plan and static leaves, hashed once.
-
-    The one cache key of the filtered transformations: a static argument of the JAX
-    transformation (and of our own caches). Compared cheapest-first (plan identity,
-    which covers the static leaves' types, then static leaves, then the treedef).
-    `context` names the transformation in the error for an unhashable static leaf.
-    """
+    """The static half of a call (treedef, split plan and static leaves), hashed once: the one
+    cache key of the filtered transformations, a static argument of the JAX transformation
+    (and of our own caches). Compared cheapest-first (plan identity, which covers the static
+    leaves' types, then static leaves, then the treedef). `context` names the transformation
+    in the error for an unhashable static leaf."""
 
     __slots__ = ("treedef", "plan", "static", "nested_types", "_hash")
 
@@ -283,13 +275,12 @@ class StaticOutput:
     """Carries the non-array parts of a traced function's output out through the JAX
     transformation, and puts the arrays back.
 
-    Registered as a pytree node with no children, so JAX stores it in the output treedef
-    and hands the very same object back after the call, at no cost. ``static`` has one
-    entry per leaf: `DYNAMIC` (the first group of arrays: traced, differentiated,
-    batched), `CARRIED` (a second group: carried aside) or the static value itself.
-    ``axes`` may hold per-array output axes (`filter_vmap`/`filter_pmap`). Rebuilding
-    the output is one C-level permutation of ``(*first, *second, *static_values)``.
-    """
+    Registered as a pytree node with no children, so JAX stores it in the output treedef and
+    hands the very same object back after the call, at no cost. ``static`` has one entry per
+    leaf: `DYNAMIC` (the first group of arrays: traced, differentiated, batched), `CARRIED`
+    (a second group, carried aside) or the static value itself. ``axes`` may hold per-array
+    output axes (`filter_vmap`/`filter_pmap`). Rebuilding the output is one C-level
+    permutation of ``(*first, *second, *static_values)``."""
 
     __slots__ = ("treedef", "static", "axes", "all_dynamic", "_static_values", "_order")
 

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 
-from ._checks import is_int
+from ._checks import check_callable, is_int
 from ._filters import is_array, is_array_like
 from ._module import FunctionWrapper, field, module_update_wrapper
 from ._split import (
@@ -64,10 +64,8 @@ def _is_axis_spec_leaf(spec: Any) -> bool:
 
 
 def resolve_axes(spec: Any, tree: Any, what: str) -> tuple[list[Any], Any, list[Any]]:
-    """Flatten ``tree`` and give each leaf its axis (int or None) from the prefix ``spec``.
-
-    Returns ``(leaves, treedef, axes)``.
-    """
+    """Flatten ``tree`` and give each leaf its axis (int or None) from the prefix ``spec``:
+    ``(leaves, treedef, axes)``."""
     axes: list[Any] = []
 
     def per_subtree(subspec: Any, subtree: Any) -> None:
@@ -326,8 +324,7 @@ def make_mapped(
 ) -> Any:
     """The wrapper that `filter_vmap`/`filter_pmap` return, after checking `fun` and
     `axis_size` (axis specs made hashable: they are static fields)."""
-    if not callable(fun):
-        raise TypeError(f"{name}(fun): fun must be callable; got {fun!r}.")
+    check_callable(fun, f"{name}(fun): fun")
     check_axis_size(name, axis_size)
     wrapper = wrapper_type(
         fun=fun,

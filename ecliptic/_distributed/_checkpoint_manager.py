@@ -4,11 +4,10 @@ Each checkpoint is one Orbax step directory holding two items: ``arrays`` (every
 leaf of the saved pytree, by dotted name, written by Orbax: each process writes only the
 shards its devices own) and ``meta`` (JSON: the names, shapes and dtypes, and the
 caller's metadata). Non-array leaves are not saved: restoring takes them from the
-template (`like`), as `ecliptic.load` does.
-
-Orbax writes a step into a temporary directory and renames it when every process has
-finished (the rename is the commit), so a process killed mid-save leaves the previous
-steps intact and the unfinished one invisible.
+template (`like`), as `ecliptic.load` does. Orbax writes a step into a temporary
+directory and renames it when every process has finished (the rename is the commit), so
+a process killed mid-save leaves the previous steps intact and the unfinished one
+invisible.
 """
 
 from __future__ import annotations

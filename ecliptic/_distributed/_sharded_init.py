@@ -18,6 +18,7 @@ import jax
 import jax.tree_util as jtu
 from jax.sharding import Mesh
 
+from .._checks import check_callable
 from .._eval_shape import filter_eval_shape
 from .._filters import is_array
 from .._sharding._placement import param_shardings
@@ -73,8 +74,7 @@ def sharded_init(
     )
     ```
     """
-    if not callable(make):
-        raise TypeError(f"sharded_init(make, ...): make must be callable; got {make!r}.")
+    check_callable(make, "sharded_init(make, ...): make")
     if not isinstance(mesh, Mesh):
         raise TypeError(f"sharded_init(mesh=...) must be a jax.sharding.Mesh; got {mesh!r}.")
     program, leaves, treedef = _init_program(make, args, kwargs, mesh, rules)

@@ -53,18 +53,9 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale_temporaries(target: Any) -> list[str]:
-    """Remove the temporary files that killed writers left beside `target`.
-
-    **Arguments:** `target`, the path of a checkpoint (str or os.PathLike).
-
-    **Returns:** the paths removed. A temporary file is removed only if its name says it
-    was written on this host by a process that no longer exists; errors (a read-only
-    directory, a file removed meanwhile) are ignored.
-
-    ```python
-    remove_stale_temporaries("model.safetensors")  # [] when nothing was left behind
-    ```
-    """
+    """Remove (and return the paths of) the temporary files that killed writers left beside
+    `target`: only those whose name says they were written on this host by a process that no
+    longer exists. Errors (a read-only directory, a file removed meanwhile) are ignored."""
     target = os.path.abspath(os.fspath(target))
     directory, base = os.path.split(target)
     start = f".{base}{_MARK}{_host()}."
@@ -104,23 +95,13 @@ def fsync_directory(directory: str) -> None:
 
 
 def atomic_write(path: Any, write: Callable[[BinaryIO], None]) -> None:
-    """Write a file atomically.
+    """Write the file `path` (its directory must exist) atomically with `write(file)`.
 
-    **Arguments:**
-
-    - `path`: the file to write (str or os.PathLike); its directory must exist.
-    - `write`: a function that writes the content into the binary file it is given
-      (a temporary file beside `path`; it may seek and fsync it).
-
-    **Returns:** nothing. The temporary file is flushed, fsynced and renamed over `path`,
-    then the directory is fsynced. On failure the temporary file is removed, `path` is
-    untouched, and an `OSError` becomes a `CheckpointError` saying so. Stale temporary
-    files of killed writers of `path` are removed first.
-
-    ```python
-    atomic_write("notes.txt", lambda f: f.write(b"hello"))
-    ```
-    """
+    `write` fills a temporary file beside `path` (it may seek and fsync it), which is then
+    flushed, fsynced and renamed over `path`, and the directory fsynced. On failure the
+    temporary file is removed, `path` is untouched, and an `OSError` becomes a
+    `CheckpointError` saying so. Stale temporary files of killed writers of `path` are
+    removed first."""
     target = os.path.abspath(os.fspath(path))
     directory = os.path.dirname(target)
     if not os.path.isdir(directory):

@@ -1,17 +1,15 @@
 """Safe checkpoints: `save` / `load` in the safetensors format, written atomically.
 
-The container is parsed and written here, byte by byte: an 8-byte little-endian header
-length, a JSON header (``{name: {"dtype", "shape", "data_offsets"}, "__metadata__": {..}}``)
-and the raw little-endian tensor bytes, with no holes. Any safetensors reader can read
-the files (`safetensors.numpy.load_file`, `safetensors.torch.load_file`); ecliptic adds
-to ``__metadata__`` (string -> string, JSON-encoded) the tree's leaf names and kinds, the
-static data of every node with a fingerprint of it, and a SHA-256 of every tensor, so
-that `load` can check everything and say exactly what differs.
+The container is parsed and written here, byte by byte (layout in `_safetensors`), so any
+safetensors reader can read the files (`safetensors.numpy.load_file`,
+`safetensors.torch.load_file`). ecliptic adds to ``__metadata__`` (string -> string,
+JSON-encoded) the tree's leaf names and kinds, the static data of every node with a
+fingerprint of it, and a SHA-256 of every tensor, so that `load` can check everything
+and say exactly what differs.
 
-Writes to a path go through `atomic_write` (`ecliptic._io._atomic`): a temporary file
-beside the target, flushed, fsynced and renamed over it. The data is written first, after
-a header of the final length, and hashed meanwhile (`ecliptic._io._checkpoint_data`); the
-header, with the checksums, is then written in place.
+Writes to a path go through `atomic_write` (`_atomic`). The data is written first, after
+a header of the final length, and hashed meanwhile (`_checkpoint_data`); the header, with
+the checksums, is then written in place.
 """
 
 from __future__ import annotations

@@ -55,12 +55,8 @@ class StateDictError(CheckpointError):
 
 
 def cannot_open(message: str, error: OSError) -> CheckpointError:
-    """The error for a file that cannot be opened (`error` is chained by the caller).
-
-    **Arguments:** `message`, the text; `error`, the `OSError` that `open` raised.
-
-    **Returns:** a `CheckpointError`, also a `FileNotFoundError` when the file is missing.
-    """
+    """The `CheckpointError` for a file that `open` failed on with `error` (chained by the caller);
+    also a `FileNotFoundError` when the file is missing."""
     if not isinstance(error, FileNotFoundError):
         return CheckpointError(message)
     missing = CheckpointFileNotFound(message)

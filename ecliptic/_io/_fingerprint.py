@@ -1,11 +1,10 @@
 """A stable description of a pytree's structure and static data, for checkpoints.
 
-`describe_tree` returns, for a pytree, the kind of every leaf (``f32[3,4]`` for arrays,
-the type or qualified name for the rest) and, for every internal node, its type and its
-static data (a Module's static fields one by one). Everything is rendered as strings that
-do not depend on the process (no memory addresses, no hash randomisation), so that the
-description, and its hash, the *fingerprint*, can be stored in a file and compared with
-a `like` skeleton in another process.
+`describe_tree` gives the kind of every leaf (``f32[3,4]`` for arrays, the type or
+qualified name for the rest) and, for every internal node, its type and static data (a
+Module's static fields one by one), as strings that do not depend on the process (no
+memory addresses, no hash randomisation), so that the description, and its hash, the
+*fingerprint*, can be stored in a file and compared with a `like` skeleton elsewhere.
 """
 
 from __future__ import annotations

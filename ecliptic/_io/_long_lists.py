@@ -10,16 +10,7 @@ SHOWN = 20
 
 
 def first_few(items: Sequence[str], limit: int = SHOWN) -> list[str]:
-    """The first `limit` items, then one ``"... and N more"`` line for the rest.
-
-    **Arguments:** `items`, the lines to show; `limit`, how many to show at most.
-
-    **Returns:** a list of at most ``limit + 1`` strings.
-
-    ```python
-    first_few([f"k{i}" for i in range(25)], 2)  # ['k0', 'k1', '... and 23 more']
-    ```
-    """
+    """The first `limit` items, then one ``"... and N more"`` line for the rest."""
     if len(items) <= limit:
         return list(items)
     return [*items[:limit], f"... and {len(items) - limit} more"]

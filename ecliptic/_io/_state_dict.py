@@ -1,19 +1,16 @@
 """Named parameters and state dicts, in ecliptic's own naming or PyTorch's.
 
 Names are dotted paths, as PyTorch's: attribute names, sequence indices and dict keys
-joined with dots (``layers.0.weight``). Two formats:
-
-- ``"native"``: the pytree's own paths and layouts, every array leaf.
-- ``"torch"``: the names and layouts of the equivalent PyTorch modules, from the table
-  of PyTorch layouts (`ecliptic._io._torch_registry`): a PyTorch model built from the
-  same layers has the same ``state_dict`` keys and shapes, so weights move both ways.
+joined with dots (``layers.0.weight``). Two formats: ``"native"``, the pytree's own paths
+and layouts, every array leaf; ``"torch"``, the names and layouts of the equivalent
+PyTorch modules, from the table of PyTorch layouts (`ecliptic._io._torch_registry`), so
+that weights move both ways between a PyTorch model built from the same layers and ours.
 
 State (`ecliptic.nn.State`) is passed beside the model: its entries are named by the
 path of the `StateIndex` that points to them (``bn.batch_state_index.0``), and in the
 torch format BatchNorm statistics become ``running_mean``/``running_var``/
-``num_batches_tracked``. Containers and wrappers with a PyTorch counterpart
-(`Sequential`, `Stacked`, `WeightNorm`, `SpectralNorm`) take its layout too (see
-`ecliptic._io._torch_containers`); reading is in `ecliptic._io._state_dict_reader`.
+``num_batches_tracked``. Containers and wrappers with a PyTorch counterpart take its
+layout too (`ecliptic._io._torch_containers`); reading is in `_state_dict_reader`.
 """
 
 from __future__ import annotations

@@ -19,12 +19,11 @@ Each converter maps one layer to the entries PyTorch's equivalent module has in 
   ``"ema"`` and ``"batch"`` modes keep other ones (a biased running variance; a
   first-batch start, or averages that inference debiases), which no PyTorch
   ``BatchNorm`` reproduces: their running statistics are refused, both ways.
-- `Sequential`: PyTorch names the layers ``0``, ``1``, ...; ours sit in ``layers``.
 
 Every other layer has PyTorch's names already (``weight``, ``bias``): Linear, Embedding,
-LayerNorm, GroupNorm, RMSNorm (no bias in PyTorch). Not converted (their PyTorch
-counterparts are parametrizations with other names): `SpectralNorm`, `WeightNorm`, and
-`MLP` (PyTorch has no MLP; its layers export as ``layers.0``, ...).
+LayerNorm, GroupNorm, RMSNorm (no bias in PyTorch). Containers and wrappers
+(`Sequential`, `Stacked`, `WeightNorm`, `SpectralNorm`) are in `_torch_containers`; `MLP`
+has no PyTorch counterpart (its layers export as ``layers.0``, ...).
 """
 
 from __future__ import annotations

@@ -1,11 +1,10 @@
 """The one table of PyTorch layouts: for each layer type, how its arrays are named and
 laid out in the state dict of the equivalent PyTorch module, and how they load back.
 
-`state_dict(..., format="torch")` and `load_state_dict(..., format="torch")` look every
-node up here by its class (then its base classes, in MRO order); a node without an entry
-is walked field by field, with its own names. The built-in layers
-(`ecliptic._io._torch_layouts`) and containers (`ecliptic._io._torch_containers`) register
-here exactly as a user's layer does with `register_torch_layout`.
+`state_dict`/`load_state_dict` with ``format="torch"`` look every node up here by its
+class (then its bases, in MRO order); a node without an entry is walked field by field,
+with its own names. The built-in layers (`_torch_layouts`) and containers
+(`_torch_containers`) register here exactly as a user's layer does.
 """
 
 from __future__ import annotations

@@ -4,7 +4,6 @@ because a model is a plain pytree."""
 
 from ._intermediates import Intermediates, intermediates
 from ._lora import (
-    PEFT_PREFIX,
     LoRALinear,
     load_lora_state_dict,
     lora,
@@ -13,20 +12,14 @@ from ._lora import (
     merge_lora,
 )
 from ._loss_scale import DynamicLossScale, all_finite, select_tree
-from ._mixed_precision import (
-    DEFAULT_FLOAT32_LAYERS,
-    MixedPrecision,
-    cast_floating,
-    mixed_precision,
-)
+from ._mixed_precision import MixedPrecision, cast_floating, mixed_precision
 
+# Re-exported as is by `ecliptic/__init__.py`: this is the one list of these names.
 __all__ = [
-    "DEFAULT_FLOAT32_LAYERS",
     "DynamicLossScale",
     "Intermediates",
     "LoRALinear",
     "MixedPrecision",
-    "PEFT_PREFIX",
     "all_finite",
     "cast_floating",
     "intermediates",

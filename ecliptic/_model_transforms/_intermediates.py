@@ -1,19 +1,17 @@
 """The outputs of chosen submodules, from any call of a model, returned functionally.
 
 `intermediates(model, where)` returns a copy of the model (a Module, so it goes through
-`filter_jit`, `filter_grad` and `filter_vmap` like any model) in which the selected
-submodules are wrapped by recorders. Calling it returns `(output, captured)`.
+`filter_jit`, `filter_grad` and `filter_vmap` like any model) whose selected submodules
+are wrapped by recorders; calling it returns `(output, captured)`.
 
-How the values come out without mutation: the call opens a *collector* that lives only
-for the duration of that call (a thread-local stack entry, pushed on entry and popped on
-exit, whatever happens). Each recorder hands its submodule's output to the innermost
-collector of its own capture, and the call returns the collected values as ordinary
-outputs. Under a transformation the values are traced at the same level as the call's
-own output, so they leave the transformation with it. Inside `nn.Stacked`, whose layers
-run in a `lax.scan`, a per-step collector is opened in the scan body and the values are
-returned as the scan's per-layer outputs: stacked, one per layer. A recorder reached
-from inside any other transformation within the model (e.g. a `jax.vmap` in a layer's
-forward pass) cannot hand its value out and raises a clear error instead.
+No mutation: the call opens a *collector* that lives only for that call (a thread-local
+stack entry, popped on exit whatever happens); each recorder hands its output to the
+innermost collector of its own capture, and the call returns the values as ordinary
+outputs, traced at the same level as the call's own output, so they leave any
+transformation with it. Inside `nn.Stacked` (a `lax.scan`), a per-step collector in the
+scan body returns them as the scan's per-layer outputs, stacked. A recorder reached from
+inside any other transformation within the model (e.g. a `jax.vmap` in a layer's forward
+pass) cannot hand its value out and raises a clear error instead.
 """
 
 from __future__ import annotations
@@ -26,6 +24,7 @@ from typing import Any
 import jax.tree_util as jtu
 from jax.extend.core import get_opaque_trace_state
 
+from .._checks import check_callable
 from .._filters import is_array
 from .._messages import short_repr
 from .._module import Module, field
@@ -244,8 +243,7 @@ def intermediates(model: Any, where: Any) -> Intermediates:
     out, caps = ecliptic.intermediates(model, where=["conv1", "conv2"])(x)
     ```
     """
-    if not callable(model):
-        raise TypeError(f"intermediates: model must be callable; got {short_repr(model)}.")
+    check_callable(model, "intermediates: model")
     if isinstance(where, str) or (
         isinstance(where, Sequence) and where and all(isinstance(w, str) for w in where)
     ):

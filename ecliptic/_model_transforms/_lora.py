@@ -7,9 +7,9 @@ exactly what the old one did. `lora_filter` marks the adapters (train only them 
 `partition`/`filter_grad`), `merge_lora` folds them back into plain `Linear`s.
 
 PyTorch interop follows PEFT's naming: in `state_dict(format="torch")` a LoRALinear at
-``x`` has ``x.base_layer.weight``/``x.base_layer.bias``, ``x.lora_A.weight`` (rank, in)
-and ``x.lora_B.weight`` (out, rank); `lora_state_dict`/`load_lora_state_dict` read and
-write PEFT's adapter files (adapters only, keys prefixed with ``base_model.model.``).
+``x`` has ``x.base_layer.weight``/``.bias``, ``x.lora_A.weight`` (rank, in) and
+``x.lora_B.weight`` (out, rank); `lora_state_dict`/`load_lora_state_dict` read and write
+PEFT's adapter files (adapters only, keys prefixed with ``base_model.model.``).
 """
 
 from __future__ import annotations

@@ -3,13 +3,12 @@ stored parameters stay in float32.
 
 `MixedPrecision(model, ...)` keeps `model` exactly as it is (float32 parameters: the
 optimiser's master copy, what gradients arrive in and what checkpoints save). Each call
-casts, inside the call, the floating parameters and inputs to the compute dtype, runs the
-model, and casts the floating outputs to the output dtype. Because the casts are part of
-the computation, gradients flow back through them and arrive in float32.
-
-Layers whose maths needs float32 (normalisation statistics, by default) keep float32
-parameters and see float32 inputs; their outputs go back to the compute dtype. A
-`State` (BatchNorm statistics, ...) is never cast.
+casts the floating parameters and inputs to the compute dtype, runs the model, and casts
+the floating outputs to the output dtype; the casts are part of the computation, so
+gradients flow back through them and arrive in float32. Layers whose maths needs float32
+(normalisation statistics, by default) keep float32 parameters and see float32 inputs;
+their outputs go back to the compute dtype. A `State` (BatchNorm statistics, ...) is
+never cast.
 """
 
 from __future__ import annotations

@@ -48,20 +48,12 @@ def _annotation_kind(annotation: Any) -> str | None:
 def strip_abstract_annotations(
     cls_name: str, namespace: dict[str, Any]
 ) -> tuple[frozenset[str], frozenset[str]]:
-    """Remove the ``AbstractVar``/``AbstractClassVar`` annotations from a class body.
-
-    **Arguments:**
-
-    - `cls_name`: the class' name, for error messages.
-    - `namespace`: the class body; its ``__annotations__`` is edited in place.
-
-    **Returns:** ``(declared_vars, declared_classvars)``, the names this body declares
-    abstract.
+    """Remove the ``AbstractVar``/``AbstractClassVar`` annotations from a class body (edited in
+    place) and return the names it declares abstract, ``(declared_vars, declared_classvars)``.
 
     Raises `TypeError` for an unsubscripted marker or an abstract name given a value, and
     `NotImplementedError` for a string annotation (as from
-    ``from __future__ import annotations``), which, like Equinox, is not supported.
-    """
+    ``from __future__ import annotations``), which, like Equinox, is not supported."""
     annotations = namespace.get("__annotations__", {})
     declared_vars, declared_classvars = set(), set()
     for name, annotation in list(annotations.items()):
@@ -96,20 +88,14 @@ def unresolved_abstract_attributes(
     namespace: dict[str, Any],
     declared: tuple[frozenset[str], frozenset[str]],
 ) -> tuple[frozenset[str], frozenset[str]]:
-    """The abstract attributes a new class (already a dataclass) leaves unresolved.
+    """``(abstract_vars, abstract_class_vars)`` that a new class (already a dataclass, with its
+    body `namespace` and the names `strip_abstract_annotations` returned) leaves unresolved.
 
-    **Arguments:**
-
-    - `cls`: the new class.
-    - `namespace`: its class body (after `strip_abstract_annotations`).
-    - `declared`: what `strip_abstract_annotations` returned.
-
-    **Returns:** ``(abstract_vars, abstract_class_vars)``. An inherited abstract name is
-    resolved by anything concrete of that name in the class or its bases: a field (or
-    any other annotation), a class attribute, a property or a method. A name declared
-    `AbstractClassVar` anywhere stays a class variable (redeclaring it as `AbstractVar`
-    does not weaken it); redeclaring an `AbstractVar` as `AbstractClassVar` strengthens it.
-    """
+    An inherited abstract name is resolved by anything concrete of that name in the class or
+    its bases: a field (or any other annotation), a class attribute, a property or a method.
+    A name declared `AbstractClassVar` anywhere stays a class variable (redeclaring it as
+    `AbstractVar` does not weaken it); redeclaring an `AbstractVar` as `AbstractClassVar`
+    strengthens it."""
     declared_vars, declared_classvars = declared
     inherited_vars: set[str] = set()
     inherited_classvars: set[str] = set()

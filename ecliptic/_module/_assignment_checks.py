@@ -14,48 +14,19 @@ import numpy as np
 # What `jax.jit`, `jax.grad`, `jax.vmap`, `jax.checkpoint`, ... and `jax.custom_jvp` /
 # `jax.custom_vjp` return: only values of these types can be such a wrapper.
 TRANSFORM_RESULT_TYPES = frozenset(
-    {
-        types.FunctionType,
-        type(jax.jit(lambda: None)),
-        jax.custom_jvp,
-        jax.custom_vjp,
-    }
+    {types.FunctionType, type(jax.jit(lambda: None)), jax.custom_jvp, jax.custom_vjp}
 )
 
 # Static values that cannot hold an array, skipped without flattening them.
-_ARRAY_FREE_TYPES = frozenset(
-    {
-        int,
-        float,
-        bool,
-        complex,
-        str,
-        bytes,
-        type(None),
-        type,
-        types.FunctionType,
-        type(jax.jit(lambda: None)),
-        jax.custom_jvp,
-        jax.custom_vjp,
-    }
+_ARRAY_FREE_TYPES = TRANSFORM_RESULT_TYPES | frozenset(
+    (int, float, bool, complex, str, bytes, type(None), type)
 )
 
 
 def warn_if_transformed_module(owner: type, name: str, value: Any, module_type: type) -> None:
-    """Warn if `value` is a JAX transformation applied to a Module.
-
-    The transformed callable is not a pytree, so the Module's parameters inside it are
-    not leaves of the owner: they would never be trained.
-
-    **Arguments:**
-
-    - `owner`: the class whose field is being assigned.
-    - `name`: the field's name.
-    - `value`: the assigned value, one of `TRANSFORM_RESULT_TYPES`.
-    - `module_type`: the `Module` base class.
-
-    **Returns:** `None`; emits a `UserWarning` when it applies.
-    """
+    """Warn if `value`, assigned to field `name` of `owner`, is a JAX transformation of a
+    Module: the transformed callable is not a pytree, so the Module's parameters inside it
+    are not leaves of the owner and would never be trained."""
     inner = value
     for _ in range(8):  # e.g. jax.hessian is jacfwd(jacrev(...)): two wrappers deep
         if isinstance(inner, (jax.custom_jvp, jax.custom_vjp)):
@@ -78,16 +49,8 @@ def warn_if_transformed_module(owner: type, name: str, value: Any, module_type: 
 
 
 def warn_if_static_arrays(owner: type, names: tuple[str, ...], values: dict[str, Any]) -> None:
-    """Warn if a static field holds a JAX or NumPy array.
-
-    **Arguments:**
-
-    - `owner`: the class being built.
-    - `names`: its static field names.
-    - `values`: the instance's ``__dict__``.
-
-    **Returns:** `None`; emits a `UserWarning` when it applies.
-    """
+    """Warn if one of `owner`'s static fields `names` holds a JAX or NumPy array in `values`
+    (the instance's ``__dict__``)."""
     for name in names:
         value = values.get(name)
         if type(value) in _ARRAY_FREE_TYPES:

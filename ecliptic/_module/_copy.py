@@ -13,30 +13,14 @@ _M = TypeVar("_M")
 
 
 def new_instance(cls: type[_M], **fields: Any) -> _M:
-    """An instance of the Module class `cls` holding exactly `fields`, without `__init__`.
-
-    **Arguments:**
-
-    - `cls`: a Module class.
-    - `**fields`: every field's value.
-
-    **Returns:** the new instance.
-    """
+    """An instance of the Module class `cls` holding exactly `fields`, without `__init__`."""
     new = object.__new__(cls)
     new.__dict__.update(fields)
     return new
 
 
 def replace_fields(module: _M, **changes: Any) -> _M:
-    """A copy of `module` with `changes` applied to its fields, without `__init__`.
-
-    **Arguments:**
-
-    - `module`: a Module instance (or any object keeping its fields in `__dict__`).
-    - `**changes`: the fields to replace and their new values.
-
-    **Returns:** the copy; `module` is unchanged.
-    """
+    """A copy of `module` with `changes` applied to its fields, without `__init__`."""
     new = object.__new__(type(module))
     new.__dict__.update(module.__dict__)
     new.__dict__.update(changes)

@@ -27,17 +27,9 @@ def tuple_getter(names: tuple[Any, ...]) -> Callable[[Any], tuple[Any, ...]]:
 
 
 def make_flatteners(cls: type, optional: frozenset[str] = frozenset()) -> None:
-    """Register a Module class as a pytree node and record its field layout on it.
-
-    **Arguments:**
-
-    - `cls`: the Module class, after dataclass processing.
-    - `optional`: fields overridden at class level (see `overridden_fields`), which an
-        instance may lack: classes with any take a slower path that flattens only the
-        fields an instance has.
-
-    **Returns:** `None`.
-    """
+    """Register a Module class (after dataclass processing) as a pytree node and record its
+    field layout on it. `optional` fields (see `overridden_fields`) may be missing from an
+    instance: classes with any take a slower path that flattens only the fields it has."""
     fields = dataclasses.fields(cls)
     dynamic = tuple(
         f.name for f in fields if not f.metadata.get(STATIC, False) and f.name not in optional

@@ -1,19 +1,15 @@
 """``Module``: a frozen dataclass that is also a JAX pytree node, with methods.
 
-How it works, in short:
-
-- The metaclass turns every subclass into a dataclass (without dataclasses' own
-  ``frozen``: the instance is frozen by ``__setattr__`` once built) and registers it as a
-  pytree node whose children are its non-static fields and whose aux data are its static
-  fields (see ``_flatten.py``). A class gets a generated ``__init__`` unless the nearest
-  ``__init__`` in its MRO is hand-written (see ``_class_setup.py``).
-- Instances are created by the metaclass' ``__call__``: it marks the instance as
-  initialising, runs ``__init__`` (and so ``__post_init__``), fills in defaults, runs the
-  converters, checks that every field was set, runs every ``__check_init__`` in the MRO,
-  and then freezes the instance.
-- Functions defined on the class stay plain while the class is created (so
-  ``__init_subclass__`` hooks see them), then become descriptors returning `BoundMethod`,
-  a Module holding the instance, so that ``model.method`` is a pytree too.
+- The metaclass makes every subclass a dataclass (frozen by ``__setattr__`` once built,
+  not by dataclasses' ``frozen``) and a pytree node: non-static fields are children,
+  static ones aux data (``_flatten.py``). A class gets a generated ``__init__`` unless
+  the nearest one in its MRO is hand-written (``_class_setup.py``).
+- The metaclass' ``__call__`` runs ``__init__`` (and ``__post_init__``), fills in
+  defaults, runs converters, checks every field was set, runs every ``__check_init__``
+  in the MRO, then freezes the instance.
+- Functions on the class stay plain while it is created (``__init_subclass__`` hooks
+  see them), then become descriptors returning `BoundMethod`, a Module holding the
+  instance, so that ``model.method`` is a pytree too.
 """
 
 from __future__ import annotations

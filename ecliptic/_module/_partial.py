@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from .._checks import check_callable
 from ._copy import new_instance
 from ._module import Module
 
@@ -33,8 +34,7 @@ class Partial(Module, Generic[_Return]):
     keywords: dict[str, Any]
 
     def __init__(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any):
-        if not callable(func):
-            raise TypeError(f"Partial(func, ...): func must be callable; got {func!r}.")
+        check_callable(func, "Partial(func, ...): func")
         self.func = func
         self.args = args
         self.keywords = kwargs

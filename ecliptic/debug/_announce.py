@@ -14,6 +14,7 @@ import jax.extend.core as jex
 import jax.tree_util as jtu
 from jax.interpreters import ad, batching, mlir
 
+from .._checks import check_callable
 from .._filters import is_array
 
 _announce_p = jex.Primitive("ecliptic_announce_transform")
@@ -116,8 +117,7 @@ def announce_transform(
         outer, name = name, None
     if outer is not None:
         intermediates = not outer
-    if not callable(announce):
-        raise TypeError(f"announce_transform: `announce` must be callable; got {announce!r}.")
+    check_callable(announce, "announce_transform: `announce`")
     prefix = "" if name is None else f"({name}) "
     leaves, treedef = jtu.tree_flatten(x)
     positions = [i for i, leaf in enumerate(leaves) if is_array(leaf)]

@@ -16,8 +16,8 @@ import jax
 import jax.tree_util as jtu
 import numpy as np
 
-from .._errors import describe
 from .._filters import is_array
+from .._messages import describe
 from .._pretty_print import tree_pformat
 
 

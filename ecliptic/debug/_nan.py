@@ -13,9 +13,10 @@ import jax.tree_util as jtu
 import numpy as np
 from jax import lax
 
-from .._errors import array_text, batch_positions_text, unvmap_any
+from .._errors import batch_positions_text, unvmap_any
 from .._exceptions import EclipticRuntimeError, mark_message, reraise_runtime_error
 from .._filters import is_inexact_array
+from .._messages import array_text
 from .._pretty_print import tree_pformat
 
 

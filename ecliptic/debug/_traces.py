@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
-from .._checks import is_int
+from .._checks import check_callable, is_int
 from .._module import Module, bind_partial, field, module_update_wrapper
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -112,8 +112,7 @@ def assert_max_traces(fn: Any = None, *, max_traces: int | None) -> Any:
         )
     if fn is None:
         return functools.partial(assert_max_traces, max_traces=max_traces)
-    if not callable(fn):
-        raise TypeError(f"assert_max_traces: `fn` must be callable; got {fn!r}.")
+    check_callable(fn, "assert_max_traces: `fn`")
     return module_update_wrapper(_MaxTraces(fn, max_traces, _Counter()), fn)
 
 

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
-from .._checks import is_int
 from .._module import Module, field
+from ._arg_checks import check_positive_int
 from ._init_helpers import filled, resolve_dtype
 from ._scope import named_scope_call
 
@@ -56,10 +56,7 @@ class PReLU(Module):
         num_parameters: int = 1,
         channels_first: bool | None = None,
     ):
-        if not is_int(num_parameters):
-            raise TypeError(f"PReLU: num_parameters must be an int; got {num_parameters!r}.")
-        if num_parameters < 1:
-            raise ValueError(f"PReLU: num_parameters must be >= 1; got {num_parameters}.")
+        check_positive_int(num_parameters, "num_parameters", "PReLU")
         self.channels_first = num_parameters > 1 if channels_first is None else bool(channels_first)
         if isinstance(init_alpha, (jax.Array, np.ndarray)):
             alpha = jnp.asarray(init_alpha, resolve_dtype(dtype) if dtype is not None else None)

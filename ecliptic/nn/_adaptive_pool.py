@@ -4,10 +4,10 @@ By default (as in Equinox) a dimension of size L pooled to `out` is cut into `ou
 contiguous bins, the first ``L % out`` of length ``ceil(L / out)`` and the rest of
 length ``floor(L / out)``. With ``bins="torch"``, bin i covers
 ``[floor(i * L / out), ceil((i + 1) * L / out))``, as in PyTorch; those bins overlap
-and differ in length when `out` does not divide L. The two agree when `out` divides L.
-The bins are static, so index and mask
-arrays are built with NumPy at trace time and each call is a single gather and a single
-reduction (a reshape and a reduction when every size divides).
+and differ in length when `out` does not divide L (the two agree when it does). The
+bins are static, so index and mask arrays are built with NumPy at trace time and each
+call is a single gather and a single reduction (a reshape and a reduction when every
+size divides).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
+from .._checks import check_callable
 from .._module import Module, field
 from ._arg_checks import as_tuple, check_num_spatial_dims, check_rank
 from ._scope import named_scope_call
@@ -148,8 +149,7 @@ class AdaptivePool(Module):
     ):
         name = type(self).__name__
         n = check_num_spatial_dims(num_spatial_dims, name)
-        if not callable(operation):
-            raise TypeError(f"{name}: operation must be callable; got {operation!r}.")
+        check_callable(operation, f"{name}: operation")
         if bins not in _BIN_STYLES:
             raise ValueError(f"{name}: bins must be one of {_BIN_STYLES}; got {bins!r}.")
         self.target_shape = as_tuple(target_shape, n, f"{name}: target_shape")

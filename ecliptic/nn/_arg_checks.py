@@ -18,14 +18,8 @@ class MissingKeyError(ValueError, RuntimeError):
 
 
 def check_key(key: Any, layer: str, *, required: bool = True) -> None:
-    """Raise a clear error unless `key` is one JAX PRNG key (not a batch of them).
-
-    Used by every layer that takes a key, when it is built and when it is called.
-
-    **Arguments:** `key`, the value given; `layer`, the name used in the message;
-    `required`: whether `None` is an error (otherwise it is accepted: the caller decides
-    whether randomness is needed).
-    """
+    """Raise a clear error unless `key` is one JAX PRNG key (not a batch of them); `None` is
+    accepted unless `required` (the caller then decides whether randomness is needed)."""
     if key is None:
         if not required:
             return
@@ -65,14 +59,9 @@ def explain_parameter_shapes(
     layer: str, expected: Sequence[tuple[str, Any, tuple[int, ...]]], error: BaseException
 ) -> None:
     """After a layer's maths failed with `error`: raise a clear `ParameterShapeError` if a
-    parameter has another shape than expected; otherwise return (the caller re-raises).
-
-    Called only on the failure path, so it costs nothing when the call works, and it
-    never rejects parameters the maths accepts (e.g. a broadcastable bias).
-
-    **Arguments:** `layer`, the layer's name; `expected`, ``(field name, value, expected
-    shape)`` for each parameter (`None` values are skipped); `error`, the failure.
-    """
+    parameter (``(field name, value, expected shape)`` in `expected`) has another shape;
+    otherwise return (the caller re-raises). Being on the failure path only, it costs nothing
+    when the call works and never rejects parameters the maths accepts (a broadcastable bias)."""
     for name, value, shape in expected:
         actual = getattr(value, "shape", None)
         if value is None or actual is None or tuple(actual) == tuple(shape):
@@ -158,18 +147,7 @@ def as_padding(
 
 
 def check_positive_int(value: Any, name: str, layer: str) -> int:
-    """`value` as an int >= 1, or a clear error naming `layer` and the argument `name`.
-
-    **Arguments:** `value`, the value given; `name`, the argument's name; `layer`, the
-    name used in the message.
-
-    **Returns:** `int(value)`. **Raises:** `TypeError` for a non-int (or a bool),
-    `ValueError` below 1.
-
-    ```python
-    check_positive_int(4, "hidden_size", "GRUCell")  # 4
-    ```
-    """
+    """`value` as an int >= 1, or a clear error naming `layer` and the argument `name`."""
     if not is_int(value):
         raise TypeError(f"{layer}: {name} must be an int; got {value!r}.")
     if value < 1:
@@ -178,15 +156,8 @@ def check_positive_int(value: Any, name: str, layer: str) -> int:
 
 
 def check_feature_size(value: Any, name: str, layer: str) -> int:
-    """The number of features `value` stands for: an int >= 0, or 1 for `"scalar"`.
-
-    **Arguments:** `value`, the value given; `name`, the argument's name; `layer`, the
-    name used in the message. **Returns:** the number of features.
-
-    ```python
-    check_feature_size("scalar", "in_features", "Linear")  # 1
-    ```
-    """
+    """The number of features `value` stands for (an int >= 0, or 1 for `"scalar"`), or a clear
+    error naming `layer` and the argument `name`."""
     if isinstance(value, str) and value == "scalar":
         return 1
     if not is_int(value):
@@ -197,11 +168,7 @@ def check_feature_size(value: Any, name: str, layer: str) -> int:
 
 
 def check_num_spatial_dims(n: Any, layer: str) -> int:
-    """`n` if it is an int >= 1 (a number of spatial dimensions), else a clear error.
-
-    **Arguments:** `n`, the value given; `layer`, the name used in the message.
-    **Returns:** `n`.
-    """
+    """`n` if it is an int >= 1 (a number of spatial dimensions), else a clear error."""
     if not is_int(n) or n < 1:
         raise ValueError(f"{layer}: num_spatial_dims must be an int >= 1; got {n!r}.")
     return n

@@ -36,19 +36,9 @@ def set_conv_options(
     padding_mode: Any,
 ) -> None:
     """Check and normalise the options every convolution takes, and set them on `layer`
-    (inside its `__init__`): `num_spatial_dims`, the channel counts, `kernel_size`,
-    `stride` and `dilation` as N-tuples, `padding` as a string or N `(low, high)` pairs,
-    `groups`, `use_bias` and the upper-cased `padding_mode`.
-
-    **Arguments:** `layer`, the layer being built (its class name is used in messages);
-    the others as the layer's constructor takes them.
-
-    **Returns:** nothing. **Raises:** `ValueError` naming the first bad argument.
-
-    ```python
-    set_conv_options(self, 2, 3, 8, 3, 1, "SAME", 1, 1, True, "zeros")
-    ```
-    """
+    (inside its `__init__`; its class name is used in messages): N-tuples for `kernel_size`,
+    `stride` and `dilation`, a string or N `(low, high)` pairs for `padding`, and the
+    upper-cased `padding_mode`. Raises `ValueError` naming the first bad argument."""
     name = type(layer).__name__
     n = check_num_spatial_dims(num_spatial_dims, name)
     for arg, value in (("in_channels", in_channels), ("out_channels", out_channels)):
@@ -81,11 +71,7 @@ def set_conv_options(
 
 def check_input(x: jax.Array, n: int, channels: int, layer: str) -> None:
     """Raise a clear error unless `x` is one unbatched, channels-first input with
-    `channels` channels and `n` spatial dimensions.
-
-    **Arguments:** `x`, the input; `n`, the number of spatial dims; `channels`, the
-    expected channel count; `layer`, the name used in the message. **Returns:** nothing.
-    """
+    `channels` channels and `n` spatial dimensions."""
     check_rank(x, n + 1, layer, f"(channels, {n} spatial dims)")
     if x.shape[0] != channels:
         raise ValueError(
@@ -96,28 +82,16 @@ def check_input(x: jax.Array, n: int, channels: int, layer: str) -> None:
 
 
 def effective_kernel(kernel_size: Sequence[int], dilation: Sequence[int]) -> tuple[int, ...]:
-    """How many input positions a dilated kernel spans, per dimension.
-
-    **Arguments:** `kernel_size`, `dilation`: N ints each. **Returns:** N ints.
-    ```python
-    effective_kernel((3,), (2,))  # (5,)
-    ```
-    """
+    """How many input positions a dilated kernel spans, per dimension: `(3,), (2,)` -> `(5,)`."""
     return tuple(d * (k - 1) + 1 for k, d in zip(kernel_size, dilation))
 
 
 def init_conv_params(
     layer: Any, key: jax.Array, fan_in: int, dtype: Any
 ) -> tuple[jax.Array, jax.Array | None]:
-    """PyTorch's default initialisation of a convolution built by `set_conv_options`:
-    weight `(out, in // groups, *kernel)` and bias `(out, 1, ..., 1)` (if `use_bias`),
-    both from U(+-1/sqrt(fan_in)).
-
-    **Arguments:** `layer`, the layer with its options set; `key`, a PRNG key (checked
-    here); `fan_in`, PyTorch's fan-in; `dtype`, the requested dtype (`None`: default).
-
-    **Returns:** `(weight, bias)`, `bias` being `None` without bias.
-    """
+    """PyTorch's default initialisation of a convolution built by `set_conv_options`: weight
+    `(out, in // groups, *kernel)` and bias `(out, 1, ..., 1)` (or `None`), both from
+    U(+-1/sqrt(fan_in))."""
     check_key(key, type(layer).__name__)
     dtype = resolve_dtype(dtype)
     wkey, bkey = jax.random.split(key)
@@ -130,25 +104,15 @@ def init_conv_params(
 
 
 def common_dtype(x: jax.Array, weight: jax.Array) -> Any:
-    """The dtype a convolution computes in: the promotion of input's and weight's.
-
-    **Arguments:** `x`, the input; `weight`, the layer's weight. **Returns:** a dtype.
-    """
+    """The dtype a convolution computes in: the promotion of the input's and the weight's."""
     return jnp.result_type(x.dtype, weight.dtype)
 
 
 def fixed_dims_doc(
     n: int, cls_name: str, base: str, note: str, var: str, args: str, shapes: tuple[int, ...]
 ) -> str:
-    """The docstring of a fixed-dimension convolution class (`Conv2d`, ...).
-
-    **Arguments:** `n`, the number of spatial dims; `cls_name`, the class's name;
-    `base`, the generic class's name; `note`, text ending the first sentence; `var`,
-    `args`: the example's variable and constructor arguments (before `key`); `shapes`:
-    the example's input channels and size, output channels and size.
-
-    **Returns:** the docstring.
-    """
+    """The docstring of a fixed-dimension convolution class (`Conv2d`, ...): `note` ends the first
+    sentence; `var`, `args` and `shapes` (channels and size in, then out) make the example."""
     c_in, s_in, c_out, s_out = shapes
     return f"""A {n}-dimensional `{base}` (`num_spatial_dims={n}`); see `{base}` for the
     arguments{note}

@@ -200,12 +200,11 @@ class ConvTranspose(Module):
     def _forward_pads(
         self, in_sizes: Sequence[int]
     ) -> tuple[tuple[tuple[int, int], ...], tuple[int, ...]]:
-        """The padding (low, high) of the forward convolution this is the transpose of,
-        and the extra size added at the end of each output dimension.
-
-        For "SAME"/"SAME_LOWER" (as in Equinox) the forward convolution is the "SAME" one
-        whose input has size ``stride * size - output_padding``: its padding, and the
-        extra size that makes the output exactly that long."""
+        """The padding (low, high) of the forward convolution this is the transpose of, and the
+        extra size added at the end of each output dimension. For "SAME"/"SAME_LOWER" (as in
+        Equinox) the forward convolution is the "SAME" one whose input has size
+        ``stride * size - output_padding``: its padding, and the extra size that makes the output
+        exactly that long."""
         n = self.num_spatial_dims
         if self.padding == "VALID":
             return ((0, 0),) * n, self.output_padding

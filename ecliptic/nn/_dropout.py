@@ -30,19 +30,8 @@ def _check_probability(p: Any, layer: str, name: str = "p") -> float:
 def resolve_inference(
     default: bool, inference: bool | None, deterministic: bool | None, where: str
 ) -> bool:
-    """Merge the `inference` flag with its original name `deterministic` (shared by the
-    layers that have both: Dropout, MultiheadAttention).
-
-    **Arguments:** `default`, the layer's own flag; `inference`, `deterministic`: the
-    call's (either may be `None`); `where`, the name used in the message.
-
-    **Returns:** whether to run in inference mode. **Raises:** `ValueError` if the two
-    given flags disagree.
-
-    ```python
-    resolve_inference(False, None, True, "Dropout()")  # True
-    ```
-    """
+    """Merge the `inference` flag with its original name `deterministic` (for the layers that
+    have both: Dropout, MultiheadAttention); a `ValueError` if the two given flags disagree."""
     if (
         inference is not None
         and deterministic is not None

@@ -127,11 +127,9 @@ class Embedding(Module):
 
 
 def runtime_checks_enabled() -> bool:
-    """Whether `ECLIPTIC_RUNTIME_CHECKS` asks layers for value checks at run time.
-
-    Read when a layer is traced (like `ECLIPTIC_ON_ERROR`), so set it before the first
-    call of a jitted function. Off by default: the checks cost a branch per call.
-    """
+    """Whether `ECLIPTIC_RUNTIME_CHECKS` asks layers for value checks at run time. Read when a
+    layer is traced (like `ECLIPTIC_ON_ERROR`), so set it before the first call of a jitted
+    function. Off by default: the checks cost a branch per call."""
     return os.environ.get("ECLIPTIC_RUNTIME_CHECKS", "").strip().lower() in ("1", "true", "yes")
 
 

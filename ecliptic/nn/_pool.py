@@ -17,6 +17,7 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, PRNGKeyArray
 
+from .._checks import check_callable
 from .._module import Module, field
 from ._arg_checks import as_padding, as_tuple, check_num_spatial_dims, check_rank
 from ._scope import named_scope_call
@@ -34,11 +35,10 @@ def _pool_geometry(
     layer: str,
     shape: tuple[int, ...],
 ) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
-    """Output sizes and the padding that realises them.
-
-    Ceil mode follows PyTorch: ``ceil((size + low + high - kernel) / stride) + 1``
-    windows, dropping the last one if it would start past the input and its low
-    padding; the high padding grows so that the last window fits."""
+    """Output sizes and the padding that realises them. Ceil mode follows PyTorch:
+    ``ceil((size + low + high - kernel) / stride) + 1`` windows, dropping the last one if it
+    would start past the input and its low padding; the high padding grows so that the last
+    window fits."""
     outs, pads = [], []
     for size, k, s, (lo, hi) in zip(sizes, kernel, stride, padding):
         span = size + lo + hi
@@ -103,8 +103,7 @@ class Pool(Module):
     ):
         name = type(self).__name__
         n = check_num_spatial_dims(num_spatial_dims, name)
-        if not callable(operation):
-            raise TypeError(f"{name}: operation must be callable; got {operation!r}.")
+        check_callable(operation, f"{name}: operation")
         self.init = init
         self.operation = operation
         self.num_spatial_dims = n

@@ -18,19 +18,7 @@ _EAGER = get_opaque_trace_state(convention="flax")  # outside any transformation
 def named_scope_call(call: _F) -> _F:
     """Decorate a layer's `__call__` to run under `jax.named_scope(type(self).__name__)`
     while it is traced (by `jit`, `grad`, `vmap`, ...). Eager calls, where a scope
-    names nothing, skip it to stay as fast as before. `functools.wraps` keeps the
-    signature and docstring of `call`.
-
-    **Arguments:** `call`, a method `(self, *args, **kwargs)`.
-
-    **Returns:** the wrapped method.
-
-    ```python
-    class Linear(Module):
-        @named_scope_call
-        def __call__(self, x, *, key=None): ...
-    ```
-    """
+    names nothing, skip it to stay as fast as before."""
 
     @functools.wraps(call)
     def scoped_call(self: Any, *args: Any, **kwargs: Any) -> Any:

@@ -8,6 +8,7 @@ from typing import Any, overload
 import jax
 from jaxtyping import PRNGKeyArray
 
+from .._checks import check_callable
 from .._module import Module
 from ._arg_checks import check_key
 from ._scope import named_scope_call
@@ -138,8 +139,7 @@ class Lambda(Module):
     fn: Callable[[Any], Any]
 
     def __init__(self, fn: Callable[[Any], Any]):
-        if not callable(fn):
-            raise TypeError(f"Lambda(fn): fn must be callable; got {fn!r}.")
+        check_callable(fn, "Lambda(fn): fn")
         self.fn = fn
 
     @named_scope_call

@@ -28,20 +28,13 @@ def run_stacked(
     kwargs: dict[str, Any],
     around_layer: Callable[[Callable[[], Any]], tuple[Any, Any]] | None = None,
 ) -> tuple[Any, Any]:
-    """Run the layers of the `Stacked` `stacked` one after another in one `lax.scan`.
+    """Run the layers of the `Stacked` `stacked` one after another in one `lax.scan`; the other
+    arguments as `Stacked.__call__` takes them (`state` is `MISSING_STATE` when none was given).
 
-    **Arguments:**
-
-    - `stacked`, `x`, `state`, `key`, `kwargs`: as `Stacked.__call__` takes them
-      (`state` is `MISSING_STATE` when none was given).
-    - `around_layer`: optional hook called in the scan body with a function that runs
-      one layer; it returns `(what that function returned, extra)`. The `extra` values
-      come out of the scan stacked along a leading axis of size `n`.
-
-    **Returns:** `(result, extras)`: `result` is what `Stacked.__call__` returns (the
-    output, or `(output, state)` when stateful); `extras` the stacked `extra` values
-    (`None` without a hook).
-    """
+    `around_layer`, if given, is called in the scan body with a function that runs one layer,
+    and returns `(what that function returned, extra)`. Returns `(result, extras)`: what
+    `Stacked.__call__` returns, and the `extra` values stacked along a leading axis of size
+    `n` (`None` without a hook)."""
     stateful = stacked.is_stateful()
     if stateful:
         state = check_state(state, "Stacked")
@@ -129,11 +122,8 @@ def _accepts_key(fn: Callable[..., Any]) -> bool:
 
 
 def check_scan_options(apply: Any, checkpoint: Any, unroll: Any, where: str) -> None:
-    """Raise a clear error for a bad `apply`, `checkpoint` or `unroll` option.
-
-    **Arguments:** the options, and `where`, the caller's name for the message.
-    **Returns:** nothing.
-    """
+    """Raise a clear error (naming the caller `where`) for a bad `apply`, `checkpoint`
+    or `unroll`."""
     if apply is not None and not callable(apply):
         raise TypeError(
             f"{where}: apply must be a callable (layer, x, ...) -> x or None; got "

@@ -18,6 +18,7 @@ import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import PyTree
 
+from .._checks import check_callable
 from .._filters import is_array, is_array_like
 from .._module import Module, field, replace_fields
 
@@ -115,12 +116,8 @@ def state_indices(pytree: Any) -> Iterator[StateIndex[Any]]:
 
 
 def with_markers(pytree: Any, new_marker: Callable[[str, StateIndex[Any]], Any]) -> Any:
-    """A copy of `pytree` in which every `StateIndex` has the marker
-    `new_marker(path, index)` (`path` as `jax.tree_util.keystr` writes it).
-
-    **Arguments:** `pytree`; `new_marker`, called once per index in flattening order.
-    **Returns:** the copy.
-    """
+    """A copy of `pytree` in which every `StateIndex` has the marker `new_marker(path, index)`
+    (`path` as `jax.tree_util.keystr` writes it; called once per index in flattening order)."""
 
     def rename(path: Any, leaf: Any) -> Any:
         if not isinstance(leaf, StateIndex):
@@ -395,8 +392,7 @@ def make_with_state(make_model: Callable[..., _T]) -> Callable[..., tuple[_T, St
     model, state = ecliptic.nn.make_with_state(ecliptic.nn.BatchNorm)(3, "batch", mode="batch")
     ```
     """
-    if not callable(make_model):
-        raise TypeError(f"make_with_state(make_model): must be callable; got {make_model!r}.")
+    check_callable(make_model, "make_with_state(make_model):")
 
     def build(*args: Any, **kwargs: Any) -> tuple[_T, State]:
         model = _stable_markers(make_model(*args, **kwargs))
