@@ -1,6 +1,9 @@
 """The bad-input catalogue: checkpoints (ecliptic.save/load and the leaf serialisation)
 and state dicts. See bad_input_helpers.py for what each row asserts."""
 
+# Each row passes a wrong type on purpose to check the error: argument types are not checked.
+# pyright: reportArgumentType=false, reportCallIssue=false
+
 from __future__ import annotations
 
 import atexit

@@ -5,6 +5,9 @@ the offending argument/path and what was expected, and that the error is raised 
 ecliptic rather than from deep inside JAX/NumPy (see bad_input_helpers.py).
 """
 
+# Each row passes a wrong type on purpose to check the error: argument types are not checked.
+# pyright: reportArgumentType=false, reportCallIssue=false
+
 from __future__ import annotations
 
 import abc

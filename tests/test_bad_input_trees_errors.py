@@ -2,6 +2,9 @@
 errors (error_if, branched_error_if) and debug helpers.
 See bad_input_helpers.py for what each row asserts."""
 
+# Each row passes a wrong type on purpose to check the error: argument types are not checked.
+# pyright: reportArgumentType=false, reportCallIssue=false
+
 from __future__ import annotations
 
 import os

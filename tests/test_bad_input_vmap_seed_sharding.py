@@ -1,6 +1,9 @@
 """The bad-input catalogue: filter_vmap / filter_pmap, the seed API, and the sharding
 helpers. See bad_input_helpers.py for what each row asserts."""
 
+# Each row passes a wrong type on purpose to check the error: argument types are not checked.
+# pyright: reportArgumentType=false, reportCallIssue=false
+
 from __future__ import annotations
 
 from typing import Any

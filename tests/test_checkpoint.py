@@ -1,5 +1,7 @@
 """filter_checkpoint."""
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +11,7 @@ import ecliptic as ec
 
 class Block(ec.Module):
     weight: jax.Array
-    activation: object = ec.field(static=True, default=jnp.tanh)
+    activation: Callable = ec.field(static=True, default=jnp.tanh)
 
     def __call__(self, x, repeat):
         for _ in range(repeat):

@@ -1,4 +1,5 @@
 import warnings
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +24,7 @@ class Counter:
 class Affine(ec.Module):
     weight: jax.Array
     bias: jax.Array
-    activation: object = ec.field(static=True, default=jnp.tanh)
+    activation: Callable = ec.field(static=True, default=jnp.tanh)
 
     def __call__(self, x):
         return self.activation(self.weight @ x + self.bias)

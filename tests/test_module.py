@@ -2,6 +2,7 @@ import abc
 import dataclasses
 import functools
 import warnings
+from collections.abc import Callable
 from typing import ClassVar
 
 import jax
@@ -16,7 +17,7 @@ import ecliptic as ec
 class Affine(ec.Module):
     weight: jax.Array
     bias: jax.Array
-    activation: object = ec.field(static=True, default=jax.nn.relu)
+    activation: Callable = ec.field(static=True, default=jax.nn.relu)
 
     def __call__(self, x):
         return self.activation(self.weight @ x + self.bias)
@@ -314,7 +315,7 @@ def test_partial_is_pytree():
 
 def test_module_update_wrapper():
     class Wrapper(ec.Module):
-        fn: object
+        fn: Callable
 
         @property
         def __wrapped__(self):

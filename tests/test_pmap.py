@@ -1,5 +1,7 @@
 """filter_pmap, on 8 virtual CPU devices (see conftest.py)."""
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +15,7 @@ N = 8
 class Affine(eqx.Module):
     weight: jax.Array
     bias: jax.Array
-    activation: object = jax.nn.tanh
+    activation: Callable = jax.nn.tanh
     name: str = eqx.field(static=True, default="affine")
 
     def __call__(self, x):

@@ -317,6 +317,7 @@ def test_fsdp_stores_an_eighth_of_the_parameters_per_device(model, mesh):
 def test_parallelism_example_runs():
     path = pathlib.Path(__file__).resolve().parent.parent / "examples" / "parallelism.py"
     spec = importlib.util.spec_from_file_location("example_parallelism", path)
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)

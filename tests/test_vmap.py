@@ -1,3 +1,5 @@
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +11,7 @@ import ecliptic as ec
 class Affine(ec.Module):
     weight: jax.Array
     bias: jax.Array
-    activation: object = ec.field(static=True, default=jnp.tanh)
+    activation: Callable = ec.field(static=True, default=jnp.tanh)
 
     def __call__(self, x):
         return self.activation(self.weight @ x + self.bias)
