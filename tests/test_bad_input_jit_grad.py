@@ -36,7 +36,7 @@ def static_array_field_twice() -> None:
 
 
 def aot_lowered(*args: Any) -> Any:
-    return ec.filter_jit(lambda x, n: x * n).lower(*args).compile()
+    return ec.filter_jit(lambda x, n: x * n).lower(*args).compile()  # pyright: ignore[reportFunctionMemberAccess]
 
 
 JIT_CASES = [

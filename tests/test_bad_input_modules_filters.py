@@ -66,7 +66,7 @@ def assign_property() -> None:
 
         def __init__(self) -> None:
             self.a = 1
-            self.double = 2
+            self.double = 2  # pyright: ignore[reportAttributeAccessIssue]
 
     Box()
 
@@ -106,7 +106,7 @@ def abstract_method_left() -> None:
         @abc.abstractmethod
         def run(self) -> None: ...
 
-    Base()
+    Base()  # pyright: ignore[reportAbstractUsage]
 
 
 def parent_field_not_set_by_child_init() -> None:
@@ -265,7 +265,7 @@ MODULE_CASES = [
     ),
     misuse(
         "enumeration/unknown-member",
-        lambda: Colour.green,
+        lambda: Colour.green,  # pyright: ignore[reportAttributeAccessIssue]
         AttributeError,
         r"Colour has no member 'green'; members: \['red', 'blue'\]",
     ),

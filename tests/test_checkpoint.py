@@ -61,7 +61,7 @@ def test_decorator_with_arguments_policy_and_unhashable_static():
     np.testing.assert_allclose(ec.filter_grad(f)(x, {"scale": 2.0}), 2.0 * jnp.cos(x), rtol=1e-6)
 
     class Unhashable:
-        __hash__ = None
+        __hash__ = None  # pyright: ignore[reportAssignmentType]
         scale = 3.0
 
     g = ec.filter_grad(ec.filter_checkpoint(lambda x, o: jnp.sum(x * o.scale)))(x, Unhashable())

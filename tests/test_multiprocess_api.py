@@ -149,9 +149,9 @@ def test_sharded_init_peak_is_a_share_of_the_model(n):
 
 def test_sharded_init_bad_input():
     with pytest.raises(TypeError, match="sharded_init\\(mesh=...\\) must be a jax.sharding.Mesh"):
-        distributed.sharded_init(ec.nn.Identity, mesh="data")
+        distributed.sharded_init(ec.nn.Identity, mesh="data")  # pyright: ignore[reportArgumentType]
     with pytest.raises(TypeError, match="make must be callable"):
-        distributed.sharded_init(3, mesh=_mesh(2))
+        distributed.sharded_init(3, mesh=_mesh(2))  # pyright: ignore[reportArgumentType]
 
 
 # ------------------------------------------------------------------ CheckpointManager

@@ -187,7 +187,7 @@ def test_rule_errors_are_clear(model, mesh):
     with pytest.raises(TypeError, match="rules must be a sharding rule"):
         eqx.param_shardings(model, mesh, P("data"))
     with pytest.raises(TypeError, match="must be a PartitionSpec or a rule"):
-        sharding.by_path({"*": "data"})
+        sharding.by_path({"*": "data"})  # pyright: ignore[reportArgumentType]
     with pytest.raises(ValueError, match="min_size"):
         sharding.fsdp("data", min_size=-1)
 

@@ -237,15 +237,15 @@ def test_tree_at_argument_errors():
     with pytest.raises(TypeError, match="both"):
         ec.tree_at(lambda t: t[0], [1], 2, replace_fn=lambda x: x)
     with pytest.raises(TypeError, match="where"):
-        ec.tree_at("t[0]", [1], 2)
+        ec.tree_at("t[0]", [1], 2)  # pyright: ignore[reportArgumentType]
     with pytest.raises(TypeError, match="replace_fn"):
-        ec.tree_at(lambda t: t[0], [1], replace_fn=3)
+        ec.tree_at(lambda t: t[0], [1], replace_fn=3)  # pyright: ignore[reportArgumentType]
     with pytest.raises(TypeError, match="is_leaf"):
-        ec.tree_at(lambda t: t[0], [1], 2, is_leaf=True)
+        ec.tree_at(lambda t: t[0], [1], 2, is_leaf=True)  # pyright: ignore[reportArgumentType]
 
 
 def test_tree_at_cycle_is_a_clear_error():
-    tree = [1]
+    tree: list[object] = [1]
     tree.append(tree)
     with pytest.raises(ValueError, match="cycle"):
         ec.tree_at(lambda t: t[0], tree, 2)

@@ -74,9 +74,9 @@ def test_tree_equal_tolerances():
     bools = jnp.array([True, False])
     assert _jax_bool(ec.tree_equal(bools, bools, atol=1.0), True)
     with pytest.raises(ValueError, match="rtol"):
-        ec.tree_equal(a, b, rtol="small")
+        ec.tree_equal(a, b, rtol="small")  # pyright: ignore[reportArgumentType]
     with pytest.raises(ValueError, match="atol"):
-        ec.tree_equal(a, b, atol="big")
+        ec.tree_equal(a, b, atol="big")  # pyright: ignore[reportArgumentType]
 
 
 def test_tree_equal_nan_is_unequal_like_eq():
@@ -116,7 +116,7 @@ def test_tree_equal_inside_jit_returns_traced_bool():
 
     assert bool(f(jnp.ones(3), jnp.ones(3)))
     assert not bool(f(jnp.ones(3), jnp.zeros(3)))
-    assert isinstance(seen[0], jax.core.Tracer)
+    assert isinstance(seen[0], jax.core.Tracer)  # pyright: ignore[reportAttributeAccessIssue]
     assert seen[0].dtype == jnp.bool_ and seen[0].shape == ()
 
 
@@ -130,7 +130,7 @@ def test_tree_equal_inside_jit_is_static_when_it_can_be():
         assert ec.tree_equal([x, 1], [x, 2]) is False
         assert ec.tree_equal(np.ones(2), np.ones(2)) is True  # NumPy only: decided now
         # A JAX array, even a closed-over concrete one, answers a traced bool (as Equinox).
-        assert isinstance(ec.tree_equal(const, np.ones(2, np.float32)), jax.core.Tracer)
+        assert isinstance(ec.tree_equal(const, np.ones(2, np.float32)), jax.core.Tracer)  # pyright: ignore[reportAttributeAccessIssue]
         return ec.tree_equal(x, x + 0, rtol=1e-6)
 
     assert bool(f(jnp.ones(3)))
@@ -161,7 +161,7 @@ def test_tree_check_rejects_duplicate_containers():
 
 
 def test_tree_check_rejects_cycles():
-    tree = [1]
+    tree: list[object] = [1]
     tree.append(tree)
     with pytest.raises(ValueError, match="cycle"):
         ec.tree_check(tree)
@@ -183,7 +183,7 @@ def test_tree_flatten_one_level():
 
 
 def test_tree_flatten_one_level_rejects_self_containment():
-    tree = [1]
+    tree: list[object] = [1]
     tree.append(tree)
     with pytest.raises(ValueError, match="contains itself"):
         ec.tree_flatten_one_level(tree)

@@ -110,7 +110,7 @@ def test_wrapper_keeps_function_metadata():
 
     wrapped = ec.filter_vmap(described)
     assert wrapped.__name__ == "described" and wrapped.__doc__ == "Doubles."
-    assert wrapped.__wrapped__ is described
+    assert wrapped.__wrapped__ is described  # pyright: ignore[reportFunctionMemberAccess]
 
 
 def test_python_number_output_with_an_output_axis_is_batched():
