@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import jax
 import jax.numpy as jnp
@@ -208,7 +208,7 @@ def _is_scalar_bool(pred: Any) -> bool:
     return dtype == np.bool_ and np.shape(pred) == ()
 
 
-# For type checkers the class below is replaced by the declaration at the end of this file.
+# For type checkers this class is replaced by `_TypedEnumeration` (end of this file).
 class Enumeration(metaclass=_EnumerationMeta):  # pyright: ignore[reportRedeclaration]
     """Base class for enumerations whose members work inside JAX transformations.
 
@@ -316,7 +316,7 @@ if TYPE_CHECKING:
         def __getitem__(cls, item: EnumerationItem) -> str: ...  # pyright: ignore[reportIncompatibleMethodOverride]
 
     # The metaclasses of Module and enum.Enum are never combined at run time.
-    class Enumeration(  # pyright: ignore[reportGeneralTypeIssues]
+    class _TypedEnumeration(  # pyright: ignore[reportGeneralTypeIssues]
         EnumerationItem, enum.Enum, metaclass=_EnumerationTypingMeta
     ):
         def __init__(self, *args: Any) -> None: ...
@@ -326,3 +326,7 @@ if TYPE_CHECKING:
 
         @classmethod
         def promote(cls, item: EnumerationItem) -> Self: ...
+
+    # An explicit alias, not a second `class Enumeration`: checkers take this last
+    # declaration, while documentation tools reading the source keep the run-time class.
+    Enumeration: TypeAlias = _TypedEnumeration
