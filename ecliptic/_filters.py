@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
+from jaxtyping import PyTree
 
 from ._caches import register_cache
 
@@ -185,12 +186,12 @@ def _is_pytree_node(x: Any) -> bool:
 
 
 def filter(
-    pytree: Any,
+    pytree: PyTree,
     filter_spec: Any,
     inverse: bool = False,
     replace: Any = None,
     is_leaf: Callable[[Any], bool] | None = None,
-) -> Any:
+) -> PyTree:
     """Keep the leaves that ``filter_spec`` selects; replace the others.
 
     **Arguments:**
@@ -214,11 +215,11 @@ def filter(
 
 
 def partition(
-    pytree: Any,
+    pytree: PyTree,
     filter_spec: Any,
     replace: Any = None,
     is_leaf: Callable[[Any], bool] | None = None,
-) -> tuple[Any, Any]:
+) -> tuple[PyTree, PyTree]:
     """Split a pytree in two: the leaves ``filter_spec`` selects, and the rest.
 
     **Arguments:** as for `filter`.
@@ -245,7 +246,7 @@ def _first_not_none(*leaves: Any) -> Any:
     return None
 
 
-def combine(*pytrees: Any, is_leaf: Callable[[Any], bool] | None = None) -> Any:
+def combine(*pytrees: PyTree, is_leaf: Callable[[Any], bool] | None = None) -> PyTree:
     """Merge pytrees of one structure: at each leaf, the first value that is not ``None``.
 
     The inverse of `partition`.

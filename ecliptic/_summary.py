@@ -10,6 +10,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import PyTree
 
 from ._io._arrays import is_key_dtype
 from ._messages import array_text
@@ -112,7 +113,7 @@ def _array_info(leaf: Any) -> tuple[int, int, bool]:
     return count, count * np.dtype(dtype).itemsize, bool(jnp.issubdtype(dtype, jnp.inexact))
 
 
-def summary(pytree: Any) -> Summary:
+def summary(pytree: PyTree) -> Summary:
     """A table of a model: one row per submodule, with its parameters.
 
     **Arguments:**

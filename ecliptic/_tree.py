@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax.tree_util as jtu
+from jaxtyping import PyTree
 
 from ._messages import short_repr, type_name
 from ._paths import flatten_one_level_with_path
@@ -30,7 +31,7 @@ def _path_str(path: tuple[Any, ...]) -> str:
     return jtu.keystr(path) if path else "<root>"
 
 
-def tree_flatten_one_level(pytree: Any) -> tuple[list[Any], Any]:
+def tree_flatten_one_level(pytree: PyTree) -> tuple[list[PyTree], Any]:
     """Flatten a pytree by one level only.
 
     **Arguments:**
@@ -248,12 +249,12 @@ def _resolve_selection(
 
 
 def tree_at(
-    where: Callable[[Any], Any],
-    pytree: Any,
+    where: Callable[[PyTree], Any],
+    pytree: PyTree,
     replace: Any = _MISSING,
     replace_fn: Callable[[Any], Any] = _MISSING,
     is_leaf: Callable[[Any], bool] | None = None,
-) -> Any:
+) -> PyTree:
     """Return a copy of `pytree` with the node(s) selected by `where` replaced.
 
     Nothing is mutated, so this is how to "modify" a Module. Untouched subtrees are
@@ -358,7 +359,7 @@ def tree_at(
 # ---------------------------------------------------------------------------------------
 
 
-def tree_check(pytree: Any) -> None:
+def tree_check(pytree: PyTree) -> None:
     """Check that no internal node appears twice in `pytree`, and that it has no cycles.
 
     A sub-Module (or list, tuple, ...) reachable along two paths would become two

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
+from jaxtyping import Array, PyTree
 
 from ._checks import is_real
 from ._filters import is_array
@@ -82,8 +83,8 @@ def _leaf_equal(a: Any, b: Any, typematch: bool, rtol: float, atol: float) -> An
 
 
 def tree_equal(
-    *pytrees: Any, typematch: bool = False, rtol: float = 0.0, atol: float = 0.0
-) -> bool | jax.Array:
+    *pytrees: PyTree, typematch: bool = False, rtol: float = 0.0, atol: float = 0.0
+) -> bool | Array:
     """Whether pytrees are equal: same structure, and equal leaves.
 
     Array leaves are equal when they have the same shape, dtype and values (NumPy and

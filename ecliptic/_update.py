@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax.tree_util as jtu
+from jaxtyping import PyTree
 
 from ._messages import type_name
 
@@ -13,7 +14,7 @@ def _is_none(x: Any) -> bool:
     return x is None
 
 
-def apply_updates(model: Any, updates: Any) -> Any:
+def apply_updates(model: PyTree, updates: PyTree) -> PyTree:
     """Return `model + updates`, leaf by leaf, leaving alone wherever `updates` is `None`.
 
     `updates` is typically the output of an optax optimiser applied to the gradients from

@@ -100,7 +100,7 @@ class CheckpointManager:
         max_to_keep: int | None = None,
         async_save: bool = True,
     ):
-        if max_to_keep is not None and (not isinstance(max_to_keep, int) or max_to_keep < 1):
+        if max_to_keep is not None and (not is_int(max_to_keep) or max_to_keep < 1):
             raise ValueError(
                 "CheckpointManager(max_to_keep=...) must be None or an int >= 1; got "
                 f"{max_to_keep!r}."

@@ -26,6 +26,7 @@ from typing import Any, BinaryIO
 import jax
 import jax.tree_util as jtu
 import numpy as np
+from jaxtyping import PyTree
 
 from .._messages import array_text
 from .._paths import display, named_leaves
@@ -120,7 +121,7 @@ def _check_save_target(path: Any, pytree: Any) -> bool:
     )
 
 
-def save(path: Any, pytree: Any, *, metadata: dict[str, str] | None = None) -> None:
+def save(path: Any, pytree: PyTree, *, metadata: dict[str, str] | None = None) -> None:
     """Save the arrays of a pytree as a safetensors file, atomically.
 
     **Arguments:**
@@ -360,7 +361,9 @@ def _check_like(like: Any) -> None:
         )
 
 
-def load(path: Any, like: Any, *, check_static: bool = True, verify: bool | str = True) -> Any:
+def load(
+    path: Any, like: PyTree, *, check_static: bool = True, verify: bool | str = True
+) -> PyTree:
     """Load a checkpoint written by `save` (or any safetensors file) into `like`'s shape.
 
     **Arguments:**

@@ -20,6 +20,7 @@ from typing import Any, BinaryIO
 import jax
 import jax.tree_util as jtu
 import numpy as np
+from jaxtyping import PyTree
 
 from .._messages import array_text
 from .._paths import display, dotted
@@ -237,7 +238,7 @@ def _refuse_safetensors(f: BinaryIO, path_or_file: Any) -> None:
 
 def tree_serialise_leaves(
     path_or_file: Any,
-    pytree: Any,
+    pytree: PyTree,
     filter_spec: Any = default_serialise_filter_spec,
     is_leaf: Callable[[Any], bool] | None = None,
 ) -> None:
@@ -292,10 +293,10 @@ def tree_serialise_leaves(
 
 def tree_deserialise_leaves(
     path_or_file: Any,
-    like: Any,
+    like: PyTree,
     filter_spec: Any = default_deserialise_filter_spec,
     is_leaf: Callable[[Any], bool] | None = None,
-) -> Any:
+) -> PyTree:
     """Load the leaves of a pytree saved by `tree_serialise_leaves`.
 
     **Arguments:**

@@ -24,6 +24,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jaxtyping import PyTree
 
 from .._paths import children_with_names, display, join, named_leaves
 from ..nn import State, StateIndex
@@ -139,7 +140,7 @@ def _check_state(state: Any) -> None:
 
 
 def named_parameters(
-    pytree: Any, *, state: Any = None, format: str = "native", remove_duplicate: bool = True
+    pytree: PyTree, *, state: Any = None, format: str = "native", remove_duplicate: bool = True
 ) -> Iterator[tuple[str, Any]]:
     """Iterate over the arrays of a pytree with their dotted names.
 
@@ -170,7 +171,9 @@ def named_parameters(
         yield name, (to_numpy(value, name) if torch else value)
 
 
-def state_dict(pytree: Any, *, state: Any = None, format: str = "native") -> dict[str, np.ndarray]:
+def state_dict(
+    pytree: PyTree, *, state: Any = None, format: str = "native"
+) -> dict[str, np.ndarray]:
     """Every array of a pytree, as NumPy, by dotted name (PyTorch's `state_dict`).
 
     **Arguments:**
@@ -252,13 +255,13 @@ def _run_import(
 
 
 def load_state_dict(
-    pytree: Any,
+    pytree: PyTree,
     state_dict: Any,
     *,
     strict: bool = True,
     state: Any = None,
     format: str = "native",
-) -> Any:
+) -> PyTree:
     """Load a state dict (name -> array) into a model, out of place.
 
     **Arguments:**
@@ -307,7 +310,7 @@ def _torch_hint(pytree: Any, entries: Any, state: Any, format: str) -> str:
 
 
 def check_state_dict(
-    pytree: Any, state_dict: Any, *, state: Any = None, format: str = "native"
+    pytree: PyTree, state_dict: Any, *, state: Any = None, format: str = "native"
 ) -> StateDictReport:
     """Compare a state dict with a model without loading it.
 

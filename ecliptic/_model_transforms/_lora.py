@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
+from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from .._checks import is_int, is_real
 from .._io._errors import StateDictError
@@ -75,12 +76,12 @@ class LoRALinear(Module):
     """
 
     base: Linear
-    lora_A: jax.Array
-    lora_B: jax.Array
+    lora_A: Array
+    lora_B: Array
     rank: int = field(static=True)
     alpha: float = field(static=True)
 
-    def __init__(self, base: Linear, rank: int, alpha: float | None = None, *, key: Any):
+    def __init__(self, base: Linear, rank: int, alpha: float | None = None, *, key: PRNGKeyArray):
         if not isinstance(base, Linear):
             raise TypeError(
                 f"LoRALinear: base must be an ecliptic.nn.Linear; got {short_repr(base)}."
@@ -113,7 +114,7 @@ class LoRALinear(Module):
         """`alpha / rank`, the factor on the low-rank update."""
         return self.alpha / self.rank
 
-    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+    def __call__(self, x: Array, *, key: PRNGKeyArray | None = None) -> Array:
         """**Arguments:** `x` as for `base`; `key` is ignored. **Returns:** as `base`."""
         y = self.base(x)
         x = jnp.asarray(x).reshape(-1)  # "scalar" inputs are one feature
@@ -162,13 +163,13 @@ def _adapt_all(model: Any, rank: int, alpha: float | None, key: Any) -> Any:
 
 
 def lora(
-    model: Any,
+    model: PyTree,
     rank: int,
     *,
     where: Any = None,
     alpha: float | None = None,
-    key: Any,
-) -> Any:
+    key: PRNGKeyArray,
+) -> PyTree:
     """Add low-rank adapters to a model's Linear layers.
 
     **Arguments:**
@@ -216,7 +217,7 @@ def lora(
     return tree_at(where, model, replacements[0] if single else type(selected)(replacements))
 
 
-def lora_filter(model: Any) -> Any:
+def lora_filter(model: PyTree) -> PyTree:
     """A filter spec selecting only the adapters (`lora_A`, `lora_B`) of a model.
 
     **Arguments:** `model`, a model with `LoRALinear` layers (from `lora`).
@@ -246,7 +247,7 @@ def _merged(layer: LoRALinear) -> Linear:
     return tree_at(lambda m: m.weight, base, weight)
 
 
-def merge_lora(model: Any) -> Any:
+def merge_lora(model: PyTree) -> PyTree:
     """Fold every adapter into its base layer: each `LoRALinear` becomes a plain `Linear`
     with weight `W + (alpha / rank) * lora_B @ lora_A` (also for stacked layers).
 
@@ -305,7 +306,7 @@ def _is_adapter_key(name: str) -> bool:
     return ".lora_A." in f".{name}" or ".lora_B." in f".{name}"
 
 
-def lora_state_dict(model: Any, *, prefix: str = PEFT_PREFIX) -> dict[str, np.ndarray]:
+def lora_state_dict(model: PyTree, *, prefix: str = PEFT_PREFIX) -> dict[str, np.ndarray]:
     """The adapters of a model as a PEFT adapter state dict.
 
     **Arguments:**
@@ -325,7 +326,7 @@ def lora_state_dict(model: Any, *, prefix: str = PEFT_PREFIX) -> dict[str, np.nd
     return {prefix + k: v for k, v in entries.items() if _is_adapter_key(k)}
 
 
-def load_lora_state_dict(model: Any, adapters: Any, *, prefix: str = PEFT_PREFIX) -> Any:
+def load_lora_state_dict(model: PyTree, adapters: Any, *, prefix: str = PEFT_PREFIX) -> PyTree:
     """Load a PEFT adapter state dict into a model's `LoRALinear` layers, out of place.
 
     **Arguments:**

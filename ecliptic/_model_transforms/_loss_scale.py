@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+from jaxtyping import Array, ArrayLike, PyTree
 
 from .._checks import is_real
 from .._filters import is_array
@@ -22,7 +23,7 @@ from .._module import Module, field
 __all__ = ["DynamicLossScale", "all_finite", "select_tree"]
 
 
-def all_finite(tree: Any) -> jax.Array:
+def all_finite(tree: PyTree) -> Array:
     """Whether every floating-point array of a pytree is finite (no inf, no NaN).
 
     **Arguments:** `tree`, any pytree (e.g. gradients); non-array leaves are ignored.
@@ -43,7 +44,7 @@ def all_finite(tree: Any) -> jax.Array:
     return jnp.stack(checks).all()
 
 
-def select_tree(pred: Any, on_true: Any, on_false: Any) -> Any:
+def select_tree(pred: ArrayLike, on_true: PyTree, on_false: PyTree) -> PyTree:
     """Pick between two pytrees of the same structure with a traced boolean, leaf by leaf.
 
     Use it to skip a training step whose gradients were not finite:

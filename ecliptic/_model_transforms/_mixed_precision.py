@@ -19,6 +19,7 @@ from typing import Any
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
+from jaxtyping import PyTree
 
 from .._filters import is_array
 from .._messages import short_repr
@@ -48,7 +49,7 @@ def _is_state(x: Any) -> bool:
     return isinstance(x, State)
 
 
-def cast_floating(tree: Any, dtype: Any) -> Any:
+def cast_floating(tree: PyTree, dtype: Any) -> PyTree:
     """Cast every floating-point array of a pytree to `dtype`.
 
     Integer, boolean and key arrays, non-array leaves and `State` objects are left
@@ -148,7 +149,7 @@ class MixedPrecision(StatefulLayer):
 
 
 def mixed_precision(
-    model: Any,
+    model: PyTree,
     compute_dtype: Any = jnp.bfloat16,
     *,
     output_dtype: Any = jnp.float32,

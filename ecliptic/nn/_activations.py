@@ -7,6 +7,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
 from .._checks import is_int
 from .._module import Module, field
@@ -44,7 +45,7 @@ class PReLU(Module):
     ```
     """
 
-    negative_slope: jax.Array
+    negative_slope: Array
     channels_first: bool = field(static=True)
 
     def __init__(
@@ -82,7 +83,7 @@ class PReLU(Module):
                 self.negative_slope = filled(shape, init_alpha, resolve_dtype(dtype))
 
     @named_scope_call
-    def __call__(self, x: Any, *, key: Any = None) -> jax.Array:
+    def __call__(self, x: ArrayLike, *, key: PRNGKeyArray | None = None) -> Array:
         """**Arguments:**
 
         - `x`: an array; channels first `(C, *spatial)` if the slope is per channel.

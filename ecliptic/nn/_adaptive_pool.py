@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Literal, Union
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, PRNGKeyArray
 
 from .._module import Module, field
 from ._arg_checks import as_tuple, check_num_spatial_dims, check_rank
@@ -156,7 +157,7 @@ class AdaptivePool(Module):
         self.bins = bins
 
     @named_scope_call
-    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+    def __call__(self, x: Array, *, key: PRNGKeyArray | None = None) -> Array:
         """**Arguments:** `x` of shape `(channels, *spatial)`; `key` is ignored.
         **Returns:** shape `(channels, *target_shape)`."""
         del key

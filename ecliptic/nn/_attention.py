@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
+from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
 from .._module import Module, field
 from ._arg_checks import MissingKeyError, check_key, check_positive_int
@@ -177,7 +178,7 @@ class MultiheadAttention(Module):
         inference: bool = False,
         dtype: Any = None,
         *,
-        key: Any = None,
+        key: PRNGKeyArray | None = None,
     ):
         num_heads = check_positive_int(num_heads, "num_heads", "MultiheadAttention")
         query_size = check_positive_int(query_size, "query_size", "MultiheadAttention")
@@ -224,16 +225,16 @@ class MultiheadAttention(Module):
     @named_scope_call
     def __call__(
         self,
-        query: Any,
-        key_: Any,
-        value: Any,
-        mask: Any = None,
+        query: ArrayLike,
+        key_: ArrayLike,
+        value: ArrayLike,
+        mask: ArrayLike | None = None,
         *,
-        key: Any = None,
+        key: PRNGKeyArray | None = None,
         inference: bool | None = None,
         deterministic: bool | None = None,
         process_heads: HeadsFn | None = None,
-    ) -> jax.Array:
+    ) -> Array:
         """**Arguments:**
 
         - `query`: `(q_seq, query_size)`.

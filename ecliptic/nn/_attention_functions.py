@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, PRNGKeyArray
 
 from ._init_helpers import compute_dtype
 
@@ -33,9 +34,7 @@ def _masked_logits(q: jax.Array, k: jax.Array, mask: Any, spec: str) -> jax.Arra
     return logits
 
 
-def dot_product_attention_weights(
-    query: jax.Array, key: jax.Array, mask: jax.Array | None = None
-) -> jax.Array:
+def dot_product_attention_weights(query: Array, key: Array, mask: Array | None = None) -> Array:
     """The attention weights of one head: `softmax(query @ key.T / sqrt(qk_size))`.
 
     **Arguments:**
@@ -61,15 +60,15 @@ def dot_product_attention_weights(
 
 
 def dot_product_attention(
-    query: jax.Array,
-    key_: jax.Array,
-    value: jax.Array,
-    mask: jax.Array | None = None,
+    query: Array,
+    key_: Array,
+    value: Array,
+    mask: Array | None = None,
     dropout: Any = None,
     *,
-    key: Any = None,
+    key: PRNGKeyArray | None = None,
     inference: bool | None = None,
-) -> jax.Array:
+) -> Array:
     """One head of scaled dot-product attention: `weights @ value`, with `weights` from
     `dot_product_attention_weights`, optionally passed through `dropout`.
 

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, PRNGKeyArray
 
 from .._checks import is_int
 from .._module import field
@@ -105,8 +106,8 @@ class BatchNorm(StatefulLayer):
     ```
     """
 
-    weight: jax.Array | None
-    bias: jax.Array | None
+    weight: Array | None
+    bias: Array | None
     ema_first_time_index: StateIndex[jax.Array] | None
     ema_state_index: StateIndex[tuple[jax.Array, jax.Array]] | None
     batch_counter: StateIndex[jax.Array] | None
@@ -177,12 +178,12 @@ class BatchNorm(StatefulLayer):
     @named_scope_call
     def __call__(
         self,
-        x: jax.Array,
+        x: Array,
         state: State = MISSING_STATE,
         *,
-        key: Any = None,
+        key: PRNGKeyArray | None = None,
         inference: bool | None = None,
-    ) -> tuple[jax.Array, State]:
+    ) -> tuple[Array, State]:
         """**Arguments:**
 
         - `x`: one example, shape `(input_size, *spatial)`.

@@ -12,9 +12,9 @@ import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import jax
 import jax.numpy as jnp
 from jax import lax
+from jaxtyping import Array, PRNGKeyArray
 
 from .._module import Module, field
 from ._arg_checks import explain_parameter_shapes
@@ -82,8 +82,8 @@ class Conv(Module):
     """
 
     num_spatial_dims: int = field(static=True)
-    weight: jax.Array
-    bias: jax.Array | None
+    weight: Array
+    bias: Array | None
     in_channels: int = field(static=True)
     out_channels: int = field(static=True)
     kernel_size: tuple[int, ...] = field(static=True)
@@ -108,7 +108,7 @@ class Conv(Module):
         padding_mode: str = "ZEROS",
         dtype: Any = None,
         *,
-        key: jax.Array,
+        key: PRNGKeyArray,
     ):
         set_conv_options(
             self, num_spatial_dims, in_channels, out_channels, kernel_size, stride, padding,
@@ -126,7 +126,7 @@ class Conv(Module):
         return self.padding
 
     @named_scope_call
-    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+    def __call__(self, x: Array, *, key: PRNGKeyArray | None = None) -> Array:
         """**Arguments:** `x` of shape `(in_channels, *spatial)`; `key` is ignored.
         **Returns:** shape `(out_channels, *new_spatial)`."""
         del key
@@ -188,7 +188,7 @@ class _FixedDimsConv(Conv):
         padding_mode: str = "ZEROS",
         dtype: Any = None,
         *,
-        key: jax.Array,
+        key: PRNGKeyArray,
     ):
         super().__init__(
             type(self).spatial_dims, in_channels, out_channels, kernel_size, stride, padding,

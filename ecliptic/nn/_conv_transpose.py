@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jaxtyping import Array, PRNGKeyArray
 
 from .._module import Module, field
 from ._arg_checks import as_tuple
@@ -142,8 +143,8 @@ class ConvTranspose(Module):
     """
 
     num_spatial_dims: int = field(static=True)
-    weight: jax.Array
-    bias: jax.Array | None
+    weight: Array
+    bias: Array | None
     in_channels: int = field(static=True)
     out_channels: int = field(static=True)
     kernel_size: tuple[int, ...] = field(static=True)
@@ -170,7 +171,7 @@ class ConvTranspose(Module):
         padding_mode: str = "ZEROS",
         dtype: Any = None,
         *,
-        key: jax.Array,
+        key: PRNGKeyArray,
     ):
         # The positional order is Equinox's: `padding` before `output_padding` here (as
         # in PyTorch), the other way round in ConvTranspose1d/2d/3d.
@@ -221,7 +222,7 @@ class ConvTranspose(Module):
         return tuple(pads), tuple(extras)
 
     @named_scope_call
-    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+    def __call__(self, x: Array, *, key: PRNGKeyArray | None = None) -> Array:
         """**Arguments:** `x` of shape `(in_channels, *spatial)`; `key` is ignored.
         **Returns:** shape `(out_channels, *new_spatial)`."""
         del key
@@ -285,7 +286,7 @@ class _FixedDimsConvTranspose(ConvTranspose):
         padding_mode: str = "ZEROS",
         dtype: Any = None,
         *,
-        key: jax.Array,
+        key: PRNGKeyArray,
     ):
         super().__init__(
             type(self).spatial_dims, in_channels, out_channels, kernel_size, stride, padding,

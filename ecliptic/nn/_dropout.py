@@ -8,6 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
 from .._checks import is_real
 from .._module import Module
@@ -105,12 +106,12 @@ class Dropout(Module):
     @named_scope_call
     def __call__(
         self,
-        x: Any,
+        x: ArrayLike,
         *positional: Any,
-        key: Any = None,
+        key: PRNGKeyArray | None = None,
         inference: bool | None = None,
         deterministic: bool | None = None,
-    ) -> jax.Array:
+    ) -> Array:
         """**Arguments:**
 
         - `x`: an array of any shape.

@@ -8,6 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
 from .._checks import is_int
 from .._errors import error_if
@@ -46,7 +47,7 @@ class Embedding(Module):
     ```
     """
 
-    weight: jax.Array
+    weight: Array
     num_embeddings: int = field(static=True)
     embedding_size: int = field(static=True)
 
@@ -57,7 +58,7 @@ class Embedding(Module):
         weight: Any = None,
         dtype: Any = None,
         *,
-        key: Any = None,
+        key: PRNGKeyArray | None = None,
     ):
         if weight is None:
             if num_embeddings is None or embedding_size is None:
@@ -67,7 +68,7 @@ class Embedding(Module):
             num = check_positive_int(num_embeddings, "num_embeddings", "Embedding")
             size = check_positive_int(embedding_size, "embedding_size", "Embedding")
             check_key(key, "Embedding")
-            weight = jax.random.normal(key, (num, size), resolve_dtype(dtype))
+            weight = jax.random.normal(key, (num, size), resolve_dtype(dtype))  # pyright: ignore[reportArgumentType]
         else:
             weight = jnp.asarray(weight, None if dtype is None else resolve_dtype(dtype))
             if weight.ndim != 2:
@@ -89,7 +90,9 @@ class Embedding(Module):
         self.embedding_size = int(weight.shape[1])
 
     @named_scope_call
-    def __call__(self, x: Any, *, key: Any = None) -> jax.Array:
+    def __call__(
+        self, x: Array | np.ndarray | np.integer | int, *, key: PRNGKeyArray | None = None
+    ) -> Array:
         """**Arguments:**
 
         - `x`: an integer index, scalar or array.
@@ -221,7 +224,7 @@ class RotaryPositionalEmbedding(Module):
         return jnp.cos(angles).astype(dtype), jnp.sin(angles).astype(dtype)
 
     @named_scope_call
-    def __call__(self, x: Any, *, key: Any = None) -> jax.Array:
+    def __call__(self, x: ArrayLike, *, key: PRNGKeyArray | None = None) -> Array:
         """**Arguments:**
 
         - `x`: an array of shape `(seq_len, ..., embedding_size)`.

@@ -6,6 +6,7 @@ from typing import Any, Literal, Union
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, PRNGKeyArray
 
 from .._module import Module, field
 from ._arg_checks import check_feature_size, check_key, check_rank, explain_parameter_shapes
@@ -39,8 +40,8 @@ class Linear(Module):
     ```
     """
 
-    weight: jax.Array
-    bias: jax.Array | None
+    weight: Array
+    bias: Array | None
     in_features: Size = field(static=True)
     out_features: Size = field(static=True)
     use_bias: bool = field(static=True)
@@ -52,7 +53,7 @@ class Linear(Module):
         use_bias: bool = True,
         dtype: Any = None,
         *,
-        key: jax.Array,
+        key: PRNGKeyArray,
     ):
         n_in = check_feature_size(in_features, "in_features", "Linear")
         n_out = check_feature_size(out_features, "out_features", "Linear")
@@ -67,7 +68,7 @@ class Linear(Module):
         self.use_bias = bool(use_bias)
 
     @named_scope_call
-    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+    def __call__(self, x: Array, *, key: PRNGKeyArray | None = None) -> Array:
         """**Arguments:** `x` of shape `(in_features,)` (or `()` for "scalar"); `key` is
         ignored. **Returns:** shape `(out_features,)` (or `()` for "scalar")."""
         del key
@@ -113,7 +114,7 @@ class Identity(Module):
         del args, kwargs
 
     @named_scope_call
-    def __call__(self, x: Any, *, key: jax.Array | None = None) -> Any:
+    def __call__(self, x: Any, *, key: PRNGKeyArray | None = None) -> Any:
         """**Arguments:** `x`, anything; `key` is ignored. **Returns:** `x`."""
         del key
         return x

@@ -8,6 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+from jaxtyping import Array, PRNGKeyArray
 
 from .._checks import is_int
 from .._filters import combine, is_array, partition
@@ -114,7 +115,7 @@ class MLP(Module):
         dtype: Any = None,
         scan: bool = False,
         *,
-        key: jax.Array,
+        key: PRNGKeyArray,
     ):
         check_feature_size(in_size, "in_size", "MLP")
         if not isinstance(scan, bool):
@@ -159,7 +160,7 @@ class MLP(Module):
         self.scan = scan
 
     @named_scope_call
-    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+    def __call__(self, x: Array, *, key: PRNGKeyArray | None = None) -> Array:
         """**Arguments:** `x` of shape `(in_size,)` (or `()`); `key` is ignored.
         **Returns:** shape `(out_size,)` (or `()`)."""
         del key

@@ -12,6 +12,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
 from .._checks import is_int, is_real
 from .._module import Module, field
@@ -113,8 +114,8 @@ class LayerNorm(Module):
     ```
     """
 
-    weight: jax.Array | None
-    bias: jax.Array | None
+    weight: Array | None
+    bias: Array | None
     shape: tuple[int, ...] | None = field(static=True)
     eps: float = field(static=True)
     use_weight: bool = field(static=True)
@@ -146,7 +147,9 @@ class LayerNorm(Module):
         self.bias = filled(self.shape, 0, dtype) if self.use_bias else None  # pyright: ignore[reportArgumentType]
 
     @named_scope_call
-    def __call__(self, x: Any, state: Any = _NO_STATE, *, key: Any = None) -> Any:
+    def __call__(
+        self, x: ArrayLike, state: Any = _NO_STATE, *, key: PRNGKeyArray | None = None
+    ) -> Any:
         """**Arguments:**
 
         - `x`: an array of shape `(*leading, *shape)`.
@@ -197,8 +200,8 @@ class GroupNorm(Module):
     ```
     """
 
-    weight: jax.Array | None
-    bias: jax.Array | None
+    weight: Array | None
+    bias: Array | None
     groups: int = field(static=True)
     channels: int | None = field(static=True)
     eps: float = field(static=True)
@@ -240,7 +243,9 @@ class GroupNorm(Module):
             self.bias = None
 
     @named_scope_call
-    def __call__(self, x: Any, state: Any = _NO_STATE, *, key: Any = None) -> Any:
+    def __call__(
+        self, x: ArrayLike, state: Any = _NO_STATE, *, key: PRNGKeyArray | None = None
+    ) -> Any:
         """**Arguments:**
 
         - `x`: an array of shape `(channels, *spatial)`.
@@ -308,8 +313,8 @@ class RMSNorm(Module):
     ```
     """
 
-    weight: jax.Array | None
-    bias: jax.Array | None
+    weight: Array | None
+    bias: Array | None
     shape: tuple[int, ...] = field(static=True)
     eps: float = field(static=True)
     use_weight: bool = field(static=True)
@@ -332,7 +337,9 @@ class RMSNorm(Module):
         self.bias = filled(self.shape, 0, dtype) if self.use_bias else None
 
     @named_scope_call
-    def __call__(self, x: Any, state: Any = _NO_STATE, *, key: Any = None) -> Any:
+    def __call__(
+        self, x: ArrayLike, state: Any = _NO_STATE, *, key: PRNGKeyArray | None = None
+    ) -> Any:
         """**Arguments:**
 
         - `x`: an array of shape `(*leading, *shape)`.

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jaxtyping import Array, PRNGKeyArray
 
 from .._module import Module, field
 from ._arg_checks import as_padding, as_tuple, check_num_spatial_dims, check_rank
@@ -149,7 +150,7 @@ class Pool(Module):
         return y, pads
 
     @named_scope_call
-    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+    def __call__(self, x: Array, *, key: PRNGKeyArray | None = None) -> Array:
         """**Arguments:** `x` of shape `(channels, *spatial)`; `key` is ignored.
         **Returns:** shape `(channels, *new_spatial)`."""
         del key
@@ -193,7 +194,7 @@ class _AvgPool(_FixedDimsPool):
         return np.array(0, dtype)
 
     @named_scope_call
-    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+    def __call__(self, x: Array, *, key: PRNGKeyArray | None = None) -> Array:
         """**Arguments:** `x` of shape `(channels, *spatial)`; `key` is ignored.
         **Returns:** shape `(channels, *new_spatial)`."""
         del key

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
 from .._module import Module, field
 from ._arg_checks import check_key, check_positive_int
@@ -70,7 +71,7 @@ class _RecurrentCell(Module):
         use_bias: bool = True,
         dtype: Any = None,
         *,
-        key: Any = None,
+        key: PRNGKeyArray | None = None,
     ):
         name = type(self).__name__
         check_key(key, name)
@@ -121,10 +122,10 @@ class GRUCell(_RecurrentCell):
     ```
     """
 
-    weight_ih: jax.Array
-    weight_hh: jax.Array
-    bias: jax.Array | None
-    bias_n: jax.Array | None
+    weight_ih: Array
+    weight_hh: Array
+    bias: Array | None
+    bias_n: Array | None
     input_size: int = field(static=True)
     hidden_size: int = field(static=True)
     use_bias: bool = field(static=True)
@@ -134,7 +135,9 @@ class GRUCell(_RecurrentCell):
     bias_fields = ("bias", "bias_n")
 
     @named_scope_call
-    def __call__(self, input: Any, hidden: Any, *, key: Any = None) -> jax.Array:
+    def __call__(
+        self, input: ArrayLike, hidden: ArrayLike, *, key: PRNGKeyArray | None = None
+    ) -> Array:
         """**Arguments:**
 
         - `input`: `(input_size,)`.
@@ -190,9 +193,9 @@ class LSTMCell(_RecurrentCell):
     ```
     """
 
-    weight_ih: jax.Array
-    weight_hh: jax.Array
-    bias: jax.Array | None
+    weight_ih: Array
+    weight_hh: Array
+    bias: Array | None
     input_size: int = field(static=True)
     hidden_size: int = field(static=True)
     use_bias: bool = field(static=True)
@@ -202,8 +205,12 @@ class LSTMCell(_RecurrentCell):
 
     @named_scope_call
     def __call__(
-        self, input: Any, hidden: tuple[Any, Any], *, key: Any = None
-    ) -> tuple[jax.Array, jax.Array]:
+        self,
+        input: ArrayLike,
+        hidden: tuple[ArrayLike, ArrayLike],
+        *,
+        key: PRNGKeyArray | None = None,
+    ) -> tuple[Array, Array]:
         """**Arguments:**
 
         - `input`: `(input_size,)`.

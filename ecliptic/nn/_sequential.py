@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, overload
 
 import jax
+from jaxtyping import PRNGKeyArray
 
 from .._module import Module
 from ._arg_checks import check_key
@@ -78,7 +79,7 @@ class Sequential(StatefulLayer):
 
     @named_scope_call
     def __call__(
-        self, x: Any, state: State = MISSING_STATE, *, key: jax.Array | None = None
+        self, x: Any, state: State = MISSING_STATE, *, key: PRNGKeyArray | None = None
     ) -> Any:
         """**Arguments:** `x`, the input of the first layer; `state`, the model's `State`
         (needed when a layer is stateful); `key`, an optional PRNG key split into one
@@ -142,7 +143,7 @@ class Lambda(Module):
         self.fn = fn
 
     @named_scope_call
-    def __call__(self, x: Any, *, key: jax.Array | None = None) -> Any:
+    def __call__(self, x: Any, *, key: PRNGKeyArray | None = None) -> Any:
         """**Arguments:** `x`; `key` is ignored. **Returns:** `fn(x)`."""
         del key
         return self.fn(x)

@@ -8,6 +8,7 @@ from typing import Any, Generic, TypeVar
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import PRNGKeyArray
 
 from .._messages import type_name
 from .._module import Module, field
@@ -121,7 +122,7 @@ class SpectralNorm(StatefulLayer, Generic[_Layer]):
         inference: bool = False,
         dtype: Any = None,
         *,
-        key: jax.Array,
+        key: PRNGKeyArray,
     ):
         weight = get_weight(layer, weight_name, "SpectralNorm")
         if (
@@ -152,7 +153,7 @@ class SpectralNorm(StatefulLayer, Generic[_Layer]):
         x: Any,
         state: State = MISSING_STATE,
         *,
-        key: jax.Array | None = None,
+        key: PRNGKeyArray | None = None,
         inference: bool | None = None,
     ) -> tuple[Any, State]:
         """**Arguments:**

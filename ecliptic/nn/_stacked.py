@@ -16,6 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+from jaxtyping import PRNGKeyArray
 
 from .._checks import is_int
 from .._filters import is_array
@@ -97,7 +98,7 @@ class Stacked(StatefulLayer):
         make_layer: Callable[[jax.Array], Any],
         n: int,
         *,
-        key: jax.Array,
+        key: PRNGKeyArray,
         apply: Callable[..., Any] | None = None,
         checkpoint: bool | str | Callable[..., Any] = "auto",
         unroll: int = 1,
@@ -135,7 +136,7 @@ class Stacked(StatefulLayer):
         x: Any,
         state: State = MISSING_STATE,
         *,
-        key: jax.Array | None = None,
+        key: PRNGKeyArray | None = None,
         **kwargs: Any,
     ) -> Any:
         """**Arguments:**

@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
+from jaxtyping import PyTree
 
 from .._filters import is_array, is_array_like
 from .._module import Module, field, replace_fields
@@ -167,7 +168,7 @@ class State:
 
     __slots__ = ("_values",)
 
-    def __init__(self, model: Any):
+    def __init__(self, model: PyTree):
         values: dict[Any, Any] = {}
         for index in state_indices(model):
             if index.marker in values:
@@ -345,7 +346,7 @@ def _unflatten_state(markers: tuple[Any, ...], values: Any) -> State:
 jtu.register_pytree_with_keys(State, _flatten_state_with_keys, _unflatten_state, _flatten_state)
 
 
-def delete_init_state(model: Any) -> Any:
+def delete_init_state(model: PyTree) -> PyTree:
     """A copy of `model` whose `StateIndex`es no longer hold their initial values.
 
     Once the initial values are in a `State`, the model need not keep a second copy;

@@ -6,6 +6,7 @@ from typing import Any, Generic, TypeVar
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, PRNGKeyArray
 
 from .._checks import is_int
 from .._module import Module, field
@@ -53,7 +54,7 @@ class WeightNorm(Module, Generic[_Layer]):
     """
 
     layer: _Layer
-    g: jax.Array
+    g: Array
     weight_name: str = field(static=True)
     axis: int | None = field(static=True)
 
@@ -79,7 +80,7 @@ class WeightNorm(Module, Generic[_Layer]):
         return (v * (self.g / _norm_except(v, self.axis))).astype(v.dtype)
 
     @named_scope_call
-    def __call__(self, x: Any, *, key: jax.Array | None = None) -> Any:
+    def __call__(self, x: Any, *, key: PRNGKeyArray | None = None) -> Any:
         """**Arguments:** `x`, the wrapped layer's input; `key`, passed on to it.
 
         **Returns:** the wrapped layer's output, computed with the normalised weight.
