@@ -183,7 +183,7 @@ def test_checkpoint_manager_errors(tmp_path):
     pytest.importorskip("orbax.checkpoint")
     for bad in (0, True, 2.0):  # True is not a count, though bool subclasses int
         with pytest.raises(ValueError, match="max_to_keep"):
-            distributed.CheckpointManager(tmp_path, max_to_keep=bad)
+            distributed.CheckpointManager(tmp_path, max_to_keep=bad)  # pyright: ignore[reportArgumentType]
     manager = distributed.CheckpointManager(tmp_path, async_save=False)
     with pytest.raises(ec.CheckpointError, match="no checkpoint"):
         manager.restore(_tree(jax.random.key(0)))
