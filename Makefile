@@ -37,7 +37,7 @@ lint: $(VENV)/.stamp-test
 	$(BIN)/ruff check ecliptic tests examples benchmarks
 	$(BIN)/ruff format --check ecliptic tests examples benchmarks
 
-# pyright (standard mode, settings in pyrightconfig.json) over the package.
+# pyright (standard mode, settings in pyrightconfig.json) over the package, tests and benchmarks.
 typecheck: $(VENV)/.stamp-test
 	$(BIN)/pyright
 

@@ -20,8 +20,8 @@ from _timing import optional
 
 import ecliptic as ec
 
-eqx = optional("equinox")
-_flax = optional("flax.nnx")
+eqx: Any = optional("equinox")
+_flax: Any = optional("flax.nnx")
 nnx: Any = _flax
 
 MLP_SIZES = dict(in_size=32, out_size=32, width_size=64, depth=3)

@@ -100,7 +100,7 @@ def hash_all(model: dict[str, Any]) -> list[str]:
     """SHA-256 of every array's bytes, spread over all cores: what verifying a load
     costs at the least, before any reading."""
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        return list(pool.map(lambda a: hashlib.sha256(np.asarray(a)).hexdigest(), model.values()))
+        return list(pool.map(lambda a: hashlib.sha256(np.asarray(a)).hexdigest(), model.values()))  # pyright: ignore[reportArgumentType]
 
 
 def _operations(directory: str, model: dict[str, Any]) -> dict[str, Any]:

@@ -109,7 +109,7 @@ def _make_fn(mode: str) -> Callable[..., Any]:
 def _compile_seconds(mode: str, model: Any, x: jax.Array) -> tuple[float, Any]:
     jitted = ec.filter_jit(_make_fn(mode))
     box: list[Any] = []
-    seconds = wall(lambda: box.append(jitted.lower(model, x).compile()))
+    seconds = wall(lambda: box.append(jitted.lower(model, x).compile()))  # pyright: ignore[reportFunctionMemberAccess]
     return seconds, box[0]
 
 

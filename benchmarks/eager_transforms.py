@@ -44,7 +44,7 @@ def main(smoke: bool = False) -> list[Row]:
     if eqx is not None:
         vmaps["equinox.filter_vmap"] = lambda: eqx.filter_vmap(eqx_model)(x)
         grads["equinox.filter_grad"] = lambda: eqx.filter_grad(_loss)(eqx_model, x, y)
-    options = dict(
+    options: dict[str, Any] = dict(
         number=1 if smoke else 20,
         rounds=1 if smoke else 21,
         warmup=1 if smoke else 3,

@@ -57,7 +57,7 @@ def time_steps(step, params, x, y) -> float:
     start = time.perf_counter()
     for _ in range(STEPS):
         params, loss = step(params, x, y)
-    loss.block_until_ready()
+    loss.block_until_ready()  # pyright: ignore[reportPossiblyUnboundVariable]
     return (time.perf_counter() - start) / STEPS
 
 
@@ -70,7 +70,7 @@ def main() -> None:
     for step in variants.values():  # compile and warm up
         for _ in range(20):
             params_out, loss = step(params, x, y)
-        loss.block_until_ready()
+        loss.block_until_ready()  # pyright: ignore[reportPossiblyUnboundVariable]
     best = {name: float("inf") for name in variants}
     names = list(variants)
     for r in range(REPEATS):  # interleaved, rotating order, best of: robust to load

@@ -78,8 +78,10 @@ def main(smoke: bool = False) -> list[Row]:
         nnx_model = models.nnx_mlp()
         flatten["flax nnx.split+merge"] = lambda: nnx.merge(*nnx.split(nnx_model))
         build["flax nnx (4 nnx.Linear)"] = lambda: models.nnx_mlp()
-    fast = dict(number=2 if smoke else 2000, rounds=1 if smoke else 31, warmup=1 if smoke else 5)
-    slow = dict(
+    fast: dict[str, Any] = dict(
+        number=2 if smoke else 2000, rounds=1 if smoke else 31, warmup=1 if smoke else 5
+    )
+    slow: dict[str, Any] = dict(
         number=1 if smoke else 50,
         rounds=1 if smoke else 21,
         warmup=1 if smoke else 3,

@@ -105,14 +105,14 @@ def _make_grad(fun: Any, has_aux: bool, with_value: bool, gradkwargs: dict[str, 
 
 @overload
 def filter_value_and_grad(
-    fun: None = None, *, has_aux: bool = False, **gradkwargs: Any
-) -> Decorator[Params, Any]: ...
+    fun: Callable[Params, Any], *, has_aux: bool = False, **gradkwargs: Any
+) -> Callable[Params, Any]: ...
 
 
 @overload
 def filter_value_and_grad(
-    fun: Callable[Params, Any], *, has_aux: bool = False, **gradkwargs: Any
-) -> Callable[Params, Any]: ...
+    fun: None = None, *, has_aux: bool = False, **gradkwargs: Any
+) -> Decorator[Params, Any]: ...
 
 
 def filter_value_and_grad(
@@ -142,14 +142,14 @@ def filter_value_and_grad(
 
 @overload
 def filter_grad(
-    fun: None = None, *, has_aux: bool = False, **gradkwargs: Any
-) -> Decorator[Params, Any]: ...
+    fun: Callable[Params, Any], *, has_aux: bool = False, **gradkwargs: Any
+) -> Callable[Params, Any]: ...
 
 
 @overload
 def filter_grad(
-    fun: Callable[Params, Any], *, has_aux: bool = False, **gradkwargs: Any
-) -> Callable[Params, Any]: ...
+    fun: None = None, *, has_aux: bool = False, **gradkwargs: Any
+) -> Decorator[Params, Any]: ...
 
 
 def filter_grad(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import jax
 import jax.numpy as jnp
@@ -208,7 +208,8 @@ def _is_scalar_bool(pred: Any) -> bool:
     return dtype == np.bool_ and np.shape(pred) == ()
 
 
-class Enumeration(metaclass=_EnumerationMeta):
+# For type checkers this class is replaced by `_TypedEnumeration` (end of this file).
+class Enumeration(metaclass=_EnumerationMeta):  # pyright: ignore[reportRedeclaration]
     """Base class for enumerations whose members work inside JAX transformations.
 
     Each class attribute `NAME = "message"` declares a member. Subclasses inherit their
@@ -298,3 +299,34 @@ class Enumeration(metaclass=_EnumerationMeta):
         if _is_traced(item._value):
             return EnumerationItem(jnp.asarray(table)[item._value], cls)
         return EnumerationItem(table[np.asarray(item._value)], cls)
+
+
+if TYPE_CHECKING:
+    # What type checkers see (never executed). A member declared as `ok = "message"` is
+    # an EnumerationItem at run time, but a checker would type it as `str`: declaring
+    # Enumeration as an `enum.Enum` makes checkers type `Status.ok` as a `Status` member,
+    # and inheriting EnumerationItem gives it `.name`, `.message`, `==` and `error_if`.
+    # (Checkers treat an enum with members as final, so subclassing an Enumeration that
+    # already has members is still reported by them; it works at run time.)
+    import enum
+
+    from typing_extensions import Self
+
+    class _EnumerationTypingMeta(enum.EnumMeta):
+        def __getitem__(cls, item: EnumerationItem) -> str: ...  # pyright: ignore[reportIncompatibleMethodOverride]
+
+    # The metaclasses of Module and enum.Enum are never combined at run time.
+    class _TypedEnumeration(  # pyright: ignore[reportGeneralTypeIssues]
+        EnumerationItem, enum.Enum, metaclass=_EnumerationTypingMeta
+    ):
+        def __init__(self, *args: Any) -> None: ...
+
+        @classmethod
+        def where(cls, pred: Any, a: EnumerationItem, b: EnumerationItem) -> Self: ...
+
+        @classmethod
+        def promote(cls, item: EnumerationItem) -> Self: ...
+
+    # An explicit alias, not a second `class Enumeration`: checkers take this last
+    # declaration, while documentation tools reading the source keep the run-time class.
+    Enumeration: TypeAlias = _TypedEnumeration

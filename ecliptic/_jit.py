@@ -259,14 +259,14 @@ def _check_jit_kwargs(jitkwargs: dict[str, Any]) -> None:
 
 @overload
 def filter_jit(
-    fun: None = None, *, donate: str = "none", **jitkwargs: Any
-) -> Decorator[Params, Result]: ...
+    fun: Callable[Params, Result], *, donate: str = "none", **jitkwargs: Any
+) -> Callable[Params, Result]: ...
 
 
 @overload
 def filter_jit(
-    fun: Callable[Params, Result], *, donate: str = "none", **jitkwargs: Any
-) -> Callable[Params, Result]: ...
+    fun: None = None, *, donate: str = "none", **jitkwargs: Any
+) -> Decorator[Params, Result]: ...
 
 
 def filter_jit(fun: Any = None, *, donate: str = "none", **jitkwargs: Any) -> Any:

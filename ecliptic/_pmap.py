@@ -315,11 +315,11 @@ def clear_pmap_caches() -> None:
 
 
 @overload
-def filter_pmap(fun: None = None, **kwargs: Any) -> Decorator[Params, Result]: ...
+def filter_pmap(fun: Callable[Params, Result], **kwargs: Any) -> Callable[Params, Result]: ...
 
 
 @overload
-def filter_pmap(fun: Callable[Params, Result], **kwargs: Any) -> Callable[Params, Result]: ...
+def filter_pmap(fun: None = None, **kwargs: Any) -> Decorator[Params, Result]: ...
 
 
 def filter_pmap(

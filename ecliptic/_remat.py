@@ -45,17 +45,17 @@ class _Checkpointed(FunctionWrapper):
 
 @overload
 def filter_checkpoint(
-    fun: None = None, *, prevent_cse: bool = True, policy: Callable[..., bool] | None = None
-) -> Decorator[Params, Result]: ...
-
-
-@overload
-def filter_checkpoint(
     fun: Callable[Params, Result],
     *,
     prevent_cse: bool = True,
     policy: Callable[..., bool] | None = None,
 ) -> Callable[Params, Result]: ...
+
+
+@overload
+def filter_checkpoint(
+    fun: None = None, *, prevent_cse: bool = True, policy: Callable[..., bool] | None = None
+) -> Decorator[Params, Result]: ...
 
 
 def filter_checkpoint(

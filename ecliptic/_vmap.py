@@ -255,11 +255,11 @@ class _VmapWrapper(FunctionWrapper):
 
 
 @overload
-def filter_vmap(fun: None = None, **kwargs: Any) -> Decorator[Params, Result]: ...
+def filter_vmap(fun: Callable[Params, Result], **kwargs: Any) -> Callable[Params, Result]: ...
 
 
 @overload
-def filter_vmap(fun: Callable[Params, Result], **kwargs: Any) -> Callable[Params, Result]: ...
+def filter_vmap(fun: None = None, **kwargs: Any) -> Decorator[Params, Result]: ...
 
 
 def filter_vmap(

@@ -143,7 +143,7 @@ def roundtrip(layer: Any, batched_args: tuple, call: Any = None, atol: float = 1
         return jax.vmap(lambda *a: call(m, *a))(*args)
 
     def loss(m: Any, args: tuple) -> jax.Array:
-        return sum(jnp.sum(leaf.astype(jnp.float32)) for leaf in jtu.tree_leaves(batched(m, args)))
+        return sum(jnp.sum(leaf.astype(jnp.float32)) for leaf in jtu.tree_leaves(batched(m, args)))  # pyright: ignore[reportReturnType]
 
     params = ecliptic.filter(layer, ecliptic.is_inexact_array)
     has_params = bool(jtu.tree_leaves(params))

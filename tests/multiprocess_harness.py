@@ -140,7 +140,7 @@ def feed(batch: tuple[np.ndarray, np.ndarray], mesh: Mesh, how: str) -> Any:
         return ec.shard_batch(batch, mesh, "data")
     sh = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
     rows = sorted(
-        {idx[0].start or 0 for d, idx in sh.addressable_devices_indices_map((BATCH,)).items()}
+        {idx[0].start or 0 for d, idx in sh.addressable_devices_indices_map((BATCH,)).items()}  # pyright: ignore[reportOptionalSubscript]
     )
     per_device = BATCH // mesh.size
     local = [np.concatenate([b[r : r + per_device] for r in rows]) for b in batch]
@@ -218,7 +218,7 @@ def restore_and_resume(directory: str, mesh: Mesh) -> dict[str, Any]:
     param_sh = ec.param_shardings(tree["model"], mesh, RULES["fsdp"])
     opt_sh = ec.opt_state_shardings(tree["opt_state"], param_sh)
     step = make_step(OPTIMIZER, param_sh, opt_sh)
-    x, y = feed(make_batch("mlp", latest), mesh, "global")
+    x, y = feed(make_batch("mlp", latest), mesh, "global")  # pyright: ignore[reportArgumentType]
     _, _, loss = step(tree["model"], tree["opt_state"], x, y)
     manager.close()
     return {"steps": steps, "latest": latest, "values": values, "loss": float(loss), "specs": specs}

@@ -211,7 +211,7 @@ def test_grad_errors():
     with pytest.raises(TypeError, match="argnums"):
         ec.filter_grad(lambda x: x, argnums=1)
     with pytest.raises(TypeError, match="callable"):
-        ec.filter_value_and_grad(3)
+        ec.filter_value_and_grad(3)  # pyright: ignore[reportArgumentType, reportCallIssue]
 
 
 # -- filter_jvp ----------------------------------------------------------------------------
@@ -249,7 +249,7 @@ def test_jvp_errors_name_the_path():
     with pytest.raises(ValueError, match=r"primals\[1\] is not a floating-point.*None"):
         ec.filter_jvp(f, primals, ({"x": jnp.ones(2)}, 5))
     with pytest.raises(TypeError, match="tuple or list"):
-        ec.filter_jvp(f, {"x": 1}, ({"x": 1},))
+        ec.filter_jvp(f, {"x": 1}, ({"x": 1},))  # pyright: ignore[reportArgumentType]
 
 
 # -- filter_vjp ----------------------------------------------------------------------------

@@ -39,4 +39,4 @@ def test_split_plans_are_forgotten():
 
 def test_register_cache_rejects_non_callables():
     with pytest.raises(TypeError, match=r"register_cache\(clear\): clear must be callable"):
-        register_cache(3)
+        register_cache(3)  # pyright: ignore[reportArgumentType]

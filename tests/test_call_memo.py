@@ -4,7 +4,7 @@ call's outputs), so every way such a Module or its surroundings could change is 
 
 import gc
 import weakref
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +27,7 @@ class Scale(ec.Module):
 def fresh_wrapper():
     traces = []
 
-    def fn(model, x, *, shift=0.0):
+    def fn(model, x, *, shift: Any = 0.0):
         traces.append(1)
         return model(x) + shift
 
@@ -71,7 +71,7 @@ def test_modules_holding_lists_are_not_remembered():
     holder = Scale(jnp.array(2.0), extra=[1])
     f(holder, jnp.array(1.0)), f(holder, jnp.array(1.0))
     assert not fast(f, holder, jnp.array(1.0))
-    assert id(holder) not in f.memo.known
+    assert id(holder) not in f.memo.known  # pyright: ignore[reportFunctionMemberAccess]
 
 
 def test_numpy_leaf_mutated_in_place_is_seen():
@@ -120,10 +120,10 @@ def test_entry_dropped_when_model_is_collected():
     model = Scale(jnp.array(2.0))
     f(model, jnp.array(1.0)), f(model, jnp.array(1.0))
     address = id(model)
-    assert address in f.memo.known
+    assert address in f.memo.known  # pyright: ignore[reportFunctionMemberAccess]
     del model
     gc.collect()
-    assert address not in f.memo.known
+    assert address not in f.memo.known  # pyright: ignore[reportFunctionMemberAccess]
 
 
 def test_fast_path_inside_outer_trace():
@@ -152,7 +152,7 @@ def test_lists_and_dicts_always_take_the_ordinary_path():
 
 
 class Carry(NamedTuple):
-    count: jax.Array
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride]
     model: Scale
     nothing: None
 
@@ -206,7 +206,7 @@ def test_output_modules_holding_lists_are_not_remembered():
     f = ec.filter_jit(lambda model: Scale(model.factor + 1, extra=[0]))
     out = f(Scale(jnp.array(1.0)))
     out = f(Scale(jnp.array(1.0)))
-    assert id(out) not in f.memo.known
+    assert id(out) not in f.memo.known  # pyright: ignore[reportFunctionMemberAccess]
     out.extra.append(1)
     assert f(out).factor == 3.0
 
@@ -214,7 +214,7 @@ def test_output_modules_holding_lists_are_not_remembered():
 def test_copies_of_a_wrapper_with_other_arrays_in_fun():
     g = ec.filter_jit(Scale(jnp.array(2.0)))  # a fun with arrays (and no dict/list)
     g3 = jax.tree.map(lambda a: a + 1 if ec.is_array(a) else a, g)  # shares the memo
-    assert g3.memo is g.memo
+    assert g3.memo is g.memo  # pyright: ignore[reportFunctionMemberAccess]
     x = jnp.array(1.0)
     for _ in range(3):  # each swap of the remembered `fun` is seen
         assert g(x) == 2.0 and g(x) == 2.0
@@ -252,7 +252,7 @@ def test_no_array_outlives_its_caller(make):
     del big, small, model, out
     gc.collect()
     assert [r() for r in refs] == [None] * len(refs)
-    assert not f.memo.known  # and their entries are gone
+    assert not f.memo.known  # and their entries are gone  # pyright: ignore[reportFunctionMemberAccess]
 
 
 def test_fast_path_can_be_turned_off(monkeypatch):
@@ -272,9 +272,9 @@ def test_fast_path_can_be_turned_off(monkeypatch):
 def test_fun_swap_is_one_store():
     g = ec.filter_jit(Scale(jnp.array(2.0)))
     g(jnp.array(1.0)), g(jnp.array(1.0))
-    current = g.memo.current
-    assert isinstance(current, tuple) and current[0]() is g.fun
-    assert len(current[1]) == 1 and current[1][0] is g.fun.factor
+    current = g.memo.current  # pyright: ignore[reportFunctionMemberAccess]
+    assert isinstance(current, tuple) and current[0]() is g.fun  # pyright: ignore[reportFunctionMemberAccess]
+    assert len(current[1]) == 1 and current[1][0] is g.fun.factor  # pyright: ignore[reportFunctionMemberAccess]
 
 
 class Holder(ec.Module):
@@ -287,9 +287,9 @@ class Holder(ec.Module):
 def test_fun_holding_a_list_never_takes_the_fast_path():
     f = ec.filter_jit(Holder([2.0]))
     assert f(jnp.array(1.0)) == 2.0 and f(jnp.array(1.0)) == 2.0
-    f.fun.items[0] = 5.0  # a static leaf changed in place
+    f.fun.items[0] = 5.0  # a static leaf changed in place  # pyright: ignore[reportFunctionMemberAccess]
     assert f(jnp.array(1.0)) == 5.0
-    assert f.memo.disabled
+    assert f.memo.disabled  # pyright: ignore[reportFunctionMemberAccess]
 
 
 def test_methods_and_bound_instances():
@@ -313,7 +313,7 @@ def test_tables_stay_bounded():
     for _ in range(300):
         model = f(model, jnp.array(1.0))
         keep.append(model)  # every output stays alive
-    assert len(f.memo.known) <= 256
+    assert len(f.memo.known) <= 256  # pyright: ignore[reportFunctionMemberAccess]
     assert f(keep[0], jnp.array(2.0)).factor == 2.0
 
 
@@ -321,9 +321,9 @@ def test_learning_backs_off_when_it_never_helps_and_comes_back():
     f = ec.filter_jit(lambda model, x: Scale(model.factor * x))
     for i in range(100):  # a fresh, unknown model every call: the ordinary path
         assert f(Scale(jnp.array(float(i))), jnp.array(2.0)).factor == 2.0 * i
-    assert f.memo.misses == 100
+    assert f.memo.misses == 100  # pyright: ignore[reportFunctionMemberAccess]
     model, fast_calls = Scale(jnp.array(1.0)), []
     for _ in range(40):  # outputs fed back: the fast path is found again
         fast_calls.append(fast(f, model, jnp.array(1.0)))
         model = f(model, jnp.array(1.0))
-    assert fast_calls[-5:] == [True] * 5 and f.memo.misses == 0
+    assert fast_calls[-5:] == [True] * 5 and f.memo.misses == 0  # pyright: ignore[reportFunctionMemberAccess]

@@ -49,7 +49,7 @@ def test_wrong_outputs_raise_clear_errors():
     with pytest.raises(ValueError, match=r"dtype complex64"):
         call(lambda x, m: {"y": np.zeros(3, np.complex64), "mode": m})
     with pytest.raises(TypeError, match="callable"):
-        ec.filter_pure_callback(3, x, result_shape_dtypes=RESULT)
+        ec.filter_pure_callback(3, x, result_shape_dtypes=RESULT)  # pyright: ignore[reportArgumentType]
     # inside jit the error surfaces from the compiled call, still naming the leaf
     with pytest.raises(Exception, match=r"result\['y'\]"):
         jax.jit(

@@ -1,5 +1,7 @@
 """filter_checkpoint."""
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +11,7 @@ import ecliptic as ec
 
 class Block(ec.Module):
     weight: jax.Array
-    activation: object = ec.field(static=True, default=jnp.tanh)
+    activation: Callable = ec.field(static=True, default=jnp.tanh)
 
     def __call__(self, x, repeat):
         for _ in range(repeat):
@@ -59,7 +61,7 @@ def test_decorator_with_arguments_policy_and_unhashable_static():
     np.testing.assert_allclose(ec.filter_grad(f)(x, {"scale": 2.0}), 2.0 * jnp.cos(x), rtol=1e-6)
 
     class Unhashable:
-        __hash__ = None
+        __hash__ = None  # pyright: ignore[reportAssignmentType]
         scale = 3.0
 
     g = ec.filter_grad(ec.filter_checkpoint(lambda x, o: jnp.sum(x * o.scale)))(x, Unhashable())

@@ -185,7 +185,7 @@ def numpy_reading(mutated: bytes, like) -> list[bytes] | None:
             if not isinstance(leaf, (jax.Array, np.ndarray, np.generic, bool, int, float)):
                 continue
             array = np.load(f, allow_pickle=False)
-            dtype = np.dtype(leaf.dtype) if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
+            dtype = np.dtype(leaf.dtype) if hasattr(leaf, "dtype") else np.asarray(leaf).dtype  # pyright: ignore[reportAttributeAccessIssue]
             if array.dtype.kind == "V":
                 array = array.view(dtype)
             out.append(raw_bytes(array.astype(dtype)))

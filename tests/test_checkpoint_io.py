@@ -86,7 +86,7 @@ def test_state_keys_and_numpy_leaves_roundtrip(tmp_path):
     ecliptic.save(path, tree)
     out = ecliptic.load(path, tree)
     assert bits_equal(out, tree)
-    assert isinstance(out["np"], np.ndarray) and isinstance(out["scalar"], np.float32)
+    assert isinstance(out["np"], np.ndarray) and isinstance(out["scalar"], np.float32)  # pyright: ignore[reportArgumentType]
     assert out["state"].get(model.batch_counter) == 5
     assert out["state"].get(model.batch_state_index)[0].shape == (4,)
     # The state alone, too.
@@ -120,7 +120,7 @@ def test_reads_foreign_safetensors_and_metadata(tmp_path):
     ecliptic.save(path, like, metadata={"step": "10", "note": "ünïcode"})
     assert ecliptic.load_metadata(path) == {"step": "10", "note": "ünïcode"}
     with pytest.raises(TypeError, match=r"dict\[str, str\]"):
-        ecliptic.save(path, like, metadata={"step": 10})
+        ecliptic.save(path, like, metadata={"step": 10})  # pyright: ignore[reportArgumentType]
     with pytest.raises(ValueError, match="reserved"):
         ecliptic.save(path, like, metadata={"ecliptic.version": "2"})
 
@@ -292,8 +292,8 @@ def test_atomic_write_is_reusable_for_other_files(tmp_path):
     from ecliptic._io._atomic import atomic_write
 
     path = tmp_path / "notes.bin"
-    atomic_write(path, lambda f: f.write(b"first"))
-    atomic_write(str(path), lambda f: f.write(b"second"))
+    atomic_write(path, lambda f: f.write(b"first"))  # pyright: ignore[reportArgumentType]
+    atomic_write(str(path), lambda f: f.write(b"second"))  # pyright: ignore[reportArgumentType]
     assert path.read_bytes() == b"second" and os.listdir(tmp_path) == ["notes.bin"]
 
 
@@ -352,7 +352,7 @@ def test_sigkill_mid_save_leaves_previous_checkpoint(tmp_path):
     ecliptic.save(path, old)
     writer = _spawn_writer(path, "pause")
     try:
-        assert writer.stdout.readline().strip() == b"mid-write"
+        assert writer.stdout.readline().strip() == b"mid-write"  # pyright: ignore[reportOptionalMemberAccess]
         [temporary] = _temporaries(tmp_path)
         assert temporary.startswith(".ckpt.safetensors.ecliptic-tmp.")
         assert f".{writer.pid}." in temporary  # the name says whose it is
@@ -374,7 +374,7 @@ def test_next_save_removes_temporaries_of_dead_writers_only(tmp_path):
     path = tmp_path / "m.safetensors"
     writer = _spawn_writer(path, "pause")
     try:
-        assert writer.stdout.readline().strip() == b"mid-write"
+        assert writer.stdout.readline().strip() == b"mid-write"  # pyright: ignore[reportOptionalMemberAccess]
         writer.send_signal(signal.SIGKILL)
         writer.wait(timeout=30)
     finally:
@@ -396,7 +396,7 @@ def test_sigkill_during_save_loop_always_leaves_a_whole_checkpoint(tmp_path):
     ecliptic.save(path, {"w": np.full(1 << 21, -1.0, np.float32)})
     writer = _spawn_writer(path, "loop")
     try:
-        assert writer.stdout.readline().strip() == b"looping"
+        assert writer.stdout.readline().strip() == b"looping"  # pyright: ignore[reportOptionalMemberAccess]
         time.sleep(0.7)
         writer.send_signal(signal.SIGKILL)
         writer.wait(timeout=30)

@@ -32,7 +32,7 @@ def test_closed_over_tracer_becomes_a_leaf_and_is_differentiable():
     def outer(a):
         fn = ec.filter_closure_convert(lambda x: x * a**2, x)
         leaves = jax.tree_util.tree_leaves(fn)
-        assert any(isinstance(leaf, jax.core.Tracer) for leaf in leaves)
+        assert any(isinstance(leaf, jax.core.Tracer) for leaf in leaves)  # pyright: ignore[reportAttributeAccessIssue]
         return jnp.sum(fn(x))
 
     # d/da sum(x * a^2) = 2 a sum(x)
@@ -63,7 +63,7 @@ def test_errors_for_different_inputs():
     with pytest.raises(ValueError, match="same pytree structure"):
         fn(jnp.ones(2))
     with pytest.raises(TypeError, match="callable"):
-        ec.filter_closure_convert(3, jnp.ones(2))
+        ec.filter_closure_convert(3, jnp.ones(2))  # pyright: ignore[reportArgumentType]
 
 
 def test_a_function_closing_over_no_array_is_called_directly():

@@ -276,7 +276,7 @@ def test_deprecated_defvjp_sets_both_rules_without_perturbed():
     grad = jax.grad(lambda v: jnp.sum(cube(v, 1.0)["y"]))(x)
     np.testing.assert_allclose(grad, 3 * x**2)
     with pytest.warns(DeprecationWarning), pytest.raises(TypeError, match="fn_bwd"):
-        cube.defvjp(fwd, "not a function")
+        cube.defvjp(fwd, "not a function")  # pyright: ignore[reportArgumentType]
 
 
 # -- Python-number primals -----------------------------------------------------------------

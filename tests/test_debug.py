@@ -112,7 +112,7 @@ def test_assert_max_traces_validation():
     with pytest.raises(ValueError, match="non-negative int or None; got -1"):
         debug.assert_max_traces(lambda x: x, max_traces=-1)
     with pytest.raises(TypeError, match="must be callable"):
-        debug.assert_max_traces(3, max_traces=1)
+        debug.assert_max_traces(3, max_traces=1)  # pyright: ignore[reportArgumentType, reportCallIssue]
     with pytest.raises(ValueError, match="not .* decorated with"):
         debug.get_num_traces(jax.jit(lambda x: x))
 
@@ -235,4 +235,4 @@ def test_store_dce_under_vmap_and_outside_jit():
     with pytest.raises(RuntimeError, match="inside a jax.jit"):
         debug.store_dce(jnp.ones(2))
     with pytest.raises(TypeError, match="hashable"):
-        jax.jit(lambda x: debug.store_dce(x, name=[1]))(jnp.ones(2))
+        jax.jit(lambda x: debug.store_dce(x, name=[1]))(jnp.ones(2))  # pyright: ignore[reportArgumentType]

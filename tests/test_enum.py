@@ -12,7 +12,7 @@ class Status(ec.Enumeration):
     failed = "it failed"
 
 
-class MoreStatus(Status):
+class MoreStatus(Status):  # pyright: ignore[reportGeneralTypeIssues]
     pending = "not yet"
 
 
@@ -44,7 +44,7 @@ def test_comparison_needs_the_same_enumeration():
 def test_getitem_takes_only_own_members():
     for bad in (0, "ok", MoreStatus.ok, Colour.red):
         with pytest.raises(ValueError, match="(?i)enumeration item"):
-            _ = Status[bad]
+            _ = Status[bad]  # pyright: ignore[reportArgumentType]
 
 
 def test_where_under_jit():
@@ -91,7 +91,7 @@ def test_inheritance_and_promote():
     with pytest.raises(ValueError, match="inherited"):
         Status.promote(MoreStatus.ok)
     with pytest.raises(ValueError, match="promote enumerations"):
-        MoreStatus.promote(0)
+        MoreStatus.promote(0)  # pyright: ignore[reportArgumentType]
 
 
 def test_promote_maps_by_name_through_several_parents():
@@ -103,7 +103,7 @@ def test_promote_maps_by_name_through_several_parents():
         shared = "s"
         only_second = "g"
 
-    class Both(First, Second):
+    class Both(First, Second):  # pyright: ignore[reportGeneralTypeIssues]
         own = "o"
 
     assert [m.name for m in Both] == ["shared", "only_first", "only_second", "own"]
@@ -117,13 +117,13 @@ def test_redeclared_member_warns_only_when_the_message_changes():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
 
-        class Same(Status):
+        class Same(Status):  # pyright: ignore[reportGeneralTypeIssues]
             ok = "all good"
 
     assert len(Same) == 2
     with pytest.warns(UserWarning, match="duplicate incompatible"):
 
-        class Changed(Status):
+        class Changed(Status):  # pyright: ignore[reportGeneralTypeIssues]
             ok = "fine"
 
     assert Changed[Changed.ok] == "fine"
@@ -148,7 +148,7 @@ def test_error_if_raises_the_member_message():
 
 def test_errors():
     with pytest.raises(AttributeError, match="members"):
-        _ = Status.missing
+        _ = Status.missing  # pyright: ignore[reportAttributeAccessIssue]
     with pytest.raises(TypeError, match="string"):
 
         class Bad(ec.Enumeration):

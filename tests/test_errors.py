@@ -290,7 +290,7 @@ def test_branched_validation():
     with pytest.raises(TypeError, match=r"`index` must be .* integer scalar"):
         ecl.branched_error_if(POS, POS < 0, jnp.array([0, 1]), MSGS)
     with pytest.raises(TypeError, match=r"msgs\[1\]"):
-        ecl.branched_error_if(POS, POS < 0, 0, ["a", 2])
+        ecl.branched_error_if(POS, POS < 0, 0, ["a", 2])  # pyright: ignore[reportArgumentType]
 
 
 def test_pred_and_msg_validation():
@@ -299,7 +299,7 @@ def test_pred_and_msg_validation():
     with pytest.raises(TypeError, match="`pred` must be"):
         ecl.error_if(POS, 1, "m")
     with pytest.raises(TypeError, match="`msg` must be a str"):
-        ecl.error_if(POS, POS < 0, 3)
+        ecl.error_if(POS, POS < 0, 3)  # pyright: ignore[reportArgumentType]
 
 
 # -- modes ----------------------------------------------------------------------------
@@ -307,7 +307,7 @@ def test_pred_and_msg_validation():
 
 def test_on_error_validation():
     with pytest.raises(ValueError, match=r"`on_error` must be one of 'raise', .*got 'bogus'"):
-        ecl.error_if(POS, POS < 0, "m", on_error="bogus")
+        ecl.error_if(POS, POS < 0, "m", on_error="bogus")  # pyright: ignore[reportArgumentType]
 
 
 def test_nan_mode():

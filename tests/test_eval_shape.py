@@ -48,7 +48,7 @@ def test_traced_once_per_structure_and_unhashable_static():
     assert len(calls) == 1  # cached trace
 
     class Unhashable:
-        __hash__ = None
+        __hash__ = None  # pyright: ignore[reportAssignmentType]
 
     out = ec.filter_eval_shape(lambda x, u: (x * 2, u), jnp.ones(2), u := Unhashable())
     assert out[0].shape == (2,) and out[1] is u

@@ -1,4 +1,5 @@
 import warnings
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +24,7 @@ class Counter:
 class Affine(ec.Module):
     weight: jax.Array
     bias: jax.Array
-    activation: object = ec.field(static=True, default=jnp.tanh)
+    activation: Callable = ec.field(static=True, default=jnp.tanh)
 
     def __call__(self, x):
         return self.activation(self.weight @ x + self.bias)
@@ -55,7 +56,7 @@ def test_numpy_arrays_are_traced_python_scalars_static():
     seen = []
     f = ec.filter_jit(lambda a, b: seen.append((type(a), type(b))) or a * b)
     f(np.ones(2), 2.0)
-    assert issubclass(seen[0][0], jax.core.Tracer)
+    assert issubclass(seen[0][0], jax.core.Tracer)  # pyright: ignore[reportAttributeAccessIssue]
     assert seen[0][1] is float
 
 
@@ -82,8 +83,8 @@ def test_decorator_with_and_without_arguments():
         return x + 2
 
     assert a(jnp.array(1.0)) == 2.0 and b(jnp.array(1.0)) == 3.0
-    assert a.__name__ == "a" and a.__wrapped__.__name__ == "a"
-    assert a.fn is a.__wrapped__  # Equinox's name for the wrapped function
+    assert a.__name__ == "a" and a.__wrapped__.__name__ == "a"  # pyright: ignore[reportFunctionMemberAccess]
+    assert a.fn is a.__wrapped__  # Equinox's name for the wrapped function  # pyright: ignore[reportFunctionMemberAccess]
 
 
 def test_method_decorator_binds_instance_as_pytree():
@@ -134,7 +135,7 @@ def test_donation_modes_compute_the_same(donate):
 def test_lower_and_compile_ahead_of_time():
     f = ec.filter_jit(lambda m, x, n: m(x) * n)
     model = make_affine()
-    lowered = f.lower(model, jnp.ones(3), 2)
+    lowered = f.lower(model, jnp.ones(3), 2)  # pyright: ignore[reportFunctionMemberAccess]
     assert "stablehlo" in lowered.as_text() or "func" in lowered.as_text()
     compiled = lowered.compile()
     np.testing.assert_allclose(compiled(model, jnp.ones(3), 2), 2 * model(jnp.ones(3)))
@@ -163,7 +164,7 @@ def test_bad_arguments():
     with pytest.raises(TypeError, match="static_argnums"):
         ec.filter_jit(lambda x: x, static_argnums=0)
     with pytest.raises(TypeError, match="callable"):
-        ec.filter_jit(3)
+        ec.filter_jit(3)  # pyright: ignore[reportArgumentType, reportCallIssue]
 
 
 def test_wrapper_is_a_pytree():

@@ -22,7 +22,7 @@ def test_return_convention_and_evaluation():
     assert out_static == (None, "label", {"k": None}, 2)
     # inputs: the array leaves, in order (x, spec, table); n is static
     assert len(closed.jaxpr.invars) == 3
-    y, k = jax.core.eval_jaxpr(closed.jaxpr, closed.consts, x, jnp.array([1.5, 2.5, 3.5]), table)
+    y, k = jax.core.eval_jaxpr(closed.jaxpr, closed.consts, x, jnp.array([1.5, 2.5, 3.5]), table)  # pyright: ignore[reportAttributeAccessIssue]
     np.testing.assert_allclose(y, x * 2 + table[:2])
     np.testing.assert_array_equal(k, [1, 2, 3])
 
@@ -31,6 +31,6 @@ def test_closed_over_arrays_are_constants():
     w = np.arange(6.0).reshape(2, 3)
     closed, out_struct, _ = ec.filter_make_jaxpr(lambda x: w @ x)(jnp.ones(3))
     assert len(closed.jaxpr.invars) == 1
-    (out,) = jax.core.eval_jaxpr(closed.jaxpr, closed.consts, jnp.ones(3))
+    (out,) = jax.core.eval_jaxpr(closed.jaxpr, closed.consts, jnp.ones(3))  # pyright: ignore[reportAttributeAccessIssue]
     np.testing.assert_allclose(out, w.sum(1))
     assert out_struct.shape == (2,)

@@ -19,7 +19,7 @@ _OP = re.compile(
 
 
 def _product_operand_types(fn, *args):
-    text = ec.filter_jit(fn).lower(*args).as_text()
+    text = ec.filter_jit(fn).lower(*args).as_text()  # pyright: ignore[reportFunctionMemberAccess]
     found = _OP.findall(text)
     assert found, "no matrix product or convolution in the lowered program"
     return [(op, a.rsplit("x", 1)[-1], b.rsplit("x", 1)[-1]) for op, a, b in found]
@@ -91,7 +91,7 @@ def test_float32_layers_see_float32(getkey):
     # The default keeps normalisation layers in float32, parameters included.
     norm = enn.Sequential([enn.Linear(4, 4, key=getkey()), enn.LayerNorm(4)])
     wrapped = ec.mixed_precision(norm, jnp.bfloat16, output_dtype=jnp.bfloat16)
-    text = ec.filter_jit(lambda m, x: m(x)).lower(wrapped, jnp.ones(4)).as_text()
+    text = ec.filter_jit(lambda m, x: m(x)).lower(wrapped, jnp.ones(4)).as_text()  # pyright: ignore[reportFunctionMemberAccess]
     assert "rsqrt" in text and re.search(r"rsqrt[^\n]*f32>", text)
     assert wrapped(jnp.ones(4)).dtype == jnp.bfloat16
 
@@ -216,7 +216,7 @@ def test_bad_arguments(getkey):
     with pytest.raises(TypeError, match="compute_dtype must be a floating dtype"):
         ec.mixed_precision(layer, jnp.int32)
     with pytest.raises(TypeError, match="keep_float32 must be a tuple of layer types"):
-        ec.mixed_precision(layer, keep_float32=("LayerNorm",))
+        ec.mixed_precision(layer, keep_float32=("LayerNorm",))  # pyright: ignore[reportArgumentType]
     with pytest.raises(TypeError, match="model must be a callable model"):
         ec.mixed_precision(jnp.ones(3))
     with pytest.raises(ValueError, match="growth_interval must be an int >= 1"):

@@ -2,6 +2,7 @@ import abc
 import dataclasses
 import functools
 import warnings
+from collections.abc import Callable
 from typing import ClassVar
 
 import jax
@@ -16,7 +17,7 @@ import ecliptic as ec
 class Affine(ec.Module):
     weight: jax.Array
     bias: jax.Array
-    activation: object = ec.field(static=True, default=jax.nn.relu)
+    activation: Callable = ec.field(static=True, default=jax.nn.relu)
 
     def __call__(self, x):
         return self.activation(self.weight @ x + self.bias)
@@ -164,28 +165,28 @@ def test_abstract_var_and_abstract_method():
 
     class Concrete(Base):
         size: int
-        kind: ClassVar[str] = "concrete"
+        kind: ClassVar[str] = "concrete"  # pyright: ignore[reportIncompatibleVariableOverride]
 
-        def run(self):
+        def run(self):  # pyright: ignore[reportIncompatibleMethodOverride]
             return self.size
 
     class MissingVar(Base):
-        kind: ClassVar[str] = "x"
+        kind: ClassVar[str] = "x"  # pyright: ignore[reportIncompatibleVariableOverride]
 
-        def run(self):
+        def run(self):  # pyright: ignore[reportIncompatibleMethodOverride]
             return 0
 
     class MissingMethod(Base):
         size: int = 1
-        kind: ClassVar[str] = "x"
+        kind: ClassVar[str] = "x"  # pyright: ignore[reportIncompatibleVariableOverride]
 
     assert Concrete(3).run() == 3
     with pytest.raises(TypeError, match="AbstractVar.*size"):
         MissingVar()
     with pytest.raises(TypeError, match="abstract"):
-        MissingMethod()
+        MissingMethod()  # pyright: ignore[reportAbstractUsage]
     with pytest.raises(TypeError, match="AbstractVar"):
-        Base()
+        Base()  # pyright: ignore[reportAbstractUsage]
 
 
 def test_abstract_var_resolved_by_property():
@@ -194,7 +195,7 @@ def test_abstract_var_resolved_by_property():
 
     class ByProperty(Base):
         @property
-        def n(self):
+        def n(self):  # pyright: ignore[reportIncompatibleVariableOverride]
             return 4
 
     assert ByProperty().n == 4
@@ -227,16 +228,16 @@ def test_declared_abstract_classes_and_equinox_strict_option():
     assert jax.tree.leaves(jax.tree.map(lambda v: v + 1, Child(1))) == [2]
     with pytest.raises(TypeError, match="class Bad: is_abstract must be a bool; got str"):
 
-        class Bad(ec.Module, is_abstract="yes"):
+        class Bad(ec.Module, is_abstract="yes"):  # pyright: ignore[reportArgumentType]
             pass
 
     with pytest.raises(TypeError, match="class Bad2: strict must be a bool, None or"):
 
-        class Bad2(ec.Module, strict="yes"):
+        class Bad2(ec.Module, strict="yes"):  # pyright: ignore[reportArgumentType]
             pass
 
     with pytest.raises(TypeError, match="force_abstract must be a bool; got int"):
-        ec.StrictConfig(force_abstract=1)
+        ec.StrictConfig(force_abstract=1)  # pyright: ignore[reportArgumentType]
 
 
 def test_unassigned_field_error_is_both_value_and_type_error():
@@ -314,7 +315,7 @@ def test_partial_is_pytree():
 
 def test_module_update_wrapper():
     class Wrapper(ec.Module):
-        fn: object
+        fn: Callable
 
         @property
         def __wrapped__(self):

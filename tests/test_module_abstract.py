@@ -36,13 +36,13 @@ def test_instantiating_names_what_is_left():
 def test_field_property_or_class_attribute_resolves_an_abstract_var():
     class AsField(Shape):
         sides: int
-        label: ClassVar[str] = "field"
+        label: ClassVar[str] = "field"  # pyright: ignore[reportIncompatibleVariableOverride]
 
     class AsProperty(Shape):
         label = "property"
 
         @property
-        def sides(self):
+        def sides(self):  # pyright: ignore[reportIncompatibleVariableOverride]
             return 4
 
     class AsClassAttribute(Shape):

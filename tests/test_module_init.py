@@ -148,7 +148,7 @@ def test_field_overridden_at_class_level_is_not_a_leaf():
         names = ["a"]  # pyright: ignore
 
         @property
-        def size(self):
+        def size(self):  # pyright: ignore[reportIncompatibleVariableOverride]
             return 3
 
         def __init__(self):

@@ -182,6 +182,7 @@ def test_example_continues_from_the_same_loss():
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "multiprocess.py"
     )
     spec = importlib.util.spec_from_file_location("example_multiprocess", path)
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     continued, restored = module.main(steps=2)

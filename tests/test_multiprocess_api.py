@@ -149,9 +149,9 @@ def test_sharded_init_peak_is_a_share_of_the_model(n):
 
 def test_sharded_init_bad_input():
     with pytest.raises(TypeError, match="sharded_init\\(mesh=...\\) must be a jax.sharding.Mesh"):
-        distributed.sharded_init(ec.nn.Identity, mesh="data")
+        distributed.sharded_init(ec.nn.Identity, mesh="data")  # pyright: ignore[reportArgumentType]
     with pytest.raises(TypeError, match="make must be callable"):
-        distributed.sharded_init(3, mesh=_mesh(2))
+        distributed.sharded_init(3, mesh=_mesh(2))  # pyright: ignore[reportArgumentType]
 
 
 # ------------------------------------------------------------------ CheckpointManager
@@ -183,7 +183,7 @@ def test_checkpoint_manager_errors(tmp_path):
     pytest.importorskip("orbax.checkpoint")
     for bad in (0, True, 2.0):  # True is not a count, though bool subclasses int
         with pytest.raises(ValueError, match="max_to_keep"):
-            distributed.CheckpointManager(tmp_path, max_to_keep=bad)
+            distributed.CheckpointManager(tmp_path, max_to_keep=bad)  # pyright: ignore[reportArgumentType]
     manager = distributed.CheckpointManager(tmp_path, async_save=False)
     with pytest.raises(ec.CheckpointError, match="no checkpoint"):
         manager.restore(_tree(jax.random.key(0)))

@@ -147,17 +147,17 @@ def test_equinox_single_head_helpers():
     mask = rng.random((3, 6)) < 0.5
     mask[1] = False
     want = reference(q[:, None], k[:, None], v[:, None], mask[None])[:, 0]
-    weights = nn.dot_product_attention_weights(q, k, mask)
+    weights = nn.dot_product_attention_weights(q, k, mask)  # pyright: ignore[reportArgumentType]
     assert weights.shape == (3, 6) and weights.dtype == jnp.float32
     np.testing.assert_allclose(weights[1], np.full(6, 1 / 6), rtol=1e-6)
-    np.testing.assert_allclose(nn.dot_product_attention(q, k, v, mask), want, rtol=1e-5, atol=1e-6)
-    half = nn.dot_product_attention_weights(q.astype(np.float16), k.astype(np.float16))
+    np.testing.assert_allclose(nn.dot_product_attention(q, k, v, mask), want, rtol=1e-5, atol=1e-6)  # pyright: ignore[reportArgumentType]
+    half = nn.dot_product_attention_weights(q.astype(np.float16), k.astype(np.float16))  # pyright: ignore[reportArgumentType]
     assert half.dtype == jnp.float16
     dropout = nn.Dropout(0.5)
-    dropped = nn.dot_product_attention(q, k, v, dropout=dropout, key=jax.random.key(2))
-    kept = nn.dot_product_attention(q, k, v, dropout=dropout, inference=True)
+    dropped = nn.dot_product_attention(q, k, v, dropout=dropout, key=jax.random.key(2))  # pyright: ignore[reportArgumentType]
+    kept = nn.dot_product_attention(q, k, v, dropout=dropout, inference=True)  # pyright: ignore[reportArgumentType]
     assert not np.allclose(dropped, kept)
-    np.testing.assert_allclose(kept, nn.dot_product_attention(q, k, v), rtol=1e-6)
+    np.testing.assert_allclose(kept, nn.dot_product_attention(q, k, v), rtol=1e-6)  # pyright: ignore[reportArgumentType]
 
 
 def _heads_of(dtype, seq=8, d=16):
@@ -211,7 +211,7 @@ def test_cudnn_flash_attention_on_gpu(dtype):
     mask = np.tril(np.ones((seq, seq), bool))
     mask[5] = False  # a query that may attend to nothing: uniform weights
     call = jax.jit(lambda *a: multihead_attention(*a, fused=True))
-    assert "fmha" in call.lower(q, k, v, mask).compile().as_text().lower()  # cuDNN's kernel
+    assert "fmha" in call.lower(q, k, v, mask).compile().as_text().lower()  # cuDNN's kernel  # pyright: ignore[reportOptionalMemberAccess]
     got = np.asarray(call(q, k, v, mask), np.float64)
     np.testing.assert_allclose(got, reference(q, k, v, mask), atol=3e-2)
     np.testing.assert_allclose(got[5], np.asarray(v, np.float64).mean(0), atol=3e-2)

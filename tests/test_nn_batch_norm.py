@@ -6,6 +6,8 @@ import importlib.util
 import json
 import pathlib
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +18,7 @@ import ecliptic
 from ecliptic import nn
 
 GOLDENS = np.load(pathlib.Path(__file__).parent / "torch_goldens" / "stateful.npz")
-TOL = dict(rtol=1e-5, atol=1e-5)
+TOL: dict[str, Any] = dict(rtol=1e-5, atol=1e-5)
 
 
 def g(name: str) -> np.ndarray:
@@ -42,7 +44,7 @@ def make_from_golden(case: str) -> tuple[nn.BatchNorm, nn.State]:
     return bn, state
 
 
-def batched(bn: nn.BatchNorm) -> object:
+def batched(bn: nn.BatchNorm) -> Callable[..., Any]:
     """``bn`` over a batch (axis name "batch"), compiled: one compilation per test keeps
     the suite fast, where eager mode would compile every primitive separately."""
     return jax.jit(jax.vmap(bn, axis_name="batch", in_axes=(0, None), out_axes=(0, None)))
@@ -199,6 +201,7 @@ def test_bad_arguments() -> None:
 def test_stateful_example_learns() -> None:
     path = pathlib.Path(__file__).resolve().parent.parent / "examples" / "stateful.py"
     spec = importlib.util.spec_from_file_location("example_stateful", path)
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve string annotations through it
     spec.loader.exec_module(module)

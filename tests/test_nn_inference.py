@@ -57,7 +57,7 @@ def test_changes_behaviour() -> None:
 
 def test_rejects_non_bool() -> None:
     with pytest.raises(TypeError, match="must be a bool"):
-        nn.inference_mode(build(), value=1)
+        nn.inference_mode(build(), value=1)  # pyright: ignore[reportArgumentType]
 
 
 def test_tree_inference_is_deprecated_alias() -> None:

@@ -12,7 +12,7 @@ from ecliptic import nn
 
 
 def _lowered_text(layer, *args):
-    return ecliptic.filter_jit(lambda m, *a: m(*a)).lower(layer, *args).as_text(debug_info=True)
+    return ecliptic.filter_jit(lambda m, *a: m(*a)).lower(layer, *args).as_text(debug_info=True)  # pyright: ignore[reportFunctionMemberAccess]
 
 
 def test_hlo_names_nested_layers():

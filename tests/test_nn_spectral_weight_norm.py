@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +15,7 @@ import ecliptic
 from ecliptic import nn
 
 GOLDENS = np.load(pathlib.Path(__file__).parent / "torch_goldens" / "stateful.npz")
-TOL = dict(rtol=1e-5, atol=1e-5)
+TOL: dict[str, Any] = dict(rtol=1e-5, atol=1e-5)
 
 
 def g(name: str) -> jax.Array:

@@ -224,7 +224,7 @@ def test_indexing_slicing_iteration_and_round_trip():
     layers = LAYERS
     assert ec.tree_equal(stacked[1], layers[1])
     assert ec.tree_equal(stacked[-1], layers[-1])
-    assert ec.tree_equal(stacked[np.int64(2)], layers[2])
+    assert ec.tree_equal(stacked[np.int64(2)], layers[2])  # pyright: ignore[reportArgumentType]
     assert ec.tree_equal(list(stacked), layers)
     part = stacked[1:3]
     assert isinstance(part, nn.Stacked) and len(part) == 2
@@ -238,7 +238,7 @@ def test_indexing_slicing_iteration_and_round_trip():
     with pytest.raises(IndexError, match="selects no layers"):
         stacked[3:1]
     with pytest.raises(TypeError, match="ints or slices"):
-        stacked["0"]
+        stacked["0"]  # pyright: ignore[reportArgumentType]
 
 
 # -- errors ----------------------------------------------------------------------------------

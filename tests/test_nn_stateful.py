@@ -128,7 +128,7 @@ def test_substate_and_update() -> None:
     with pytest.raises(ValueError, match="belongs to another model"):
         state.update(other)
     with pytest.raises(TypeError, match="must be a State"):
-        state.update({"a": 1})
+        state.update({"a": 1})  # pyright: ignore[reportArgumentType]
 
 
 # ----------------------------------------------------------------------------------
@@ -146,7 +146,7 @@ def test_error_missing_index() -> None:
     with pytest.raises(ValueError, match="belongs to another model"):
         state.substate(stranger)
     with pytest.raises(TypeError, match="must be a StateIndex"):
-        state.get("first")
+        state.get("first")  # pyright: ignore[reportArgumentType]
 
 
 def test_error_set_mismatched_shape_or_dtype() -> None:
@@ -166,7 +166,7 @@ def test_error_bad_init() -> None:
     with pytest.raises(TypeError, match="pytree of arrays"):
         nn.StateIndex("not an array")
     with pytest.raises(TypeError, match="callable"):
-        nn.make_with_state(3)
+        nn.make_with_state(3)  # pyright: ignore[reportArgumentType]
 
 
 # ----------------------------------------------------------------------------------
@@ -179,7 +179,7 @@ def test_state_through_filter_jit() -> None:
     step = ecliptic.filter_jit(lambda m, x, s: m(x, s))
     for _ in range(3):
         y, state = step(model, jnp.zeros(3), state)
-    np.testing.assert_array_equal(y, np.full(3, 4.0))  # third call: 0 + 2 + 2
+    np.testing.assert_array_equal(y, np.full(3, 4.0))  # third call: 0 + 2 + 2  # pyright: ignore[reportPossiblyUnboundVariable]
     assert isinstance(state, nn.State)
 
 

@@ -1,5 +1,7 @@
 """filter_pmap, on 8 virtual CPU devices (see conftest.py)."""
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +15,7 @@ N = 8
 class Affine(eqx.Module):
     weight: jax.Array
     bias: jax.Array
-    activation: object = jax.nn.tanh
+    activation: Callable = jax.nn.tanh
     name: str = eqx.field(static=True, default="affine")
 
     def __call__(self, x):
@@ -132,7 +134,7 @@ def test_donation(donate, xs):
 
 def test_lower_and_compile(xs):
     f = eqx.filter_pmap(lambda x, k: x * k, axis_name="i")
-    lowered = f.lower(xs, 3)
+    lowered = f.lower(xs, 3)  # pyright: ignore[reportFunctionMemberAccess]
     assert "stablehlo" in lowered.as_text() or "func" in lowered.as_text()
     compiled = lowered.compile()
     np.testing.assert_allclose(compiled(xs, 3), xs * 3)
@@ -152,12 +154,12 @@ def test_errors(xs):
     with pytest.raises(TypeError, match="static_broadcasted_argnums"):
         eqx.filter_pmap(lambda x: x, static_broadcasted_argnums=1)
     with pytest.raises(TypeError, match="callable"):
-        eqx.filter_pmap(3)
+        eqx.filter_pmap(3)  # pyright: ignore[reportArgumentType, reportCallIssue]
 
 
 def test_unhashable_static_argument_is_named(xs):
     class Options:
-        __hash__ = None
+        __hash__ = None  # pyright: ignore[reportAssignmentType]
 
     with pytest.raises(TypeError, match=r"filter_pmap: the non-array leaf .* unhashable type"):
         eqx.filter_pmap(lambda x, options: x)(xs, Options())
@@ -224,8 +226,8 @@ def test_each_compilation_traces_twice_as_in_equinox(xs):
     assert f.new_traces(lambda: g(xs.astype(jnp.float16), 3)) == 2  # a new dtype
     assert f.new_traces(lambda: g(xs[:, :2], 3)) == 0
     # ahead-of-time: lowering compiles like a call, and the compiled call traces nothing
-    assert f.new_traces(lambda: g.lower(xs, 2).compile()) == 0
-    lowered = f.new_traces(lambda: g.lower(xs[:, :1], 2))
+    assert f.new_traces(lambda: g.lower(xs, 2).compile()) == 0  # pyright: ignore[reportFunctionMemberAccess]
+    lowered = f.new_traces(lambda: g.lower(xs[:, :1], 2))  # pyright: ignore[reportFunctionMemberAccess]
     assert lowered == 2
     assert f.new_traces(lambda: g(xs[:, :1], 2)) == 0
     # clear_caches forgets the abstract evaluations too

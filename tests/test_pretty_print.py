@@ -164,7 +164,7 @@ def test_tracers_print_like_arrays():
 
 
 def test_recursive_containers_do_not_loop():
-    tree = [1]
+    tree: list[object] = [1]
     tree.append(tree)
     assert ec.tree_pformat(tree) == "[1, <recursive>]"
 
@@ -189,7 +189,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="indent"):
         ec.tree_pformat(1, indent=-1)
     with pytest.raises(TypeError, match="truncate_leaf"):
-        ec.tree_pformat(1, truncate_leaf=True)
+        ec.tree_pformat(1, truncate_leaf=True)  # pyright: ignore[reportArgumentType]
 
 
 def test_tree_pprint(capsys):

@@ -32,7 +32,7 @@ def test_jitf_with_filter_fn_traces_selected_leaves_only():
     model = make_model()
     np.testing.assert_allclose(jitted(model, jnp.ones(3)), loss(model, jnp.ones(3)), rtol=1e-6)
     # the integer array was not selected: it is static (a concrete value at trace time)
-    assert not issubclass(traces[0], jax.core.Tracer)
+    assert not issubclass(traces[0], jax.core.Tracer)  # pyright: ignore[reportAttributeAccessIssue]
 
 
 def test_jitf_with_filter_tree_and_static_argnums():

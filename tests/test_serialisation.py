@@ -57,7 +57,7 @@ def test_scalars_numpy_and_keys():
     }
     out = roundtrip(tree)
     assert out["py"] == tree["py"] and [type(x) for x in out["py"]] == [bool, int, float, complex]
-    assert isinstance(out["np"][0], np.ndarray) and isinstance(out["np"][1], np.float32)
+    assert isinstance(out["np"][0], np.ndarray) and isinstance(out["np"][1], np.float32)  # pyright: ignore[reportArgumentType]
     assert bits_equal(out, tree)
 
 

@@ -187,7 +187,7 @@ def test_rule_errors_are_clear(model, mesh):
     with pytest.raises(TypeError, match="rules must be a sharding rule"):
         eqx.param_shardings(model, mesh, P("data"))
     with pytest.raises(TypeError, match="must be a PartitionSpec or a rule"):
-        sharding.by_path({"*": "data"})
+        sharding.by_path({"*": "data"})  # pyright: ignore[reportArgumentType]
     with pytest.raises(ValueError, match="min_size"):
         sharding.fsdp("data", min_size=-1)
 
@@ -317,6 +317,7 @@ def test_fsdp_stores_an_eighth_of_the_parameters_per_device(model, mesh):
 def test_parallelism_example_runs():
     path = pathlib.Path(__file__).resolve().parent.parent / "examples" / "parallelism.py"
     spec = importlib.util.spec_from_file_location("example_parallelism", path)
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)

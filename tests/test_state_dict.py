@@ -320,6 +320,7 @@ def test_stacked_stateful_layers_export_and_load_per_layer_state():
 def _load_golden_script(filename):
     path = os.path.join(GOLDENS, filename)
     spec = importlib.util.spec_from_file_location(filename.removesuffix(".py"), path)
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

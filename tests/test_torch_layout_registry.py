@@ -103,6 +103,6 @@ def test_errors_name_the_layer_and_bad_arguments():
     with pytest.raises(ecliptic.CheckpointError, match="^0: no PyTorch counterpart"):
         ecliptic.state_dict(model, format="torch")
     with pytest.raises(TypeError, match="layer_type must be a class; got str"):
-        ecliptic.register_torch_layout("Dense", export=_export, load=_load)
+        ecliptic.register_torch_layout("Dense", export=_export, load=_load)  # pyright: ignore[reportArgumentType]
     with pytest.raises(TypeError, match="load must be a callable; got NoneType"):
-        ecliptic.register_torch_layout(Dense, export=_export, load=None)
+        ecliptic.register_torch_layout(Dense, export=_export, load=None)  # pyright: ignore[reportArgumentType]

@@ -1,5 +1,7 @@
 """Tests for apply_updates."""
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +14,7 @@ import ecliptic as ec
 class Affine(ec.Module):
     weight: jax.Array
     bias: object
-    activation: object
+    activation: Callable
     name: str = ec.field(static=True, default="affine")
 
     def __call__(self, x):

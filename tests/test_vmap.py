@@ -1,3 +1,5 @@
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +11,7 @@ import ecliptic as ec
 class Affine(ec.Module):
     weight: jax.Array
     bias: jax.Array
-    activation: object = ec.field(static=True, default=jnp.tanh)
+    activation: Callable = ec.field(static=True, default=jnp.tanh)
 
     def __call__(self, x):
         return self.activation(self.weight @ x + self.bias)
@@ -108,7 +110,7 @@ def test_wrapper_keeps_function_metadata():
 
     wrapped = ec.filter_vmap(described)
     assert wrapped.__name__ == "described" and wrapped.__doc__ == "Doubles."
-    assert wrapped.__wrapped__ is described
+    assert wrapped.__wrapped__ is described  # pyright: ignore[reportFunctionMemberAccess]
 
 
 def test_python_number_output_with_an_output_axis_is_batched():

@@ -143,8 +143,8 @@ def ecliptic_step() -> None:
 
 def torch_step() -> None:
     import safetensors.torch
-    import torch
-    import torch.nn as nn
+    import torch  # pyright: ignore[reportMissingImports]
+    import torch.nn as nn  # pyright: ignore[reportMissingImports]
 
     class TorchNet(nn.Module):
         def __init__(self):

@@ -18,9 +18,9 @@ import json
 import pathlib
 
 import numpy as np
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+import torch  # pyright: ignore[reportMissingImports]
+import torch.nn as nn  # pyright: ignore[reportMissingImports]
+import torch.nn.functional as F  # pyright: ignore[reportMissingImports]
 
 OUT = pathlib.Path(__file__).with_name("linear_conv_pool.npz")
 store: dict[str, np.ndarray] = {}
@@ -248,7 +248,7 @@ def main():
     gen_conv_transpose()
     gen_pool()
     gen_adaptive()
-    np.savez_compressed(OUT, **store)
+    np.savez_compressed(OUT, **store)  # pyright: ignore[reportArgumentType]
     print(f"wrote {OUT} ({OUT.stat().st_size / 1024:.1f} KiB, {len(store)} arrays)")
 
 

@@ -53,7 +53,7 @@ def main() -> None:
     out["expected"] = h
     out["rank"] = np.asarray(RANK)
     out["alpha"] = np.asarray(ALPHA)
-    np.savez(HERE / "lora.npz", **out)
+    np.savez(HERE / "lora.npz", **out)  # pyright: ignore[reportArgumentType]
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ import math
 import pathlib
 
 import numpy as np
-import torch
-import torch.nn as nn
+import torch  # pyright: ignore[reportMissingImports]
+import torch.nn as nn  # pyright: ignore[reportMissingImports]
 
 torch.set_default_dtype(torch.float32)
 OUT = pathlib.Path(__file__).with_name("norm_attention_rnn.npz")
@@ -345,5 +345,5 @@ if __name__ == "__main__":
     gen_rnn()
     gen_attention_with_torch_module()
     gen_attention_general()
-    np.savez_compressed(OUT, **store)
+    np.savez_compressed(OUT, **store)  # pyright: ignore[reportArgumentType]
     print(f"wrote {len(store)} arrays, {OUT.stat().st_size} bytes to {OUT}")

@@ -59,9 +59,9 @@ def make_ecliptic_net(key):
 
 def main() -> None:
     import safetensors.torch
-    import torch
-    from torch import nn
-    from torch.nn.utils import parametrizations
+    import torch  # pyright: ignore[reportMissingImports]
+    from torch import nn  # pyright: ignore[reportMissingImports]
+    from torch.nn.utils import parametrizations  # pyright: ignore[reportMissingImports]
 
     torch.manual_seed(0)
 

@@ -25,9 +25,9 @@ import json
 import pathlib
 
 import numpy as np
-import torch
-import torch.nn as nn
-from torch.nn.utils import parametrizations as P
+import torch  # pyright: ignore[reportMissingImports]
+import torch.nn as nn  # pyright: ignore[reportMissingImports]
+from torch.nn.utils import parametrizations as P  # pyright: ignore[reportMissingImports]
 
 torch.set_default_dtype(torch.float32)
 OUT = pathlib.Path(__file__).with_name("stateful.npz")
@@ -138,7 +138,7 @@ def main() -> None:
     weight_norm_case("wn_linear_none", nn.Linear(5, 4), (3, 5), None, seed=25)
     torch.manual_seed(26)
     weight_norm_case("wn_conv", nn.Conv2d(3, 4, 3), (2, 3, 6, 6), 0, seed=27)
-    np.savez_compressed(OUT, **store)
+    np.savez_compressed(OUT, **store)  # pyright: ignore[reportArgumentType]
     print(f"wrote {OUT} ({OUT.stat().st_size} bytes, {len(store)} arrays)")
 
 

@@ -1,6 +1,4 @@
-"""Tests for tree_at, tree_equal, tree_check and tree_flatten_one_level."""
-
-import collections
+"""Tests for tree_at: out-of-place replacement of nodes picked by a `where` function."""
 
 import jax
 import jax.numpy as jnp
@@ -9,40 +7,9 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tree_helpers import MLP, Empty, Linear, Pair, make_mlp, pytrees
 
 import ecliptic as ec
-
-
-class Linear(ec.Module):
-    weight: jax.Array
-    bias: object
-    name: str = ec.field(static=True, default="linear")
-
-    def __call__(self, x):
-        out = self.weight @ x
-        return out if self.bias is None else out + self.bias
-
-
-class MLP(ec.Module):
-    layers: tuple
-    activation: object = ec.field(static=True, default=jax.nn.relu)
-    depth: int = ec.field(static=True, default=2)
-
-
-class Empty(ec.Module):
-    tag: str = ec.field(static=True, default="empty")
-
-
-def make_mlp():
-    return MLP(
-        (
-            Linear(jnp.ones((3, 2)), jnp.zeros(3), "first"),
-            Linear(jnp.ones((1, 3)), None, "second"),
-        )
-    )
-
-
-Pair = collections.namedtuple("Pair", "left right")
 
 # ================================================================ tree_at
 
@@ -270,15 +237,15 @@ def test_tree_at_argument_errors():
     with pytest.raises(TypeError, match="both"):
         ec.tree_at(lambda t: t[0], [1], 2, replace_fn=lambda x: x)
     with pytest.raises(TypeError, match="where"):
-        ec.tree_at("t[0]", [1], 2)
+        ec.tree_at("t[0]", [1], 2)  # pyright: ignore[reportArgumentType]
     with pytest.raises(TypeError, match="replace_fn"):
-        ec.tree_at(lambda t: t[0], [1], replace_fn=3)
+        ec.tree_at(lambda t: t[0], [1], replace_fn=3)  # pyright: ignore[reportArgumentType]
     with pytest.raises(TypeError, match="is_leaf"):
-        ec.tree_at(lambda t: t[0], [1], 2, is_leaf=True)
+        ec.tree_at(lambda t: t[0], [1], 2, is_leaf=True)  # pyright: ignore[reportArgumentType]
 
 
 def test_tree_at_cycle_is_a_clear_error():
-    tree = [1]
+    tree: list[object] = [1]
     tree.append(tree)
     with pytest.raises(ValueError, match="cycle"):
         ec.tree_at(lambda t: t[0], tree, 2)
@@ -295,205 +262,7 @@ def test_tree_at_inside_jit():
     np.testing.assert_array_equal(new.layers[0].weight, 3.0)
 
 
-# ================================================================ tree_equal
-
-
-def _jax_bool(out, expected):
-    """Equinox's answer type when JAX array values were compared: a JAX bool scalar."""
-    return (
-        isinstance(out, jax.Array)
-        and out.dtype == jnp.bool_
-        and out.shape == ()
-        and bool(out) is expected
-    )
-
-
-def test_tree_equal_basics():
-    a = {"x": jnp.arange(3.0), "y": [1, "s", None]}
-    b = {"x": jnp.arange(3.0), "y": [1, "s", None]}
-    assert _jax_bool(ec.tree_equal(a, b), True)
-    assert _jax_bool(ec.tree_equal(a, b, a), True)
-    assert ec.tree_equal(a) is True
-    assert _jax_bool(ec.tree_equal(a, {"x": jnp.arange(3.0) + 1, "y": [1, "s", None]}), False)
-    # a non-array leaf that differs answers a plain False, wherever it is
-    assert ec.tree_equal(a, {"x": jnp.arange(3.0), "y": [1, "t", None]}) is False
-    assert ec.tree_equal([jnp.ones(2), 1], [jnp.zeros(2), 2]) is False
-
-
-def test_tree_equal_numpy_only_answers_python_bools():
-    x = np.array([1.0, 2.0], np.float32)
-    assert ec.tree_equal(x, x.copy()) is True
-    assert ec.tree_equal(x, x + 1) is False
-    assert ec.tree_equal(x, x + 1e-6, atol=1e-3) is True
-    assert ec.tree_equal(np.float32(1), np.array(1, np.float32)) is True
-
-
-def test_tree_equal_structure_shape_dtype():
-    assert ec.tree_equal([1, 2], (1, 2)) is False
-    assert ec.tree_equal([1, 2], [1, 2, 3]) is False
-    assert ec.tree_equal(jnp.ones(2), jnp.ones(3)) is False
-    assert ec.tree_equal(jnp.ones(2), jnp.ones((2, 1))) is False
-    assert ec.tree_equal(jnp.ones(2), jnp.ones(2, jnp.int32)) is False
-    assert ec.tree_equal(jnp.ones(2), 1.0) is False
-    assert ec.tree_equal(None, None) is True
-
-
-def test_tree_equal_numpy_and_jax():
-    assert _jax_bool(ec.tree_equal(np.ones(2, np.float32), jnp.ones(2)), True)
-    assert ec.tree_equal(np.ones(2, np.float32), jnp.ones(2), typematch=True) is False
-    assert ec.tree_equal(np.ones(2), jnp.ones(2)) is False  # float64 vs float32
-
-
-def test_tree_equal_typematch_on_python_leaves():
-    assert ec.tree_equal(1, 1.0) is True
-    assert ec.tree_equal(1, 1.0, typematch=True) is False
-    assert ec.tree_equal(True, 1, typematch=True) is False
-
-
-def test_tree_equal_tolerances():
-    a, b = jnp.array([1.0, 2.0]), jnp.array([1.0, 2.001])
-    assert _jax_bool(ec.tree_equal(a, b), False)
-    assert _jax_bool(ec.tree_equal(a, b, rtol=1e-2), True)
-    assert _jax_bool(ec.tree_equal(a, b, atol=1e-2), True)
-    assert _jax_bool(ec.tree_equal(a, b, atol=1e-4), False)
-    bools = jnp.array([True, False])
-    assert _jax_bool(ec.tree_equal(bools, bools, atol=1.0), True)
-    with pytest.raises(ValueError, match="rtol"):
-        ec.tree_equal(a, b, rtol="small")
-    with pytest.raises(ValueError, match="atol"):
-        ec.tree_equal(a, b, atol="big")
-
-
-def test_tree_equal_nan_is_unequal_like_eq():
-    nan = jnp.array([jnp.nan])
-    assert _jax_bool(ec.tree_equal(nan, nan), False)
-    assert ec.tree_equal(np.array([np.nan]), np.array([np.nan])) is False
-
-
-def test_tree_equal_prng_keys():
-    k = jax.random.key(0)
-    assert _jax_bool(ec.tree_equal(k, jax.random.key(0)), True)
-    assert _jax_bool(ec.tree_equal(k, jax.random.key(1)), False)
-
-
-def test_tree_equal_modules_static_fields_are_structure():
-    a = Linear(jnp.ones((1, 2)), None, "a")
-    assert _jax_bool(ec.tree_equal(a, Linear(jnp.ones((1, 2)), None, "a")), True)
-    assert ec.tree_equal(a, Linear(jnp.ones((1, 2)), None, "b")) is False
-    assert a == Linear(jnp.ones((1, 2)), None, "a")
-    assert a != Linear(jnp.zeros((1, 2)), None, "a")
-    assert _jax_bool(ec.tree_equal(make_mlp(), make_mlp()), True)
-
-
-def test_tree_equal_needs_a_pytree():
-    with pytest.raises(TypeError, match="at least one"):
-        ec.tree_equal()
-
-
-def test_tree_equal_inside_jit_returns_traced_bool():
-    seen = []
-
-    @jax.jit
-    def f(x, y):
-        out = ec.tree_equal({"a": x, "s": 1}, {"a": y, "s": 1})
-        seen.append(out)
-        return out
-
-    assert bool(f(jnp.ones(3), jnp.ones(3)))
-    assert not bool(f(jnp.ones(3), jnp.zeros(3)))
-    assert isinstance(seen[0], jax.core.Tracer)
-    assert seen[0].dtype == jnp.bool_ and seen[0].shape == ()
-
-
-def test_tree_equal_inside_jit_is_static_when_it_can_be():
-    const = jnp.ones(2)
-
-    @jax.jit
-    def f(x):
-        # Structure/shape mismatches and concrete values are decided at trace time.
-        assert ec.tree_equal(x, jnp.ones(4)) is False
-        assert ec.tree_equal([x, 1], [x, 2]) is False
-        assert ec.tree_equal(np.ones(2), np.ones(2)) is True  # NumPy only: decided now
-        # A JAX array, even a closed-over concrete one, answers a traced bool (as Equinox).
-        assert isinstance(ec.tree_equal(const, np.ones(2, np.float32)), jax.core.Tracer)
-        return ec.tree_equal(x, x + 0, rtol=1e-6)
-
-    assert bool(f(jnp.ones(3)))
-
-
-# ================================================================ tree_check
-
-
-def test_tree_check_accepts_well_formed_trees():
-    x = jnp.ones(2)
-    ec.tree_check(make_mlp())
-    ec.tree_check([x, x, 1, 1])  # repeated leaves are fine
-    ec.tree_check([None, None, (), (), Empty(), Empty()])
-    empty = Empty()
-    ec.tree_check([empty, empty])  # nothing to untie
-
-
-def test_tree_check_rejects_duplicate_modules_naming_the_paths():
-    layer = Linear(jnp.ones((1, 1)), None)
-    with pytest.raises(ValueError, match=r"Linear.*\.layers\[0\].*\.layers\[1\]"):
-        ec.tree_check(MLP((layer, layer)))
-
-
-def test_tree_check_rejects_duplicate_containers():
-    inner = [1, 2]
-    with pytest.raises(ValueError, match="twice"):
-        ec.tree_check({"a": inner, "b": inner})
-
-
-def test_tree_check_rejects_cycles():
-    tree = [1]
-    tree.append(tree)
-    with pytest.raises(ValueError, match="cycle"):
-        ec.tree_check(tree)
-
-
-# ================================================================ tree_flatten_one_level
-
-
-def test_tree_flatten_one_level():
-    children, treedef = ec.tree_flatten_one_level([1, [2, 3], {"a": 4}])
-    assert children == [1, [2, 3], {"a": 4}]
-    assert jtu.tree_unflatten(treedef, ["x", "y", "z"]) == ["x", "y", "z"]
-    assert ec.tree_flatten_one_level(5) == ([5], jtu.tree_structure(5))
-    assert ec.tree_flatten_one_level(None) == ([], jtu.tree_structure(None))
-    model = make_mlp()
-    children, treedef = ec.tree_flatten_one_level(model)
-    assert len(children) == 1 and children[0] is model.layers
-    assert jtu.tree_unflatten(treedef, children) == model
-
-
-def test_tree_flatten_one_level_rejects_self_containment():
-    tree = [1]
-    tree.append(tree)
-    with pytest.raises(ValueError, match="contains itself"):
-        ec.tree_flatten_one_level(tree)
-
-
 # ================================================================ property tests
-
-_leaves = st.one_of(
-    st.integers(-5, 5),
-    st.floats(-1e3, 1e3, allow_nan=False),
-    st.text(max_size=3),
-    st.none(),
-    st.builds(lambda n: np.arange(n, dtype=np.float32), st.integers(0, 3)),
-)
-pytrees = st.recursive(
-    _leaves,
-    lambda children: st.one_of(
-        st.lists(children, max_size=3),
-        st.lists(children, max_size=3).map(tuple),
-        st.dictionaries(st.sampled_from("abcd"), children, max_size=3),
-        st.builds(Pair, children, children),
-        st.builds(lambda w, b: Linear(w, b, "p"), children, children),
-    ),
-    max_leaves=10,
-)
 
 
 def _follow(tree, path):
@@ -544,34 +313,3 @@ def test_tree_at_identity_replace_fn_is_a_no_op(tree):
             continue
         new = ec.tree_at(lambda t, p=path: _follow(t, p), tree, replace_fn=lambda x: x)
         assert ec.tree_equal(new, tree, typematch=True)
-
-
-@given(pytrees)
-def test_tree_equal_is_reflexive(tree):
-    # The leaves here are Python values and NumPy arrays: plain Python bools throughout.
-    assert ec.tree_equal(tree, tree) is True
-    copy = jtu.tree_map(lambda x: x.copy() if isinstance(x, np.ndarray) else x, tree)
-    assert ec.tree_equal(tree, copy, typematch=True) is True
-    jax_copy = jtu.tree_map(lambda x: jnp.asarray(x) if isinstance(x, np.ndarray) else x, tree)
-    has_arrays = any(isinstance(x, np.ndarray) for x in jtu.tree_leaves(tree))
-    out = ec.tree_equal(tree, jax_copy)
-    assert _jax_bool(out, True) if has_arrays else out is True
-
-
-@pytest.mark.parametrize(
-    "rtol, atol", [(-1.0, 0.0), (-1.0, 0.1), (0.0, -1.0), (-0.5, 1.0), (True, 0)]
-)
-def test_tree_equal_accepts_any_real_tolerance_as_allclose_does(rtol, atol):
-    import numpy as np
-
-    pairs = [
-        (np.ones(2), np.ones(2)),
-        (np.ones(2), np.ones(2) * 1.05),
-        (np.ones(2), np.ones(2) * 1.5),
-    ]
-    for a, b in pairs:
-        expected = bool(np.allclose(a, b, rtol=rtol, atol=atol))
-        assert ec.tree_equal(a, b, rtol=rtol, atol=atol) is expected
-        assert bool(ec.tree_equal(jnp.asarray(a), jnp.asarray(b), rtol=rtol, atol=atol)) is expected
-        traced = jax.jit(lambda x, y: ec.tree_equal(x, y, rtol=rtol, atol=atol))(a, b)
-        assert bool(traced) is expected
