@@ -17,7 +17,7 @@ import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 from ._filters import is_array
-from ._messages import short_repr, type_name
+from ._messages import array_text, short_repr, type_name
 
 _flatten = jtu.tree_flatten
 
@@ -83,7 +83,7 @@ def _child(tree: Any, key: Any) -> Any:
 def describe_value(value: Any) -> str:
     """A short description for error messages that never prints tracer internals."""
     if is_array(value):
-        return f"a {value.dtype}{list(value.shape)} array"
+        return f"a {array_text(value.dtype, value.shape)} array"
     if isinstance(value, (tuple, list)):
         return f"a {type(value).__name__} of length {len(value)}"
     return f"{type_name(value)}: {short_repr(value)}"

@@ -18,7 +18,7 @@ import numpy as np
 
 from ._ad_utils import mismatch_message
 from ._checks import check_callable
-from ._messages import short_repr, type_name
+from ._messages import array_text, short_repr, type_name
 from ._module import Module, field
 from ._split import DYNAMIC, StaticOutput, merge, same_static, split, split_output
 
@@ -86,8 +86,8 @@ class _ConvertedFunction(Module):
                 i = [k for k, s in enumerate(static) if s is DYNAMIC][j]
                 raise ValueError(
                     f"filter_closure_convert: input {_path(treedef, i)} is a "
-                    f"{jnp.result_type(x)}{list(np.shape(x))} array, but the function was "
-                    f"converted for a {dtype}{list(shape)} array."
+                    f"{array_text(jnp.result_type(x), np.shape(x))} array, but the function "
+                    f"was converted for a {array_text(dtype, shape)} array."
                 )
 
 

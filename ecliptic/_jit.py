@@ -24,7 +24,7 @@ from ._call_memo import CallMemo
 from ._checks import check_callable
 from ._exceptions import reraise_runtime_error
 from ._filters import is_array
-from ._messages import short_repr
+from ._messages import array_text, short_repr
 from ._module import FunctionWrapper, field, module_update_wrapper
 from ._split import (
     CallKey,
@@ -186,7 +186,7 @@ def _signature(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[str,
     for path, leaf in jtu.tree_flatten_with_path((args, kwargs))[0]:
         where = ("args" if path[0].idx == 0 else "kwargs") + jtu.keystr(path[1:])
         if is_array(leaf):
-            what = f"{leaf.dtype}{list(leaf.shape)} array"
+            what = f"{array_text(leaf.dtype, leaf.shape)} array"
         else:
             what = f"static value {short_repr(leaf, 40)}"
         out.append((where, what))

@@ -209,7 +209,7 @@ CHECKPOINT_CASES = [
         "save/inside-jit",
         lambda: jax.jit(lambda m: ec.save(io.BytesIO(), m))(linear()),
         TypeError,
-        r"save: weight is a traced array \(float32\[4, 3\]\), not a concrete "
+        r"save: weight is a traced array \(f32\[4,3\]\), not a concrete "
         r"one: saving needs concrete values, so call save outside jax\.jit / filter_jit",
     ),
     misuse(

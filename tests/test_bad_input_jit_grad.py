@@ -106,7 +106,7 @@ JIT_CASES = [
         lambda: aot_lowered(jnp.ones(2), 2)(X3, 2),
         TypeError,
         r"called with different arguments than it was lowered for: args\[0\] is a "
-        r"float32\[3\] array, but it was lowered for a float32\[2\] array",
+        r"f32\[3\] array, but it was lowered for a f32\[2\] array",
     ),
     misuse(
         "filter_jit/aot-different-static",
@@ -249,8 +249,8 @@ GRAD_CASES = [
         "filter_closure_convert/different-input",
         lambda: ec.filter_closure_convert(identity, X3)(jnp.ones(2)),
         ValueError,
-        r"filter_closure_convert: input args\[0\] is a float32\[2\] array, but the "
-        r"function was converted for a float32\[3\] array",
+        r"filter_closure_convert: input args\[0\] is a f32\[2\] array, but the "
+        r"function was converted for a f32\[3\] array",
     ),
     misuse(
         "filter_eval_shape/not-callable",
