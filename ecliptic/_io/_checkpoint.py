@@ -65,15 +65,15 @@ def _tensor_table(pytree: Any) -> list[tuple[str, Any]]:
                 "rename a dict key so that every leaf path is distinct"
             )
         seen.add(name)
-        what = array_text(leaf.dtype, leaf.shape) if hasattr(leaf, "shape") else ""
         if isinstance(leaf, jax.ShapeDtypeStruct):
             raise CheckpointError(
-                f"{display(name)}: an abstract leaf ({what}) has no values "
-                "to save; save the concrete pytree"
+                f"{display(name)}: an abstract leaf ({array_text(leaf.dtype, leaf.shape)}) "
+                "has no values to save; save the concrete pytree"
             )
         if isinstance(leaf, jax.core.Tracer):  # pyright: ignore[reportAttributeAccessIssue]
             raise TypeError(
-                f"save: {display(name)} is a traced array ({what}), not "
+                f"save: {display(name)} is a traced array "
+                f"({array_text(leaf.dtype, leaf.shape)}), not "
                 "a concrete one: saving needs concrete values, so call save outside "
                 "jax.jit / filter_jit (and outside grad, vmap, ...), e.g. on the model "
                 "the jitted step returns"
@@ -83,8 +83,8 @@ def _tensor_table(pytree: Any) -> list[tuple[str, Any]]:
         if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
             raise CheckpointError(
                 f"save: {display(name)} spans devices of other processes "
-                f"({what}, sharded as {leaf.sharding}), so this process "
-                "cannot write it alone: in a multi-process job use "
+                f"({array_text(leaf.dtype, leaf.shape)}, sharded as {leaf.sharding}), so "
+                "this process cannot write it alone: in a multi-process job use "
                 "ecliptic.distributed.CheckpointManager, where each process writes its own "
                 "shards"
             )

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray
 
-from ._init_helpers import compute_dtype
+from ._init_helpers import HALF_DTYPES, compute_dtype
 
 FUSED_NAME = "fused_attention"
 
@@ -110,7 +110,6 @@ def can_fuse(q: jax.Array, k: jax.Array, v: jax.Array) -> bool:
     return len(dtypes) == 1 and jnp.issubdtype(q.dtype, jnp.floating) and k.shape == v.shape
 
 
-_HALF_DTYPES = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
 # Below 512 x 512 logits per head, cuDNN's kernel was slower than XLA's version of the
 # call on an H200 (1.5x the time at 128 x 128, level at 512 x 512, 0.53x at 8192 x 8192;
 # benchmarks/RESULTS.md, GPU figures).
@@ -123,7 +122,7 @@ def cudnn_can_run(q: jax.Array, k: jax.Array, v: jax.Array, mask: Any) -> bool:
     slower), a head size that is a multiple of 8 up to 128 (keys' and values' alike),
     and even sequence lengths where a mask is given (cuDNN adds the mask as a bias,
     whose gradient needs them). Anything else goes to XLA's version of the call."""
-    if jax.default_backend() != "gpu" or jnp.dtype(q.dtype) not in _HALF_DTYPES:
+    if jax.default_backend() != "gpu" or jnp.dtype(q.dtype) not in HALF_DTYPES:
         return False
     if q.shape[0] * k.shape[0] < CUDNN_MIN_LOGITS:
         return False

@@ -46,12 +46,15 @@ def fan_in_bound(fan_in: int) -> float:
     return 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
 
 
+HALF_DTYPES = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
+
+
 def compute_dtype(dtype: Any) -> Any:
     """The dtype to do numerically delicate maths in (norms, softmax, trigonometry):
     float32 for float16/bfloat16, whose few mantissa bits lose too much in sums of
     squares and exponentials; otherwise ``dtype`` unchanged."""
     dtype = jnp.dtype(dtype)
-    if dtype in (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16)):
+    if dtype in HALF_DTYPES:
         return jnp.dtype(jnp.float32)
     return dtype
 
